@@ -1,0 +1,61 @@
+"""SQLAlchemy ORM models; the schema itself is only ever changed through Alembic revisions."""
+
+from __future__ import annotations
+
+from datetime import datetime
+
+from sqlalchemy import BigInteger, DateTime, Float, ForeignKey, Integer, String, Text
+from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
+
+
+class Base(DeclarativeBase):
+    pass
+
+
+class Root(Base):
+    """A library folder the user asked photoman to index; stored apart so a library can move."""
+
+    __tablename__ = "roots"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    path: Mapped[str] = mapped_column(String(4096), unique=True)
+    added_at: Mapped[datetime] = mapped_column(DateTime)
+
+    photos: Mapped[list[Photo]] = relationship(back_populates="root", cascade="all, delete-orphan")
+
+
+class Photo(Base):
+    """One file on disk. Identity for vectors is content_hash; several files may share one."""
+
+    __tablename__ = "photos"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    root_id: Mapped[int] = mapped_column(ForeignKey("roots.id", ondelete="CASCADE"), index=True)
+    path: Mapped[str] = mapped_column(String(4096), unique=True)
+    content_hash: Mapped[str | None] = mapped_column(String(64), index=True)
+    size: Mapped[int] = mapped_column(BigInteger)
+    mtime: Mapped[float] = mapped_column(Float)
+    width: Mapped[int | None] = mapped_column(Integer)
+    height: Mapped[int | None] = mapped_column(Integer)
+    format: Mapped[str | None] = mapped_column(String(16))
+    taken_at: Mapped[datetime | None] = mapped_column(DateTime, index=True)
+    camera_make: Mapped[str | None] = mapped_column(String(128))
+    camera_model: Mapped[str | None] = mapped_column(String(128))
+    gps_lat: Mapped[float | None] = mapped_column(Float)
+    gps_lon: Mapped[float | None] = mapped_column(Float)
+    orientation: Mapped[int | None] = mapped_column(Integer)
+    caption: Mapped[str] = mapped_column(Text, default="")
+    indexed_model: Mapped[str | None] = mapped_column(String(512))
+    status: Mapped[str] = mapped_column(String(16), default="ok", index=True)  # ok | error
+    error: Mapped[str | None] = mapped_column(Text)
+    indexed_at: Mapped[datetime | None] = mapped_column(DateTime)
+
+    root: Mapped[Root] = relationship(back_populates="photos")
+
+    @property
+    def camera(self) -> str | None:
+        """Make and model as one string, without the make repeated (\"Canon Canon EOS\")."""
+        make, model = (self.camera_make or "").strip(), (self.camera_model or "").strip()
+        if model.lower().startswith(make.lower()):
+            make = ""
+        return " ".join(p for p in (make, model) if p) or None

@@ -1,0 +1,103 @@
+"""Settings from defaults, a TOML file, PHOTOMAN_* environment variables and CLI flags (in that order)."""
+
+from __future__ import annotations
+
+import os
+import tomllib
+from dataclasses import dataclass, field, fields, replace
+from pathlib import Path
+from typing import Any
+
+import platformdirs
+
+from photoman.errors import ConfigError
+
+APP = "photoman"
+DEFAULT_MODEL = "laion/CLIP-ViT-B-32-laion2B-s34B-b79K"
+
+
+def _default_data_dir() -> Path:
+    return Path(platformdirs.user_data_dir(APP))
+
+
+def _default_config_file() -> Path:
+    return Path(platformdirs.user_config_dir(APP)) / "config.toml"
+
+
+@dataclass(frozen=True)
+class Settings:
+    """Everything photoman can be told; frozen so a run sees one consistent view."""
+
+    data_dir: Path = field(default_factory=_default_data_dir)
+    model: str = DEFAULT_MODEL
+    device: str = "auto"  # auto | cpu | cuda | cuda:N | mps
+    precision: str = "auto"  # auto (bf16 on CPU, fp16 on GPU) | fp32 | bf16 | fp16
+    batch_size: int = 32
+    workers: int = 0  # decode worker processes; 0 = pick from the CPU count
+    catalog_url: str | None = None  # any SQLAlchemy URL; default: SQLite file in data_dir
+    qdrant_url: str | None = None  # Qdrant server; default: embedded Qdrant Edge in data_dir
+    qdrant_api_key: str | None = None
+    config_file: Path | None = None
+
+    @property
+    def catalog(self) -> str:
+        """SQLAlchemy URL of the catalog."""
+        return self.catalog_url or f"sqlite:///{self.data_dir / 'catalog.sqlite3'}"
+
+    @property
+    def vectors_dir(self) -> Path:
+        return self.data_dir / "vectors"
+
+    @property
+    def lock_file(self) -> Path:
+        return self.data_dir / "photoman.lock"
+
+    @property
+    def decode_workers(self) -> int:
+        """Worker processes for decoding: one per core, at most 8, unless set."""
+        if self.workers > 0:
+            return self.workers
+        return max(1, min(8, os.cpu_count() or 1))
+
+    def with_overrides(self, **values: Any) -> Settings:
+        """Copy with the given non-None values applied (CLI flags)."""
+        return replace(self, **{k: _coerce(k, v) for k, v in values.items() if v is not None})
+
+
+_FIELD_TYPES = {f.name: f.type for f in fields(Settings)}
+
+
+def _coerce(name: str, value: Any) -> Any:
+    if name not in _FIELD_TYPES:
+        raise ConfigError(f"unknown setting {name!r}; known: {', '.join(sorted(_FIELD_TYPES))}")
+    kind = _FIELD_TYPES[name]
+    try:
+        if "Path" in kind:
+            return Path(os.path.expanduser(str(value))).absolute()
+        if kind == "int":
+            return int(value)
+        return str(value) if value != "" else None
+    except (TypeError, ValueError):
+        raise ConfigError(f"setting {name!r} must be {kind}, got {value!r}") from None
+
+
+def load_settings(config_file: Path | None = None, env: dict[str, str] | None = None) -> Settings:
+    """Defaults, then the TOML file (PHOTOMAN_CONFIG or the platform config dir), then PHOTOMAN_* env."""
+    env = dict(os.environ if env is None else env)
+    path = config_file or (Path(env["PHOTOMAN_CONFIG"]) if env.get("PHOTOMAN_CONFIG") else None)
+    explicit = path is not None
+    path = path or _default_config_file()
+    values: dict[str, Any] = {}
+    if path.exists():
+        try:
+            values.update(tomllib.loads(path.read_text()))
+        except (tomllib.TOMLDecodeError, OSError) as exc:
+            raise ConfigError(f"cannot read config file {path}: {exc}") from None
+    elif explicit:
+        raise ConfigError(f"config file {path} does not exist")
+    for name in _FIELD_TYPES:
+        key = f"PHOTOMAN_{name.upper()}"
+        if env.get(key):
+            values[name] = env[key]
+    values.pop("config_file", None)
+    return Settings().with_overrides(**values, config_file=path)

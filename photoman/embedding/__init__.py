@@ -1,0 +1,1 @@
+"""CLIP: model loading, preprocessing and batched image/text encoding."""

@@ -1,0 +1,216 @@
+"""Load a CLIP checkpoint (hub id or local folder) and encode images and text into one unit-norm space."""
+
+from __future__ import annotations
+
+import os
+import sys
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+from PIL import Image
+
+from photoman.embedding.preprocess import PreprocessSpec, resize_crop
+from photoman.errors import BadInputError, ModelError
+
+if TYPE_CHECKING:
+    import torch
+
+Notify = Callable[[str], None]
+
+
+def _stderr(msg: str) -> None:
+    print(msg, file=sys.stderr, flush=True)
+
+
+def pick_device(requested: str = "auto") -> str:
+    """CUDA when present, then Apple MPS, else CPU; an explicit choice must exist."""
+    import torch
+
+    if requested == "auto":
+        if torch.cuda.is_available():
+            return "cuda"
+        if getattr(torch.backends, "mps", None) and torch.backends.mps.is_available():
+            return "mps"
+        return "cpu"
+    if requested.startswith("cuda") and not torch.cuda.is_available():
+        raise BadInputError(f"device {requested!r} asked for, but no CUDA GPU is available (use --device cpu)")
+    if requested not in ("cpu", "mps") and not requested.startswith("cuda"):
+        raise BadInputError(f"unknown device {requested!r}; use auto, cpu, cuda, cuda:N or mps")
+    return requested
+
+
+def _autocast_dtype(device: str, precision: str) -> torch.dtype | None:
+    import torch
+
+    if precision == "auto":
+        precision = "bf16" if device == "cpu" else "fp16" if device.startswith("cuda") else "fp32"
+    table = {"fp32": None, "bf16": torch.bfloat16, "fp16": torch.float16}
+    if precision not in table:
+        raise BadInputError(f"unknown precision {precision!r}; use auto, fp32, bf16 or fp16")
+    if precision == "fp16" and device == "cpu":
+        return torch.bfloat16  # fp16 matmuls are slow or missing on CPUs
+    return table[precision]
+
+
+def model_identity(model: str) -> str:
+    """The id recorded in the catalog and collection name: hub id as given, local folders absolute."""
+    path = Path(model).expanduser()
+    if path.is_dir():
+        return str(path.resolve())
+    return model
+
+
+def _resolve_source(model: str, notify: Notify) -> str:
+    """Local folder as is; a hub id from the HF cache, downloading it once (saying what and how big)."""
+    path = Path(model).expanduser()
+    if path.is_dir():
+        if not (path / "config.json").exists():
+            raise ModelError(f"model folder {path} has no config.json (not a saved CLIP checkpoint)")
+        return str(path.resolve())
+    if path.suffix or model.startswith((".", "/", "~")) or model.count("/") > 1:
+        raise ModelError(f"model {model!r} is neither a folder nor a Hugging Face model id")
+    from huggingface_hub import try_to_load_from_cache
+
+    if isinstance(try_to_load_from_cache(model, "config.json"), str):
+        return model
+    offline = os.environ.get("HF_HUB_OFFLINE", "").lower() in ("1", "true", "yes")
+    if offline:
+        raise ModelError(f"model {model!r} is not in the local Hugging Face cache and HF_HUB_OFFLINE is set")
+    size = _download_size(model)
+    notify(f"Downloading CLIP model {model} from the Hugging Face Hub{size} (first use only)…")
+    return model
+
+
+def _download_size(model: str) -> str:
+    try:
+        from huggingface_hub import HfApi
+
+        info = HfApi().model_info(model, files_metadata=True, timeout=10)
+    except Exception as exc:  # noqa: BLE001 - any failure here means we cannot download
+        raise ModelError(f"cannot fetch model {model!r}: {str(exc).splitlines()[0]}") from None
+    sizes = {s.rfilename: s.size or 0 for s in info.siblings or []}
+    weights = sizes.get("model.safetensors") or sizes.get("pytorch_model.bin") or 0
+    return f", about {weights / 1e6:.0f} MB" if weights else ""
+
+
+@dataclass
+class ClipEncoder:
+    """A loaded CLIP model with its tokenizer and preprocessing numbers, ready to encode."""
+
+    model_id: str
+    model: Any
+    tokenizer: Any
+    spec: PreprocessSpec
+    device: str
+    autocast: Any  # torch.dtype or None
+    dim: int
+
+    def _autocast_ctx(self) -> Any:
+        import contextlib
+
+        import torch
+
+        if self.autocast is None:
+            return contextlib.nullcontext()
+        return torch.autocast(device_type=self.device.split(":")[0], dtype=self.autocast)
+
+    @staticmethod
+    def _pooled(out: Any) -> torch.Tensor:
+        # transformers 5 returns an output object from get_*_features; 4.x returned the tensor
+        return out.pooler_output if hasattr(out, "pooler_output") else out
+
+    def _finish(self, feats: torch.Tensor) -> np.ndarray:
+        import torch
+
+        feats = feats.float()
+        feats = torch.nn.functional.normalize(feats, dim=-1)
+        return feats.cpu().numpy().astype(np.float32)
+
+    def encode_pixels(self, pixels: np.ndarray) -> np.ndarray:
+        """Unit vectors for a uint8 batch (N, crop, crop, 3) produced by :func:`resize_crop`."""
+        import torch
+
+        if len(pixels) == 0:
+            return np.zeros((0, self.dim), dtype=np.float32)
+        x = torch.from_numpy(np.ascontiguousarray(pixels)).to(self.device)
+        x = x.permute(0, 3, 1, 2).float().div_(255.0)
+        mean = torch.tensor(self.spec.mean, device=self.device).view(1, 3, 1, 1)
+        std = torch.tensor(self.spec.std, device=self.device).view(1, 3, 1, 1)
+        x = (x - mean) / std
+        with torch.inference_mode(), self._autocast_ctx():
+            feats = self._pooled(self.model.get_image_features(pixel_values=x))
+        return self._finish(feats)
+
+    def encode_images(self, images: Sequence[Image.Image]) -> np.ndarray:
+        """Unit vectors for decoded RGB images."""
+        if not images:
+            return np.zeros((0, self.dim), dtype=np.float32)
+        return self.encode_pixels(np.stack([resize_crop(im, self.spec) for im in images]))
+
+    def encode_texts(self, texts: Sequence[str]) -> np.ndarray:
+        """Unit vectors for texts (CLIP's 77-token context; longer text is truncated)."""
+        import torch
+
+        if not texts:
+            return np.zeros((0, self.dim), dtype=np.float32)
+        max_len = getattr(self.model.config.text_config, "max_position_embeddings", 77)
+        tok = self.tokenizer(list(texts), padding=True, truncation=True, max_length=max_len, return_tensors="pt")
+        tok = {k: v.to(self.device) for k, v in tok.items() if k in ("input_ids", "attention_mask")}
+        with torch.inference_mode(), self._autocast_ctx():
+            feats = self._pooled(self.model.get_text_features(**tok))
+        return self._finish(feats)
+
+
+def _spec_from_processor(image_processor: Any) -> PreprocessSpec:
+    size = getattr(image_processor, "size", None) or {}
+    crop = getattr(image_processor, "crop_size", None) or {}
+
+    def get(d: Any, key: str, default: int) -> int:
+        value = d.get(key) if isinstance(d, dict) else getattr(d, key, None)
+        return int(value) if value else default
+
+    shortest = get(size, "shortest_edge", 0) or get(size, "height", 224)
+    return PreprocessSpec(
+        size=shortest,
+        crop=get(crop, "height", shortest),
+        resample=int(getattr(image_processor, "resample", Image.Resampling.BICUBIC)),
+        mean=tuple(float(v) for v in image_processor.image_mean),  # type: ignore[arg-type]
+        std=tuple(float(v) for v in image_processor.image_std),  # type: ignore[arg-type]
+    )
+
+
+def load_encoder(
+    model: str, device: str = "auto", precision: str = "auto", notify: Notify = _stderr
+) -> ClipEncoder:
+    """Load model, tokenizer and preprocessing config the same way for the hub and local folders."""
+    source = _resolve_source(model, notify)
+    dev = pick_device(device)
+    autocast = _autocast_dtype(dev, precision)
+    import logging
+
+    import transformers
+    from transformers import AutoProcessor, CLIPModel
+
+    transformers.logging.set_verbosity_error()
+    transformers.utils.logging.disable_progress_bar()
+    logging.getLogger("transformers").setLevel(logging.ERROR)
+    try:
+        clip = CLIPModel.from_pretrained(source)
+        processor = AutoProcessor.from_pretrained(source)
+    except (OSError, ValueError, KeyError) as exc:
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else exc.__class__.__name__
+        raise ModelError(f"cannot load CLIP model {model!r}: {first}") from None
+    clip.eval().to(dev)
+    dim = int(clip.config.projection_dim)
+    return ClipEncoder(
+        model_id=model_identity(model),
+        model=clip,
+        tokenizer=processor.tokenizer,
+        spec=_spec_from_processor(processor.image_processor),
+        device=dev,
+        autocast=autocast,
+        dim=dim,
+    )

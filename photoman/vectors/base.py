@@ -1,0 +1,138 @@
+"""The VectorStore protocol, its value types, and naming of collections and points."""
+
+from __future__ import annotations
+
+import hashlib
+import re
+import uuid
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import TYPE_CHECKING, Any, Protocol
+
+import numpy as np
+
+if TYPE_CHECKING:
+    from photoman.config import Settings
+
+IMAGE = "image"
+CAPTION = "caption"
+_NAMESPACE = uuid.UUID("6c1f3a52-9d0e-4c55-8a43-70686f746f6d")
+
+# payload fields that filters use; each gets a payload index in both backends
+INDEXED_FIELDS = {
+    "roots": "keyword",
+    "folders": "keyword",
+    "camera": "keyword",
+    "format": "keyword",
+    "taken_at": "datetime",
+}
+
+
+def point_id(content_hash: str, model_id: str) -> str:
+    """UUID from content hash and model: identical bytes share a point, a new model gets new ones."""
+    return str(uuid.uuid5(_NAMESPACE, f"{model_id}\n{content_hash}"))
+
+
+def collection_name(model_id: str, dim: int) -> str:
+    """Collection (or shard folder) name carrying the model id and vector size."""
+    tail = model_id.rstrip("/").split("/")[-1]
+    slug = re.sub(r"[^A-Za-z0-9]+", "-", tail).strip("-").lower()[:40] or "model"
+    digest = hashlib.sha1(model_id.encode()).hexdigest()[:8]
+    return f"photoman-{slug}-{digest}-{dim}"
+
+
+def rfc3339(value: datetime) -> str:
+    """Datetime as Qdrant's datetime index expects it (naive times are taken as UTC)."""
+    return value.strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+@dataclass
+class VectorPoint:
+    """A point to upsert: its id, named unit vectors, and the payload filters need."""
+
+    id: str
+    vectors: dict[str, np.ndarray]
+    payload: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass
+class Hit:
+    """One search result from the store."""
+
+    id: str
+    score: float
+    payload: dict[str, Any]
+
+
+@dataclass
+class SearchFilter:
+    """Payload conditions pushed into the Qdrant query (never applied afterwards in Python)."""
+
+    roots: list[str] | None = None
+    folder: str | None = None
+    since: datetime | None = None
+    until: datetime | None = None
+    camera: str | None = None
+    formats: list[str] | None = None
+    ids: list[str] | None = None
+
+    def is_empty(self) -> bool:
+        return not any(
+            (self.roots, self.folder, self.since, self.until, self.camera, self.formats, self.ids is not None)
+        )
+
+
+class VectorStore(Protocol):
+    """What photoman needs from Qdrant; both backends pass the same test suite."""
+
+    name: str
+    dim: int
+
+    def upsert(self, points: Sequence[VectorPoint]) -> None:
+        """Insert or replace points (idempotent)."""
+
+    def set_payload(self, ids: Sequence[str], payload: dict[str, Any]) -> None:
+        """Replace the given payload keys on existing points (moves, renames, duplicates)."""
+
+    def delete(self, ids: Sequence[str]) -> None:
+        """Remove points; unknown ids are ignored."""
+
+    def search(
+        self, vector: np.ndarray, using: str = IMAGE, limit: int = 10, flt: SearchFilter | None = None
+    ) -> list[Hit]:
+        """Exact nearest neighbours by cosine similarity, best first."""
+
+    def retrieve(self, ids: Sequence[str], with_vectors: bool = False) -> list[VectorPoint]:
+        """Points by id (missing ids are skipped)."""
+
+    def all_ids(self) -> set[str]:
+        """Every point id (for reconciling with the catalog)."""
+
+    def count(self) -> int:
+        """Number of points."""
+
+    def flush(self) -> None:
+        """Make everything written so far durable."""
+
+    def disk_bytes(self) -> int | None:
+        """Bytes on local disk, when the store is local."""
+
+    def close(self) -> None:
+        """Flush and release the store."""
+
+
+def as_list(vec: np.ndarray | Sequence[float]) -> list[float]:
+    return np.asarray(vec, dtype=np.float32).ravel().tolist()
+
+
+def open_store(settings: Settings, model_id: str, dim: int) -> VectorStore:
+    """The configured backend: a Qdrant server when ``qdrant_url`` is set, else embedded Edge."""
+    name = collection_name(model_id, dim)
+    if settings.qdrant_url:
+        from photoman.vectors.server import ServerStore
+
+        return ServerStore.connect(settings.qdrant_url, name, dim, api_key=settings.qdrant_api_key)
+    from photoman.vectors.edge import EdgeStore
+
+    return EdgeStore.open(settings.vectors_dir / name, name, dim)

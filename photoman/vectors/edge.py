@@ -1,0 +1,153 @@
+"""Embedded Qdrant Edge backend: the Qdrant engine in-process, one shard folder on local disk."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import qdrant_edge as qe
+
+from photoman.errors import PhotomanError, StoreBusyError
+from photoman.vectors.base import (
+    CAPTION,
+    IMAGE,
+    INDEXED_FIELDS,
+    Hit,
+    SearchFilter,
+    VectorPoint,
+    as_list,
+    rfc3339,
+)
+
+_SCHEMA = {"keyword": qe.PayloadSchemaType.Keyword, "datetime": qe.PayloadSchemaType.Datetime}
+
+
+def _config(dim: int) -> qe.EdgeConfig:
+    params = qe.EdgeVectorParams(size=dim, distance=qe.Distance.Cosine)
+    return qe.EdgeConfig(vectors={IMAGE: params, CAPTION: qe.EdgeVectorParams(size=dim, distance=qe.Distance.Cosine)})
+
+
+def edge_filter(flt: SearchFilter | None) -> qe.Filter | None:
+    """SearchFilter as a Qdrant Edge filter."""
+    if flt is None or flt.is_empty():
+        return None
+    must: list[Any] = []
+    if flt.roots:
+        must.append(qe.FieldCondition(key="roots", match=qe.MatchAny(any=list(flt.roots))))
+    if flt.folder:
+        must.append(qe.FieldCondition(key="folders", match=qe.MatchValue(value=flt.folder)))
+    if flt.camera:
+        must.append(qe.FieldCondition(key="camera", match=qe.MatchValue(value=flt.camera)))
+    if flt.formats:
+        must.append(qe.FieldCondition(key="format", match=qe.MatchAny(any=list(flt.formats))))
+    if flt.since or flt.until:
+        rng = qe.RangeDateTime(
+            gte=rfc3339(flt.since) if flt.since else None, lte=rfc3339(flt.until) if flt.until else None
+        )
+        must.append(qe.FieldCondition(key="taken_at", range=rng))
+    if flt.ids is not None:
+        must.append(qe.HasIdCondition(point_ids=set(flt.ids)))
+    return qe.Filter(must=must)
+
+
+class EdgeStore:
+    """A Qdrant Edge shard; only one process may hold it open (its WAL is locked)."""
+
+    def __init__(self, shard: qe.EdgeShard, path: Path, name: str, dim: int) -> None:
+        self._shard = shard
+        self.path = path
+        self.name = name
+        self.dim = dim
+
+    @classmethod
+    def open(cls, path: Path, name: str, dim: int) -> EdgeStore:
+        """Load the shard at path, creating it (with payload indexes) on first use."""
+        path.mkdir(parents=True, exist_ok=True)
+        try:
+            if (path / "edge_config.json").exists():
+                shard = qe.EdgeShard.load(str(path))
+            else:
+                shard = qe.EdgeShard.create(str(path), _config(dim))
+        except Exception as exc:  # the bindings raise plain exceptions
+            text = str(exc)
+            if "WouldBlock" in text or "lock" in text.lower():
+                raise StoreBusyError(
+                    f"vector store {path} is in use by another process (Qdrant Edge allows one opener)"
+                ) from None
+            raise PhotomanError(f"cannot open vector store {path}: {text.splitlines()[0]}") from None
+        store = cls(shard, path, name, dim)
+        store._ensure_indexes()
+        return store
+
+    def _ensure_indexes(self) -> None:
+        have = set(self._shard.info().payload_schema)
+        for field, kind in INDEXED_FIELDS.items():
+            if field not in have:
+                self._shard.update(qe.UpdateOperation.create_field_index(field, _SCHEMA[kind]))
+
+    def upsert(self, points: Sequence[VectorPoint]) -> None:
+        if not points:
+            return
+        pts = [qe.Point(p.id, {k: as_list(v) for k, v in p.vectors.items()}, p.payload) for p in points]
+        self._shard.update(qe.UpdateOperation.upsert_points(pts))
+
+    def set_payload(self, ids: Sequence[str], payload: dict[str, Any]) -> None:
+        if ids:
+            self._shard.update(qe.UpdateOperation.set_payload(list(ids), payload))
+
+    def delete(self, ids: Sequence[str]) -> None:
+        if ids:
+            self._shard.update(qe.UpdateOperation.delete_points(list(ids)))
+
+    def search(
+        self, vector: np.ndarray, using: str = IMAGE, limit: int = 10, flt: SearchFilter | None = None
+    ) -> list[Hit]:
+        req = qe.QueryRequest(
+            limit=limit,
+            query=qe.Query.Nearest(as_list(vector), using=using),
+            filter=edge_filter(flt),
+            with_payload=True,
+            params=qe.SearchParams(exact=True),
+        )
+        return [Hit(str(p.id), float(p.score), dict(p.payload or {})) for p in self._shard.query(req)]
+
+    def retrieve(self, ids: Sequence[str], with_vectors: bool = False) -> list[VectorPoint]:
+        if not ids:
+            return []
+        recs = self._shard.retrieve(list(ids), with_payload=True, with_vector=with_vectors)
+        return [
+            VectorPoint(
+                str(r.id),
+                {k: np.asarray(v, dtype=np.float32) for k, v in (r.vector or {}).items()} if with_vectors else {},
+                dict(r.payload or {}),
+            )
+            for r in recs
+        ]
+
+    def all_ids(self) -> set[str]:
+        ids: set[str] = set()
+        offset = None
+        while True:
+            recs, offset = self._shard.scroll(
+                qe.ScrollRequest(offset=offset, limit=1000, with_payload=False, with_vector=False)
+            )
+            ids.update(str(r.id) for r in recs)
+            if offset is None:
+                return ids
+
+    def count(self) -> int:
+        return int(self._shard.count(qe.CountRequest(exact=True)))
+
+    def flush(self) -> None:
+        self._shard.flush()
+
+    def disk_bytes(self) -> int | None:
+        return sum(f.stat().st_size for f in self.path.rglob("*") if f.is_file())
+
+    def close(self) -> None:
+        if self._shard is not None:
+            self._shard.flush()
+            self._shard.close()
+            self._shard = None  # type: ignore[assignment]

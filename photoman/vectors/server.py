@@ -1,0 +1,151 @@
+"""Qdrant server backend through qdrant-client (also its in-process mode, which tests use)."""
+
+from __future__ import annotations
+
+import warnings
+from collections.abc import Sequence
+from typing import Any
+
+import numpy as np
+from qdrant_client import QdrantClient, models
+
+from photoman.errors import PhotomanError
+from photoman.vectors.base import (
+    CAPTION,
+    IMAGE,
+    INDEXED_FIELDS,
+    Hit,
+    SearchFilter,
+    VectorPoint,
+    as_list,
+    rfc3339,
+)
+
+_SCHEMA = {"keyword": models.PayloadSchemaType.KEYWORD, "datetime": models.PayloadSchemaType.DATETIME}
+
+
+def server_filter(flt: SearchFilter | None) -> models.Filter | None:
+    """SearchFilter as a qdrant-client filter."""
+    if flt is None or flt.is_empty():
+        return None
+    must: list[Any] = []
+    if flt.roots:
+        must.append(models.FieldCondition(key="roots", match=models.MatchAny(any=list(flt.roots))))
+    if flt.folder:
+        must.append(models.FieldCondition(key="folders", match=models.MatchValue(value=flt.folder)))
+    if flt.camera:
+        must.append(models.FieldCondition(key="camera", match=models.MatchValue(value=flt.camera)))
+    if flt.formats:
+        must.append(models.FieldCondition(key="format", match=models.MatchAny(any=list(flt.formats))))
+    if flt.since or flt.until:
+        rng = models.DatetimeRange(
+            gte=rfc3339(flt.since) if flt.since else None, lte=rfc3339(flt.until) if flt.until else None
+        )
+        must.append(models.FieldCondition(key="taken_at", range=rng))
+    if flt.ids is not None:
+        must.append(models.HasIdCondition(has_id=list(flt.ids)))
+    return models.Filter(must=must)
+
+
+class ServerStore:
+    """One collection on a Qdrant server (or qdrant-client's local mode with location=':memory:')."""
+
+    def __init__(self, client: QdrantClient, name: str, dim: int) -> None:
+        if getattr(client, "_is_local", False) or type(client._client).__name__ == "QdrantLocal":
+            # local mode ignores indexes and search params by design; its warnings say nothing useful here
+            warnings.filterwarnings("ignore", message=".*(local Qdrant|Local mode).*", category=UserWarning)
+        self._client = client
+        self.name = name
+        self.dim = dim
+
+    @classmethod
+    def connect(cls, url: str, name: str, dim: int, api_key: str | None = None) -> ServerStore:
+        """Connect (``:memory:`` or a folder path means qdrant-client's local mode) and ensure the collection."""
+        try:
+            if url == ":memory:" or not url.startswith(("http://", "https://")):
+                client = QdrantClient(location=url) if url == ":memory:" else QdrantClient(path=url)
+            else:
+                client = QdrantClient(url=url, api_key=api_key, timeout=30)
+            store = cls(client, name, dim)
+            store._ensure_collection()
+        except PhotomanError:
+            raise
+        except Exception as exc:  # connection refused, timeouts, bad URLs
+            raise PhotomanError(f"cannot reach Qdrant at {url}: {str(exc).splitlines()[0]}") from None
+        return store
+
+    def _ensure_collection(self) -> None:
+        if not self._client.collection_exists(self.name):
+            params = models.VectorParams(size=self.dim, distance=models.Distance.COSINE)
+            self._client.create_collection(self.name, vectors_config={IMAGE: params, CAPTION: params})
+        info = self._client.get_collection(self.name)
+        have = set((info.payload_schema or {}).keys())
+        for field, kind in INDEXED_FIELDS.items():
+            if field not in have:
+                self._client.create_payload_index(self.name, field, _SCHEMA[kind], wait=True)
+
+    def upsert(self, points: Sequence[VectorPoint]) -> None:
+        if not points:
+            return
+        pts = [
+            models.PointStruct(id=p.id, vector={k: as_list(v) for k, v in p.vectors.items()}, payload=p.payload)
+            for p in points
+        ]
+        self._client.upsert(self.name, pts, wait=True)
+
+    def set_payload(self, ids: Sequence[str], payload: dict[str, Any]) -> None:
+        if ids:
+            self._client.set_payload(self.name, payload=payload, points=list(ids), wait=True)
+
+    def delete(self, ids: Sequence[str]) -> None:
+        if ids:
+            self._client.delete(self.name, points_selector=models.PointIdsList(points=list(ids)), wait=True)
+
+    def search(
+        self, vector: np.ndarray, using: str = IMAGE, limit: int = 10, flt: SearchFilter | None = None
+    ) -> list[Hit]:
+        res = self._client.query_points(
+            self.name,
+            query=as_list(vector),
+            using=using,
+            query_filter=server_filter(flt),
+            limit=limit,
+            with_payload=True,
+            search_params=models.SearchParams(exact=True),
+        )
+        return [Hit(str(p.id), float(p.score), dict(p.payload or {})) for p in res.points]
+
+    def retrieve(self, ids: Sequence[str], with_vectors: bool = False) -> list[VectorPoint]:
+        if not ids:
+            return []
+        recs = self._client.retrieve(self.name, list(ids), with_payload=True, with_vectors=with_vectors)
+        out = []
+        for r in recs:
+            vecs = r.vector if isinstance(r.vector, dict) else {}
+            out.append(
+                VectorPoint(str(r.id), {k: np.asarray(v, dtype=np.float32) for k, v in vecs.items()}, r.payload or {})
+            )
+        return out
+
+    def all_ids(self) -> set[str]:
+        ids: set[str] = set()
+        offset = None
+        while True:
+            recs, offset = self._client.scroll(
+                self.name, limit=1000, offset=offset, with_payload=False, with_vectors=False
+            )
+            ids.update(str(r.id) for r in recs)
+            if offset is None:
+                return ids
+
+    def count(self) -> int:
+        return int(self._client.count(self.name, exact=True).count)
+
+    def flush(self) -> None:
+        """Server writes are durable once acknowledged (wait=True)."""
+
+    def disk_bytes(self) -> int | None:
+        return None
+
+    def close(self) -> None:
+        self._client.close()
