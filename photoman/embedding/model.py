@@ -36,7 +36,9 @@ def pick_device(requested: str = "auto") -> str:
             return "mps"
         return "cpu"
     if requested.startswith("cuda") and not torch.cuda.is_available():
-        raise BadInputError(f"device {requested!r} asked for, but no CUDA GPU is available (use --device cpu)")
+        raise BadInputError(
+            f"device {requested!r} asked for, but no CUDA GPU is available (use --device cpu)"
+        )
     if requested not in ("cpu", "mps") and not requested.startswith("cuda"):
         raise BadInputError(f"unknown device {requested!r}; use auto, cpu, cuda, cuda:N or mps")
     return requested
@@ -157,7 +159,9 @@ class ClipEncoder:
         if not texts:
             return np.zeros((0, self.dim), dtype=np.float32)
         max_len = getattr(self.model.config.text_config, "max_position_embeddings", 77)
-        tok = self.tokenizer(list(texts), padding=True, truncation=True, max_length=max_len, return_tensors="pt")
+        tok = self.tokenizer(
+            list(texts), padding=True, truncation=True, max_length=max_len, return_tensors="pt"
+        )
         tok = {k: v.to(self.device) for k, v in tok.items() if k in ("input_ids", "attention_mask")}
         with torch.inference_mode(), self._autocast_ctx():
             feats = self._pooled(self.model.get_text_features(**tok))
@@ -214,3 +218,60 @@ def load_encoder(
         autocast=autocast,
         dim=dim,
     )
+
+
+def model_dim(model: str) -> int:
+    """Embedding size from the checkpoint's config.json, without importing torch (fast, for status)."""
+    import json
+
+    path = Path(model).expanduser()
+    if path.is_dir():
+        cfg_file: str | Path | None = path / "config.json"
+    else:
+        _resolve_source(model, _stderr)
+        from huggingface_hub import hf_hub_download
+
+        try:
+            cfg_file = hf_hub_download(model, "config.json")
+        except Exception as exc:  # noqa: BLE001 - network, 404, gated repos
+            raise ModelError(f"cannot fetch model {model!r}: {str(exc).splitlines()[0]}") from None
+    try:
+        cfg = json.loads(Path(cfg_file).read_text())  # type: ignore[arg-type]
+        return int(cfg["projection_dim"])
+    except (OSError, ValueError, KeyError, TypeError):
+        raise ModelError(f"model {model!r} has no CLIP config.json (projection_dim missing)") from None
+
+
+def checkpoint_spec(model: str) -> PreprocessSpec:
+    """Resize/crop numbers from the processor JSON, so decode workers can start before torch loads."""
+    import json
+
+    path = Path(model).expanduser()
+    for name in ("preprocessor_config.json", "processor_config.json"):
+        if path.is_dir():
+            file: Any = path / name if (path / name).exists() else None
+        else:
+            from huggingface_hub import try_to_load_from_cache
+
+            file = try_to_load_from_cache(model, name)
+            file = file if isinstance(file, str) else None
+        if file:
+            try:
+                cfg = json.loads(Path(file).read_text())
+            except (OSError, ValueError):
+                continue
+            cfg = cfg.get("image_processor", cfg)
+            return _spec_from_processor(_DictProcessor(cfg))
+    return PreprocessSpec()
+
+
+class _DictProcessor:
+    """Attribute view of an image processor JSON for :func:`_spec_from_processor`."""
+
+    def __init__(self, cfg: dict[str, Any]) -> None:
+        d = PreprocessSpec()
+        self.size = cfg.get("size") or {"shortest_edge": d.size}
+        self.crop_size = cfg.get("crop_size") or {"height": d.crop}
+        self.resample = cfg.get("resample", d.resample)
+        self.image_mean = cfg.get("image_mean") or d.mean
+        self.image_std = cfg.get("image_std") or d.std

@@ -22,7 +22,22 @@ except ImportError:  # pragma: no cover - pillow-heif is a dependency
 Image.MAX_IMAGE_PIXELS = 40_000 * 40_000  # panoramas are legitimate; decompression bombs are not
 
 IMAGE_EXTENSIONS = frozenset(
-    ".jpg .jpeg .jpe .jfif .png .webp .gif .bmp .tif .tiff .heic .heif .avif .mpo".split()
+    [
+        ".jpg",
+        ".jpeg",
+        ".jpe",
+        ".jfif",
+        ".png",
+        ".webp",
+        ".gif",
+        ".bmp",
+        ".tif",
+        ".tiff",
+        ".heic",
+        ".heif",
+        ".avif",
+        ".mpo",
+    ]
 )
 
 

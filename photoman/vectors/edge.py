@@ -26,7 +26,9 @@ _SCHEMA = {"keyword": qe.PayloadSchemaType.Keyword, "datetime": qe.PayloadSchema
 
 def _config(dim: int) -> qe.EdgeConfig:
     params = qe.EdgeVectorParams(size=dim, distance=qe.Distance.Cosine)
-    return qe.EdgeConfig(vectors={IMAGE: params, CAPTION: qe.EdgeVectorParams(size=dim, distance=qe.Distance.Cosine)})
+    return qe.EdgeConfig(
+        vectors={IMAGE: params, CAPTION: qe.EdgeVectorParams(size=dim, distance=qe.Distance.Cosine)}
+    )
 
 
 def edge_filter(flt: SearchFilter | None) -> qe.Filter | None:
@@ -120,7 +122,9 @@ class EdgeStore:
         return [
             VectorPoint(
                 str(r.id),
-                {k: np.asarray(v, dtype=np.float32) for k, v in (r.vector or {}).items()} if with_vectors else {},
+                {k: np.asarray(v, dtype=np.float32) for k, v in (r.vector or {}).items()}
+                if with_vectors
+                else {},
                 dict(r.payload or {}),
             )
             for r in recs
@@ -144,7 +148,8 @@ class EdgeStore:
         self._shard.flush()
 
     def disk_bytes(self) -> int | None:
-        return sum(f.stat().st_size for f in self.path.rglob("*") if f.is_file())
+        # allocated blocks, not apparent size: the WAL preallocates sparse 32 MB segments
+        return sum(f.stat().st_blocks * 512 for f in self.path.rglob("*") if f.is_file())
 
     def close(self) -> None:
         if self._shard is not None:

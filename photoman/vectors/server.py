@@ -60,7 +60,7 @@ class ServerStore:
 
     @classmethod
     def connect(cls, url: str, name: str, dim: int, api_key: str | None = None) -> ServerStore:
-        """Connect (``:memory:`` or a folder path means qdrant-client's local mode) and ensure the collection."""
+        """Connect, ensure the collection; ``:memory:`` or a folder path mean qdrant-client local mode."""
         try:
             if url == ":memory:" or not url.startswith(("http://", "https://")):
                 client = QdrantClient(location=url) if url == ":memory:" else QdrantClient(path=url)
@@ -88,7 +88,9 @@ class ServerStore:
         if not points:
             return
         pts = [
-            models.PointStruct(id=p.id, vector={k: as_list(v) for k, v in p.vectors.items()}, payload=p.payload)
+            models.PointStruct(
+                id=p.id, vector={k: as_list(v) for k, v in p.vectors.items()}, payload=p.payload
+            )
             for p in points
         ]
         self._client.upsert(self.name, pts, wait=True)
@@ -123,7 +125,9 @@ class ServerStore:
         for r in recs:
             vecs = r.vector if isinstance(r.vector, dict) else {}
             out.append(
-                VectorPoint(str(r.id), {k: np.asarray(v, dtype=np.float32) for k, v in vecs.items()}, r.payload or {})
+                VectorPoint(
+                    str(r.id), {k: np.asarray(v, dtype=np.float32) for k, v in vecs.items()}, r.payload or {}
+                )
             )
         return out
 

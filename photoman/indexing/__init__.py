@@ -1,0 +1,1 @@
+"""Scanning library roots and turning files into catalog rows and vectors."""

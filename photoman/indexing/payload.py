@@ -1,0 +1,64 @@
+"""The Qdrant payload of a point, derived from the catalog rows that share its content hash."""
+
+from __future__ import annotations
+
+import os
+from collections import defaultdict
+from collections.abc import Iterable
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import select
+from sqlalchemy.orm import Session
+
+from photoman.catalog.models import Photo, Root
+from photoman.vectors.base import rfc3339
+
+
+def ancestors(path: str, root: str) -> list[str]:
+    """Folders from the file's own up to and including the root (what `--in FOLDER` matches)."""
+    out = []
+    folder = os.path.dirname(path)
+    while folder.startswith(root) and folder not in out:
+        out.append(folder)
+        if folder == root:
+            break
+        folder = os.path.dirname(folder)
+    return out
+
+
+def payload_for(rows: list[Photo], roots: dict[int, str]) -> dict[str, Any]:
+    """Filter fields for one point; the first row by path gives the per-photo fields."""
+    rows = sorted(rows, key=lambda r: r.path)
+    first = rows[0]
+    taken = first.taken_at or datetime.fromtimestamp(first.mtime)
+    folders = sorted({f for r in rows for f in ancestors(r.path, roots[r.root_id])})
+    return {
+        "hash": first.content_hash,
+        "paths": [r.path for r in rows],
+        "folders": folders,
+        "roots": sorted({roots[r.root_id] for r in rows}),
+        "taken_at": rfc3339(taken),
+        "camera": first.camera,
+        "format": (first.format or "").lower() or None,
+    }
+
+
+def payloads_for_hashes(session: Session, hashes: Iterable[str], model_id: str) -> dict[str, dict[str, Any]]:
+    """Payload per hash from the indexed rows that have it; hashes with no row are left out."""
+    hashes = list(set(hashes))
+    if not hashes:
+        return {}
+    roots = dict(session.execute(select(Root.id, Root.path)).all())
+    by_hash: dict[str, list[Photo]] = defaultdict(list)
+    for i in range(0, len(hashes), 500):
+        rows = session.scalars(
+            select(Photo).where(
+                Photo.content_hash.in_(hashes[i : i + 500]),
+                Photo.status == "ok",
+                Photo.indexed_model == model_id,
+            )
+        )
+        for r in rows:
+            by_hash[r.content_hash].append(r)  # type: ignore[index]
+    return {h: payload_for(rows, roots) for h, rows in by_hash.items()}

@@ -1,0 +1,273 @@
+"""Index folders: scan → decode in worker processes → embed in batches → vectors, then catalog.
+
+Writes follow DESIGN.md's order: a batch's vectors are upserted before its catalog rows commit,
+and removals commit in the catalog before their vectors go, so a crash at any point leaves at most
+one batch to redo, which :func:`photoman.indexing.reconcile.reconcile` finds on the next run.
+"""
+
+from __future__ import annotations
+
+import multiprocessing as mp
+import os
+import time
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wait
+from dataclasses import dataclass, field
+from datetime import datetime
+from pathlib import Path
+
+import numpy as np
+from sqlalchemy import or_, select
+
+from photoman.catalog.models import Photo, Root
+from photoman.embedding.model import checkpoint_spec
+from photoman.embedding.preprocess import PreprocessSpec
+from photoman.errors import BadInputError
+from photoman.indexing.payload import payloads_for_hashes
+from photoman.indexing.prepare import Prepared, init_worker, prepare
+from photoman.indexing.reconcile import reconcile
+from photoman.indexing.scanner import FileStat, make_plan, normalise, scan
+from photoman.library import Library
+from photoman.vectors import IMAGE, VectorPoint, point_id
+
+Progress = Callable[[int, int], None]  # (files done, files to do)
+
+
+@dataclass
+class IndexReport:
+    """What one run did; printed by the CLI and returned to library callers."""
+
+    scanned: int = 0
+    unchanged: int = 0
+    embedded: int = 0  # new vectors computed
+    reused: int = 0  # new or moved paths whose content already had a vector
+    removed: int = 0  # catalog rows whose file is gone
+    errors: list[tuple[str, str]] = field(default_factory=list)
+    requeued: int = 0  # rows found without a vector on start
+    orphans_removed: int = 0
+    seconds: float = 0.0
+
+    @property
+    def processed(self) -> int:
+        return self.embedded + self.reused + len(self.errors)
+
+
+def _check_folder(folder: Path | str) -> str:
+    path = normalise(folder)
+    if not os.path.exists(path):
+        raise BadInputError(f"no such folder: {folder}")
+    if not os.path.isdir(path):
+        raise BadInputError(f"not a folder: {folder} (give the folder that holds your photos)")
+    return path
+
+
+def register_roots(lib: Library, folders: Sequence[str]) -> dict[str, int]:
+    """Root id per folder: a folder inside a known root joins it; a new root adopts roots inside it."""
+    out: dict[str, int] = {}
+    with lib.catalog.session() as s:
+        for folder in folders:
+            roots = list(s.scalars(select(Root)))
+            parent = next(
+                (r for r in roots if folder == r.path or folder.startswith(r.path.rstrip("/") + "/")), None
+            )
+            if parent is None:
+                parent = Root(path=folder, added_at=datetime.now())
+                s.add(parent)
+                s.flush()
+                for inner in roots:
+                    if inner.path.startswith(folder.rstrip("/") + "/"):
+                        for photo in s.scalars(select(Photo).where(Photo.root_id == inner.id)):
+                            photo.root_id = parent.id
+                        s.delete(inner)
+            out[folder] = parent.id
+    return out
+
+
+def _under(folder: str):  # noqa: ANN202 - SQL expression
+    return or_(Photo.path == folder, Photo.path.startswith(folder.rstrip("/") + "/", autoescape=True))
+
+
+def _stream(
+    work: Sequence[FileStat], spec: PreprocessSpec, known: frozenset[str], workers: int
+) -> Iterator[Prepared]:
+    """Prepared files in completion order, decoded by a process pool that runs ahead of the model."""
+    if workers <= 1 or len(work) <= 4:
+        for f in work:
+            yield prepare(f, spec, known)
+        return
+    ctx = mp.get_context("forkserver")
+    with ProcessPoolExecutor(
+        workers, mp_context=ctx, initializer=init_worker, initargs=(spec, known)
+    ) as pool:
+        todo = iter(work)
+        pending: set[Future[Prepared]] = set()
+        window = max(8 * workers, 64)
+        try:
+            while True:
+                while len(pending) < window:
+                    f = next(todo, None)
+                    if f is None:
+                        break
+                    pending.add(pool.submit(prepare, f))
+                if not pending:
+                    return
+                done, pending = wait(pending, return_when=FIRST_COMPLETED)
+                for fut in done:
+                    yield fut.result()
+        finally:
+            for fut in pending:
+                fut.cancel()
+
+
+class _Writer:
+    """Accumulates prepared files and writes them a batch at a time (vectors first, catalog second)."""
+
+    def __init__(self, lib: Library, roots_of: dict[str, int], report: IndexReport) -> None:
+        self.lib = lib
+        self.roots_of = roots_of
+        self.report = report
+        self.pending: list[Prepared] = []
+        self.stale_hashes: set[str] = set()  # hashes a changed file no longer has
+
+    def add(self, prep: Prepared) -> None:
+        self.pending.append(prep)
+        to_embed = sum(1 for p in self.pending if p.pixels is not None)
+        if to_embed >= self.lib.settings.batch_size or len(self.pending) >= 8 * self.lib.settings.batch_size:
+            self.flush()
+
+    def flush(self) -> None:
+        if not self.pending:
+            return
+        lib, model_id = self.lib, self.lib.model_id
+        items, self.pending = self.pending, []
+        pixels: dict[str, np.ndarray] = {}
+        for p in items:
+            if p.pixels is not None and p.error is None:
+                pixels.setdefault(p.content_hash, p.pixels)  # type: ignore[arg-type]
+        vectors = (
+            dict(zip(pixels, lib.encoder.encode_pixels(np.stack(list(pixels.values()))), strict=True))
+            if pixels
+            else {}
+        )
+        now = datetime.now()
+        with lib.catalog.session() as s:
+            rows = {
+                r.path: r
+                for r in s.scalars(select(Photo).where(Photo.path.in_([p.file.path for p in items])))
+            }
+            for p in items:
+                row = rows.get(p.file.path)
+                if row is None:
+                    row = Photo(path=p.file.path, root_id=self.roots_of[p.file.path], caption="")
+                    s.add(row)
+                elif row.content_hash and row.content_hash != p.content_hash:
+                    self.stale_hashes.add(row.content_hash)
+                row.size, row.mtime, row.content_hash = p.file.size, p.file.mtime, p.content_hash
+                row.indexed_at = now
+                if p.error is not None:
+                    row.status, row.error, row.indexed_model = "error", p.error, None
+                    self.report.errors.append((p.file.path, p.error))
+                    continue
+                m = p.meta
+                assert m is not None
+                row.status, row.error, row.indexed_model = "ok", None, model_id
+                row.width, row.height, row.format, row.orientation = (
+                    m.width,
+                    m.height,
+                    m.format,
+                    m.orientation,
+                )
+                row.taken_at, row.camera_make, row.camera_model = m.taken_at, m.camera_make, m.camera_model
+                row.gps_lat, row.gps_lon = m.gps_lat, m.gps_lon
+                if p.pixels is None:
+                    self.report.reused += 1
+            s.flush()
+            self.report.embedded += len(vectors)
+            ok_hashes = {p.content_hash for p in items if p.error is None}
+            payloads = payloads_for_hashes(s, ok_hashes, model_id)
+            lib.store.upsert(
+                [VectorPoint(point_id(h, model_id), {IMAGE: v}, payloads[h]) for h, v in vectors.items()]
+            )
+            for h in ok_hashes - set(vectors):
+                lib.store.set_payload([point_id(h, model_id)], payloads[h])
+            # leaving the block commits the catalog, after the vectors are in
+
+
+def _forget(lib: Library, rows: Iterable[Photo], extra_stale: set[str]) -> int:
+    """Drop rows of vanished files (catalog first), then vectors nothing refers to any more."""
+    ids = [r.id for r in rows]
+    stale = set(extra_stale)
+    with lib.catalog.session() as s:
+        for i in range(0, len(ids), 500):
+            for row in s.scalars(select(Photo).where(Photo.id.in_(ids[i : i + 500]))):
+                if row.content_hash:
+                    stale.add(row.content_hash)
+                s.delete(row)
+    if stale:
+        with lib.catalog.session() as s:
+            payloads = payloads_for_hashes(s, stale, lib.model_id)
+        gone = [point_id(h, lib.model_id) for h in stale if h not in payloads]
+        lib.store.delete(gone)
+        for h, payload in payloads.items():
+            lib.store.set_payload([point_id(h, lib.model_id)], payload)
+    return len(ids)
+
+
+def index(
+    lib: Library, folders: Sequence[Path | str] | None = None, progress: Progress | None = None
+) -> IndexReport:
+    """Index the given folders (added as roots), or every known root when none are given."""
+    started = time.perf_counter()
+    report = IndexReport()
+    if folders:
+        paths = [_check_folder(f) for f in folders]
+    else:
+        with lib.catalog.session() as s:
+            paths = list(s.scalars(select(Root.path).order_by(Root.path)))
+        if not paths:
+            raise BadInputError("no library folders yet: run `photoman index FOLDER` first")
+        paths = [p for p in paths if os.path.isdir(p)]  # an unplugged drive is skipped, not emptied
+    lib.store  # noqa: B018 - opens the store (and checks the model id) before anything is written
+    root_ids = register_roots(lib, paths)
+    rec = reconcile(lib)
+    report.requeued, report.orphans_removed = len(rec.missing), rec.orphans_removed
+
+    work: list[FileStat] = []
+    gone: list[Photo] = []
+    roots_of: dict[str, int] = {}
+    for folder in paths:
+        files = list(scan(folder))
+        with lib.catalog.session() as s:
+            rows = list(s.scalars(select(Photo).where(_under(folder))))
+        plan = make_plan(files, rows, lib.model_id, rec.missing)
+        report.scanned += len(files)
+        report.unchanged += plan.unchanged
+        work.extend(plan.work)
+        gone.extend(plan.gone)
+        roots_of.update((f.path, root_ids[folder]) for f in plan.work)
+
+    with lib.catalog.session() as s:
+        known = frozenset(
+            s.scalars(
+                select(Photo.content_hash).where(
+                    Photo.status == "ok",
+                    Photo.indexed_model == lib.model_id,
+                    Photo.content_hash.is_not(None),
+                    Photo.id.not_in(rec.missing) if rec.missing else True,
+                )
+            )
+        )
+    total = len(work)
+    if progress:
+        progress(0, total)
+    writer = _Writer(lib, roots_of, report)
+    stream = _stream(work, checkpoint_spec(lib.settings.model), known, lib.settings.decode_workers)
+    for done, prep in enumerate(stream, 1):
+        writer.add(prep)
+        if progress:
+            progress(done, total)
+    writer.flush()
+    report.removed = _forget(lib, gone, writer.stale_hashes)
+    lib.store.flush()
+    report.seconds = time.perf_counter() - started
+    return report

@@ -1,0 +1,61 @@
+"""The per-file work done in decode worker processes: read, hash, read EXIF, decode, resize and crop."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from photoman.embedding.preprocess import PreprocessSpec, resize_crop
+from photoman.errors import DecodeError
+from photoman.indexing.scanner import FileStat
+from photoman.media.decode import decode_rgb, open_image
+from photoman.media.exif import PhotoMeta, read_meta
+from photoman.media.hashing import content_hash
+
+_SPEC = PreprocessSpec()
+_KNOWN: frozenset[str] = frozenset()
+
+
+@dataclass
+class Prepared:
+    """A file's result: always its stat, then either an error or hash + metadata (+ pixels to embed)."""
+
+    file: FileStat
+    content_hash: str | None = None
+    meta: PhotoMeta | None = None
+    pixels: np.ndarray | None = None  # uint8 (crop, crop, 3); None when the hash already has a vector
+    error: str | None = None
+
+
+def init_worker(spec: PreprocessSpec, known_hashes: frozenset[str]) -> None:
+    """Pool initializer: the preprocessing numbers and the hashes that need no embedding."""
+    global _SPEC, _KNOWN
+    _SPEC, _KNOWN = spec, known_hashes
+
+
+def prepare(
+    file: FileStat, spec: PreprocessSpec | None = None, known: frozenset[str] | None = None
+) -> Prepared:
+    """Never raises for a bad file: the error text is returned so one bad photo never stops a run."""
+    spec = spec or _SPEC
+    known = _KNOWN if known is None else known
+    try:
+        with open(file.path, "rb") as fh:
+            data = fh.read()
+    except OSError as exc:
+        return Prepared(file, error=f"cannot read: {exc.strerror or exc}")
+    digest = content_hash(data)
+    try:
+        img = open_image(data, "file")
+        meta = read_meta(img)
+        pixels = None
+        if digest not in known:
+            pixels = resize_crop(decode_rgb(img, min_side=spec.size, name="file"), spec)
+    except DecodeError as exc:
+        return Prepared(file, content_hash=digest, error=str(exc).removeprefix("file: "))
+    except Exception as exc:  # noqa: BLE001 - any decoder failure is the file's problem, not the run's
+        return Prepared(
+            file, content_hash=digest, error=f"cannot decode image ({exc.__class__.__name__}: {exc})"
+        )
+    return Prepared(file, digest, meta, pixels)

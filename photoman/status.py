@@ -1,0 +1,63 @@
+"""What `photoman status` reports: roots, counts, errors, model, store sizes."""
+
+from __future__ import annotations
+
+import os
+from typing import Any
+
+from sqlalchemy import func, select
+
+from photoman.catalog.models import Photo, Root
+from photoman.errors import PhotomanError
+from photoman.library import Library
+
+
+def library_status(lib: Library, errors_limit: int = 20) -> dict[str, Any]:
+    """A JSON-able summary; the vector store part says 'busy' rather than failing while an index runs."""
+    with lib.catalog.session() as s:
+        roots = []
+        for root in s.scalars(select(Root).order_by(Root.path)):
+            n = s.scalar(select(func.count()).where(Photo.root_id == root.id, Photo.status == "ok"))
+            roots.append({"path": root.path, "photos": n, "online": os.path.isdir(root.path)})
+        indexed = s.scalar(select(func.count()).where(Photo.status == "ok")) or 0
+        current = s.scalar(
+            select(func.count()).where(Photo.status == "ok", Photo.indexed_model == lib.model_id)
+        )
+        unique = s.scalar(
+            select(func.count(func.distinct(Photo.content_hash))).where(
+                Photo.status == "ok", Photo.indexed_model == lib.model_id
+            )
+        )
+        n_errors = s.scalar(select(func.count()).where(Photo.status == "error")) or 0
+        errors = [
+            {"path": p, "error": e}
+            for p, e in s.execute(
+                select(Photo.path, Photo.error)
+                .where(Photo.status == "error")
+                .order_by(Photo.path)
+                .limit(errors_limit)
+            )
+        ]
+    catalog_bytes = None
+    db = lib.catalog.engine.url.database if lib.catalog.engine.dialect.name == "sqlite" else None
+    if db and os.path.exists(db):
+        catalog_bytes = sum(
+            os.path.getsize(db + sfx) for sfx in ("", "-wal", "-shm") if os.path.exists(db + sfx)
+        )
+    store: dict[str, Any] = {"backend": "qdrant-server" if lib.settings.qdrant_url else "qdrant-edge"}
+    try:
+        store.update(collection=lib.store.name, points=lib.store.count(), disk_bytes=lib.store.disk_bytes())
+    except PhotomanError as exc:
+        store["error"] = str(exc)
+    return {
+        "data_dir": str(lib.settings.data_dir),
+        "model": lib.model_id,
+        "catalog": {
+            "url": lib.catalog.engine.url.render_as_string(hide_password=True),
+            "bytes": catalog_bytes,
+        },
+        "vectors": store,
+        "roots": roots,
+        "photos": {"indexed": indexed, "indexed_with_model": current, "unique": unique, "errors": n_errors},
+        "errors": errors,
+    }

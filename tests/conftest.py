@@ -1,0 +1,79 @@
+"""Shared fixtures: a tiny random CLIP saved offline with the real CLIP tokenizer, and real photos."""
+
+from __future__ import annotations
+
+import os
+import shutil
+from pathlib import Path
+
+import pytest
+
+from photoman.config import Settings
+from photoman.embedding.offline import build_random_clip
+
+os.environ["HF_HUB_OFFLINE"] = "1"  # nothing in the suite may reach the network
+os.environ.pop("PHOTOMAN_CONFIG", None)
+
+FIXTURES = Path(__file__).parent / "fixtures"
+BPE_DIR = FIXTURES / "clip-bpe"
+_SHARED = Path(__file__).resolve().parents[2] / "shared" / "photos"
+
+# a spread of real photos: PNG and JPEG, greyscale, EXIF camera/date/GPS, small to 2.5 MP
+SMALL_SET = [
+    "scikit-image--chelsea.png",
+    "scikit-image--coffee.png",
+    "scikit-image--camera.png",
+    "scikit-image--rocket.jpg",
+    "scikit-learn--china.jpg",
+    "exif--test1.jpg",
+    "exif-parser--starfish.jpg",
+    "exif-js--dsc_09827.jpg",
+    "palapeli-data--castle-maintenon.jpg",
+    "mate-backgrounds--Storm.jpg",
+]
+
+
+def real_photos_dir() -> Path:
+    """The real photos in ../shared/photos beside the checkout (CI has them there too)."""
+    if not _SHARED.is_dir():  # pragma: no cover
+        pytest.fail(f"real test photos missing: expected {_SHARED}")
+    return _SHARED
+
+
+@pytest.fixture(scope="session")
+def photos_src() -> Path:
+    return real_photos_dir()
+
+
+@pytest.fixture(scope="session")
+def tiny_model(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """Random CLIP (production image size 224 / patch 32) + real BPE tokenizer, via save_pretrained."""
+    return build_random_clip(tmp_path_factory.mktemp("tiny-clip"), BPE_DIR, shape="tiny")
+
+
+@pytest.fixture
+def library_dir(tmp_path: Path, photos_src: Path) -> Path:
+    """A temp library holding copies of SMALL_SET, with one sub-folder."""
+    lib = tmp_path / "Pictures"
+    (lib / "trips").mkdir(parents=True)
+    for i, name in enumerate(SMALL_SET):
+        dest = lib / "trips" if i % 3 == 0 else lib
+        shutil.copy2(photos_src / name, dest / name)
+    return lib
+
+
+@pytest.fixture
+def settings(tmp_path: Path, tiny_model: Path) -> Settings:
+    return Settings(data_dir=tmp_path / "data", model=str(tiny_model), precision="fp32", workers=2, batch_size=4)
+
+
+@pytest.fixture
+def cli_env(monkeypatch: pytest.MonkeyPatch, settings: Settings) -> Settings:
+    """Environment so the CLI under test uses the temp data dir and the tiny model."""
+    monkeypatch.setenv("PHOTOMAN_DATA_DIR", str(settings.data_dir))
+    monkeypatch.setenv("PHOTOMAN_MODEL", settings.model)
+    monkeypatch.setenv("PHOTOMAN_PRECISION", "fp32")
+    monkeypatch.setenv("PHOTOMAN_WORKERS", "2")
+    monkeypatch.setenv("PHOTOMAN_CONFIG", str(settings.data_dir.parent / "no-config.toml"))
+    (settings.data_dir.parent / "no-config.toml").write_text("")
+    return settings

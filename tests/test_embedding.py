@@ -1,0 +1,75 @@
+"""Model loading through the production path, and fast-path parity with transformers' reference."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from transformers import AutoProcessor
+
+from photoman.embedding.model import checkpoint_spec, load_encoder, model_dim
+from photoman.errors import ModelError
+from photoman.media.decode import load_image
+
+PHOTO_EXTS = (".jpg", ".png")
+
+
+@pytest.fixture(scope="module")
+def encoder(tiny_model: Path):
+    return load_encoder(str(tiny_model), device="cpu", precision="fp32")
+
+
+def test_loads_tokenizer_and_config_like_a_real_checkpoint(encoder, tiny_model: Path) -> None:
+    assert encoder.dim == 16 == model_dim(str(tiny_model))
+    assert encoder.spec.size == 224 and encoder.spec.crop == 224
+    assert checkpoint_spec(str(tiny_model)) == encoder.spec
+    ids = encoder.tokenizer("a photo of a cat")["input_ids"]
+    assert ids == [49406, 320, 1125, 539, 320, 2368, 49407]  # OpenAI CLIP BPE ids
+
+
+def test_vectors_are_unit_norm_and_deterministic(encoder, photos_src: Path) -> None:
+    img = load_image(photos_src / "scikit-image--chelsea.png")
+    a = encoder.encode_images([img, img])
+    t = encoder.encode_texts(["a cat", "two dogs running across a frosty field", "x " * 200])
+    assert a.shape == (2, 16) and t.shape == (3, 16)
+    assert np.allclose(np.linalg.norm(a, axis=1), 1, atol=1e-5)
+    assert np.allclose(np.linalg.norm(t, axis=1), 1, atol=1e-5)
+    assert np.allclose(a[0], a[1])
+    assert not np.allclose(t[0], t[1])
+
+
+def test_bf16_autocast_stays_close_to_fp32(tiny_model: Path, encoder, photos_src: Path) -> None:
+    bf16 = load_encoder(str(tiny_model), device="cpu", precision="bf16")
+    img = load_image(photos_src / "scikit-learn--china.jpg")
+    cos = float(bf16.encode_images([img])[0] @ encoder.encode_images([img])[0])
+    assert cos > 0.99
+
+
+def test_fast_path_matches_reference_pipeline(encoder, tiny_model: Path, photos_src: Path) -> None:
+    """Draft decode + our resize/crop vs CLIPProcessor on the full image: ≤ 1e-3 cosine distance."""
+    processor = AutoProcessor.from_pretrained(str(tiny_model))
+    worst = 0.0
+    files = sorted(p for p in photos_src.iterdir() if p.suffix in PHOTO_EXTS)
+    assert len(files) >= 30
+    for path in files:
+        full = load_image(path)  # fully decoded, upright
+        inputs = processor(images=[full], return_tensors="pt")
+        with torch.inference_mode():
+            out = encoder.model.get_image_features(pixel_values=inputs["pixel_values"])
+        ref = torch.nn.functional.normalize(out.pooler_output, dim=-1)[0].numpy()
+        fast = encoder.encode_images([load_image(path, min_side=encoder.spec.size)])[0]
+        worst = max(worst, 1.0 - float(ref @ fast))
+    assert worst <= 1e-3, worst
+
+
+def test_unknown_model_offline_is_a_clear_error(tmp_path: Path) -> None:
+    with pytest.raises(ModelError, match="not in the local Hugging Face cache"):
+        load_encoder("nobody/no-such-clip-model")
+    with pytest.raises(ModelError, match="not in the local Hugging Face cache"):
+        model_dim("nobody/no-such-clip-model")
+    with pytest.raises(ModelError, match="no config.json"):
+        load_encoder(str(tmp_path))
+    with pytest.raises(ModelError, match="neither a folder"):
+        load_encoder(str(tmp_path / "missing-folder"))

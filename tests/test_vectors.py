@@ -1,0 +1,113 @@
+"""One suite, both backends: embedded Qdrant Edge and qdrant-client (the calls a server receives)."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from photoman.errors import StoreBusyError
+from photoman.vectors import IMAGE, SearchFilter, VectorPoint, collection_name, point_id
+from photoman.vectors.edge import EdgeStore
+from photoman.vectors.server import ServerStore
+
+DIM = 8
+
+
+@pytest.fixture(params=["edge", "server"])
+def store(request: pytest.FixtureRequest, tmp_path: Path):
+    if request.param == "edge":
+        s = EdgeStore.open(tmp_path / "shard", "test", DIM)
+    else:
+        s = ServerStore.connect(":memory:", "test", DIM)
+    yield s
+    s.close()
+
+
+def unit(i: int) -> np.ndarray:
+    v = np.zeros(DIM, dtype=np.float32)
+    v[i] = 1
+    v[(i + 1) % DIM] = 0.2
+    return v / np.linalg.norm(v)
+
+
+def points() -> list[VectorPoint]:
+    out = []
+    for i in range(6):
+        out.append(
+            VectorPoint(
+                point_id(f"hash{i}", "m"),
+                {IMAGE: unit(i)},
+                {
+                    "hash": f"hash{i}",
+                    "roots": ["/lib"],
+                    "folders": ["/lib", f"/lib/{'a' if i % 2 else 'b'}"],
+                    "taken_at": f"201{i}-06-01T12:00:00Z",
+                    "camera": "Canon S40" if i < 3 else "NIKON D50",
+                    "format": "jpeg" if i < 4 else "png",
+                },
+            )
+        )
+    return out
+
+
+def test_upsert_search_count_ids(store) -> None:
+    pts = points()
+    store.upsert(pts)
+    store.upsert(pts)  # idempotent
+    assert store.count() == 6
+    assert store.all_ids() == {p.id for p in pts}
+    hits = store.search(unit(2), limit=3)
+    assert hits[0].id == pts[2].id and hits[0].score == pytest.approx(1.0, abs=1e-5)
+    assert hits[0].payload["hash"] == "hash2"
+    assert [h.score for h in hits] == sorted((h.score for h in hits), reverse=True)
+
+
+@pytest.mark.parametrize(
+    "flt, expected",
+    [
+        (SearchFilter(folder="/lib/a"), {1, 3, 5}),
+        (SearchFilter(camera="NIKON D50"), {3, 4, 5}),
+        (SearchFilter(formats=["png"]), {4, 5}),
+        (SearchFilter(since=datetime(2012, 1, 1), until=datetime(2014, 12, 31)), {2, 3, 4}),
+        (SearchFilter(roots=["/elsewhere"]), set()),
+        (SearchFilter(ids=[point_id("hash0", "m")]), {0}),
+    ],
+)
+def test_filters_run_inside_qdrant(store, flt: SearchFilter, expected: set[int]) -> None:
+    pts = points()
+    store.upsert(pts)
+    hits = store.search(unit(0), limit=10, flt=flt)
+    assert {h.id for h in hits} == {pts[i].id for i in expected}
+
+
+def test_set_payload_retrieve_delete(store) -> None:
+    pts = points()
+    store.upsert(pts)
+    store.set_payload([pts[0].id], {"folders": ["/moved"]})
+    got = store.retrieve([pts[0].id, point_id("nope", "m")], with_vectors=True)
+    assert len(got) == 1 and got[0].payload["folders"] == ["/moved"] and got[0].payload["hash"] == "hash0"
+    assert np.allclose(got[0].vectors[IMAGE], unit(0), atol=1e-6)
+    store.delete([pts[0].id, pts[1].id, point_id("unknown", "m")])
+    assert store.count() == 4 and pts[0].id not in store.all_ids()
+
+
+def test_edge_persists_and_admits_one_opener(tmp_path: Path) -> None:
+    s = EdgeStore.open(tmp_path / "shard", "test", DIM)
+    s.upsert(points())
+    with pytest.raises(StoreBusyError, match="in use by another process"):
+        EdgeStore.open(tmp_path / "shard", "test", DIM)
+    s.close()
+    again = EdgeStore.open(tmp_path / "shard", "test", DIM)
+    assert again.count() == 6
+    assert again.disk_bytes() < 20_000_000  # real blocks, not the WAL's sparse preallocation
+    again.close()
+
+
+def test_names_carry_model_and_size() -> None:
+    assert point_id("h", "a") == point_id("h", "a") != point_id("h", "b")
+    name = collection_name("laion/CLIP-ViT-B-32-laion2B-s34B-b79K", 512)
+    assert name.startswith("photoman-clip-vit-b-32-laion2b-s34b-b79k-") and name.endswith("-512")
+    assert collection_name("openai/clip-vit-base-patch32", 512) != name
