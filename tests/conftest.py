@@ -31,6 +31,12 @@ SMALL_SET = [
     "palapeli-data--castle-maintenon.jpg",
     "mate-backgrounds--Storm.jpg",
 ]
+TRIPS = {
+    "scikit-image--rocket.jpg",
+    "exif-parser--starfish.jpg",
+    "mate-backgrounds--Storm.jpg",
+    "exif--test1.jpg",
+}
 
 
 def real_photos_dir() -> Path:
@@ -53,18 +59,20 @@ def tiny_model(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 @pytest.fixture
 def library_dir(tmp_path: Path, photos_src: Path) -> Path:
-    """A temp library holding copies of SMALL_SET, with one sub-folder."""
+    """A temp library holding copies of SMALL_SET, the TRIPS ones in the sub-folder trips/."""
     lib = tmp_path / "Pictures"
     (lib / "trips").mkdir(parents=True)
-    for i, name in enumerate(SMALL_SET):
-        dest = lib / "trips" if i % 3 == 0 else lib
+    for name in SMALL_SET:
+        dest = lib / "trips" if name in TRIPS else lib
         shutil.copy2(photos_src / name, dest / name)
     return lib
 
 
 @pytest.fixture
 def settings(tmp_path: Path, tiny_model: Path) -> Settings:
-    return Settings(data_dir=tmp_path / "data", model=str(tiny_model), precision="fp32", workers=2, batch_size=4)
+    return Settings(
+        data_dir=tmp_path / "data", model=str(tiny_model), precision="fp32", workers=2, batch_size=4
+    )
 
 
 @pytest.fixture

@@ -25,7 +25,9 @@ def test_exif_date_camera_gps_from_real_photos(photos_src: Path) -> None:
     assert (m.camera_make, m.camera_model) == ("Apple", "iPhone 4S")
     assert m.gps_lat == pytest.approx(37.885, abs=1e-3) and m.gps_lon == pytest.approx(-122.6225, abs=1e-3)
     star = meta_of(photos_src / "exif-parser--starfish.jpg")
-    assert star.gps_lat == pytest.approx(55.0388, abs=1e-3) and star.gps_lon == pytest.approx(8.4572, abs=1e-3)
+    assert star.gps_lat == pytest.approx(55.0388, abs=1e-3) and star.gps_lon == pytest.approx(
+        8.4572, abs=1e-3
+    )
     png = meta_of(photos_src / "scikit-image--chelsea.png")
     assert png.taken_at is None and png.gps_lat is None and (png.width, png.height) == (451, 300)
 

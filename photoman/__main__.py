@@ -1,0 +1,5 @@
+"""`python -m photoman` runs the CLI."""
+
+from photoman.cli import main
+
+main()

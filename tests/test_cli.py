@@ -1,0 +1,134 @@
+"""The CLI as a user drives it: real commands, real output, one-line errors for bad input."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from typer.testing import CliRunner
+
+from photoman.cli import app
+from photoman.config import Settings
+from photoman.library import DataDirLock
+
+runner = CliRunner()
+
+
+def run(*args: str):
+    return runner.invoke(app, list(args))
+
+
+def one_line_error(result, code: int, words: str) -> None:
+    assert result.exit_code == code, (result.exit_code, result.output)
+    lines = [ln for ln in result.stderr.splitlines() if ln.strip()]
+    assert len(lines) == 1 and lines[0].startswith("photoman: ") and words in lines[0], result.stderr
+    assert "Traceback" not in result.output
+
+
+@pytest.fixture
+def indexed(cli_env: Settings, library_dir: Path) -> Path:
+    res = run("index", str(library_dir))
+    assert res.exit_code == 0, res.output
+    assert "Indexed 10 photos" in res.stdout and "10 embedded" in res.stdout
+    return library_dir
+
+
+def test_index_find_status_embed(indexed: Path) -> None:
+    res = run("index", str(indexed), "--json")
+    report = json.loads(res.stdout)
+    assert report["embedded"] == 0 and report["unchanged"] == 10 and report["errors"] == 0
+
+    res = run("find", "a tabby cat on a sofa", "--limit", "3")
+    assert res.exit_code == 0
+    assert res.stdout.splitlines()[0].split() == ["rank", "score", "path", "date"]
+    assert len(res.stdout.splitlines()) == 4
+
+    res = run("find", "--image", str(indexed / "scikit-image--chelsea.png"), "--limit", "20", "--json")
+    data = json.loads(res.stdout)
+    assert data[0]["path"] == str(indexed / "scikit-image--chelsea.png") and data[0]["rank"] == 1
+    schema = "rank score path content_hash taken_at width height camera format duplicates"
+    assert set(data[0]) == set(schema.split())
+    assert len(data) == 10 and all(-1 <= d["score"] <= 1.0001 for d in data)
+    dated = next(d for d in data if d["path"].endswith("exif--test1.jpg"))
+    assert dated["taken_at"] == "2013-02-06T16:00:03" and dated["camera"] == "Apple iPhone 4S"
+
+    res = run("status", "--json")
+    info = json.loads(res.stdout)
+    assert info["photos"] == {"indexed": 10, "indexed_with_model": 10, "unique": 10, "errors": 0}
+    assert info["vectors"]["points"] == 10 and info["roots"][0] == {
+        "path": str(indexed),
+        "photos": 10,
+        "online": True,
+    }
+    res = run("status")
+    assert "10 indexed" in res.stdout and str(indexed) in res.stdout
+
+    res = run("embed", str(indexed / "scikit-image--coffee.png"), "--text", "a cup of coffee", "--json")
+    rows = json.loads(res.stdout)
+    assert [r["kind"] for r in rows] == ["image", "text"] and all(r["dim"] == 16 for r in rows)
+    assert all(abs(sum(x * x for x in r["vector"]) - 1) < 1e-4 for r in rows)
+
+
+def test_bad_input_is_one_line_and_changes_nothing(indexed: Path, tmp_path: Path) -> None:
+    one_line_error(run("index", str(tmp_path / "missing")), 2, "no such folder")
+    one_line_error(run("find", "   "), 2, "empty query")
+    one_line_error(run("find"), 2, "nothing to search for")
+    junk = tmp_path / "junk.jpg"
+    junk.write_bytes(b"\xff\xd8\xff garbage")
+    one_line_error(run("find", "--image", str(junk)), 1, "not a readable image")
+    one_line_error(run("find", "--image", str(tmp_path / "nope.jpg")), 2, "no such image")
+    one_line_error(
+        run("--model", "nobody/no-such-model", "find", "cat"), 1, "not in the local Hugging Face cache"
+    )
+    one_line_error(run("--model", "nobody/no-such-model", "index", str(indexed)), 1, "no-such-model")
+    one_line_error(run("embed"), 2, "nothing to embed")
+    one_line_error(run("find", "cat", "--limit", "0"), 2, "--limit")
+    info = json.loads(run("status", "--json").stdout)
+    assert info["photos"]["indexed"] == 10 and info["vectors"]["points"] == 10
+
+
+def test_busy_store_says_why(indexed: Path, cli_env: Settings) -> None:
+    lock = DataDirLock(cli_env.lock_file)
+    lock.acquire("photoman index")
+    try:
+        one_line_error(run("index", str(indexed)), 3, "busy")
+        one_line_error(run("find", "cat"), 3, "photoman index")
+        res = run("status", "--json")  # the catalog stays readable
+        assert res.exit_code == 0 and "busy" in json.loads(res.stdout)["vectors"]["error"]
+    finally:
+        lock.release()
+    assert run("find", "cat").exit_code == 0
+
+
+def test_config_file_and_env(tmp_path: Path, cli_env: Settings, library_dir: Path) -> None:
+    cfg = tmp_path / "photoman.toml"
+    other = tmp_path / "other-data"
+    cfg.write_text(f'data_dir = "{other}"\nmodel = "{cli_env.model}"\nbatch_size = 3\n')
+    res = runner.invoke(app, ["--config", str(cfg), "--data-dir", str(other), "index", str(library_dir)])
+    assert res.exit_code == 0 and (other / "catalog.sqlite3").exists()
+    cfg.write_text("batch_size = 'many'\n")
+    one_line_error(runner.invoke(app, ["--config", str(cfg), "status"]), 1, "batch_size")
+
+
+def test_console_script_runs_as_a_process(cli_env: Settings, library_dir: Path) -> None:
+    """The installed entry point, in a real process: progress on stderr, never on stdout."""
+    env = {
+        **__import__("os").environ,
+        "PHOTOMAN_DATA_DIR": str(cli_env.data_dir),
+        "PHOTOMAN_MODEL": cli_env.model,
+        "PHOTOMAN_PROGRESS": "1",
+    }
+    proc = subprocess.run(
+        [sys.executable, "-m", "photoman", "index", str(library_dir), "--json"],
+        capture_output=True, text=True, env=env, timeout=300,
+    )  # fmt: skip
+    assert proc.returncode == 0, proc.stderr
+    assert json.loads(proc.stdout)["embedded"] == 10
+    assert "indexing" in proc.stderr and "10/10" in proc.stderr
+    proc = subprocess.run(
+        [sys.executable, "-m", "photoman", "find", ""], capture_output=True, text=True, env=env, timeout=300
+    )
+    assert proc.returncode == 2 and proc.stderr.strip().count("\n") == 0 and "empty query" in proc.stderr

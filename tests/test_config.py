@@ -1,0 +1,40 @@
+"""Settings: defaults, TOML file, PHOTOMAN_* environment, in that order."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from photoman.config import DEFAULT_MODEL, load_settings
+from photoman.errors import ConfigError
+
+
+def test_defaults_file_then_env(tmp_path: Path) -> None:
+    cfg = tmp_path / "c.toml"
+    cfg.write_text('model = "openai/clip-vit-base-patch32"\nbatch_size = 8\nqdrant_url = "http://nas:6333"\n')
+    s = load_settings(cfg, env={"PHOTOMAN_BATCH_SIZE": "64", "PHOTOMAN_DATA_DIR": str(tmp_path / "d")})
+    assert s.model == "openai/clip-vit-base-patch32" and s.batch_size == 64
+    assert s.qdrant_url == "http://nas:6333" and s.data_dir == tmp_path / "d"
+    assert s.catalog == f"sqlite:///{tmp_path / 'd' / 'catalog.sqlite3'}"
+    default = load_settings(tmp_path / "c.toml", env={})
+    assert default.batch_size == 8
+    assert load_settings(env={"PHOTOMAN_CONFIG": str(tmp_path / "c.toml")}).batch_size == 8
+
+
+def test_bad_config_is_a_config_error(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match="does not exist"):
+        load_settings(tmp_path / "missing.toml", env={})
+    bad = tmp_path / "bad.toml"
+    bad.write_text("model = ")
+    with pytest.raises(ConfigError, match="cannot read config"):
+        load_settings(bad, env={})
+    bad.write_text("colour = 'blue'\n")
+    with pytest.raises(ConfigError, match="unknown setting 'colour'"):
+        load_settings(bad, env={})
+    with pytest.raises(ConfigError, match="workers"):
+        load_settings(env={"PHOTOMAN_WORKERS": "lots", "PHOTOMAN_CONFIG": ""})
+
+
+def test_default_model_is_laion_b32() -> None:
+    assert DEFAULT_MODEL == "laion/CLIP-ViT-B-32-laion2B-s34B-b79K"

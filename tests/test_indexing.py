@@ -1,0 +1,235 @@
+"""Index real photos into a real catalog and embedded Qdrant: idempotence, moves, deletes, changes, errors."""
+
+from __future__ import annotations
+
+import os
+import shutil
+from dataclasses import replace
+from pathlib import Path
+
+import numpy as np
+import pillow_heif
+import pytest
+from PIL import Image
+from sqlalchemy import select
+
+from photoman.catalog.models import Photo, Root
+from photoman.config import Settings
+from photoman.errors import BadInputError, StoreBusyError
+from photoman.indexing.pipeline import index
+from photoman.library import Library
+from photoman.search.engine import find, search_vector
+from photoman.vectors import IMAGE, point_id
+
+
+def rows(lib: Library) -> dict[str, Photo]:
+    with lib.catalog.session() as s:
+        return {r.path: r for r in s.scalars(select(Photo))}
+
+
+def assert_consistent(lib: Library) -> None:
+    """Catalog ≡ vectors: every indexed hash has exactly one point, and no point lacks a row."""
+    expected = {point_id(r.content_hash, lib.model_id) for r in rows(lib).values() if r.status == "ok"}
+    assert lib.store.all_ids() == expected
+
+
+def test_index_then_reindex_embeds_nothing(settings: Settings, library_dir: Path) -> None:
+    seen: list[tuple[int, int]] = []
+    with Library(settings) as lib:
+        first = index(lib, [library_dir], progress=lambda d, t: seen.append((d, t)))
+        assert first.scanned == 10 and first.embedded == 10 and not first.errors
+        assert seen[0] == (0, 10) and seen[-1] == (10, 10)
+        assert_consistent(lib)
+        again = index(lib, [library_dir])
+        assert (again.embedded, again.reused, again.unchanged, again.removed) == (0, 0, 10, 0)
+        again = index(lib)  # no folders: every known root
+        assert again.unchanged == 10 and again.embedded == 0
+        r = rows(lib)[str(library_dir / "trips" / "exif--test1.jpg")]
+        assert r.camera == "Apple iPhone 4S" and r.gps_lat == pytest.approx(37.885, abs=1e-3)
+        assert r.taken_at is not None and r.taken_at.year == 2013 and r.indexed_model == lib.model_id
+
+
+def test_image_query_ranks_the_photo_itself_first(settings: Settings, library_dir: Path) -> None:
+    with Library(settings) as lib:
+        index(lib, [library_dir])
+        for name in (
+            "scikit-image--chelsea.png",
+            "trips/exif--test1.jpg",
+            "trips/mate-backgrounds--Storm.jpg",
+        ):
+            res = find(lib, image=library_dir / name, limit=3)
+            assert res[0].path == str(library_dir / name) and res[0].score > 0.99
+        text = find(lib, text="a tabby cat", limit=20)
+        assert len(text) == 10 and {r.path for r in text} == set(rows(lib))
+
+
+def test_move_and_rename_keep_the_vector(settings: Settings, library_dir: Path) -> None:
+    with Library(settings) as lib:
+        index(lib, [library_dir])
+        old = str(library_dir / "scikit-image--coffee.png")
+        digest = rows(lib)[old].content_hash
+        vec_before = lib.store.retrieve([point_id(digest, lib.model_id)], with_vectors=True)[0].vectors[IMAGE]
+        (library_dir / "moved").mkdir()
+        new = library_dir / "moved" / "morning-coffee.png"
+        os.rename(old, new)
+        shutil.move(str(library_dir / "trips"), str(library_dir / "journeys"))
+        rep = index(lib, [library_dir])
+        assert rep.embedded == 0 and rep.reused == 5 and rep.removed == 5
+        r = rows(lib)
+        assert old not in r and r[str(new)].content_hash == digest
+        assert all("/trips/" not in p for p in r)
+        point = lib.store.retrieve([point_id(digest, lib.model_id)], with_vectors=True)[0]
+        assert np.allclose(point.vectors[IMAGE], vec_before)
+        assert point.payload["paths"] == [str(new)] and str(library_dir / "moved") in point.payload["folders"]
+        assert find(lib, image=new, limit=1)[0].path == str(new)
+        assert_consistent(lib)
+
+
+def test_delete_and_change(settings: Settings, library_dir: Path, photos_src: Path) -> None:
+    with Library(settings) as lib:
+        index(lib, [library_dir])
+        gone = library_dir / "scikit-image--camera.png"
+        gone_hash = rows(lib)[str(gone)].content_hash
+        gone.unlink()
+        changed = library_dir / "scikit-learn--china.jpg"
+        old_hash = rows(lib)[str(changed)].content_hash
+        shutil.copy(photos_src / "scikit-learn--flower.jpg", changed)  # new bytes, same name
+        rep = index(lib, [library_dir])
+        assert rep.removed == 1 and rep.embedded == 1
+        r = rows(lib)
+        assert str(gone) not in r and r[str(changed)].content_hash not in (None, old_hash)
+        ids = lib.store.all_ids()
+        assert point_id(gone_hash, lib.model_id) not in ids and point_id(old_hash, lib.model_id) not in ids
+        assert all(res.path != str(gone) for res in find(lib, text="anything", limit=50))
+        assert_consistent(lib)
+
+
+def test_identical_copies_share_one_vector(settings: Settings, library_dir: Path) -> None:
+    shutil.copy(library_dir / "scikit-image--chelsea.png", library_dir / "chelsea-copy.png")
+    with Library(settings) as lib:
+        rep = index(lib, [library_dir])
+        assert rep.scanned == 11 and rep.embedded == 10 and lib.store.count() == 10
+        res = find(lib, image=library_dir / "chelsea-copy.png", limit=1)[0]
+        assert {res.path, *res.duplicates} == {
+            str(library_dir / "chelsea-copy.png"),
+            str(library_dir / "scikit-image--chelsea.png"),
+        }
+        (library_dir / "chelsea-copy.png").unlink()
+        index(lib, [library_dir])  # the original still holds the vector
+        assert (
+            lib.store.count() == 10
+            and find(lib, image=library_dir / "scikit-image--chelsea.png")[0].score > 0.99
+        )
+
+
+def test_bad_files_are_recorded_and_never_stop_a_run(
+    settings: Settings, library_dir: Path, photos_src: Path
+) -> None:
+    (library_dir / "zero.jpg").write_bytes(b"")
+    (library_dir / "junk.png").write_bytes(os.urandom(2000))
+    data = (photos_src / "palapeli-data--citrus-fruits.jpg").read_bytes()
+    (library_dir / "truncated.jpg").write_bytes(data[: len(data) // 2])
+    (library_dir / "notes.txt").write_text("not a photo")
+    with Library(settings) as lib:
+        rep = index(lib, [library_dir])
+        assert rep.embedded == 10 and len(rep.errors) == 3
+        errs = {Path(p).name: e for p, e in rep.errors}
+        assert "empty file" in errs["zero.jpg"] and "not a readable image" in errs["junk.png"]
+        assert "cannot decode" in errs["truncated.jpg"]
+        r = rows(lib)
+        assert r[str(library_dir / "zero.jpg")].status == "error" and "notes.txt" not in str(r)
+        again = index(lib, [library_dir])  # unchanged bad files are not retried every run
+        assert again.unchanged == 13 and not again.errors
+        (library_dir / "zero.jpg").write_bytes((photos_src / "exif-js--DSCN0614_small.jpg").read_bytes())
+        fixed = index(lib, [library_dir])
+        assert fixed.embedded == 1 and rows(lib)[str(library_dir / "zero.jpg")].status == "ok"
+        assert_consistent(lib)
+
+
+def test_heic_and_avif_are_indexed(settings: Settings, tmp_path: Path, photos_src: Path) -> None:
+    lib_dir = tmp_path / "phone"
+    lib_dir.mkdir()
+    src = Image.open(photos_src / "palapeli-data--european-honey-bee.jpg").convert("RGB")
+    pillow_heif.from_pillow(src).save(lib_dir / "IMG_0001.HEIC", quality=70)
+    src.save(lib_dir / "bee.avif", quality=70)
+    with Library(settings) as lib:
+        rep = index(lib, [lib_dir])
+        assert rep.embedded == 2 and not rep.errors
+        fmts = {r.format for r in rows(lib).values()}
+        assert fmts == {"HEIF", "AVIF"}
+        # HEIC and AVIF of the same picture land next to each other
+        res = find(lib, image=lib_dir / "bee.avif", limit=2)
+        assert res[1].score > 0.9
+
+
+def test_crash_leftovers_are_reconciled(settings: Settings, library_dir: Path) -> None:
+    """A vector without a row is deleted; a row without its vector is re-embedded; nothing doubles."""
+    with Library(settings) as lib:
+        index(lib, [library_dir])
+        victim = rows(lib)[str(library_dir / "trips" / "scikit-image--rocket.jpg")]
+        lib.store.delete([point_id(victim.content_hash, lib.model_id)])  # crash before upsert landed
+        chelsea = rows(lib)[str(library_dir / "scikit-image--chelsea.png")].content_hash
+        orphan = lib.store.retrieve([point_id(chelsea, lib.model_id)], with_vectors=True)[0]
+        orphan.id = point_id("f" * 64, lib.model_id)  # crash after upsert, before catalog commit
+        lib.store.upsert([orphan])
+    with Library(settings) as lib:  # next start
+        rep = index(lib, [library_dir])
+        assert rep.requeued == 1 and rep.orphans_removed == 1 and rep.embedded == 1
+        assert lib.store.count() == 10
+        assert_consistent(lib)
+
+
+def test_interrupted_run_loses_at_most_the_batch_in_flight(settings: Settings, library_dir: Path) -> None:
+    class Stop(Exception):
+        pass
+
+    def stop_after_five(done: int, total: int) -> None:
+        if done == 5:
+            raise Stop
+
+    with Library(replace(settings, workers=1, batch_size=2)) as lib:
+        with pytest.raises(Stop):
+            index(lib, [library_dir], progress=stop_after_five)
+        kept = len([r for r in rows(lib).values() if r.status == "ok"])
+        assert 2 <= kept <= 5
+        rep = index(lib, [library_dir])
+        assert rep.embedded == 10 - kept and rep.unchanged == kept
+        assert_consistent(lib)
+
+
+def test_roots_nest_and_missing_folders_fail_before_writing(settings: Settings, library_dir: Path) -> None:
+    with Library(settings) as lib:
+        index(lib, [library_dir / "trips"])
+        index(lib, [library_dir])  # the parent adopts the inner root
+        with lib.catalog.session() as s:
+            assert list(s.scalars(select(Root.path))) == [str(library_dir)]
+        before = rows(lib)
+        with pytest.raises(BadInputError, match="no such folder"):
+            index(lib, [library_dir / "nope"])
+        with pytest.raises(BadInputError, match="not a folder"):
+            index(lib, [library_dir / "scikit-image--coffee.png"])
+        assert rows(lib).keys() == before.keys()
+
+
+def test_second_writer_is_refused(settings: Settings, library_dir: Path) -> None:
+    with Library(settings, "photoman index") as lib:
+        index(lib, [library_dir])
+        with pytest.raises(StoreBusyError, match=r"busy: pid \d+ \(photoman index\)"):
+            Library(settings, "photoman index")
+        reader = Library(settings, "photoman status", write=False, allow_busy=True)
+        assert reader.busy is not None
+        with pytest.raises(StoreBusyError):
+            reader.store  # noqa: B018
+        reader.close()
+
+
+def test_server_backend_runs_the_same_pipeline(settings: Settings, library_dir: Path, tmp_path: Path) -> None:
+    cfg = replace(settings, qdrant_url=str(tmp_path / "qdrant-local"))  # qdrant-client local mode
+    with Library(cfg) as lib:
+        rep = index(lib, [library_dir])
+        assert rep.embedded == 10 and type(lib.store).__name__ == "ServerStore"
+        q = lib.encoder.encode_images([Image.open(library_dir / "scikit-image--chelsea.png").convert("RGB")])[
+            0
+        ]
+        assert search_vector(lib, q, limit=1)[0].path == str(library_dir / "scikit-image--chelsea.png")
+        assert_consistent(lib)
