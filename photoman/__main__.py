@@ -2,4 +2,5 @@
 
 from photoman.cli import main
 
-main()
+if __name__ == "__main__":  # decode workers re-import the main module; they must not re-run the CLI
+    main()

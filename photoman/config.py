@@ -31,7 +31,9 @@ class Settings:
     data_dir: Path = field(default_factory=_default_data_dir)
     model: str = DEFAULT_MODEL
     device: str = "auto"  # auto | cpu | cuda | cuda:N | mps
-    precision: str = "auto"  # auto (bf16 on CPU, fp16 on GPU) | fp32 | bf16 | fp16
+    precision: str = (
+        "auto"  # auto (fp16 on GPU, bf16 on CPUs with bf16 units, else fp32) | fp32 | bf16 | fp16
+    )
     batch_size: int = 32
     workers: int = 0  # decode worker processes; 0 = pick from the CPU count
     catalog_url: str | None = None  # any SQLAlchemy URL; default: SQLite file in data_dir

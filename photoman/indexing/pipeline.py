@@ -91,7 +91,7 @@ def _stream(
     work: Sequence[FileStat], spec: PreprocessSpec, known: frozenset[str], workers: int
 ) -> Iterator[Prepared]:
     """Prepared files in completion order, decoded by a process pool that runs ahead of the model."""
-    if workers <= 1 or len(work) <= 4:
+    if workers < 1 or len(work) <= 4:
         for f in work:
             yield prepare(f, spec, known)
         return
