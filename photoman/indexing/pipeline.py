@@ -31,6 +31,7 @@ from photoman.library import Library
 from photoman.vectors import IMAGE, VectorPoint, point_id
 
 Progress = Callable[[int, int], None]  # (files done, files to do)
+Encode = Callable[[np.ndarray], np.ndarray]  # uint8 pixel batch -> unit vectors
 
 
 @dataclass
@@ -45,6 +46,7 @@ class IndexReport:
     errors: list[tuple[str, str]] = field(default_factory=list)
     requeued: int = 0  # rows found without a vector on start
     orphans_removed: int = 0
+    offline_roots: list[str] = field(default_factory=list)
     seconds: float = 0.0
 
     @property
@@ -122,12 +124,16 @@ def _stream(
 class _Writer:
     """Accumulates prepared files and writes them a batch at a time (vectors first, catalog second)."""
 
-    def __init__(self, lib: Library, roots_of: dict[str, int], report: IndexReport) -> None:
+    def __init__(
+        self, lib: Library, roots_of: dict[str, int], report: IndexReport, encode: Encode | None
+    ) -> None:
         self.lib = lib
+        self.encode = encode
         self.roots_of = roots_of
         self.report = report
         self.pending: list[Prepared] = []
         self.stale_hashes: set[str] = set()  # hashes a changed file no longer has
+        self.embedded: set[str] = set()  # hashes embedded by this run
 
     def add(self, prep: Prepared) -> None:
         self.pending.append(prep)
@@ -142,10 +148,18 @@ class _Writer:
         items, self.pending = self.pending, []
         pixels: dict[str, np.ndarray] = {}
         for p in items:
+            if p.pixels is not None and p.content_hash in self.embedded:
+                p.pixels = None  # a copy of something this run already embedded
             if p.pixels is not None and p.error is None:
                 pixels.setdefault(p.content_hash, p.pixels)  # type: ignore[arg-type]
         vectors = (
-            dict(zip(pixels, lib.encoder.encode_pixels(np.stack(list(pixels.values()))), strict=True))
+            dict(
+                zip(
+                    pixels,
+                    (self.encode or lib.encoder.encode_pixels)(np.stack(list(pixels.values()))),
+                    strict=True,
+                )
+            )
             if pixels
             else {}
         )
@@ -183,6 +197,7 @@ class _Writer:
                     self.report.reused += 1
             s.flush()
             self.report.embedded += len(vectors)
+            self.embedded.update(vectors)
             ok_hashes = {p.content_hash for p in items if p.error is None}
             payloads = payloads_for_hashes(s, ok_hashes, model_id)
             lib.store.upsert(
@@ -213,10 +228,76 @@ def _forget(lib: Library, rows: Iterable[Photo], extra_stale: set[str]) -> int:
     return len(ids)
 
 
+def root_online(path: str, has_photos: bool) -> bool:
+    """A root is offline when its folder is gone, or empty while the catalog has photos there (unmounted)."""
+    if not os.path.isdir(path):
+        return False
+    if not has_photos:
+        return True
+    try:
+        with os.scandir(path) as it:
+            return next(it, None) is not None
+    except OSError:
+        return False
+
+
+def offline_roots(lib: Library) -> list[str]:
+    """Roots whose drive is not there right now: their photos are kept but hidden from results."""
+    with lib.catalog.session() as s:
+        roots = s.execute(select(Root.path, select(Photo.id).where(Photo.root_id == Root.id).exists())).all()
+    return [path for path, has in roots if not root_online(path, bool(has))]
+
+
+def _known_hashes(lib: Library, missing: set[int]) -> frozenset[str]:
+    with lib.catalog.session() as s:
+        return frozenset(
+            s.scalars(
+                select(Photo.content_hash).where(
+                    Photo.status == "ok",
+                    Photo.indexed_model == lib.model_id,
+                    Photo.content_hash.is_not(None),
+                    Photo.id.not_in(missing) if missing else True,
+                )
+            )
+        )
+
+
+def _run(
+    lib: Library,
+    work: list[FileStat],
+    gone: list[Photo],
+    roots_of: dict[str, int],
+    missing: set[int],
+    report: IndexReport,
+    progress: Progress | None,
+    encode: Encode | None,
+) -> None:
+    total = len(work)
+    if progress:
+        progress(0, total)
+    writer = _Writer(lib, roots_of, report, encode)
+    known = _known_hashes(lib, missing) if work else frozenset()
+    stream = _stream(work, checkpoint_spec(lib.settings.model), known, lib.settings.decode_workers)
+    for done, prep in enumerate(stream, 1):
+        writer.add(prep)
+        if progress:
+            progress(done, total)
+    writer.flush()
+    report.removed += _forget(lib, gone, writer.stale_hashes)
+    lib.store.flush()
+
+
 def index(
-    lib: Library, folders: Sequence[Path | str] | None = None, progress: Progress | None = None
+    lib: Library,
+    folders: Sequence[Path | str] | None = None,
+    progress: Progress | None = None,
+    encode: Encode | None = None,
 ) -> IndexReport:
-    """Index the given folders (added as roots), or every known root when none are given."""
+    """Index the given folders (added as roots), or every known root when none are given.
+
+    Starts by reconciling catalog and vectors, so it also repairs what a crash left behind.
+    A root whose drive is missing (or mounted empty) is skipped: its photos stay, marked offline.
+    """
     started = time.perf_counter()
     report = IndexReport()
     if folders:
@@ -226,9 +307,10 @@ def index(
             paths = list(s.scalars(select(Root.path).order_by(Root.path)))
         if not paths:
             raise BadInputError("no library folders yet: run `photoman index FOLDER` first")
-        paths = [p for p in paths if os.path.isdir(p)]  # an unplugged drive is skipped, not emptied
     lib.store  # noqa: B018 - opens the store (and checks the model id) before anything is written
-    root_ids = register_roots(lib, paths)
+    root_ids = register_roots(lib, [p for p in paths if os.path.isdir(p)])
+    offline = set(offline_roots(lib))
+    report.offline_roots = sorted(offline)
     rec = reconcile(lib)
     report.requeued, report.orphans_removed = len(rec.missing), rec.orphans_removed
 
@@ -236,6 +318,8 @@ def index(
     gone: list[Photo] = []
     roots_of: dict[str, int] = {}
     for folder in paths:
+        if folder in offline or folder not in root_ids:
+            continue
         files = list(scan(folder))
         with lib.catalog.session() as s:
             rows = list(s.scalars(select(Photo).where(_under(folder))))
@@ -245,29 +329,53 @@ def index(
         work.extend(plan.work)
         gone.extend(plan.gone)
         roots_of.update((f.path, root_ids[folder]) for f in plan.work)
-
-    with lib.catalog.session() as s:
-        known = frozenset(
-            s.scalars(
-                select(Photo.content_hash).where(
-                    Photo.status == "ok",
-                    Photo.indexed_model == lib.model_id,
-                    Photo.content_hash.is_not(None),
-                    Photo.id.not_in(rec.missing) if rec.missing else True,
-                )
-            )
-        )
-    total = len(work)
-    if progress:
-        progress(0, total)
-    writer = _Writer(lib, roots_of, report)
-    stream = _stream(work, checkpoint_spec(lib.settings.model), known, lib.settings.decode_workers)
-    for done, prep in enumerate(stream, 1):
-        writer.add(prep)
-        if progress:
-            progress(done, total)
-    writer.flush()
-    report.removed = _forget(lib, gone, writer.stale_hashes)
-    lib.store.flush()
+    _run(lib, work, gone, roots_of, rec.missing, report, progress, encode)
     report.seconds = time.perf_counter() - started
     return report
+
+
+def sync(
+    lib: Library,
+    folders: Sequence[str],
+    settle: float = 0.0,
+    progress: Progress | None = None,
+    encode: Encode | None = None,
+) -> tuple[IndexReport, list[str]]:
+    """Bring folders inside known roots up to date (the watcher's unit of work); no reconcile.
+
+    A folder that no longer exists loses its photos (unless its root is offline). Files modified
+    less than ``settle`` seconds ago are left alone and their folder returned, to be retried once
+    the writer is done with them, so a slow copy is indexed once, whole.
+    """
+    started = time.perf_counter()
+    report = IndexReport()
+    with lib.catalog.session() as s:
+        roots = dict(s.execute(select(Root.path, Root.id)).all())
+    offline = set(offline_roots(lib))
+    now = time.time()
+    work: list[FileStat] = []
+    gone: list[Photo] = []
+    roots_of: dict[str, int] = {}
+    postponed: list[str] = []
+    for folder in sorted(set(normalise(f) for f in folders)):
+        root = max(
+            (r for r in roots if folder == r or folder.startswith(r.rstrip("/") + "/")), key=len, default=None
+        )
+        if root is None or root in offline:
+            continue
+        files = list(scan(folder)) if os.path.isdir(folder) else []
+        fresh = [f for f in files if now - f.mtime < settle]
+        if fresh:
+            postponed.append(folder)
+            continue
+        with lib.catalog.session() as s:
+            rows = list(s.scalars(select(Photo).where(_under(folder))))
+        plan = make_plan(files, rows, lib.model_id, set())
+        report.scanned += len(files)
+        report.unchanged += plan.unchanged
+        work.extend(plan.work)
+        gone.extend(plan.gone)
+        roots_of.update((f.path, roots[root]) for f in plan.work)
+    _run(lib, work, gone, roots_of, set(), report, progress, encode)
+    report.seconds = time.perf_counter() - started
+    return report, postponed
