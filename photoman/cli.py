@@ -24,6 +24,7 @@ from rich.table import Table
 
 from photoman.config import Settings, load_settings
 from photoman.errors import PhotomanError
+from photoman.service.protocol import call, daemon_running
 
 app = typer.Typer(
     name="photoman",
@@ -138,6 +139,18 @@ def index(
     from photoman.library import Library
 
     cfg = settings(workers=workers, batch_size=batch_size)
+    if daemon_running(cfg.socket_path):
+        for f in folders or []:
+            if not f.is_dir():
+                raise fail(f"no such folder: {f}" if not f.exists() else f"not a folder: {f}", 2)
+        queued = call(cfg.socket_path, "index", {"folders": [str(f.resolve()) for f in folders or []]})
+        if as_json:
+            out.print_json(json.dumps({"daemon": True, **queued}))
+        else:
+            out.print(
+                "the running daemon is indexing it; follow along with `photoman status`", highlight=False
+            )
+        return
     with Library(cfg, "photoman index") as lib, _progress() as bar:
         task = bar.add_task("indexing", total=None, rate="")
 
@@ -182,26 +195,35 @@ def find(
     image: Annotated[Path | None, typer.Option("--image", "-i", help="Find photos like this image.")] = None,
     limit: Annotated[int, typer.Option("--limit", "-n", help="Number of results.")] = 10,
     as_json: Annotated[bool, typer.Option("--json", help="JSON array of results on stdout.")] = False,
+    include_offline: Annotated[
+        bool, typer.Option(help="Include photos on drives that are not mounted.")
+    ] = False,
 ) -> None:
     """Search the library by description (text→image) or by example (--image, image→image)."""
-    from photoman.library import Library
-    from photoman.search.engine import find as run_find
-
     if query is None and image is None:
         raise fail("nothing to search for: give a description or --image PATH", 2)
-    with Library(settings(), "photoman find", write=False) as lib:
-        results = run_find(lib, text=query, image=image, limit=limit)
+    cfg = settings()
+    args = {"text": query, "image": str(image.expanduser().absolute()) if image else None, "limit": limit,
+            "include_offline": include_offline}  # fmt: skip
+    if daemon_running(cfg.socket_path):
+        results = call(cfg.socket_path, "find", args)
+    else:  # no daemon: open the stores here (pays the model load)
+        from photoman.library import Library
+        from photoman.search.engine import find as run_find
+
+        with Library(cfg, "photoman find", write=False) as lib:
+            results = [r.to_json() for r in run_find(lib, **args)]
     if as_json:
-        out.print_json(json.dumps([r.to_json() for r in results]))
+        out.print_json(json.dumps(results))
         return
     if not results:
         err.print("no results (is the library indexed? see `photoman status`)")
         return
     table = Table("rank", "score", "path", "date", box=None, header_style="bold")
     for r in results:
-        date = r.taken_at.strftime("%Y-%m-%d") if r.taken_at else ""
-        extra = f" (+{len(r.duplicates)} copies)" if r.duplicates else ""
-        table.add_row(str(r.rank), f"{r.score:.3f}", r.path + extra, date)
+        date = (r["taken_at"] or "")[:10]
+        extra = f" (+{len(r['duplicates'])} copies)" if r["duplicates"] else ""
+        table.add_row(str(r["rank"]), f"{r['score']:.3f}", r["path"] + extra, date)
     out.print(table)
 
 
@@ -257,11 +279,16 @@ def status(
     as_json: Annotated[bool, typer.Option("--json", help="Machine-readable status.")] = False,
 ) -> None:
     """Roots, photos indexed, errors, model, store sizes."""
-    from photoman.library import Library
-    from photoman.status import library_status
+    cfg = settings()
+    if daemon_running(cfg.socket_path):
+        info = call(cfg.socket_path, "status")
+    else:
+        from photoman.library import Library
+        from photoman.status import library_status
 
-    with Library(settings(), "photoman status", write=False, allow_busy=True) as lib:
-        info = library_status(lib)
+        with Library(cfg, "photoman status", write=False, allow_busy=True) as lib:
+            info = library_status(lib)
+        info["daemon"] = None
     if as_json:
         out.print_json(json.dumps(info))
         return
@@ -287,8 +314,129 @@ def status(
     for r in info["roots"]:
         state_ = "" if r["online"] else "  [offline]"
         out.print(f"root      {r['path']}: {r['photos']} photos{state_}", highlight=False, markup=False)
+    d = info["daemon"]
+    if d is None:
+        out.print("daemon    not running (start it with `photoman watch --detach`)")
+    else:
+        out.print(
+            f"daemon    pid {d['pid']}, up {d['uptime_s']:.0f}s, {d['state']}, queue {d['queue']}, "
+            f"{d['rate']:.1f} photos/s, {d['indexed_since_start']} indexed and "
+            f"{d['errors_since_start']} errors since start",
+            highlight=False,
+        )
+        for root, kind in d["watching"].items():
+            out.print(f"watching  {root} ({kind})", highlight=False, markup=False)
     for e in info["errors"]:
         out.print(f"error     {e['path']}: {e['error']}", highlight=False, markup=False)
+
+
+@app.command()
+@handles_errors
+def watch(
+    detach: Annotated[
+        bool, typer.Option("--detach", help="Run in the background and return once it answers.")
+    ] = False,
+    once: Annotated[
+        bool, typer.Option("--once", help="Reconcile and index every root once, then exit (cron).")
+    ] = False,
+    poll: Annotated[
+        list[str] | None,
+        typer.Option("--poll", help="Watch this root by polling (network shares); repeatable."),
+    ] = None,
+) -> None:
+    """Run the daemon: index as photos appear, move or vanish, and answer queries with the model warm."""
+    from photoman.service.daemon import Daemon, run_once, setup_logging
+
+    cfg = settings()
+    if poll:
+        cfg = cfg.with_overrides(
+            poll_roots=[*cfg.poll_roots, *(str(Path(p).expanduser().absolute()) for p in poll)]
+        )
+    if once:
+        from photoman.library import Library
+
+        with Library(cfg, "photoman watch --once"):
+            pass  # fail fast and clearly if a daemon holds the library
+        report = run_once(cfg)
+        summary = f"{report.embedded} embedded, {report.reused} reused, {report.removed} removed, "
+        out.print(summary + f"{len(report.errors)} unreadable, {report.unchanged} unchanged", highlight=False)
+        return
+    if daemon_running(cfg.socket_path):
+        raise fail(f"a daemon is already running for {cfg.data_dir} (socket {cfg.socket_path})", 3)
+    if detach:
+        _start_detached(cfg)
+        return
+    setup_logging(cfg, foreground=True)
+    raise typer.Exit(Daemon(cfg).run())
+
+
+def _start_detached(cfg: Settings) -> None:
+    import subprocess
+    import time
+
+    from photoman.service.daemon import log_tail
+
+    env = dict(os.environ)
+    for key in (
+        "data_dir",
+        "model",
+        "device",
+        "precision",
+        "catalog_url",
+        "qdrant_url",
+        "state_dir",
+        "runtime_dir",
+    ):
+        value = getattr(cfg, key)
+        if value is not None:
+            env[f"PHOTOMAN_{key.upper()}"] = str(value)
+    if cfg.poll_roots:
+        env["PHOTOMAN_POLL_ROOTS"] = os.pathsep.join(cfg.poll_roots)
+    cfg.state_dir.mkdir(parents=True, exist_ok=True)
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "photoman", "watch"],
+        env=env, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+        start_new_session=True,
+    )  # fmt: skip
+    deadline = time.monotonic() + 300
+    while time.monotonic() < deadline:
+        if daemon_running(cfg.socket_path):
+            out.print(f"photoman daemon running (pid {proc.pid}); log: {cfg.log_file}", highlight=False)
+            return
+        if proc.poll() is not None:
+            tail = log_tail(cfg.log_file, 1)
+            raise fail(
+                f"the daemon exited at start (code {proc.returncode}): {tail or 'see ' + str(cfg.log_file)}"
+            )
+        time.sleep(0.2)
+    raise fail(f"the daemon did not answer within 300 s; see {cfg.log_file}")
+
+
+@app.command()
+@handles_errors
+def stop() -> None:
+    """Stop the running daemon (it finishes or abandons the batch in flight and exits cleanly)."""
+    import time
+
+    cfg = settings()
+    if not daemon_running(cfg.socket_path):
+        raise fail(f"no daemon is running for {cfg.data_dir}")
+    pid = call(cfg.socket_path, "status")["daemon"]["pid"]
+    call(cfg.socket_path, "stop")
+    from photoman.errors import StoreBusyError
+    from photoman.library import DataDirLock
+
+    lock = DataDirLock(cfg.lock_file)
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline:
+        try:  # the daemon releases the data-dir lock as the very last thing it does
+            lock.acquire("photoman stop")
+            lock.release()
+            out.print(f"stopped daemon (pid {pid})", highlight=False)
+            return
+        except StoreBusyError:
+            time.sleep(0.2)
+    raise fail(f"daemon pid {pid} is still shutting down; see {cfg.log_file}")
 
 
 def main() -> None:

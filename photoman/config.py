@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import hashlib
 import os
+import tempfile
 import tomllib
 from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
@@ -18,6 +20,17 @@ DEFAULT_MODEL = "laion/CLIP-ViT-B-32-laion2B-s34B-b79K"
 
 def _default_data_dir() -> Path:
     return Path(platformdirs.user_data_dir(APP))
+
+
+def _default_state_dir() -> Path:
+    return Path(platformdirs.user_state_dir(APP))
+
+
+def _default_runtime_dir() -> Path:
+    base = os.environ.get("XDG_RUNTIME_DIR")
+    if base:
+        return Path(base) / APP
+    return Path(tempfile.gettempdir()) / f"{APP}-{os.getuid()}"
 
 
 def _default_config_file() -> Path:
@@ -39,6 +52,12 @@ class Settings:
     catalog_url: str | None = None  # any SQLAlchemy URL; default: SQLite file in data_dir
     qdrant_url: str | None = None  # Qdrant server; default: embedded Qdrant Edge in data_dir
     qdrant_api_key: str | None = None
+    state_dir: Path = field(default_factory=_default_state_dir)  # daemon log
+    runtime_dir: Path = field(default_factory=_default_runtime_dir)  # daemon socket
+    settle: float = 2.0  # seconds a file must be left alone before the watcher indexes it
+    debounce: float = 0.5  # seconds to gather a burst of file events into one unit of work
+    rescan_interval: float = 900.0  # seconds between full reconcile scans in the daemon
+    poll_roots: list[str] = field(default_factory=list)  # roots watched by polling (network shares)
     config_file: Path | None = None
 
     @property
@@ -53,6 +72,16 @@ class Settings:
     @property
     def lock_file(self) -> Path:
         return self.data_dir / "photoman.lock"
+
+    @property
+    def socket_path(self) -> Path:
+        """The daemon's Unix socket: one per data dir, in the (private) runtime dir."""
+        digest = hashlib.sha1(str(self.data_dir.resolve()).encode()).hexdigest()[:12]
+        return self.runtime_dir / f"photoman-{digest}.sock"
+
+    @property
+    def log_file(self) -> Path:
+        return self.state_dir / "photoman.log"
 
     @property
     def decode_workers(self) -> int:
@@ -78,6 +107,14 @@ def _coerce(name: str, value: Any) -> Any:
             return Path(os.path.expanduser(str(value))).absolute()
         if kind == "int":
             return int(value)
+        if kind == "float":
+            return float(value)
+        if kind.startswith("list"):
+            if isinstance(value, str):
+                return [v for v in value.split(os.pathsep) if v]
+            if not isinstance(value, list):
+                raise TypeError
+            return [str(v) for v in value]
         return str(value) if value != "" else None
     except (TypeError, ValueError):
         raise ConfigError(f"setting {name!r} must be {kind}, got {value!r}") from None

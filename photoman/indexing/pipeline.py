@@ -28,6 +28,7 @@ from photoman.indexing.prepare import Prepared, init_worker, prepare
 from photoman.indexing.reconcile import reconcile
 from photoman.indexing.scanner import FileStat, make_plan, normalise, scan
 from photoman.library import Library
+from photoman.media.decode import is_image_path
 from photoman.vectors import IMAGE, VectorPoint, point_id
 
 Progress = Callable[[int, int], None]  # (files done, files to do)
@@ -334,6 +335,17 @@ def index(
     return report
 
 
+def _stat_file(path: str) -> list[FileStat]:
+    """The file itself as a one-element scan, or nothing if it is gone or not a photo."""
+    if not is_image_path(path):
+        return []
+    try:
+        st = os.stat(path)
+    except OSError:
+        return []
+    return [FileStat(path, st.st_size, st.st_mtime)] if os.path.isfile(path) else []
+
+
 def sync(
     lib: Library,
     folders: Sequence[str],
@@ -363,7 +375,7 @@ def sync(
         )
         if root is None or root in offline:
             continue
-        files = list(scan(folder)) if os.path.isdir(folder) else []
+        files = list(scan(folder)) if os.path.isdir(folder) else _stat_file(folder)
         fresh = [f for f in files if now - f.mtime < settle]
         if fresh:
             postponed.append(folder)

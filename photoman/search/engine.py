@@ -103,9 +103,15 @@ def find(
     image: Path | str | None = None,
     limit: int = 10,
     flt: SearchFilter | None = None,
+    include_offline: bool = False,
 ) -> list[Result]:
-    """Text→image or image→image search (the spine's two modes)."""
+    """Text→image or image→image search; photos on offline drives are left out unless asked for."""
+    from photoman.indexing.pipeline import offline_roots
+
     if image is not None and text:
         raise BadInputError("give either a text query or --image, not both")
     vector = image_vector(lib, image) if image is not None else text_vector(lib, text or "")
+    flt = flt or SearchFilter()
+    if not include_offline:
+        flt.exclude_roots = offline_roots(lib) or None
     return search_vector(lib, vector, limit=limit, flt=flt)

@@ -76,10 +76,22 @@ class SearchFilter:
     camera: str | None = None
     formats: list[str] | None = None
     ids: list[str] | None = None
+    exclude_roots: list[str] | None = None  # offline roots: hidden unless asked for
 
     def is_empty(self) -> bool:
-        return not any(
-            (self.roots, self.folder, self.since, self.until, self.camera, self.formats, self.ids is not None)
+        return (
+            not any(
+                (
+                    self.roots,
+                    self.folder,
+                    self.since,
+                    self.until,
+                    self.camera,
+                    self.formats,
+                    self.exclude_roots,
+                )
+            )
+            and self.ids is None
         )
 
 

@@ -51,7 +51,10 @@ def edge_filter(flt: SearchFilter | None) -> qe.Filter | None:
         must.append(qe.FieldCondition(key="taken_at", range=rng))
     if flt.ids is not None:
         must.append(qe.HasIdCondition(point_ids=set(flt.ids)))
-    return qe.Filter(must=must)
+    must_not: list[Any] = []
+    if flt.exclude_roots:
+        must_not.append(qe.FieldCondition(key="roots", match=qe.MatchAny(any=list(flt.exclude_roots))))
+    return qe.Filter(must=must or None, must_not=must_not or None)
 
 
 class EdgeStore:

@@ -44,7 +44,12 @@ def server_filter(flt: SearchFilter | None) -> models.Filter | None:
         must.append(models.FieldCondition(key="taken_at", range=rng))
     if flt.ids is not None:
         must.append(models.HasIdCondition(has_id=list(flt.ids)))
-    return models.Filter(must=must)
+    must_not: list[Any] = []
+    if flt.exclude_roots:
+        must_not.append(
+            models.FieldCondition(key="roots", match=models.MatchAny(any=list(flt.exclude_roots)))
+        )
+    return models.Filter(must=must or None, must_not=must_not or None)
 
 
 class ServerStore:

@@ -1,0 +1,135 @@
+"""Watch library roots with watchdog and collect the paths that changed, debounced.
+
+inotify (or the platform's native API) by default; polling for roots on network filesystems
+(``poll_roots``) and as the fallback when the inotify watch limit is reached.
+"""
+
+from __future__ import annotations
+
+import errno
+import logging
+import os
+import threading
+import time
+from collections.abc import Iterable
+
+from watchdog.events import FileSystemEvent, FileSystemEventHandler
+from watchdog.observers import Observer
+from watchdog.observers.api import BaseObserver
+from watchdog.observers.polling import PollingObserver
+
+from photoman.media.decode import is_image_path
+
+log = logging.getLogger("photoman.watcher")
+
+INOTIFY_HINT = (
+    "the inotify watch limit is reached; raise it with "
+    "`sudo sysctl fs.inotify.max_user_watches=524288` (persist it in /etc/sysctl.d/); "
+    "polling {root} meanwhile"
+)
+
+
+class DirtyPaths:
+    """Paths touched by events, each with the time of its last event; taken once quiet for ``debounce``."""
+
+    def __init__(self) -> None:
+        self._paths: dict[str, float] = {}
+        self._lock = threading.Lock()
+        self.changed = threading.Event()
+
+    def add(self, path: str, when: float | None = None) -> None:
+        with self._lock:
+            self._paths[path] = when if when is not None else time.monotonic()
+        self.changed.set()
+
+    def take_quiet(self, debounce: float) -> list[str]:
+        """Paths with no event for ``debounce`` seconds; a path inside another taken path is folded in."""
+        now = time.monotonic()
+        with self._lock:
+            ready = sorted(p for p, t in self._paths.items() if now - t >= debounce)
+            for p in ready:
+                del self._paths[p]
+            if not self._paths:
+                self.changed.clear()
+        out: list[str] = []
+        for p in ready:  # sorted, so a folder comes before what is inside it
+            if not any(p.startswith(q.rstrip("/") + "/") for q in out):
+                out.append(p)
+        return out
+
+    def __len__(self) -> int:
+        with self._lock:
+            return len(self._paths)
+
+
+class _Handler(FileSystemEventHandler):
+    def __init__(self, dirty: DirtyPaths, root: str) -> None:
+        self.dirty = dirty
+        self.root = root
+
+    def on_any_event(self, event: FileSystemEvent) -> None:
+        if event.event_type in ("opened", "closed_no_write"):
+            return
+        if event.is_directory and event.event_type == "modified":
+            return  # a folder's mtime changes with its files; the file events say what changed
+        paths = [event.src_path, getattr(event, "dest_path", "") or ""]
+        for raw in paths:
+            if not raw:
+                continue
+            path = os.fsdecode(raw)
+            hidden = any(part.startswith(".") for part in os.path.relpath(path, self.root).split(os.sep))
+            if (event.is_directory or is_image_path(path)) and not hidden:
+                self.dirty.add(os.path.normpath(path))
+
+
+class Watcher:
+    """One observer per root so one root can poll while the others use inotify."""
+
+    def __init__(self, dirty: DirtyPaths, poll_roots: Iterable[str] = (), poll_interval: float = 5.0) -> None:
+        self.dirty = dirty
+        self.poll_roots = {os.path.normpath(p) for p in poll_roots}
+        self.poll_interval = poll_interval
+        self.observers: dict[str, BaseObserver] = {}
+        self.kinds: dict[str, str] = {}
+
+    def watch(self, root: str) -> str:
+        """Start watching root (idempotent); returns 'native' or 'polling'."""
+        if root in self.observers:
+            return self.kinds[root]
+        handler = _Handler(self.dirty, root)
+        if root not in self.poll_roots:
+            observer: BaseObserver = Observer()
+            try:
+                observer.schedule(handler, root, recursive=True)
+                observer.start()
+                self.observers[root], self.kinds[root] = observer, "native"
+                return "native"
+            except OSError as exc:
+                _stop(observer)
+                if exc.errno not in (errno.ENOSPC, errno.EMFILE):
+                    raise
+                log.warning(INOTIFY_HINT.format(root=root))
+        observer = PollingObserver(timeout=self.poll_interval)
+        observer.schedule(handler, root, recursive=True)
+        observer.start()
+        self.observers[root], self.kinds[root] = observer, "polling"
+        return "polling"
+
+    def unwatch(self, root: str) -> None:
+        observer = self.observers.pop(root, None)
+        self.kinds.pop(root, None)
+        if observer is not None:
+            _stop(observer)
+
+    def stop(self) -> None:
+        for root in list(self.observers):
+            self.unwatch(root)
+
+
+def _stop(observer: BaseObserver) -> None:
+    try:
+        observer.stop()
+        if observer.is_alive():
+            observer.join(timeout=5)
+    except Exception:  # noqa: BLE001 - an observer that never started has nothing to stop
+        pass

@@ -1,0 +1,247 @@
+"""The watch daemon as a real process: live indexing, socket queries, clean stops, kill -9 recovery."""
+
+from __future__ import annotations
+
+import os
+import random
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+from sqlalchemy import select
+
+from photoman.catalog import Catalog, Photo
+from photoman.config import Settings, load_settings
+from photoman.library import Library
+from photoman.service.protocol import call, daemon_running
+from photoman.vectors import point_id
+
+from .conftest import SMALL_SET
+
+
+@pytest.fixture
+def env(tmp_path: Path, tiny_model: Path) -> dict[str, str]:
+    e = {k: v for k, v in os.environ.items() if not k.startswith("PHOTOMAN_")}
+    e.update(
+        PHOTOMAN_DATA_DIR=str(tmp_path / "data"),
+        PHOTOMAN_STATE_DIR=str(tmp_path / "state"),
+        PHOTOMAN_RUNTIME_DIR=str(tmp_path / "run"),
+        PHOTOMAN_CONFIG=str(tmp_path / "config.toml"),
+        PHOTOMAN_MODEL=str(tiny_model),
+        PHOTOMAN_PRECISION="fp32",
+        PHOTOMAN_WORKERS="1",
+        PHOTOMAN_BATCH_SIZE="2",
+        PHOTOMAN_SETTLE="1.0",
+        PHOTOMAN_DEBOUNCE="0.3",
+        HF_HUB_OFFLINE="1",
+    )
+    (tmp_path / "config.toml").write_text("")
+    return e
+
+
+def settings_of(env: dict[str, str]) -> Settings:
+    return load_settings(env=env)
+
+
+def photoman(env: dict[str, str], *args: str, timeout: float = 300) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "photoman", *args], env=env, capture_output=True, text=True, timeout=timeout
+    )
+
+
+def start(env: dict[str, str], tmp_path: Path) -> subprocess.Popen[bytes]:
+    log = open(tmp_path / "daemon.out", "ab")  # noqa: SIM115 - closed with the process
+    proc = subprocess.Popen([sys.executable, "-m", "photoman", "watch"], env=env, stdout=log, stderr=log)
+    sock = settings_of(env).socket_path
+    wait_for(lambda: daemon_running(sock) or proc.poll() is not None, 120, "daemon socket")
+    assert proc.poll() is None, (tmp_path / "daemon.out").read_text()
+    return proc
+
+
+def wait_for(cond: Callable[[], bool], timeout: float, what: str) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if cond():
+            return
+        time.sleep(0.2)
+    raise AssertionError(f"timed out waiting for {what}")
+
+
+def catalog_rows(env: dict[str, str]) -> dict[str, Photo]:
+    """Read the catalog while the daemon runs (SQLite WAL lets a reader in beside the writer)."""
+    cat = Catalog(settings_of(env).catalog)
+    try:
+        with cat.session() as s:
+            return {r.path: r for r in s.scalars(select(Photo))}
+    finally:
+        cat.close()
+
+
+def idle(env: dict[str, str]) -> bool:
+    d = call(settings_of(env).socket_path, "status")["daemon"]
+    return d["state"] == "idle" and d["queue"] == 0
+
+
+def assert_store_matches_catalog(env: dict[str, str]) -> None:
+    with Library(settings_of(env)) as lib:
+        rows = [r for r in catalog_rows(env).values() if r.status == "ok"]
+        assert lib.store.all_ids() == {point_id(r.content_hash, lib.model_id) for r in rows}
+
+
+def slow_copy(src: Path, dest: Path, chunks: int = 8, pause: float = 0.25) -> None:
+    data = src.read_bytes()
+    step = len(data) // chunks + 1
+    with open(dest, "wb") as fh:
+        for i in range(0, len(data), step):
+            fh.write(data[i : i + step])
+            fh.flush()
+            time.sleep(pause)
+
+
+def test_daemon_follows_the_library_and_answers_queries(
+    env: dict[str, str], library_dir: Path, photos_src: Path, tmp_path: Path
+) -> None:
+    assert photoman(env, "index", str(library_dir)).returncode == 0
+    proc = start(env, tmp_path)
+    try:
+        sock = settings_of(env).socket_path
+        assert oct(sock.stat().st_mode & 0o777) == "0o600"
+        wait_for(lambda: idle(env), 60, "initial reconcile")
+        # a second daemon on the same data dir refuses to start
+        second = photoman(env, "watch", timeout=120)
+        assert second.returncode == 3 and "already running" in second.stderr
+        # find goes through the socket and answers with the same schema as the direct path
+        res = photoman(env, "find", "--image", str(library_dir / "scikit-image--chelsea.png"), "--json")
+        assert (
+            res.returncode == 0 and '"path": "' + str(library_dir / "scikit-image--chelsea.png") in res.stdout
+        )
+
+        before = call(sock, "status")["daemon"]["embedded_since_start"]
+        shutil.move(str(library_dir / "trips"), str(library_dir / "journeys"))  # rename a folder
+        (library_dir / "scikit-image--camera.png").unlink()  # delete
+        for name in ("scikit-image--moon.png", "palapeli-data--citrus-fruits.jpg"):
+            shutil.copy(photos_src / name, library_dir / name)  # new photos
+        slow_copy(photos_src / "mate-backgrounds--Dune.jpg", library_dir / "dune.jpg")  # a slow copy
+        (library_dir / "zero.jpg").write_bytes(b"")
+        data = (photos_src / "exif-js--DSCN0614_small.jpg").read_bytes()
+        (library_dir / "truncated.jpg").write_bytes(data[: len(data) // 2])
+
+        expected = {str(p) for p in library_dir.rglob("*") if p.is_file()}
+
+        def converged() -> bool:
+            return set(catalog_rows(env)) == expected and idle(env)
+
+        wait_for(converged, 60, "catalog to follow the changes")
+        rows = catalog_rows(env)
+        errors = {Path(p).name for p, r in rows.items() if r.status == "error"}
+        assert errors == {"zero.jpg", "truncated.jpg"}  # the slow copy was indexed whole
+        assert rows[str(library_dir / "dune.jpg")].width == 1680
+        status = call(sock, "status")
+        assert (
+            status["daemon"]["embedded_since_start"] - before == 3
+        )  # moon, citrus, dune; the moved 4 reused
+        assert status["vectors"]["points"] == len(expected) - 2
+        hit = call(sock, "find", {"image": str(library_dir / "journeys" / "exif--test1.jpg"), "limit": 1})
+        assert hit[0]["path"] == str(library_dir / "journeys" / "exif--test1.jpg")
+
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(timeout=60) == 0
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    assert not settings_of(env).socket_path.exists()
+    assert_store_matches_catalog(env)
+
+
+def test_kill_9_at_random_moments_loses_nothing_and_duplicates_nothing(
+    env: dict[str, str], tmp_path: Path, photos_src: Path
+) -> None:
+    lib_dir = tmp_path / "lib"
+    lib_dir.mkdir()
+    names = sorted(p.name for p in photos_src.iterdir() if p.suffix in (".jpg", ".png"))
+    for name in names:
+        shutil.copy(photos_src / name, lib_dir / name)
+    shutil.copy(photos_src / names[0], lib_dir / "copy-of-first.jpg")
+    assert (
+        photoman(env, "index", str(tmp_path / "empty-start")).returncode == 2
+    )  # bad folder, nothing written
+    (tmp_path / "seed").mkdir()
+    assert photoman(env, "index", str(tmp_path / "seed")).returncode == 0
+    # the daemon learns the library root through the socket, then is killed mid-work, three times
+    rng = random.Random(1234)
+    for round_ in range(3):
+        proc = start(env, tmp_path)
+        if round_ == 0:
+            call(settings_of(env).socket_path, "index", {"folders": [str(lib_dir)]})
+        time.sleep(rng.uniform(0.3, 2.0))
+        proc.kill()
+        proc.wait()
+    proc = start(env, tmp_path)
+    try:
+        wait_for(lambda: idle(env) and len(catalog_rows(env)) == len(names) + 1, 120, "recovery")
+        assert photoman(env, "stop").returncode == 0
+        assert proc.wait(timeout=60) == 0
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    rows = catalog_rows(env)
+    assert sorted(rows) == sorted(str(p) for p in lib_dir.iterdir())
+    assert all(r.status == "ok" for r in rows.values())
+    with Library(settings_of(env)) as lib:
+        ids = lib.store.all_ids()
+        assert ids == {point_id(r.content_hash, lib.model_id) for r in rows.values()}
+        assert lib.store.count() == len(names)  # the copy shares its original's vector
+
+
+def test_watch_once_and_detach_stop(env: dict[str, str], library_dir: Path, tmp_path: Path) -> None:
+    assert photoman(env, "index", str(library_dir)).returncode == 0
+    shutil.copy(library_dir / "scikit-image--coffee.png", library_dir / "coffee-2.png")
+    once = photoman(env, "watch", "--once")
+    assert once.returncode == 0 and "1 reused" in once.stdout
+    started = photoman(env, "watch", "--detach")
+    assert started.returncode == 0 and "daemon running (pid" in started.stdout
+    try:
+        status = photoman(env, "status")
+        assert "daemon    pid" in status.stdout and "(native)" in status.stdout
+        busy = photoman(env, "watch", "--once")
+        assert busy.returncode == 3 and busy.stderr.count("\n") == 1
+    finally:
+        stopped = photoman(env, "stop")
+    assert stopped.returncode == 0 and "stopped daemon" in stopped.stdout
+    assert "starting" in settings_of(env).log_file.read_text()
+    again = photoman(env, "stop")
+    assert again.returncode == 1 and "no daemon is running" in again.stderr
+
+
+def test_offline_root_is_hidden_not_deleted(settings: Settings, library_dir: Path, tmp_path: Path) -> None:
+    from photoman.indexing.pipeline import index
+    from photoman.search.engine import find
+
+    with Library(settings) as lib:
+        index(lib, [library_dir])
+        away = tmp_path / "unplugged"
+        library_dir.rename(away)  # the drive is gone
+        rep = index(lib)
+        assert rep.removed == 0 and rep.offline_roots == [str(library_dir)]
+        assert len(catalog_rows_of(lib)) == len(SMALL_SET)
+        query = away / "scikit-image--chelsea.png"
+        assert find(lib, image=query, limit=5) == []
+        assert find(lib, image=query, limit=1, include_offline=True)[0].path == str(
+            library_dir / "scikit-image--chelsea.png"
+        )
+        library_dir.mkdir()  # mount point back, but empty: still offline
+        assert index(lib).removed == 0
+        library_dir.rmdir()
+        away.rename(library_dir)  # the drive returns
+        assert index(lib).unchanged == len(SMALL_SET)
+        assert find(lib, image=library_dir / "scikit-image--chelsea.png", limit=1)[0].score > 0.99
+
+
+def catalog_rows_of(lib: Library) -> list[Photo]:
+    with lib.catalog.session() as s:
+        return list(s.scalars(select(Photo)))
