@@ -1,16 +1,22 @@
-"""In-process `find` latency at 10k and 100k stored vectors (synthetic vectors, real store and catalog).
+"""`find` latency at 10k and 100k stored vectors (synthetic vectors, real store and catalog).
 
-Each query runs what `photoman find "text"` runs once the model is loaded: CLIP text encoding
-(ViT-B/32-shaped text tower), exact search in embedded Qdrant Edge, join with the SQLite catalog.
+1. in process: what `photoman find "text"` runs once the model is loaded (CLIP text encoding with
+   the ViT-B/32-shaped text tower, exact search in embedded Qdrant Edge, join with SQLite);
+2. warm: the same query sent to a running `photoman watch` daemon over its Unix socket;
+3. cold: a fresh `photoman find` process with no daemon, which imports torch, loads the model and
+   opens the store for its one query (the per-query-reload design), and the warm/cold ratio.
 
-    python benchmarks/query_latency.py [--sizes 10000 100000] [--queries 50]
+    python benchmarks/query_latency.py [--sizes 10000 100000] [--queries 50] [--cold 5]
 """
 
 from __future__ import annotations
 
 import argparse
+import os
 import shutil
 import statistics
+import subprocess
+import sys
 import tempfile
 import time
 from datetime import datetime
@@ -84,6 +90,7 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--sizes", type=int, nargs="+", default=[10_000, 100_000])
     ap.add_argument("--queries", type=int, default=50)
+    ap.add_argument("--cold", type=int, default=5, help="cold CLI processes per size")
     args = ap.parse_args()
 
     from photoman.config import Settings
@@ -94,6 +101,8 @@ def main() -> None:
     rng = np.random.default_rng(0)
     words = "dog cat beach sunset mountain car city night snow forest flower food party child bridge"
     words = words.split()
+    ap_cold = args.cold
+    rows = []
     print(f"{'vectors':>8} | {'find p50':>9} {'find p95':>9} | {'encode p50':>10} {'search+join p50':>15} ms")
     for n in args.sizes:
         data = Path(tempfile.mkdtemp(prefix="photoman-qbench-"))
@@ -119,8 +128,61 @@ def main() -> None:
                     f"{n:>8} | {statistics.median(total):9.1f} {pct(total, 95):9.1f} | "
                     f"{statistics.median(enc):10.1f} {statistics.median(srch):15.1f}"
                 )
+            warm, cold = daemon_vs_cold(data, model, words, args.queries, ap_cold)
+            rows.append((n, warm, cold))
         finally:
             shutil.rmtree(data, ignore_errors=True)
+    print()
+    print(
+        f"{'vectors':>8} | {'warm daemon p50':>15} {'p95':>7} | {'cold process p50':>16} | {'cold/warm':>9}"
+    )
+    for n, warm, cold in rows:
+        ratio = statistics.median(cold) / statistics.median(warm)
+        print(
+            f"{n:>8} | {statistics.median(warm):12.1f} ms {pct(warm, 95):7.1f} | "
+            f"{statistics.median(cold):13.0f} ms | {ratio:8.0f}x"
+        )
+
+
+def daemon_vs_cold(data: Path, model: Path, words: list[str], queries: int, cold_runs: int):
+    """Warm: socket round trips to a running daemon. Cold: one `photoman find` process per query."""
+    from photoman.config import Settings
+    from photoman.service.protocol import call, daemon_running
+
+    env = {k: v for k, v in os.environ.items() if not k.startswith("PHOTOMAN_")}
+    env.update(PHOTOMAN_DATA_DIR=str(data), PHOTOMAN_MODEL=str(model), PHOTOMAN_STATE_DIR=str(data / "state"),
+               PHOTOMAN_RUNTIME_DIR=str(data / "run"), PHOTOMAN_CONFIG=str(data / "none.toml"))  # fmt: skip
+    (data / "none.toml").write_text("")
+    sock = Settings(data_dir=data, runtime_dir=data / "run").socket_path
+    cmd = [sys.executable, "-m", "photoman"]
+    proc = subprocess.Popen([*cmd, "watch"], env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        deadline = time.monotonic() + 300
+        while not daemon_running(sock):
+            assert proc.poll() is None and time.monotonic() < deadline, "daemon did not start"
+            time.sleep(0.2)
+        while call(sock, "status")["daemon"]["state"] != "idle":
+            time.sleep(0.2)
+        warm = []
+        for i in range(queries + 3):
+            q = f"a photo of a {words[i % len(words)]} next to a {words[(5 * i + 2) % len(words)]}"
+            t = time.perf_counter()
+            # the synthetic root has no folder on disk, so it counts as an offline drive: ask for it
+            res = call(sock, "find", {"text": q, "limit": 20, "include_offline": True})
+            if i >= 3:
+                warm.append((time.perf_counter() - t) * 1e3)
+            assert len(res) == 20
+    finally:
+        proc.terminate()
+        proc.wait(timeout=120)
+    cold = []
+    for i in range(cold_runs):
+        t = time.perf_counter()
+        q = f"a {words[i]} at dusk"
+        out = subprocess.run([*cmd, "find", q, "--json", "--include-offline"], env=env, capture_output=True)
+        assert out.returncode == 0, out.stderr
+        cold.append((time.perf_counter() - t) * 1e3)
+    return warm, cold
 
 
 if __name__ == "__main__":

@@ -188,43 +188,171 @@ def index(
         err.print(f"  … and {len(report.errors) - 10} more (see `photoman status`)")
 
 
-@app.command()
+FIND_HELP = """Search by description, by example, or both; filters run inside Qdrant.
+
+\b
+Query algebra (terms joined by + or -, optional weight N:):
+  photoman find "two dogs running across a frosty field"
+  photoman find beach + ./sunset.jpg - people
+  photoman find "2:red car" - blurry
+  cat photo.jpg | photoman find -          (an image on stdin)
+\b
+Modes (--mode; auto = image-image for image-only queries, else text-image):
+  text-image, image-image   search the photos' image vectors
+  text-caption, image-caption   search the caption vectors
+  all                       both, fused by reciprocal rank
+Results below a relevance cutoff adapted to the query's own scores are dropped
+(--all keeps everything, --threshold X fixes it).
+"""
+
+
+@app.command(help=FIND_HELP)
 @handles_errors
 def find(
-    query: Annotated[str | None, typer.Argument(help="What to look for, in words.")] = None,
-    image: Annotated[Path | None, typer.Option("--image", "-i", help="Find photos like this image.")] = None,
+    query: Annotated[
+        list[str] | None, typer.Argument(help="Query terms (see above).", show_default=False)
+    ] = None,
+    image: Annotated[
+        list[str] | None, typer.Option("--image", "-i", help="Add an image term (path, or - for stdin).")
+    ] = None,
+    mode: Annotated[
+        str, typer.Option(help="auto, text-image, image-image, text-caption, image-caption, all.")
+    ] = "auto",
     limit: Annotated[int, typer.Option("--limit", "-n", help="Number of results.")] = 10,
+    since: Annotated[
+        str | None, typer.Option(help="Taken on or after (YYYY[-MM[-DD]]); else file time.")
+    ] = None,
+    until: Annotated[str | None, typer.Option(help="Taken on or before (YYYY[-MM[-DD]]).")] = None,
+    folder: Annotated[str | None, typer.Option("--in", help="Only photos under this folder.")] = None,
+    camera: Annotated[str | None, typer.Option(help="Camera make/model words, e.g. 'iphone 4s'.")] = None,
+    tag: Annotated[
+        list[str] | None, typer.Option("--tag", help="Only photos with this tag (repeatable).")
+    ] = None,
+    near: Annotated[str | None, typer.Option(help="LAT,LON: only photos taken near there.")] = None,
+    radius: Annotated[float | None, typer.Option(help="Radius for --near in km (default 10).")] = None,
+    fmt: Annotated[
+        list[str] | None, typer.Option("--format", help="jpeg, png, heic, avif, ... (repeatable).")
+    ] = None,
+    show_all: Annotated[bool, typer.Option("--all", help="No relevance cutoff.")] = False,
+    threshold: Annotated[
+        float | None, typer.Option(help="Fixed cutoff score instead of the adaptive one.")
+    ] = None,
+    sort: Annotated[str, typer.Option(help="score, or date (newest first, after the cutoff).")] = "score",
+    explain: Annotated[bool, typer.Option(help="Show each term's contribution to each score.")] = False,
     as_json: Annotated[bool, typer.Option("--json", help="JSON array of results on stdout.")] = False,
+    ndjson: Annotated[bool, typer.Option("--ndjson", help="One JSON object per line.")] = False,
+    null: Annotated[bool, typer.Option("-0", "--null", help="NUL-separated paths (for xargs -0).")] = False,
     include_offline: Annotated[
         bool, typer.Option(help="Include photos on drives that are not mounted.")
     ] = False,
 ) -> None:
-    """Search the library by description (text→image) or by example (--image, image→image)."""
-    if query is None and image is None:
+    from photoman.search.engine import Query
+    from photoman.search.filters import build_filter
+    from photoman.search.query import parse_query
+
+    words, images = list(query or []), list(image or [])
+    if not words and not images:
         raise fail("nothing to search for: give a description or --image PATH", 2)
+    if sum((as_json, ndjson, null)) > 1:
+        raise fail("choose one of --json, --ndjson and -0", 2)
+    if show_all and threshold is not None:
+        raise fail("--all and --threshold contradict each other; pick one", 2)
+    stdin = sys.stdin.buffer.read() if "-" in words or "-" in images else None
+    if stdin is not None and not stdin:
+        raise fail("no image data on standard input", 2)
+    q = Query(
+        terms=parse_query(words, images, stdin),
+        mode=mode,
+        limit=limit,
+        flt=build_filter(since, until, folder, camera, tag, near, radius, fmt),
+        cutoff="none" if show_all else "fixed" if threshold is not None else "auto",
+        threshold=threshold,
+        sort=sort,
+        explain=explain,
+        include_offline=include_offline,
+    )
+    q.resolved_mode()  # reject a bad mode before any model loads
     cfg = settings()
-    args = {"text": query, "image": str(image.expanduser().absolute()) if image else None, "limit": limit,
-            "include_offline": include_offline}  # fmt: skip
     if daemon_running(cfg.socket_path):
-        results = call(cfg.socket_path, "find", args)
+        results = call(cfg.socket_path, "find", {"query": q.to_json()})
     else:  # no daemon: open the stores here (pays the model load)
         from photoman.library import Library
-        from photoman.search.engine import find as run_find
+        from photoman.search.engine import search
 
         with Library(cfg, "photoman find", write=False) as lib:
-            results = [r.to_json() for r in run_find(lib, **args)]
+            results = [r.to_json() for r in search(lib, q)]
+    print_results(results, as_json, ndjson, null, explain)
+
+
+def print_results(
+    results: list[dict[str, Any]], as_json: bool, ndjson: bool, null: bool, explain: bool
+) -> None:
+    """Table (default), JSON array, NDJSON or NUL-separated paths; the same schema on every path."""
     if as_json:
         out.print_json(json.dumps(results))
         return
-    if not results:
-        err.print("no results (is the library indexed? see `photoman status`)")
+    if ndjson:
+        for r in results:
+            sys.stdout.write(json.dumps(r) + "\n")
+        sys.stdout.flush()
         return
-    table = Table("rank", "score", "path", "date", box=None, header_style="bold")
+    if null:
+        sys.stdout.write("".join(r["path"] + "\0" for r in results))
+        sys.stdout.flush()
+        return
+    if not results:
+        err.print("no results above the relevance cutoff (try --all, or check `photoman status`)")
+        return
+    table = Table(box=None, header_style="bold")
+    for name in ("rank", "score", "path", "date"):
+        table.add_column(name, overflow="fold", no_wrap=name != "path")
     for r in results:
         date = (r["taken_at"] or "")[:10]
         extra = f" (+{len(r['duplicates'])} copies)" if r["duplicates"] else ""
         table.add_row(str(r["rank"]), f"{r['score']:.3f}", r["path"] + extra, date)
-    out.print(table)
+        if explain:
+            parts = ", ".join(
+                f"{e['term']} {e['contribution']:+.3f}" + (f" [{e['vector']}]") for e in r["explain"]
+            )
+            table.add_row("", "", f"  = {parts}", "")
+    # piped: never fold or cut a path to fit an imaginary 80 columns
+    (out if out.is_terminal else Console(width=100_000)).print(table)
+
+
+@app.command()
+@handles_errors
+def caption(
+    path: Annotated[Path, typer.Argument(help="A photo in the library.")],
+    text: Annotated[str | None, typer.Argument(help="The new caption; omit to show the current one.")] = None,
+    clear: Annotated[
+        bool, typer.Option("--clear", help="Drop your caption; use the file's own again.")
+    ] = False,
+    as_json: Annotated[bool, typer.Option("--json", help="Print {path, caption, source} as JSON.")] = False,
+) -> None:
+    """Show or set a photo's caption (searched with --mode text-caption / image-caption / all)."""
+    if text is not None and clear:
+        raise fail("give a caption or --clear, not both", 2)
+    cfg = settings()
+    target = str(path.expanduser().absolute())
+    if daemon_running(cfg.socket_path):
+        info = call(cfg.socket_path, "caption", {"path": target, "text": text, "clear": clear})
+    else:
+        from dataclasses import asdict
+
+        from photoman.indexing.captions import get_caption, set_caption
+        from photoman.library import Library
+
+        with Library(cfg, "photoman caption", write=text is not None or clear) as lib:
+            result = (
+                set_caption(lib, target, text) if (text is not None or clear) else get_caption(lib, target)
+            )
+            info = asdict(result)
+    if as_json:
+        out.print_json(json.dumps(info))
+    elif info["caption"]:
+        out.print(f"{info['caption']}  [{info['source']}]", highlight=False, markup=False)
+    else:
+        out.print("(no caption)")
 
 
 @app.command()

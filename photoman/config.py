@@ -58,6 +58,7 @@ class Settings:
     debounce: float = 0.5  # seconds to gather a burst of file events into one unit of work
     rescan_interval: float = 900.0  # seconds between full reconcile scans in the daemon
     poll_roots: list[str] = field(default_factory=list)  # roots watched by polling (network shares)
+    caption_sources: list[str] = field(default_factory=lambda: ["user", "sidecar", "embedded"])
     config_file: Path | None = None
 
     @property
@@ -139,4 +140,10 @@ def load_settings(config_file: Path | None = None, env: dict[str, str] | None = 
         if env.get(key):
             values[name] = env[key]
     values.pop("config_file", None)
-    return Settings().with_overrides(**values, config_file=path)
+    settings = Settings().with_overrides(**values, config_file=path)
+    unknown = set(settings.caption_sources) - {"user", "sidecar", "embedded"}
+    if unknown:
+        raise ConfigError(
+            f"caption_sources: unknown source(s) {sorted(unknown)}; use user, sidecar, embedded"
+        )
+    return settings

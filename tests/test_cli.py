@@ -41,15 +41,17 @@ def test_index_find_status_embed(indexed: Path) -> None:
     report = json.loads(res.stdout)
     assert report["embedded"] == 0 and report["unchanged"] == 10 and report["errors"] == 0
 
-    res = run("find", "a tabby cat on a sofa", "--limit", "3")
+    res = run("find", "a tabby cat on a sofa", "--limit", "3", "--all")
     assert res.exit_code == 0
     assert res.stdout.splitlines()[0].split() == ["rank", "score", "path", "date"]
     assert len(res.stdout.splitlines()) == 4
 
-    res = run("find", "--image", str(indexed / "scikit-image--chelsea.png"), "--limit", "20", "--json")
+    res = run(
+        "find", "--image", str(indexed / "scikit-image--chelsea.png"), "--limit", "20", "--json", "--all"
+    )
     data = json.loads(res.stdout)
     assert data[0]["path"] == str(indexed / "scikit-image--chelsea.png") and data[0]["rank"] == 1
-    schema = "rank score path content_hash taken_at width height camera format duplicates"
+    schema = "rank score path content_hash taken_at width height camera format caption duplicates"
     assert set(data[0]) == set(schema.split())
     assert len(data) == 10 and all(-1 <= d["score"] <= 1.0001 for d in data)
     dated = next(d for d in data if d["path"].endswith("exif--test1.jpg"))

@@ -18,7 +18,7 @@ from photoman.config import Settings
 from photoman.errors import BadInputError, StoreBusyError
 from photoman.indexing.pipeline import index
 from photoman.library import Library
-from photoman.search.engine import find, search_vector
+from photoman.search.engine import find, join
 from photoman.vectors import IMAGE, point_id
 
 
@@ -228,8 +228,7 @@ def test_server_backend_runs_the_same_pipeline(settings: Settings, library_dir: 
     with Library(cfg) as lib:
         rep = index(lib, [library_dir])
         assert rep.embedded == 10 and type(lib.store).__name__ == "ServerStore"
-        q = lib.encoder.encode_images([Image.open(library_dir / "scikit-image--chelsea.png").convert("RGB")])[
-            0
-        ]
-        assert search_vector(lib, q, limit=1)[0].path == str(library_dir / "scikit-image--chelsea.png")
+        chelsea = library_dir / "scikit-image--chelsea.png"
+        q = lib.encoder.encode_images([Image.open(chelsea).convert("RGB")])[0]
+        assert join(lib, lib.store.search(q, limit=1))[0].path == str(chelsea)
         assert_consistent(lib)

@@ -45,7 +45,9 @@ def points() -> list[VectorPoint]:
                     "roots": ["/lib"],
                     "folders": ["/lib", f"/lib/{'a' if i % 2 else 'b'}"],
                     "taken_at": f"201{i}-06-01T12:00:00Z",
-                    "camera": "Canon S40" if i < 3 else "NIKON D50",
+                    "camera_terms": ["canon", "s40"] if i < 3 else ["d50", "nikon"],
+                    "tags": ["dog", "beach"] if i % 3 == 0 else ["cat"],
+                    "location": {"lat": 48.85 + i, "lon": 2.35} if i < 5 else None,
                     "format": "jpeg" if i < 4 else "png",
                 },
             )
@@ -69,7 +71,13 @@ def test_upsert_search_count_ids(store) -> None:
     "flt, expected",
     [
         (SearchFilter(folder="/lib/a"), {1, 3, 5}),
-        (SearchFilter(camera="NIKON D50"), {3, 4, 5}),
+        (SearchFilter(camera=["nikon", "d50"]), {3, 4, 5}),
+        (SearchFilter(camera=["canon", "d50"]), set()),
+        (SearchFilter(tags=["dog"]), {0, 3}),
+        (SearchFilter(tags=["dog", "cat"]), set()),
+        (SearchFilter(near=(49.85, 2.35, 20.0)), {1}),
+        (SearchFilter(near=(49.85, 2.35, 120.0)), {0, 1, 2}),
+        (SearchFilter(exclude_roots=["/lib"]), set()),
         (SearchFilter(formats=["png"]), {4, 5}),
         (SearchFilter(since=datetime(2012, 1, 1), until=datetime(2014, 12, 31)), {2, 3, 4}),
         (SearchFilter(roots=["/elsewhere"]), set()),
@@ -111,3 +119,31 @@ def test_names_carry_model_and_size() -> None:
     name = collection_name("laion/CLIP-ViT-B-32-laion2B-s34B-b79K", 512)
     assert name.startswith("photoman-clip-vit-b-32-laion2b-s34b-b79k-") and name.endswith("-512")
     assert collection_name("openai/clip-vit-base-patch32", 512) != name
+
+
+def test_caption_vectors_update_alone_and_fuse_by_rank(store) -> None:
+    from photoman.vectors import CAPTION
+
+    pts = points()
+    for i, p in enumerate(pts[:3]):
+        p.vectors[CAPTION] = unit((i + 3) % DIM)  # three points have captions
+    store.upsert(pts)
+    assert [h.id for h in store.search(unit(3), using=CAPTION, limit=10)][0] == pts[0].id
+    assert len(store.search(unit(3), using=CAPTION, limit=10)) == 3  # points without captions are absent
+    # re-embedding only the caption leaves the image vector as it was
+    store.update_vectors([VectorPoint(pts[5].id, {CAPTION: unit(3)})])
+    got = store.retrieve([pts[5].id], with_vectors=True)[0]
+    assert np.allclose(got.vectors[IMAGE], unit(5), atol=1e-6) and np.allclose(got.vectors[CAPTION], unit(3))
+    store.delete_vectors([pts[0].id], [CAPTION])
+    assert pts[0].id not in {h.id for h in store.search(unit(3), using=CAPTION, limit=10)}
+    # RRF: point 3 is first by image, point 5 first by caption; each ranks second in the other
+    fused = store.fused_search({IMAGE: unit(3), CAPTION: unit(3)}, limit=3)
+    ranks_img = [h.id for h in store.search(unit(3), limit=20)]
+    ranks_cap = [h.id for h in store.search(unit(3), using=CAPTION, limit=20)]
+
+    def rrf(pid: str) -> float:
+        return sum(1 / (60 + r.index(pid) + 1) for r in (ranks_img, ranks_cap) if pid in r)
+
+    expected = sorted(set(ranks_img) | set(ranks_cap), key=rrf, reverse=True)[:3]
+    assert [h.id for h in fused] == expected
+    assert [h.score for h in fused] == sorted((h.score for h in fused), reverse=True)

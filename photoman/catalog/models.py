@@ -45,6 +45,8 @@ class Photo(Base):
     gps_lon: Mapped[float | None] = mapped_column(Float)
     orientation: Mapped[int | None] = mapped_column(Integer)
     caption: Mapped[str] = mapped_column(Text, default="")
+    caption_source: Mapped[str | None] = mapped_column(String(16))  # user | sidecar | embedded
+    sidecar_mtime: Mapped[float | None] = mapped_column(Float)
     indexed_model: Mapped[str | None] = mapped_column(String(512))
     status: Mapped[str] = mapped_column(String(16), default="ok", index=True)  # ok | error
     error: Mapped[str | None] = mapped_column(Text)

@@ -33,6 +33,7 @@ def payload_for(rows: list[Photo], roots: dict[int, str]) -> dict[str, Any]:
     first = rows[0]
     taken = first.taken_at or datetime.fromtimestamp(first.mtime)
     folders = sorted({f for r in rows for f in ancestors(r.path, roots[r.root_id])})
+    located = next((r for r in rows if r.gps_lat is not None and r.gps_lon is not None), None)
     return {
         "hash": first.content_hash,
         "paths": [r.path for r in rows],
@@ -40,8 +41,21 @@ def payload_for(rows: list[Photo], roots: dict[int, str]) -> dict[str, Any]:
         "roots": sorted({roots[r.root_id] for r in rows}),
         "taken_at": rfc3339(taken),
         "camera": first.camera,
+        "camera_terms": camera_terms(first.camera),
         "format": (first.format or "").lower() or None,
+        "location": {"lat": located.gps_lat, "lon": located.gps_lon} if located else None,
+        "tags": sorted({t for r in rows for t in tags_of(r)}),
     }
+
+
+def camera_terms(camera: str | None) -> list[str]:
+    """Lower-case words of make and model, so `--camera canon` or `--camera "eos 350d"` match."""
+    return sorted(set((camera or "").lower().replace(",", " ").split()))
+
+
+def tags_of(row: Photo) -> list[str]:
+    """Tags a photo carries (zero-shot tagging fills them; none until then)."""
+    return list(getattr(row, "tag_names", None) or [])
 
 
 def payloads_for_hashes(session: Session, hashes: Iterable[str], model_id: str) -> dict[str, dict[str, Any]]:
@@ -62,3 +76,35 @@ def payloads_for_hashes(session: Session, hashes: Iterable[str], model_id: str) 
         for r in rows:
             by_hash[r.content_hash].append(r)  # type: ignore[index]
     return {h: payload_for(rows, roots) for h, rows in by_hash.items()}
+
+
+def chosen_captions(session: Session, hashes: Iterable[str], model_id: str) -> dict[str, str]:
+    """The caption each point carries: a user's caption first, else the first by path; none if empty."""
+    hashes = list(set(hashes))
+    out: dict[str, tuple[bool, str, str]] = {}
+    for i in range(0, len(hashes), 500):
+        rows = session.execute(
+            select(Photo.content_hash, Photo.path, Photo.caption, Photo.caption_source).where(
+                Photo.content_hash.in_(hashes[i : i + 500]),
+                Photo.status == "ok",
+                Photo.indexed_model == model_id,
+                Photo.caption != "",
+            )
+        )
+        for digest, path, caption, source in rows:
+            key = (source != "user", path, caption)
+            if digest not in out or key < out[digest]:
+                out[digest] = key
+    return {h: v[2] for h, v in out.items()}
+
+
+def caption_vectors(lib: Any, session: Session, hashes: Iterable[str]) -> dict[str, dict[str, Any]]:
+    """{hash: {"caption": vector}} for the points whose photos have a caption (CLIP text encoder)."""
+    from photoman.vectors import CAPTION
+
+    captions = chosen_captions(session, hashes, lib.model_id)
+    if not captions:
+        return {}
+    keys = list(captions)
+    vecs = lib.encoder.encode_texts([captions[h] for h in keys])
+    return {h: {CAPTION: v} for h, v in zip(keys, vecs, strict=True)}

@@ -23,13 +23,13 @@ from photoman.catalog.models import Photo, Root
 from photoman.embedding.model import checkpoint_spec
 from photoman.embedding.preprocess import PreprocessSpec
 from photoman.errors import BadInputError
-from photoman.indexing.payload import payloads_for_hashes
+from photoman.indexing.payload import caption_vectors, payloads_for_hashes
 from photoman.indexing.prepare import Prepared, init_worker, prepare
 from photoman.indexing.reconcile import reconcile
-from photoman.indexing.scanner import FileStat, make_plan, normalise, scan
+from photoman.indexing.scanner import FileStat, make_plan, normalise, scan, stat_photo
 from photoman.library import Library
 from photoman.media.decode import is_image_path
-from photoman.vectors import IMAGE, VectorPoint, point_id
+from photoman.vectors import CAPTION, IMAGE, VectorPoint, point_id
 
 Progress = Callable[[int, int], None]  # (files done, files to do)
 Encode = Callable[[np.ndarray], np.ndarray]  # uint8 pixel batch -> unit vectors
@@ -91,16 +91,20 @@ def _under(folder: str):  # noqa: ANN202 - SQL expression
 
 
 def _stream(
-    work: Sequence[FileStat], spec: PreprocessSpec, known: frozenset[str], workers: int
+    work: Sequence[FileStat],
+    spec: PreprocessSpec,
+    known: frozenset[str],
+    workers: int,
+    captions: tuple[str, ...],
 ) -> Iterator[Prepared]:
     """Prepared files in completion order, decoded by a process pool that runs ahead of the model."""
     if workers < 1 or len(work) <= 4:
         for f in work:
-            yield prepare(f, spec, known)
+            yield prepare(f, spec, known, captions)
         return
     ctx = mp.get_context("forkserver")
     with ProcessPoolExecutor(
-        workers, mp_context=ctx, initializer=init_worker, initargs=(spec, known)
+        workers, mp_context=ctx, initializer=init_worker, initargs=(spec, known, captions)
     ) as pool:
         todo = iter(work)
         pending: set[Future[Prepared]] = set()
@@ -178,6 +182,9 @@ class _Writer:
                 elif row.content_hash and row.content_hash != p.content_hash:
                     self.stale_hashes.add(row.content_hash)
                 row.size, row.mtime, row.content_hash = p.file.size, p.file.mtime, p.content_hash
+                row.sidecar_mtime = p.file.sidecar_mtime
+                if row.caption_source != "user":
+                    row.caption, row.caption_source = p.caption or "", p.caption_source
                 row.indexed_at = now
                 if p.error is not None:
                     row.status, row.error, row.indexed_model = "error", p.error, None
@@ -201,11 +208,20 @@ class _Writer:
             self.embedded.update(vectors)
             ok_hashes = {p.content_hash for p in items if p.error is None}
             payloads = payloads_for_hashes(s, ok_hashes, model_id)
+            captions = caption_vectors(lib, s, ok_hashes)
             lib.store.upsert(
-                [VectorPoint(point_id(h, model_id), {IMAGE: v}, payloads[h]) for h, v in vectors.items()]
+                [
+                    VectorPoint(point_id(h, model_id), {IMAGE: v, **captions.get(h, {})}, payloads[h])
+                    for h, v in vectors.items()
+                ]
             )
             for h in ok_hashes - set(vectors):
-                lib.store.set_payload([point_id(h, model_id)], payloads[h])
+                pid = point_id(h, model_id)
+                lib.store.set_payload([pid], payloads[h])
+                if h in captions:
+                    lib.store.update_vectors([VectorPoint(pid, captions[h])])
+                else:
+                    lib.store.delete_vectors([pid], [CAPTION])
             # leaving the block commits the catalog, after the vectors are in
 
 
@@ -278,7 +294,8 @@ def _run(
         progress(0, total)
     writer = _Writer(lib, roots_of, report, encode)
     known = _known_hashes(lib, missing) if work else frozenset()
-    stream = _stream(work, checkpoint_spec(lib.settings.model), known, lib.settings.decode_workers)
+    captions = tuple(c for c in lib.settings.caption_sources if c != "user")
+    stream = _stream(work, checkpoint_spec(lib.settings.model), known, lib.settings.decode_workers, captions)
     for done, prep in enumerate(stream, 1):
         writer.add(prep)
         if progress:
@@ -337,13 +354,8 @@ def index(
 
 def _stat_file(path: str) -> list[FileStat]:
     """The file itself as a one-element scan, or nothing if it is gone or not a photo."""
-    if not is_image_path(path):
-        return []
-    try:
-        st = os.stat(path)
-    except OSError:
-        return []
-    return [FileStat(path, st.st_size, st.st_mtime)] if os.path.isfile(path) else []
+    stat = stat_photo(path) if is_image_path(path) else None
+    return [stat] if stat else []
 
 
 def sync(

@@ -9,12 +9,14 @@ import numpy as np
 from photoman.embedding.preprocess import PreprocessSpec, resize_crop
 from photoman.errors import DecodeError
 from photoman.indexing.scanner import FileStat
+from photoman.media.captions import read_embedded, read_sidecar
 from photoman.media.decode import decode_rgb, open_image
 from photoman.media.exif import PhotoMeta, read_meta
 from photoman.media.hashing import content_hash
 
 _SPEC = PreprocessSpec()
 _KNOWN: frozenset[str] = frozenset()
+_CAPTIONS: tuple[str, ...] = ("sidecar", "embedded")
 
 
 @dataclass
@@ -26,20 +28,26 @@ class Prepared:
     meta: PhotoMeta | None = None
     pixels: np.ndarray | None = None  # uint8 (crop, crop, 3); None when the hash already has a vector
     error: str | None = None
+    caption: str | None = None
+    caption_source: str | None = None  # sidecar | embedded
 
 
-def init_worker(spec: PreprocessSpec, known_hashes: frozenset[str]) -> None:
-    """Pool initializer: the preprocessing numbers and the hashes that need no embedding."""
-    global _SPEC, _KNOWN
-    _SPEC, _KNOWN = spec, known_hashes
+def init_worker(spec: PreprocessSpec, known_hashes: frozenset[str], captions: tuple[str, ...]) -> None:
+    """Pool initializer: preprocessing numbers, hashes that need no embedding, caption sources in order."""
+    global _SPEC, _KNOWN, _CAPTIONS
+    _SPEC, _KNOWN, _CAPTIONS = spec, known_hashes, captions
 
 
 def prepare(
-    file: FileStat, spec: PreprocessSpec | None = None, known: frozenset[str] | None = None
+    file: FileStat,
+    spec: PreprocessSpec | None = None,
+    known: frozenset[str] | None = None,
+    captions: tuple[str, ...] | None = None,
 ) -> Prepared:
     """Never raises for a bad file: the error text is returned so one bad photo never stops a run."""
     spec = spec or _SPEC
     known = _KNOWN if known is None else known
+    captions = _CAPTIONS if captions is None else captions
     try:
         with open(file.path, "rb") as fh:
             data = fh.read()
@@ -58,4 +66,19 @@ def prepare(
         return Prepared(
             file, content_hash=digest, error=f"cannot decode image ({exc.__class__.__name__}: {exc})"
         )
-    return Prepared(file, digest, meta, pixels)
+    prep = Prepared(file, digest, meta, pixels)
+    for source in captions:
+        try:
+            text = (
+                read_sidecar(file.path)
+                if source == "sidecar"
+                else read_embedded(img)
+                if source == "embedded"
+                else None
+            )
+        except Exception:  # noqa: BLE001 - a bad caption field never costs the photo
+            text = None
+        if text:
+            prep.caption, prep.caption_source = text, source
+            break
+    return prep

@@ -8,6 +8,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from photoman.catalog.models import Photo
+from photoman.media.captions import SIDECAR_SUFFIXES, sidecar_names
 from photoman.media.decode import is_image_path
 
 
@@ -18,6 +19,7 @@ class FileStat:
     path: str
     size: int
     mtime: float
+    sidecar_mtime: float | None = None  # newest caption sidecar (.txt/.xmp) beside the photo
 
 
 def normalise(path: Path | str) -> str:
@@ -29,16 +31,34 @@ def scan(folder: Path | str) -> Iterator[FileStat]:
     """Every image file under folder; hidden folders (.thumbnails, .git, ...) are skipped."""
     for dirpath, dirnames, filenames in os.walk(folder, followlinks=False):
         dirnames[:] = sorted(d for d in dirnames if not d.startswith("."))
+        sidecars = {n for n in filenames if n.lower().endswith(SIDECAR_SUFFIXES)}
         for name in sorted(filenames):
             if name.startswith(".") or not is_image_path(name):
                 continue
-            full = os.path.join(dirpath, name)
-            try:
-                st = os.stat(full)
-            except OSError:  # vanished between listing and stat
-                continue
-            if os.path.isfile(full):
-                yield FileStat(normalise(full), st.st_size, st.st_mtime)
+            stat = stat_photo(os.path.join(dirpath, name), sidecars)
+            if stat is not None:
+                yield stat
+
+
+def stat_photo(path: str, sidecars: set[str] | None = None) -> FileStat | None:
+    """A photo's stat, with its sidecars' newest mtime; None if it vanished or is not a regular file."""
+    try:
+        st = os.stat(path)
+    except OSError:
+        return None
+    if not os.path.isfile(path):
+        return None
+    folder, name = os.path.split(path)
+    side: float | None = None
+    for cand in sidecar_names(name):
+        if sidecars is not None and cand not in sidecars:
+            continue
+        try:
+            m = os.stat(os.path.join(folder, cand)).st_mtime
+        except OSError:
+            continue
+        side = m if side is None else max(side, m)
+    return FileStat(normalise(path), st.st_size, st.st_mtime, side)
 
 
 @dataclass
@@ -58,7 +78,12 @@ def make_plan(files: Iterable[FileStat], rows: Iterable[Photo], model_id: str, m
     for f in files:
         seen.add(f.path)
         row = by_path.get(f.path)
-        same_file = row is not None and row.size == f.size and abs(row.mtime - f.mtime) < 1e-6
+        same_file = (
+            row is not None
+            and row.size == f.size
+            and abs(row.mtime - f.mtime) < 1e-6
+            and (row.sidecar_mtime or 0.0) == (f.sidecar_mtime or 0.0)
+        )
         if (
             same_file
             and row is not None

@@ -1,4 +1,4 @@
-"""Run a query against the vector store and join the hits with the catalog (the source of truth)."""
+"""Run a query: terms → one combined vector → the mode's named vector(s) in Qdrant → cutoff → catalog join."""
 
 from __future__ import annotations
 
@@ -13,8 +13,57 @@ from sqlalchemy import select
 from photoman.catalog.models import Photo
 from photoman.errors import BadInputError
 from photoman.library import Library
-from photoman.media.decode import load_image
-from photoman.vectors import IMAGE, SearchFilter
+from photoman.media.decode import decode_rgb, load_image, open_image
+from photoman.search.cutoff import POOL, adaptive_threshold
+from photoman.search.query import Term
+from photoman.vectors import CAPTION, IMAGE, Hit, SearchFilter
+
+MODES = {
+    "text-image": [IMAGE],
+    "image-image": [IMAGE],
+    "text-caption": [CAPTION],
+    "image-caption": [CAPTION],
+    "all": [IMAGE, CAPTION],
+}
+
+
+@dataclass
+class Query:
+    """Everything `find` can ask; JSON-able for the daemon."""
+
+    terms: list[Term]
+    mode: str = "auto"
+    limit: int = 10
+    flt: SearchFilter = field(default_factory=SearchFilter)
+    cutoff: str = "auto"  # auto | none | fixed
+    threshold: float | None = None
+    sort: str = "score"  # score | date
+    explain: bool = False
+    include_offline: bool = False
+
+    def resolved_mode(self) -> str:
+        kinds = {t.kind for t in self.terms if t.sign > 0}
+        if self.mode == "auto":
+            return "image-image" if kinds == {"image"} else "text-image"
+        if self.mode not in MODES:
+            raise BadInputError(f"unknown mode {self.mode!r}; use auto, {', '.join(MODES)}")
+        source = self.mode.split("-")[0]
+        if source in ("text", "image") and source not in kinds:
+            raise BadInputError(f"mode {self.mode} needs a {source} term in the query")
+        return self.mode
+
+    def to_json(self) -> dict[str, Any]:
+        d = {k: v for k, v in self.__dict__.items() if k not in ("terms", "flt")}
+        d["terms"] = [t.to_json() for t in self.terms]
+        d["flt"] = self.flt.to_json()
+        return d
+
+    @classmethod
+    def from_json(cls, d: dict[str, Any]) -> Query:
+        d = dict(d)
+        d["terms"] = [Term.from_json(t) for t in d["terms"]]
+        d["flt"] = SearchFilter.from_json(d.get("flt") or {})
+        return cls(**d)
 
 
 @dataclass
@@ -30,14 +79,54 @@ class Result:
     height: int | None = None
     camera: str | None = None
     format: str | None = None
+    caption: str = ""
     duplicates: list[str] = field(default_factory=list)
+    explain: list[dict[str, Any]] | None = None
+    mtime: float = 0.0
 
     def to_json(self) -> dict[str, Any]:
         """The JSON schema of `photoman find --json` (stable: scripts depend on it)."""
         d = asdict(self)
+        d.pop("mtime")
+        if d["explain"] is None:
+            d.pop("explain")
         d["score"] = round(self.score, 6)
         d["taken_at"] = self.taken_at.isoformat() if self.taken_at else None
         return d
+
+
+def term_vectors(lib: Library, terms: list[Term]) -> np.ndarray:
+    """One unit vector per term (texts batched through the text encoder, images through the image one)."""
+    enc = lib.encoder
+    out = np.zeros((len(terms), enc.dim), dtype=np.float32)
+    texts = [(i, t.value) for i, t in enumerate(terms) if t.kind == "text"]
+    if texts:
+        out[[i for i, _ in texts]] = enc.encode_texts([v for _, v in texts])
+    for i, t in enumerate(terms):
+        if t.kind == "image":
+            out[i] = enc.encode_images([_image_of(t, enc.spec.size)])[0]
+    return out
+
+
+def _image_of(term: Term, min_side: int) -> Any:
+    if term.data is not None:
+        return decode_rgb(open_image(term.data, "stdin image"), min_side=min_side, name="stdin image")
+    path = Path(term.value)
+    if path.is_dir():
+        raise BadInputError(f"not an image file: {term.value} is a folder")
+    if not path.exists():
+        raise BadInputError(f"no such image: {term.value}")
+    return load_image(path, min_side=min_side)
+
+
+def combine(vectors: np.ndarray, terms: list[Term]) -> tuple[np.ndarray, np.ndarray]:
+    """Weighted, signed sum normalised to unit length; also each term's coefficient in it."""
+    coef = np.array([t.sign * t.weight for t in terms], dtype=np.float32)
+    raw = coef @ vectors
+    norm = float(np.linalg.norm(raw))
+    if norm < 1e-6:
+        raise BadInputError("the query's terms cancel each other out; change a weight or a sign")
+    return raw / norm, coef / norm
 
 
 def text_vector(lib: Library, text: str) -> np.ndarray:
@@ -47,23 +136,59 @@ def text_vector(lib: Library, text: str) -> np.ndarray:
     return lib.encoder.encode_texts([text.strip()])[0]
 
 
-def image_vector(lib: Library, path: Path | str) -> np.ndarray:
-    """CLIP image embedding of any readable image file, inside the library or not."""
-    p = Path(path).expanduser()
-    if not p.exists():
-        raise BadInputError(f"no such image: {path}")
-    if p.is_dir():
-        raise BadInputError(f"not an image file: {path} is a folder")
-    return lib.encoder.encode_images([load_image(p, min_side=lib.encoder.spec.size)])[0]
+def search(lib: Library, q: Query) -> list[Result]:
+    """Run a query end to end; filters go into Qdrant, the cutoff applies to this query's own scores."""
+    from photoman.indexing.pipeline import offline_roots
 
-
-def search_vector(
-    lib: Library, vector: np.ndarray, limit: int = 10, using: str = IMAGE, flt: SearchFilter | None = None
-) -> list[Result]:
-    """Nearest points, joined with their catalog rows; points the catalog does not know are dropped."""
-    if limit < 1:
+    if q.limit < 1:
         raise BadInputError("--limit must be at least 1")
-    hits = lib.store.search(vector, using=using, limit=limit, flt=flt)
+    mode = q.resolved_mode()
+    vectors = term_vectors(lib, q.terms)
+    qvec, coef = combine(vectors, q.terms)
+    flt = q.flt
+    if flt.folder:
+        from photoman.catalog.models import Root
+
+        with lib.catalog.session() as s:
+            roots = list(s.scalars(select(Root.path)))
+        if not any(flt.folder == r or flt.folder.startswith(r.rstrip("/") + "/") for r in roots):
+            raise BadInputError(
+                f"--in {flt.folder}: not inside the library (roots: {', '.join(roots) or 'none'})"
+            )
+    if not q.include_offline:
+        flt.exclude_roots = offline_roots(lib) or None
+    kind = "image" if all(t.kind == "image" for t in q.terms) else "text"
+    names = MODES[mode]
+    thresholds: dict[str, float] = {}
+    pools: dict[str, list[Hit]] = {}
+    for name in names:
+        if q.cutoff == "none":
+            thresholds[name] = float("-inf")
+        elif q.cutoff == "fixed":
+            thresholds[name] = float(q.threshold if q.threshold is not None else -1.0)
+        else:
+            pools[name] = lib.store.search(qvec, using=name, limit=max(POOL, q.limit), flt=flt)
+            thresholds[name] = adaptive_threshold([h.score for h in pools[name]], kind)
+    if len(names) == 1:
+        name = names[0]
+        hits = pools.get(name) or lib.store.search(qvec, using=name, limit=q.limit, flt=flt)
+        hits = [h for h in hits if h.score >= thresholds[name]][: q.limit]
+    else:
+        hits = lib.store.fused_search({n: qvec for n in names}, limit=q.limit, flt=flt, thresholds=thresholds)
+    results = join(lib, hits)
+    if q.explain:
+        explain(lib, results, q.terms, vectors, coef, names)
+    if q.sort == "date":
+        results.sort(key=lambda r: r.taken_at or datetime.fromtimestamp(r.mtime), reverse=True)
+    elif q.sort != "score":
+        raise BadInputError(f"unknown sort {q.sort!r}; use score or date")
+    for i, r in enumerate(results, 1):
+        r.rank = i
+    return results
+
+
+def join(lib: Library, hits: list[Hit]) -> list[Result]:
+    """Hits joined with their catalog rows; points the catalog does not know are dropped."""
     hashes = [h.payload.get("hash") for h in hits if h.payload.get("hash")]
     with lib.catalog.session() as s:
         rows = s.scalars(
@@ -91,10 +216,36 @@ def search_vector(
                 height=first.height,
                 camera=first.camera,
                 format=first.format,
+                caption=next((r.caption for r in group if r.caption), ""),
                 duplicates=[r.path for r in group[1:]],
+                mtime=first.mtime,
             )
         )
     return results
+
+
+def explain(
+    lib: Library,
+    results: list[Result],
+    terms: list[Term],
+    vectors: np.ndarray,
+    coef: np.ndarray,
+    names: list[str],
+) -> None:
+    """Per result, each term's share of the cosine score: coefficient × (term · photo vector)."""
+    from photoman.vectors import point_id
+
+    ids = [point_id(r.content_hash, lib.model_id) for r in results]
+    stored = {p.id: p.vectors for p in lib.store.retrieve(ids, with_vectors=True)}
+    for r, pid in zip(results, ids, strict=True):
+        parts = []
+        for name in names:
+            v = stored.get(pid, {}).get(name)
+            if v is None:
+                continue
+            for t, tv, c in zip(terms, vectors, coef, strict=True):
+                parts.append({"vector": name, "term": t.label, "contribution": round(float(c * (tv @ v)), 6)})
+        r.explain = parts
 
 
 def find(
@@ -104,14 +255,17 @@ def find(
     limit: int = 10,
     flt: SearchFilter | None = None,
     include_offline: bool = False,
+    cutoff: str = "none",
 ) -> list[Result]:
-    """Text→image or image→image search; photos on offline drives are left out unless asked for."""
-    from photoman.indexing.pipeline import offline_roots
-
+    """The spine's two modes as a library call: text→image, or image→image from one image file."""
     if image is not None and text:
-        raise BadInputError("give either a text query or --image, not both")
-    vector = image_vector(lib, image) if image is not None else text_vector(lib, text or "")
-    flt = flt or SearchFilter()
-    if not include_offline:
-        flt.exclude_roots = offline_roots(lib) or None
-    return search_vector(lib, vector, limit=limit, flt=flt)
+        raise BadInputError("give either a text query or an image, not both")
+    if image is None and (not text or not text.strip()):
+        raise BadInputError("empty query: describe what you are looking for, or pass --image PATH")
+    term = (
+        Term("image", str(Path(image).expanduser().absolute()))
+        if image is not None
+        else Term("text", text.strip())
+    )
+    q = Query([term], limit=limit, flt=flt or SearchFilter(), cutoff=cutoff, include_offline=include_offline)
+    return search(lib, q)

@@ -10,7 +10,7 @@ import threading
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from logging.handlers import RotatingFileHandler
 from pathlib import Path
 from typing import Any
@@ -21,11 +21,12 @@ from sqlalchemy import select
 from photoman.catalog.models import Root
 from photoman.config import Settings
 from photoman.errors import BadInputError, PhotomanError
+from photoman.indexing.captions import get_caption, set_caption
 from photoman.indexing.pipeline import IndexReport, index, offline_roots, register_roots, sync
 from photoman.indexing.scanner import normalise
 from photoman.indexing.watcher import DirtyPaths, Watcher
 from photoman.library import Library
-from photoman.search.engine import find
+from photoman.search.engine import Query, find, search
 from photoman.service.server import SocketServer
 from photoman.status import library_status
 
@@ -113,14 +114,23 @@ class Daemon:
             return "pong"
         if op == "find":
             with self.gate.query():
-                results = find(
-                    self.lib,
-                    text=args.get("text"),
-                    image=args.get("image"),
-                    limit=int(args.get("limit", 10)),
-                    include_offline=bool(args.get("include_offline", False)),
-                )
+                if "query" in args:
+                    results = search(self.lib, Query.from_json(args["query"]))
+                else:  # the simple form: {"text": ...} or {"image": ...}
+                    results = find(
+                        self.lib,
+                        text=args.get("text"),
+                        image=args.get("image"),
+                        limit=int(args.get("limit", 10)),
+                        include_offline=bool(args.get("include_offline", False)),
+                    )
             return [r.to_json() for r in results]
+        if op == "caption":
+            path = str(args["path"])
+            if args.get("clear") or args.get("text") is not None:
+                with self.gate.query():
+                    return asdict(set_caption(self.lib, path, None if args.get("clear") else args["text"]))
+            return asdict(get_caption(self.lib, path))
         if op == "status":
             info = library_status(self.lib)
             info["daemon"] = self.daemon_status()

@@ -17,15 +17,18 @@ if TYPE_CHECKING:
 
 IMAGE = "image"
 CAPTION = "caption"
+RRF_K = 60
 _NAMESPACE = uuid.UUID("6c1f3a52-9d0e-4c55-8a43-70686f746f6d")
 
 # payload fields that filters use; each gets a payload index in both backends
 INDEXED_FIELDS = {
     "roots": "keyword",
     "folders": "keyword",
-    "camera": "keyword",
+    "camera_terms": "keyword",
     "format": "keyword",
+    "tags": "keyword",
     "taken_at": "datetime",
+    "location": "geo",
 }
 
 
@@ -73,26 +76,43 @@ class SearchFilter:
     folder: str | None = None
     since: datetime | None = None
     until: datetime | None = None
-    camera: str | None = None
+    camera: list[str] | None = None  # lower-case words that must all appear in make + model
     formats: list[str] | None = None
+    tags: list[str] | None = None  # all must be present
+    near: tuple[float, float, float] | None = None  # lat, lon, radius in km
     ids: list[str] | None = None
     exclude_roots: list[str] | None = None  # offline roots: hidden unless asked for
 
     def is_empty(self) -> bool:
-        return (
-            not any(
-                (
-                    self.roots,
-                    self.folder,
-                    self.since,
-                    self.until,
-                    self.camera,
-                    self.formats,
-                    self.exclude_roots,
-                )
-            )
-            and self.ids is None
+        fields = (
+            self.roots,
+            self.folder,
+            self.since,
+            self.until,
+            self.camera,
+            self.formats,
+            self.tags,
+            self.near,
         )
+        return not any(fields) and not self.exclude_roots and self.ids is None
+
+    def to_json(self) -> dict[str, Any]:
+        """For the daemon protocol."""
+        d = {k: v for k, v in self.__dict__.items() if v is not None}
+        for k in ("since", "until"):
+            if k in d:
+                d[k] = d[k].isoformat()
+        return d
+
+    @classmethod
+    def from_json(cls, d: dict[str, Any]) -> SearchFilter:
+        d = dict(d)
+        for k in ("since", "until"):
+            if d.get(k):
+                d[k] = datetime.fromisoformat(d[k])
+        if d.get("near"):
+            d["near"] = tuple(d["near"])
+        return cls(**d)
 
 
 class VectorStore(Protocol):
@@ -109,6 +129,21 @@ class VectorStore(Protocol):
 
     def delete(self, ids: Sequence[str]) -> None:
         """Remove points; unknown ids are ignored."""
+
+    def update_vectors(self, points: Sequence[VectorPoint]) -> None:
+        """Replace only the named vectors given (a caption edit re-embeds nothing else)."""
+
+    def delete_vectors(self, ids: Sequence[str], names: Sequence[str]) -> None:
+        """Drop named vectors from points (a caption removed)."""
+
+    def fused_search(
+        self,
+        queries: dict[str, np.ndarray],
+        limit: int = 10,
+        flt: SearchFilter | None = None,
+        thresholds: dict[str, float] | None = None,
+    ) -> list[Hit]:
+        """Search several named vectors (each above its threshold) and fuse the rankings by RRF, k=60."""
 
     def search(
         self, vector: np.ndarray, using: str = IMAGE, limit: int = 10, flt: SearchFilter | None = None

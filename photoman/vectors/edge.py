@@ -14,6 +14,7 @@ from photoman.vectors.base import (
     CAPTION,
     IMAGE,
     INDEXED_FIELDS,
+    RRF_K,
     Hit,
     SearchFilter,
     VectorPoint,
@@ -21,7 +22,11 @@ from photoman.vectors.base import (
     rfc3339,
 )
 
-_SCHEMA = {"keyword": qe.PayloadSchemaType.Keyword, "datetime": qe.PayloadSchemaType.Datetime}
+_SCHEMA = {
+    "keyword": qe.PayloadSchemaType.Keyword,
+    "datetime": qe.PayloadSchemaType.Datetime,
+    "geo": qe.PayloadSchemaType.Geo,
+}
 
 
 def _config(dim: int) -> qe.EdgeConfig:
@@ -40,8 +45,15 @@ def edge_filter(flt: SearchFilter | None) -> qe.Filter | None:
         must.append(qe.FieldCondition(key="roots", match=qe.MatchAny(any=list(flt.roots))))
     if flt.folder:
         must.append(qe.FieldCondition(key="folders", match=qe.MatchValue(value=flt.folder)))
-    if flt.camera:
-        must.append(qe.FieldCondition(key="camera", match=qe.MatchValue(value=flt.camera)))
+    for word in flt.camera or []:
+        must.append(qe.FieldCondition(key="camera_terms", match=qe.MatchValue(value=word)))
+    for tag in flt.tags or []:
+        must.append(qe.FieldCondition(key="tags", match=qe.MatchValue(value=tag)))
+    if flt.near:
+        lat, lon, km = flt.near
+        center = qe.GeoPoint(lon=lon, lat=lat)
+        radius = qe.GeoRadius(center=center, radius=km * 1000)
+        must.append(qe.FieldCondition(key="location", geo_radius=radius))
     if flt.formats:
         must.append(qe.FieldCondition(key="format", match=qe.MatchAny(any=list(flt.formats))))
     if flt.since or flt.until:
@@ -105,6 +117,38 @@ class EdgeStore:
     def delete(self, ids: Sequence[str]) -> None:
         if ids:
             self._shard.update(qe.UpdateOperation.delete_points(list(ids)))
+
+    def update_vectors(self, points: Sequence[VectorPoint]) -> None:
+        if points:
+            pv = [qe.PointVectors(p.id, {k: as_list(v) for k, v in p.vectors.items()}) for p in points]
+            self._shard.update(qe.UpdateOperation.update_vectors(pv))
+
+    def delete_vectors(self, ids: Sequence[str], names: Sequence[str]) -> None:
+        if ids:
+            self._shard.update(qe.UpdateOperation.delete_vectors(list(ids), list(names)))
+
+    def fused_search(
+        self,
+        queries: dict[str, np.ndarray],
+        limit: int = 10,
+        flt: SearchFilter | None = None,
+        thresholds: dict[str, float] | None = None,
+    ) -> list[Hit]:
+        thresholds = {k: v for k, v in (thresholds or {}).items() if v != float("-inf")}
+        f = edge_filter(flt)
+        depth = max(limit * 4, 100)
+        req = qe.QueryRequest(
+            limit=limit,
+            prefetches=[
+                qe.Prefetch(depth, query=qe.Query.Nearest(as_list(v), using=name), filter=f,
+                            params=qe.SearchParams(exact=True), score_threshold=thresholds.get(name))
+                for name, v in queries.items()
+            ],
+            query=qe.Fusion.Rrf(k=RRF_K),
+            filter=f,
+            with_payload=True,
+        )  # fmt: skip
+        return [Hit(str(p.id), float(p.score), dict(p.payload or {})) for p in self._shard.query(req)]
 
     def search(
         self, vector: np.ndarray, using: str = IMAGE, limit: int = 10, flt: SearchFilter | None = None

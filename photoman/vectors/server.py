@@ -14,6 +14,7 @@ from photoman.vectors.base import (
     CAPTION,
     IMAGE,
     INDEXED_FIELDS,
+    RRF_K,
     Hit,
     SearchFilter,
     VectorPoint,
@@ -21,7 +22,11 @@ from photoman.vectors.base import (
     rfc3339,
 )
 
-_SCHEMA = {"keyword": models.PayloadSchemaType.KEYWORD, "datetime": models.PayloadSchemaType.DATETIME}
+_SCHEMA = {
+    "keyword": models.PayloadSchemaType.KEYWORD,
+    "datetime": models.PayloadSchemaType.DATETIME,
+    "geo": models.PayloadSchemaType.GEO,
+}
 
 
 def server_filter(flt: SearchFilter | None) -> models.Filter | None:
@@ -33,8 +38,15 @@ def server_filter(flt: SearchFilter | None) -> models.Filter | None:
         must.append(models.FieldCondition(key="roots", match=models.MatchAny(any=list(flt.roots))))
     if flt.folder:
         must.append(models.FieldCondition(key="folders", match=models.MatchValue(value=flt.folder)))
-    if flt.camera:
-        must.append(models.FieldCondition(key="camera", match=models.MatchValue(value=flt.camera)))
+    for word in flt.camera or []:
+        must.append(models.FieldCondition(key="camera_terms", match=models.MatchValue(value=word)))
+    for tag in flt.tags or []:
+        must.append(models.FieldCondition(key="tags", match=models.MatchValue(value=tag)))
+    if flt.near:
+        lat, lon, km = flt.near
+        center = models.GeoPoint(lon=lon, lat=lat)
+        radius = models.GeoRadius(center=center, radius=km * 1000)
+        must.append(models.FieldCondition(key="location", geo_radius=radius))
     if flt.formats:
         must.append(models.FieldCondition(key="format", match=models.MatchAny(any=list(flt.formats))))
     if flt.since or flt.until:
@@ -107,6 +119,42 @@ class ServerStore:
     def delete(self, ids: Sequence[str]) -> None:
         if ids:
             self._client.delete(self.name, points_selector=models.PointIdsList(points=list(ids)), wait=True)
+
+    def update_vectors(self, points: Sequence[VectorPoint]) -> None:
+        if points:
+            pv = [
+                models.PointVectors(id=p.id, vector={k: as_list(v) for k, v in p.vectors.items()})
+                for p in points
+            ]
+            self._client.update_vectors(self.name, points=pv, wait=True)
+
+    def delete_vectors(self, ids: Sequence[str], names: Sequence[str]) -> None:
+        if ids:
+            self._client.delete_vectors(self.name, vectors=list(names), points=list(ids), wait=True)
+
+    def fused_search(
+        self,
+        queries: dict[str, np.ndarray],
+        limit: int = 10,
+        flt: SearchFilter | None = None,
+        thresholds: dict[str, float] | None = None,
+    ) -> list[Hit]:
+        thresholds = {k: v for k, v in (thresholds or {}).items() if v != float("-inf")}
+        f = server_filter(flt)
+        depth = max(limit * 4, 100)
+        res = self._client.query_points(
+            self.name,
+            prefetch=[
+                models.Prefetch(query=as_list(v), using=name, filter=f, limit=depth,
+                                params=models.SearchParams(exact=True), score_threshold=thresholds.get(name))
+                for name, v in queries.items()
+            ],
+            query=models.RrfQuery(rrf=models.Rrf(k=RRF_K)),
+            query_filter=f,
+            limit=limit,
+            with_payload=True,
+        )  # fmt: skip
+        return [Hit(str(p.id), float(p.score), dict(p.payload or {})) for p in res.points]
 
     def search(
         self, vector: np.ndarray, using: str = IMAGE, limit: int = 10, flt: SearchFilter | None = None

@@ -1,0 +1,82 @@
+"""Set, clear and show a photo's caption; an edit re-embeds only the point's `caption` vector."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+from sqlalchemy import select
+
+from photoman.catalog.models import Photo
+from photoman.errors import BadInputError
+from photoman.indexing.payload import caption_vectors
+from photoman.indexing.scanner import normalise
+from photoman.library import Library
+from photoman.media.captions import MAX_CAPTION, clean, read_embedded, read_sidecar
+from photoman.media.decode import open_image
+from photoman.vectors import CAPTION, VectorPoint, point_id
+
+
+@dataclass
+class CaptionInfo:
+    path: str
+    caption: str
+    source: str | None  # user | sidecar | embedded | None
+
+
+def _row(session, path: str) -> Photo:  # noqa: ANN001
+    row = session.scalar(select(Photo).where(Photo.path == normalise(path)))
+    if row is None:
+        raise BadInputError(f"not in the library: {path} (index its folder first)")
+    if row.status != "ok":
+        raise BadInputError(f"{path} could not be read when it was indexed: {row.error}")
+    return row
+
+
+def get_caption(lib: Library, path: str) -> CaptionInfo:
+    with lib.catalog.session() as s:
+        row = _row(s, path)
+        return CaptionInfo(row.path, row.caption, row.caption_source)
+
+
+def _file_caption(path: str, sources: list[str]) -> tuple[str, str | None]:
+    for source in sources:
+        if source == "sidecar":
+            text = read_sidecar(path)
+        elif source == "embedded":
+            try:
+                text = read_embedded(open_image(Path(path).read_bytes(), path))
+            except Exception:  # noqa: BLE001 - unreadable now: no embedded caption
+                text = None
+        else:
+            continue
+        if text:
+            return text, source
+    return "", None
+
+
+def set_caption(lib: Library, path: str, text: str | None) -> CaptionInfo:
+    """Set a user caption, or (``None``) go back to the file's own; re-embeds the caption vector."""
+    if text is not None:
+        cleaned = " ".join(text.split())
+        if not cleaned:
+            raise BadInputError("empty caption: give some text, or use --clear to remove your caption")
+        if len(cleaned) > MAX_CAPTION:
+            raise BadInputError(f"caption too long ({len(cleaned)} characters; at most {MAX_CAPTION})")
+    with lib.catalog.session() as s:
+        row = _row(s, path)
+        if text is not None:
+            row.caption, row.caption_source = " ".join(text.split()), "user"
+        else:
+            row.caption, row.caption_source = _file_caption(row.path, lib.settings.caption_sources)
+            row.caption = clean(row.caption) or ""
+        s.flush()
+        digest = row.content_hash
+        pid = point_id(digest, lib.model_id)
+        vecs = caption_vectors(lib, s, [digest])
+        if digest in vecs:  # vector first, catalog commit second (DESIGN.md order of writes)
+            lib.store.update_vectors([VectorPoint(pid, vecs[digest])])
+        else:
+            lib.store.delete_vectors([pid], [CAPTION])
+        lib.store.flush()
+        return CaptionInfo(row.path, row.caption, row.caption_source)
