@@ -568,8 +568,29 @@ def stop() -> None:
 
 
 def main() -> None:
-    """Console-script entry point."""
-    app()
+    """Console-script entry point: usage errors, like every user error, are one line on stderr."""
+    from typer._click import exceptions as click_exc  # typer ships its own copy of click
+
+    try:
+        code = app(standalone_mode=False)
+    except click_exc.NoArgsIsHelpError as exc:
+        exc.show()
+        sys.exit(2)
+    except click_exc.UsageError as exc:
+        cmd = exc.ctx.command_path if exc.ctx else "photoman"
+        err.print(
+            f"[bold red]photoman:[/] {exc.format_message()} (see `{cmd} --help`)",
+            highlight=False,
+            soft_wrap=True,
+        )
+        sys.exit(2)
+    except click_exc.ClickException as exc:
+        err.print(f"[bold red]photoman:[/] {exc.format_message()}", highlight=False, soft_wrap=True)
+        sys.exit(exc.exit_code)
+    except KeyboardInterrupt:
+        err.print("[bold red]photoman:[/] interrupted")
+        sys.exit(130)
+    sys.exit(code if isinstance(code, int) else 0)
 
 
 if __name__ == "__main__":

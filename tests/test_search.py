@@ -1,0 +1,353 @@
+"""Any-to-any search: algebra, modes, fusion, filters against catalog ground truth, cutoff, captions."""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import shutil
+import subprocess
+import sys
+from datetime import datetime
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+from sqlalchemy import select
+
+from photoman.catalog.models import Photo
+from photoman.config import Settings
+from photoman.errors import BadInputError
+from photoman.indexing.captions import get_caption, set_caption
+from photoman.indexing.pipeline import index
+from photoman.library import Library
+from photoman.media.captions import clean, read_embedded, read_sidecar, xmp_description
+from photoman.search.cutoff import adaptive_threshold
+from photoman.search.engine import Query, combine, search, term_vectors
+from photoman.search.filters import build_filter
+from photoman.search.query import Term, parse_query
+from photoman.vectors import CAPTION, IMAGE, point_id
+
+
+def xmp_packet(text: str) -> bytes:
+    return (
+        '<x:xmpmeta xmlns:x="adobe:ns:meta/"><rdf:RDF xmlns:rdf="http://www.w3.org/1999/02/22-rdf-syntax-ns#">'
+        '<rdf:Description xmlns:dc="http://purl.org/dc/elements/1.1/"><dc:description><rdf:Alt>'
+        f'<rdf:li xml:lang="x-default">{text}</rdf:li></rdf:Alt></dc:description></rdf:Description>'
+        "</rdf:RDF></x:xmpmeta>"
+    ).encode()
+
+
+def with_iptc_caption(jpeg: bytes, caption: str) -> bytes:
+    """Insert an APP13 Photoshop block with IPTC 2:120 (Caption/Abstract) after the JPEG's SOI."""
+    data = caption.encode()
+    record = b"\x1c\x02\x78" + len(data).to_bytes(2, "big") + data
+    resource = b"8BIM" + (0x0404).to_bytes(2, "big") + b"\x00\x00" + len(record).to_bytes(4, "big") + record
+    resource += b"\x00" * (len(record) % 2)
+    payload = b"Photoshop 3.0\x00" + resource
+    return jpeg[:2] + b"\xff\xed" + (len(payload) + 2).to_bytes(2, "big") + payload + jpeg[2:]
+
+
+# ---------- grammar, algebra, cutoff (pure) ----------
+
+
+def test_query_grammar() -> None:
+    img = "/work/shared/photos/exif--test1.jpg" if os.path.exists("/work/shared/photos") else None
+    terms = parse_query(["beach", "+", "2:red car", "-", "0.5:people"])
+    assert [(t.kind, t.value, t.weight, t.sign) for t in terms] == [
+        ("text", "beach", 1.0, 1), ("text", "red car", 2.0, 1), ("text", "people", 0.5, -1)
+    ]  # fmt: skip
+    assert [t.value for t in parse_query(["beach + 'red car' - people"])] == ["beach", "red car", "people"]
+    assert parse_query(["two", "dogs", "running"])[0].value == "two dogs running"
+    if img:
+        mixed = parse_query(["sunset", "+", img])
+        assert [t.kind for t in mixed] == ["text", "image"] and mixed[1].value == img
+    stdin = parse_query(["-"], stdin=b"bytes")
+    assert stdin[0].kind == "image" and stdin[0].data == b"bytes"
+    for bad, words in (
+        (["beach", "+"], "ends with an operator"),
+        (["+", "beach"], "expected a term"),
+        (["beach", "+", "+", "x"], "expected a term"),
+        (["0:beach"], "weight must be positive"),
+        (["beach", "+", "./missing.jpg"], "no such image"),
+        (["-"], "standard input"),
+        (["  "], "empty query"),
+    ):
+        with pytest.raises(BadInputError, match=words):
+            parse_query(bad)
+
+
+def test_combination_is_a_normalised_signed_weighted_sum() -> None:
+    v = np.eye(4, dtype=np.float32)
+    terms = [Term("text", "a", 2.0, 1), Term("text", "b", 1.0, 1), Term("text", "c", 1.0, -1)]
+    q, coef = combine(v[:3], terms)
+    expected = np.array([2, 1, -1, 0]) / math.sqrt(6)
+    assert np.allclose(q, expected) and np.allclose(
+        coef, [2 / math.sqrt(6), 1 / math.sqrt(6), -1 / math.sqrt(6)]
+    )
+    with pytest.raises(BadInputError, match="cancel"):
+        combine(np.stack([v[0], v[0]]), [Term("text", "a"), Term("text", "a", sign=-1)])
+
+
+def test_adaptive_threshold_separates_standouts_per_kind() -> None:
+    rng = np.random.default_rng(0)
+    background = list(rng.normal(0.18, 0.015, 95))
+    text_scores = sorted([0.31, 0.30, 0.29, *background], reverse=True)
+    t = adaptive_threshold(text_scores, "text")
+    assert sum(s >= t for s in text_scores) == 3
+    flat = sorted(rng.normal(0.2, 0.01, 100), reverse=True)
+    assert 1 <= sum(s >= adaptive_threshold(flat, "text") for s in flat) < 30
+    image_scores = sorted([0.97, 0.86, 0.83, *rng.normal(0.5, 0.05, 97)], reverse=True)
+    t_img = adaptive_threshold(image_scores, "image")
+    assert sum(s >= t_img for s in image_scores) == 3  # 0.86 is within the image gap of 0.97
+    assert adaptive_threshold(text_scores, "image") < t  # a wider gap for image queries
+    assert adaptive_threshold([0.3, 0.2], "text") == float("-inf")
+
+
+def test_caption_text_cleaning_and_xmp() -> None:
+    assert clean("  A dog\x00 on the beach  ") == "A dog on the beach"
+    for boiler in (
+        "OLYMPUS DIGITAL CAMERA",
+        "KONICA MINOLTA DIGITAL CAMERA",
+        "SONY DSC",
+        "DSC_0042",
+        "(C) me",
+    ):
+        assert clean(boiler) is None
+    assert xmp_description(xmp_packet("Harbour at dawn")) == "Harbour at dawn"
+    assert xmp_description(b"<x:xmpmeta not xml") is None
+    assert xmp_description(b'<!DOCTYPE x [<!ENTITY a "aaaa">]><x>&a;</x>') is None
+
+
+# ---------- captions from real files ----------
+
+
+def test_caption_sources_read_from_real_files(tmp_path: Path, photos_src: Path) -> None:
+    src = photos_src / "scikit-learn--china.jpg"
+    img = Image.open(src)
+    exif = Image.Exif()
+    exif[0x010E] = "Pagoda on a green hill"
+    img.save(tmp_path / "exif.jpg", exif=exif)
+    user_comment = Image.Exif()
+    user_comment.get_ifd(0x8769)[0x9286] = b"ASCII\x00\x00\x00Temple above the lake"
+    img.save(tmp_path / "comment.jpg", exif=user_comment)
+    boiler = Image.Exif()
+    boiler[0x010E] = "OLYMPUS DIGITAL CAMERA"
+    img.save(tmp_path / "boiler.jpg", exif=boiler)
+    img.save(tmp_path / "xmp.jpg", xmp=xmp_packet("Chinese pagoda by a lake"))
+    (tmp_path / "iptc.jpg").write_bytes(with_iptc_caption(src.read_bytes(), "Pagoda, IPTC caption"))
+    got = {p.name: read_embedded(Image.open(p)) for p in sorted(tmp_path.glob("*.jpg"))}
+    assert got == {
+        "boiler.jpg": None,
+        "comment.jpg": "Temple above the lake",
+        "exif.jpg": "Pagoda on a green hill",
+        "iptc.jpg": "Pagoda, IPTC caption",
+        "xmp.jpg": "Chinese pagoda by a lake",
+    }
+    (tmp_path / "xmp.xmp").write_bytes(xmp_packet("From the XMP sidecar"))
+    assert read_sidecar(tmp_path / "xmp.jpg") == "From the XMP sidecar"
+    (tmp_path / "xmp.jpg.txt").write_text("From the text sidecar\n")
+    assert read_sidecar(tmp_path / "xmp.jpg") == "From the text sidecar"  # photo.jpg.txt comes first
+
+
+def test_captions_are_indexed_edited_and_searched(settings: Settings, library_dir: Path) -> None:
+    china = library_dir / "scikit-learn--china.jpg"
+    exif = Image.Exif()
+    exif[0x010E] = "Pagoda on a green hill"
+    Image.open(china).save(china, exif=exif)  # embedded caption
+    (library_dir / "scikit-image--coffee.png.txt").write_text("A cup of coffee on a red saucer")  # sidecar
+    with Library(settings) as lib:
+        index(lib, [library_dir])
+        with lib.catalog.session() as s:
+            caps = {Path(r.path).name: (r.caption, r.caption_source) for r in s.scalars(select(Photo))}
+        assert caps["scikit-learn--china.jpg"] == ("Pagoda on a green hill", "embedded")
+        assert caps["scikit-image--coffee.png"] == ("A cup of coffee on a red saucer", "sidecar")
+        assert sum(1 for c, _ in caps.values() if c) == 2
+
+        # text→caption: the exact caption finds its photo, with cosine ≈ 1
+        q = Query(parse_query(["A cup of coffee on a red saucer"]), mode="text-caption", cutoff="none")
+        res = search(lib, q)
+        assert len(res) == 2 and res[0].path == str(library_dir / "scikit-image--coffee.png")
+        assert res[0].score == pytest.approx(1.0, abs=1e-4) and res[0].caption.startswith("A cup")
+
+        # a user caption wins, and re-embeds only the caption vector
+        coffee_hash = next(r for r in res if r.path.endswith("coffee.png")).content_hash
+        pid = point_id(coffee_hash, lib.model_id)
+        before = lib.store.retrieve([pid], with_vectors=True)[0].vectors
+        info = set_caption(lib, str(library_dir / "scikit-image--coffee.png"), "espresso in the morning")
+        assert (info.caption, info.source) == ("espresso in the morning", "user")
+        after = lib.store.retrieve([pid], with_vectors=True)[0].vectors
+        assert np.array_equal(before[IMAGE], after[IMAGE]) and not np.allclose(
+            before[CAPTION], after[CAPTION]
+        )
+        hit = search(
+            lib, Query(parse_query(["espresso in the morning"]), mode="text-caption", cutoff="none")
+        )[0]
+        assert hit.path.endswith("coffee.png") and hit.score == pytest.approx(1.0, abs=1e-4)
+        # re-indexing keeps the user's caption; --clear goes back to the sidecar
+        index(lib, [library_dir])
+        assert get_caption(lib, str(library_dir / "scikit-image--coffee.png")).source == "user"
+        assert set_caption(lib, str(library_dir / "scikit-image--coffee.png"), None).source == "sidecar"
+
+        # editing a sidecar is noticed on the next run and changes only the caption vector
+        (library_dir / "scikit-image--coffee.png.txt").write_text("Latte art in a white cup")
+        os.utime(library_dir / "scikit-image--coffee.png.txt", (2e9, 2e9))
+        rep = index(lib, [library_dir])
+        assert rep.embedded == 0 and rep.reused == 1
+        assert (
+            get_caption(lib, str(library_dir / "scikit-image--coffee.png")).caption
+            == "Latte art in a white cup"
+        )
+        assert np.array_equal(lib.store.retrieve([pid], with_vectors=True)[0].vectors[IMAGE], before[IMAGE])
+
+        # image→caption ranks captioned photos by image·caption similarity; photos without captions are absent
+        image_q = Query(parse_query([str(library_dir / "scikit-image--chelsea.png")]), mode="image-caption",
+                        cutoff="none")  # fmt: skip
+        got = search(lib, image_q)
+        qv = term_vectors(lib, image_q.terms)[0]
+        ids = {r.path: point_id(r.content_hash, lib.model_id) for r in got}
+        vecs = {p.id: p.vectors[CAPTION] for p in lib.store.retrieve(list(ids.values()), with_vectors=True)}
+        assert len(got) == 2
+        assert [r.path for r in got] == sorted(ids, key=lambda p: -float(qv @ vecs[ids[p]]))
+
+        # all: both vectors, fused by reciprocal rank of the two rankings
+        words = ["Latte art in a white cup"]
+        both = search(lib, Query(parse_query(words), mode="all", cutoff="none", limit=5))
+        by_image = [
+            r.path for r in search(lib, Query(parse_query(words), mode="text-image", cutoff="none", limit=50))
+        ]
+        by_caption = [
+            r.path for r in search(lib, Query(parse_query(words), mode="text-caption", cutoff="none"))
+        ]
+
+        def rrf(path: str) -> float:
+            return sum(
+                1 / (60 + ranking.index(path) + 1) for ranking in (by_image, by_caption) if path in ranking
+            )
+
+        assert [r.path for r in both] == sorted(set(by_image) | set(by_caption), key=rrf, reverse=True)[:5]
+        with pytest.raises(BadInputError, match="needs a image term"):
+            search(lib, Query(parse_query(["text only"]), mode="image-caption"))
+
+
+# ---------- filters against ground truth ----------
+
+
+def _truth(rows: list[Photo], pred) -> set[str]:  # noqa: ANN001
+    return {r.path for r in rows if pred(r)}
+
+
+def _km(lat1: float, lon1: float, lat2: float, lon2: float) -> float:
+    p1, p2 = math.radians(lat1), math.radians(lat2)
+    dp, dl = p2 - p1, math.radians(lon2 - lon1)
+    a = math.sin(dp / 2) ** 2 + math.cos(p1) * math.cos(p2) * math.sin(dl / 2) ** 2
+    return 2 * 6371.0 * math.asin(math.sqrt(a))
+
+
+def test_filters_match_catalog_ground_truth(settings: Settings, library_dir: Path, photos_src: Path) -> None:
+    shutil.copy(photos_src / "exif--sony-alpha-6000.jpg", library_dir / "trips" / "paris.jpg")  # MPO
+    with Library(settings) as lib:
+        index(lib, [library_dir])
+        with lib.catalog.session() as s:
+            rows = list(s.scalars(select(Photo)))
+
+        def when(r: Photo) -> datetime:
+            return r.taken_at or datetime.fromtimestamp(r.mtime)
+
+        cases = {
+            "since 2008 until 2013-12": (
+                build_filter(since="2008", until="2013-12"),
+                lambda r: datetime(2008, 1, 1) <= when(r) <= datetime(2013, 12, 31, 23, 59, 59),
+            ),
+            "camera canon": (build_filter(camera="canon"), lambda r: "canon" in (r.camera or "").lower()),
+            "camera iphone 4s": (build_filter(camera="iPhone 4S"), lambda r: r.camera == "Apple iPhone 4S"),
+            "in trips": (
+                build_filter(folder=str(library_dir / "trips")),
+                lambda r: r.path.startswith(str(library_dir / "trips") + "/"),
+            ),
+            "format png": (build_filter(formats=["png"]), lambda r: r.format == "PNG"),
+            "format jpeg (incl. MPO)": (build_filter(formats=["jpg"]), lambda r: r.format in ("JPEG", "MPO")),
+            "near San Francisco bay 50 km": (
+                build_filter(near="37.8,-122.4", radius_km=50),
+                lambda r: r.gps_lat is not None and _km(37.8, -122.4, r.gps_lat, r.gps_lon) <= 50,
+            ),
+            "near Denmark 2000 km": (
+                build_filter(near="55.0,8.5", radius_km=2000),
+                lambda r: r.gps_lat is not None and _km(55.0, 8.5, r.gps_lat, r.gps_lon) <= 2000,
+            ),
+        }
+        for name, (flt, pred) in cases.items():
+            expected = _truth(rows, pred)
+            assert expected, name  # every case selects something real
+            res = search(lib, Query(parse_query(["a photo"]), limit=100, flt=flt, cutoff="none"))
+            assert {r.path for r in res} == expected, name
+        # date sort applies after the cut, newest first
+        res = search(lib, Query(parse_query(["a photo"]), limit=100, cutoff="none", sort="date"))
+        dates = [r.taken_at or datetime.fromtimestamp(r.mtime) for r in res]
+        assert dates == sorted(dates, reverse=True) and [r.rank for r in res] == list(range(1, len(res) + 1))
+        with pytest.raises(BadInputError, match="not inside the library"):
+            search(lib, Query(parse_query(["x"]), flt=build_filter(folder="/elsewhere")))
+
+
+def test_explain_contributions_sum_to_the_score(settings: Settings, library_dir: Path) -> None:
+    with Library(settings) as lib:
+        index(lib, [library_dir])
+        chelsea = str(library_dir / "scikit-image--chelsea.png")
+        q = Query(parse_query(["2:a cat", "+", chelsea, "-", "a dog"]), cutoff="none", explain=True, limit=5)
+        res = search(lib, q)
+        for r in res:
+            parts = [e["contribution"] for e in r.explain]
+            assert len(parts) == 3 and sum(parts) == pytest.approx(r.score, abs=1e-4)
+        assert res[0].explain[0]["term"] == '+2:"a cat"'
+
+
+# ---------- the CLI ----------
+
+
+def run_cli(env: Settings, *args: str, stdin: bytes | None = None) -> subprocess.CompletedProcess[bytes]:
+    e = {
+        **os.environ,
+        "PHOTOMAN_DATA_DIR": str(env.data_dir),
+        "PHOTOMAN_MODEL": env.model,
+        "PHOTOMAN_RUNTIME_DIR": str(env.data_dir / "run"),
+    }
+    return subprocess.run([sys.executable, "-m", "photoman", *args], env=e, input=stdin, capture_output=True)
+
+
+def test_cli_search_outputs_and_errors(cli_env: Settings, library_dir: Path) -> None:
+    assert run_cli(cli_env, "index", str(library_dir)).returncode == 0
+    chelsea = library_dir / "scikit-image--chelsea.png"
+    nul = run_cli(cli_env, "find", "--image", "-", "-0", "--all", "-n", "3", stdin=chelsea.read_bytes())
+    paths = nul.stdout.decode().split("\0")
+    assert nul.returncode == 0 and paths[-1] == "" and paths[0] == str(chelsea) and len(paths) == 4
+    nd = run_cli(
+        cli_env, "find", "a red", "saucer", "+", str(chelsea), "--ndjson", "--all", "-n", "4", "--explain"
+    )
+    lines = [json.loads(x) for x in nd.stdout.decode().splitlines()]
+    assert len(lines) == 4 and all(len(x["explain"]) == 2 for x in lines)
+    assert lines[0]["explain"][0]["term"] == '+1:"a red saucer"'
+    table = run_cli(cli_env, "find", "a cat", "--explain", "--all", "-n", "2", "--sort", "date")
+    assert table.returncode == 0 and b'= +1:"a cat"' in table.stdout
+    for args, words in (
+        (["find", "beach", "+"], "ends with an operator"),
+        (["find", "cat", "--since", "2023-02-30"], "not a real date"),
+        (["find", "cat", "--since", "2024", "--until", "2020"], "nothing can match"),
+        (["find", "cat", "--colour", "red"], "No such option"),
+        (["find", "cat", "--mode", "sideways"], "unknown mode"),
+        (["find", "cat", "--format", "psd"], "unknown format"),
+        (["find", "cat", "--near", "91,0"], "off the globe"),
+        (["find", "cat", "--in", "/somewhere/else"], "not inside the library"),
+        (["find", "cat", "--all", "--threshold", "0.3"], "contradict"),
+        (["caption", str(library_dir / "nope.jpg"), "x"], "not in the library"),
+    ):
+        res = run_cli(cli_env, *args)
+        err = res.stderr.decode().strip()
+        assert res.returncode != 0 and err.count("\n") == 0 and words in err, (args, err)
+        assert "Traceback" not in err
+    cap = run_cli(cli_env, "caption", str(chelsea), "a tabby cat looking up")
+    assert cap.returncode == 0 and b"a tabby cat looking up  [user]" in cap.stdout
+    shown = json.loads(run_cli(cli_env, "caption", str(chelsea), "--json").stdout)
+    assert shown == {"path": str(chelsea), "caption": "a tabby cat looking up", "source": "user"}
+    hit = run_cli(cli_env, "find", "a tabby cat looking up", "--mode", "text-caption", "--json")
+    assert json.loads(hit.stdout)[0]["path"] == str(chelsea)
