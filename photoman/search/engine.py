@@ -191,11 +191,11 @@ def join(lib: Library, hits: list[Hit]) -> list[Result]:
     """Hits joined with their catalog rows; points the catalog does not know are dropped."""
     hashes = [h.payload.get("hash") for h in hits if h.payload.get("hash")]
     with lib.catalog.session() as s:
-        rows = s.scalars(
-            select(Photo)
-            .where(Photo.content_hash.in_(hashes), Photo.status == "ok", Photo.indexed_model == lib.model_id)
-            .order_by(Photo.path)
-        ).all()
+        # filter on the hash index only; ordering in SQL would let SQLite walk the path index instead
+        rows = s.scalars(select(Photo).where(Photo.content_hash.in_(hashes))).all()
+    rows = sorted(
+        (r for r in rows if r.status == "ok" and r.indexed_model == lib.model_id), key=lambda r: r.path
+    )
     by_hash: dict[str, list[Photo]] = {}
     for r in rows:
         by_hash.setdefault(r.content_hash, []).append(r)  # type: ignore[arg-type]
