@@ -66,15 +66,10 @@ def payloads_for_hashes(session: Session, hashes: Iterable[str], model_id: str) 
     roots = dict(session.execute(select(Root.id, Root.path)).all())
     by_hash: dict[str, list[Photo]] = defaultdict(list)
     for i in range(0, len(hashes), 500):
-        rows = session.scalars(
-            select(Photo).where(
-                Photo.content_hash.in_(hashes[i : i + 500]),
-                Photo.status == "ok",
-                Photo.indexed_model == model_id,
-            )
-        )
-        for r in rows:
-            by_hash[r.content_hash].append(r)  # type: ignore[index]
+        # the hash index alone: extra conditions can make SQLite pick a worse index
+        for r in session.scalars(select(Photo).where(Photo.content_hash.in_(hashes[i : i + 500]))):
+            if r.status == "ok" and r.indexed_model == model_id:
+                by_hash[r.content_hash].append(r)  # type: ignore[index]
     return {h: payload_for(rows, roots) for h, rows in by_hash.items()}
 
 
