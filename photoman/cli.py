@@ -460,6 +460,19 @@ def status(
 
 @app.command()
 @handles_errors
+def tui(
+    images: Annotated[
+        str | None, typer.Option(help="Thumbnails: auto (kitty/sixel where supported), halfcell or unicode.")
+    ] = None,
+) -> None:
+    """The terminal UI: search box, thumbnail grid, details with caption editing, more-like-this."""
+    from photoman.tui.app import run_tui
+
+    run_tui(settings(tui_images=images))
+
+
+@app.command()
+@handles_errors
 def watch(
     detach: Annotated[
         bool, typer.Option("--detach", help="Run in the background and return once it answers.")

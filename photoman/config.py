@@ -59,6 +59,8 @@ class Settings:
     rescan_interval: float = 900.0  # seconds between full reconcile scans in the daemon
     poll_roots: list[str] = field(default_factory=list)  # roots watched by polling (network shares)
     caption_sources: list[str] = field(default_factory=lambda: ["user", "sidecar", "embedded"])
+    viewer: str | None = None  # command that opens a photo (TUI); default xdg-open / open
+    tui_images: str = "auto"  # auto (kitty/sixel when supported) | halfcell | unicode
     config_file: Path | None = None
 
     @property
@@ -79,6 +81,10 @@ class Settings:
         """The daemon's Unix socket: one per data dir, in the (private) runtime dir."""
         digest = hashlib.sha1(str(self.data_dir.resolve()).encode()).hexdigest()[:12]
         return self.runtime_dir / f"photoman-{digest}.sock"
+
+    @property
+    def thumbs_dir(self) -> Path:
+        return self.data_dir / "thumbs"
 
     @property
     def log_file(self) -> Path:

@@ -19,6 +19,7 @@ import numpy as np
 from sqlalchemy import select
 
 from photoman.catalog.models import Root
+from photoman.catalog.queries import lookup_photo
 from photoman.config import Settings
 from photoman.errors import BadInputError, PhotomanError
 from photoman.indexing.captions import get_caption, set_caption
@@ -125,6 +126,8 @@ class Daemon:
                         include_offline=bool(args.get("include_offline", False)),
                     )
             return [r.to_json() for r in results]
+        if op == "photo":
+            return lookup_photo(self.lib, str(args["path"]))
         if op == "caption":
             path = str(args["path"])
             if args.get("clear") or args.get("text") is not None:

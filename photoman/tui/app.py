@@ -1,0 +1,354 @@
+"""`photoman tui`: search box, filter bar, thumbnail grid, detail pane, live status line."""
+
+from __future__ import annotations
+
+import os
+import shlex
+import subprocess
+import sys
+from collections.abc import Callable
+from typing import Any
+
+from textual import on, work
+from textual.app import App, ComposeResult
+from textual.binding import Binding
+from textual.containers import Horizontal
+from textual.widget import Widget
+from textual.widgets import Checkbox, Footer, Input, Select, Static
+
+from photoman.config import Settings
+from photoman.errors import PhotomanError
+from photoman.search.engine import MODES, Query
+from photoman.search.filters import build_filter
+from photoman.search.query import Term, parse_query
+from photoman.tui.backend import Backend, open_backend
+from photoman.tui.thumbs import thumbnail
+from photoman.tui.widgets import DetailPane, HelpScreen, ResultsGrid
+
+MODE_OPTIONS = [("auto", "auto")] + [(m, m) for m in MODES]
+
+
+def image_widget_class(kind: str) -> type[Widget]:
+    """textual-image widget: the terminal's graphics protocol, or half-block cells when asked (tests)."""
+    import textual_image.widget as ti
+
+    return {"halfcell": ti.HalfcellImage, "unicode": ti.UnicodeImage}.get(kind, ti.Image)
+
+
+class PhotomanApp(App[None]):
+    CSS = """
+    #searchbar { height: 3; }
+    #query { width: 1fr; }
+    #mode { width: 22; }
+    #filters { height: 3; }
+    #filters Input { width: 1fr; }
+    #filters Checkbox { width: auto; }
+    #main { height: 1fr; }
+    #status { height: 1; background: $panel; color: $text; padding: 0 1; }
+    """
+    TITLE = "photoman"
+    BINDINGS = [
+        Binding("slash", "focus_search", "search"),
+        Binding("escape", "focus_results", "results", show=False),
+        Binding("m", "more_like_this", "more like this"),
+        Binding("o", "open", "open"),
+        Binding("c", "copy_path", "copy path"),
+        Binding("r", "reveal", "reveal folder"),
+        Binding("e", "edit_caption", "caption"),
+        Binding("f", "focus_filters", "filters", show=False),
+        Binding("question_mark", "help", "keys"),
+        Binding("q", "quit", "quit"),
+    ]
+    HELP_ROWS = [
+        ("/", "type a search (text, + / - algebra, weights 2:..., or an image path)"),
+        ("enter", "run the search (in the search box or a filter)"),
+        ("arrows / h j k l", "move in the results"),
+        ("page up / page down", "a screen of results"),
+        ("home / end", "first / last result"),
+        ("mouse click", "select a result"),
+        ("m", "more like this: photos similar to the selected one"),
+        ("o", "open the photo in the system viewer"),
+        ("c", "copy the photo's path"),
+        ("r", "reveal the photo's folder"),
+        ("e", "edit the caption (enter saves, empty enter clears yours)"),
+        ("f", "jump to the filters (date, folder, camera, tag)"),
+        ("escape", "back to the results"),
+        ("?", "this list"),
+        ("q", "quit"),
+    ]
+
+    def __init__(
+        self,
+        settings: Settings,
+        backend_factory: Callable[[Settings], Backend] = open_backend,
+        image_cls: type[Widget] | None = None,
+    ) -> None:
+        super().__init__()
+        self.settings = settings
+        self.backend_factory = backend_factory
+        self.backend: Backend | None = None
+        self.image_cls = image_cls or image_widget_class(settings.tui_images)
+        self.status_text = ""
+        self.last_query: Query | None = None
+
+    # ---- layout ----
+    def compose(self) -> ComposeResult:
+        with Horizontal(id="searchbar"):
+            yield Input(placeholder="describe a photo, or: beach + ./sunset.jpg - people", id="query")
+            yield Select(MODE_OPTIONS, value="auto", allow_blank=False, id="mode")
+        with Horizontal(id="filters"):
+            yield Input(placeholder="since YYYY-MM-DD", id="since")
+            yield Input(placeholder="until", id="until")
+            yield Input(placeholder="in folder", id="folder")
+            yield Input(placeholder="camera", id="camera")
+            yield Input(placeholder="tag", id="tag")
+            yield Checkbox("all", id="all", tooltip="no relevance cutoff")
+        with Horizontal(id="main"):
+            yield ResultsGrid(self.image_cls, id="results")
+            yield DetailPane(self.image_cls, id="detail")
+        yield Static("starting…", id="status", markup=False)
+        yield Footer()
+
+    def on_mount(self) -> None:
+        self.query_one("#query", Input).focus()
+        self.connect()
+        self.set_interval(2.0, self.refresh_status)
+
+    def on_unmount(self) -> None:
+        if self.backend is not None:
+            self.backend.close()
+
+    # ---- backend and status ----
+    @work(thread=True, exclusive=True, group="connect")
+    def connect(self) -> None:
+        try:
+            backend = self.backend_factory(self.settings)
+        except PhotomanError as exc:
+            hint = "Start `photoman watch` to search while another process indexes."
+            self.call_from_thread(self._message, f"The library is busy: {exc}. {hint}")
+            return
+        self.backend = backend
+        self.refresh_status()
+
+    @work(thread=True, exclusive=True, group="status")
+    def refresh_status(self) -> None:
+        backend = self.backend
+        if backend is None:
+            return
+        try:
+            info = backend.status()
+        except PhotomanError as exc:
+            self.call_from_thread(self._set_status, f"status unavailable: {exc}")
+            return
+        photos = info["photos"]["indexed"]
+        d = info.get("daemon")
+        text = f"{photos} photos, {info['photos']['errors']} unreadable │ "
+        if d:
+            text += (f"daemon pid {d['pid']}: {d['state']}, queue {d['queue']}, {d['rate']:.1f} photos/s, "
+                     f"{d['errors_since_start']} errors")  # fmt: skip
+        else:
+            text += "no daemon: direct access (`photoman watch` indexes live)"
+        text += f" │ {info['model']}"
+        self.call_from_thread(self._set_status, text)
+        if photos == 0 and self.last_query is None:
+            self.call_from_thread(
+                self._message, "Your library is empty: run `photoman index ~/Pictures` (or `photoman watch`)."
+            )
+
+    def _set_status(self, text: str) -> None:
+        self.status_text = text
+        self.query_one("#status", Static).update(text)
+
+    def _message(self, text: str) -> None:
+        self.query_one(ResultsGrid).show_message(text)
+
+    # ---- search ----
+    def build_query(self) -> Query:
+        text = self.query_one("#query", Input).value.strip()
+        tags = (
+            [self.query_one("#tag", Input).value.strip()]
+            if self.query_one("#tag", Input).value.strip()
+            else None
+        )
+        flt = build_filter(
+            since=self.query_one("#since", Input).value.strip() or None,
+            until=self.query_one("#until", Input).value.strip() or None,
+            folder=self.query_one("#folder", Input).value.strip() or None,
+            camera=self.query_one("#camera", Input).value.strip() or None,
+            tags=tags,
+        )
+        q = Query(
+            parse_query([text]),
+            mode=str(self.query_one("#mode", Select).value),
+            limit=60,
+            flt=flt,
+            cutoff="none" if self.query_one("#all", Checkbox).value else "auto",
+        )
+        q.resolved_mode()
+        return q
+
+    @on(Input.Submitted, "#query, #since, #until, #folder, #camera, #tag")
+    def _submitted(self) -> None:
+        self.start_search()
+
+    def start_search(self, q: Query | None = None) -> None:
+        try:
+            q = q or self.build_query()
+        except PhotomanError as exc:
+            self._message(str(exc))
+            return
+        self.last_query = q
+        self._message("Searching…")
+        self.run_search(q)
+
+    @work(thread=True, exclusive=True, group="search")
+    def run_search(self, q: Query) -> None:
+        backend = self.backend
+        if backend is None:
+            self.call_from_thread(self._message, "Not connected to the library yet; try again in a moment.")
+            self.call_from_thread(self.connect)
+            return
+        if getattr(backend, "kind", "") == "direct" and not getattr(backend, "model_loaded", True):
+            self.call_from_thread(self._message, "Loading the CLIP model (the first search may download it)…")
+        try:
+            results = backend.search(q)
+        except PhotomanError as exc:
+            self.call_from_thread(self._message, str(exc))
+            return
+        message = "" if results else "No results above the relevance cutoff (tick 'all' to see everything)."
+        self.call_from_thread(self._show_results, results, message)
+
+    async def _show_results(self, results: list[dict[str, Any]], message: str) -> None:
+        grid = self.query_one(ResultsGrid)
+        await grid.set_results(results, message)
+        if results:
+            grid.focus()
+        self.load_thumbnails(results)
+
+    @work(thread=True, exclusive=True, group="thumbs")
+    def load_thumbnails(self, results: list[dict[str, Any]]) -> None:
+        grid = self.query_one(ResultsGrid)
+        for i, r in enumerate(results):
+            try:
+                path = thumbnail(self.settings.thumbs_dir, r["path"], r["content_hash"], 256)
+            except PhotomanError:
+                continue
+            if grid.results is not results:
+                return  # a newer search replaced these
+            self.call_from_thread(self._set_thumb, results, i, str(path))
+
+    def _set_thumb(self, results: list[dict[str, Any]], index: int, path: str) -> None:
+        grid = self.query_one(ResultsGrid)
+        if grid.results is results:
+            grid.query_one(f"#tile-{index}").show_thumbnail(path)  # type: ignore[attr-defined]
+
+    # ---- details ----
+    @on(ResultsGrid.Selected)
+    def _selected(self, event: ResultsGrid.Selected) -> None:
+        pane = self.query_one(DetailPane)
+        if event.result is None:
+            pane.show(None)
+            return
+        self.load_details(event.result["path"], event.result["content_hash"])
+
+    @work(thread=True, exclusive=True, group="details")
+    def load_details(self, path: str, content_hash: str) -> None:
+        backend = self.backend
+        if backend is None:
+            return
+        try:
+            photo = backend.photo(path)
+        except PhotomanError as exc:
+            self.call_from_thread(self.notify, str(exc), severity="error")
+            return
+        self.call_from_thread(self.query_one(DetailPane).show, photo)
+        try:
+            preview = str(thumbnail(self.settings.thumbs_dir, path, content_hash, 512))
+        except PhotomanError:
+            return
+        self.call_from_thread(self.query_one(DetailPane).show_preview, preview)
+
+    @on(Input.Submitted, "#caption")
+    def _caption_submitted(self, event: Input.Submitted) -> None:
+        photo = self.query_one(DetailPane).photo
+        if photo is not None:
+            self.save_caption(photo["path"], photo["content_hash"], event.value.strip() or None)
+
+    @work(thread=True, group="caption")
+    def save_caption(self, path: str, content_hash: str, text: str | None) -> None:
+        assert self.backend is not None
+        try:
+            info = self.backend.set_caption(path, text)
+        except PhotomanError as exc:
+            self.call_from_thread(self.notify, str(exc), severity="error")
+            return
+        self.call_from_thread(self.notify, f"caption saved ({info['source'] or 'none'})")
+        self.load_details(path, content_hash)
+
+    # ---- actions ----
+    def _current(self) -> dict[str, Any] | None:
+        current = self.query_one(ResultsGrid).current
+        if current is None:
+            self.notify("select a photo first", severity="warning")
+        return current
+
+    def action_focus_search(self) -> None:
+        self.query_one("#query", Input).focus()
+
+    def action_focus_results(self) -> None:
+        self.query_one(ResultsGrid).focus()
+
+    def action_focus_filters(self) -> None:
+        self.query_one("#since", Input).focus()
+
+    def action_edit_caption(self) -> None:
+        if self._current() is not None:
+            self.query_one("#caption", Input).focus()
+
+    def action_more_like_this(self) -> None:
+        current = self._current()
+        if current is None:
+            return
+        self.query_one("#query", Input).value = current["path"]
+        self.query_one("#mode", Select).value = "image-image"
+        base = self.last_query or Query([])
+        q = Query([Term("image", current["path"])], mode="image-image", limit=base.limit, flt=base.flt,
+                  cutoff=base.cutoff)  # fmt: skip
+        self.start_search(q)
+
+    def _launch(self, target: str) -> None:
+        viewer = self.settings.viewer or ("open" if sys.platform == "darwin" else "xdg-open")
+        try:
+            quiet = subprocess.DEVNULL
+            subprocess.Popen([*shlex.split(viewer), target], stdin=quiet, stdout=quiet, stderr=quiet,
+                             start_new_session=True)  # fmt: skip
+        except OSError as exc:
+            self.notify(
+                f"cannot run {viewer!r}: {exc.strerror or exc} (set `viewer` in config.toml)",
+                severity="error",
+            )
+
+    def action_open(self) -> None:
+        current = self._current()
+        if current is not None:
+            self._launch(current["path"])
+
+    def action_reveal(self) -> None:
+        current = self._current()
+        if current is not None:
+            self._launch(os.path.dirname(current["path"]))
+
+    def action_copy_path(self) -> None:
+        current = self._current()
+        if current is not None:
+            self.copy_to_clipboard(current["path"])
+            self.notify(f"copied {current['path']}")
+
+    def action_help(self) -> None:
+        self.push_screen(HelpScreen(self.HELP_ROWS))
+
+
+def run_tui(settings: Settings) -> None:
+    """Entry point for `photoman tui`: textual-image probes the terminal before Textual takes it over."""
+    image_widget_class(settings.tui_images)
+    PhotomanApp(settings).run()

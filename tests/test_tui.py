@@ -1,0 +1,239 @@
+"""The Textual UI driven by its Pilot on a real library (tiny model), half-block thumbnails forced."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import sys
+import time
+from dataclasses import replace
+from pathlib import Path
+
+import pytest
+import textual_image.widget  # noqa: F401 - probes the terminal once, before any app runs
+from textual.widgets import Checkbox, Input, Select, Static
+
+from photoman.config import Settings
+from photoman.indexing.pipeline import index
+from photoman.library import Library
+from photoman.tui.app import PhotomanApp, image_widget_class
+from photoman.tui.widgets import DetailPane, HelpScreen, ResultsGrid
+
+SIZE = (130, 42)
+
+
+@pytest.fixture
+def tui_settings(settings: Settings, library_dir: Path, tmp_path: Path) -> Settings:
+    with Library(settings) as lib:
+        index(lib, [library_dir])
+    opened = tmp_path / "opened.txt"
+    viewer = f"{sys.executable} -c \"import sys; open({str(opened)!r}, 'a').write(sys.argv[1] + chr(10))\""
+    return replace(settings, viewer=viewer, tui_images="halfcell", runtime_dir=tmp_path / "run")
+
+
+def make_app(settings: Settings) -> PhotomanApp:
+    return PhotomanApp(settings, image_cls=image_widget_class("halfcell"))
+
+
+async def wait_until(pilot, cond, timeout: float = 60.0) -> None:  # noqa: ANN001
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        await pilot.pause(0.05)
+        if cond():
+            return
+    raise AssertionError("timed out")
+
+
+async def test_search_navigate_details_caption_more_like_this(
+    tui_settings: Settings, library_dir: Path
+) -> None:
+    app = make_app(tui_settings)
+    async with app.run_test(size=SIZE) as pilot:
+        await wait_until(pilot, lambda: "10 photos" in app.status_text)
+        assert "no daemon: direct access" in app.status_text
+        app.query_one("#all", Checkbox).value = True
+        await pilot.click("#query")
+        await pilot.press(*"a cat on a sofa", "enter")
+        grid = app.query_one(ResultsGrid)
+        await wait_until(pilot, lambda: len(grid.results) == 10)
+        assert grid.selected == 0 and app.focused is grid
+        # keyboard navigation: right/left, down by a row, end/home
+        cols = grid.columns
+        await pilot.press("l")
+        assert grid.selected == 1
+        await pilot.press("left")
+        assert grid.selected == 0
+        await pilot.press("j")
+        assert grid.selected == min(cols, 9)
+        await pilot.press("end")
+        assert grid.selected == 9
+        await pilot.press("home")
+        assert grid.selected == 0
+        # mouse: click the third tile
+        await pilot.click("#tile-2")
+        assert grid.selected == 2
+        # details of the selection, with the thumbnail cache filled off the UI thread
+        pane = app.query_one(DetailPane)
+        await wait_until(pilot, lambda: pane.photo is not None and pane.photo["path"] == grid.current["path"])
+        facts = str(app.query_one("#facts", Static).render())
+        assert grid.current["path"] in facts and "taken" in facts
+        await wait_until(pilot, lambda: len(list(tui_settings.thumbs_dir.rglob("*.webp"))) >= 10)
+        # edit the caption inline: saved, and searchable by caption
+        target = grid.current["path"]
+        await pilot.press("e")
+        assert app.focused is app.query_one("#caption", Input)
+        app.query_one("#caption", Input).value = "a red kite over the dunes"
+        await pilot.press("enter")
+        await wait_until(
+            pilot, lambda: pane.photo and pane.photo.get("caption") == "a red kite over the dunes"
+        )
+        assert pane.photo["caption_source"] == "user"
+        # more like this: image→image from the selection ranks the photo itself first
+        grid.focus()
+        await pilot.press("m")
+        await wait_until(pilot, lambda: grid.results and grid.results[0]["path"] == target)
+        assert app.query_one("#mode", Select).value == "image-image"
+        assert grid.results[0]["score"] > 0.99
+        # caption search through the mode switch
+        app.query_one("#mode", Select).value = "text-caption"
+        app.query_one("#query", Input).value = "a red kite over the dunes"
+        app.query_one("#query", Input).focus()
+        await pilot.press("enter")
+        await wait_until(pilot, lambda: len(grid.results) == 1 and grid.results[0]["path"] == target)
+        # open, reveal, copy
+        await pilot.press("o", "r", "c")
+        assert app.clipboard == target
+        opened = Path(tui_settings.viewer.split("open(")[1].split(",")[0].strip("'\""))
+        await wait_until(pilot, lambda: opened.exists() and len(opened.read_text().splitlines()) == 2)
+        assert opened.read_text().splitlines() == [target, os.path.dirname(target)]
+
+
+async def test_filters_help_and_messages(tui_settings: Settings, library_dir: Path) -> None:
+    app = make_app(tui_settings)
+    async with app.run_test(size=SIZE) as pilot:
+        grid = app.query_one(ResultsGrid)
+        await wait_until(pilot, lambda: app.backend is not None)
+        app.query_one("#all", Checkbox).value = True
+        app.query_one("#folder", Input).value = str(library_dir / "trips")
+        app.query_one("#query", Input).value = "a photo"
+        app.query_one("#query", Input).focus()
+        await pilot.press("enter")
+        await wait_until(pilot, lambda: len(grid.results) == 4)
+        assert all("/trips/" in r["path"] for r in grid.results)
+        app.query_one("#camera", Input).value = "iphone"
+        app.query_one("#camera", Input).focus()
+        await pilot.press("enter")
+        await wait_until(
+            pilot, lambda: [r["path"] for r in grid.results] == [str(library_dir / "trips/exif--test1.jpg")]
+        )
+        app.query_one("#since", Input).value = "2023-02-30"
+        app.query_one("#since", Input).focus()
+        await pilot.press("enter")
+        message = grid.query_one(".message", Static)
+        await wait_until(pilot, lambda: "not a real date" in str(message.render()))
+        app.query_one("#since", Input).value = "2030"
+        app.query_one("#since", Input).focus()
+        await pilot.press("enter")
+        await wait_until(pilot, lambda: "No results" in str(message.render()))
+        grid.focus()
+        await pilot.press("question_mark")
+        assert isinstance(app.screen, HelpScreen)
+        await pilot.press("escape")
+        assert not isinstance(app.screen, HelpScreen)
+
+
+async def test_empty_library_and_busy_library(settings: Settings, tmp_path: Path) -> None:
+    app = make_app(replace(settings, runtime_dir=tmp_path / "run"))
+    async with app.run_test(size=SIZE) as pilot:
+        message = app.query_one(ResultsGrid).query_one(".message", Static)
+        await wait_until(pilot, lambda: "library is empty" in str(message.render()))
+    from photoman.library import DataDirLock
+
+    lock = DataDirLock(settings.lock_file)
+    lock.acquire("photoman index")
+    try:
+        app = make_app(replace(settings, runtime_dir=tmp_path / "run"))
+        async with app.run_test(size=SIZE) as pilot:
+            message = app.query_one(ResultsGrid).query_one(".message", Static)
+            await wait_until(pilot, lambda: "library is busy" in str(message.render()))
+            assert "photoman index" in str(message.render())
+    finally:
+        lock.release()
+
+
+async def test_snapshot_is_deterministic_with_half_blocks(tui_settings: Settings, tmp_path: Path) -> None:
+    shots = []
+    for attempt in range(2):
+        app = make_app(tui_settings)
+        async with app.run_test(size=SIZE) as pilot:
+            await wait_until(pilot, lambda: "10 photos" in app.status_text)
+            app.query_one("#all", Checkbox).value = True
+            app.query_one("#query", Input).value = str(
+                tui_settings.data_dir.parent / "Pictures/scikit-image--chelsea.png"
+            )
+            app.query_one("#query", Input).focus()
+            await pilot.press("enter")
+            grid = app.query_one(ResultsGrid)
+            await wait_until(pilot, lambda: len(grid.results) == 10)
+            await wait_until(pilot, lambda: app.query_one(DetailPane).photo is not None)
+            await wait_until(pilot, lambda: all(t.query_one(".thumb").image for t in grid.query("Tile")))
+            await pilot.pause(0.5)
+            path = app.save_screenshot(path=str(tmp_path), filename=f"shot{attempt}.svg")
+        text = Path(path).read_text()
+        assert "scikit-image--chelsea.png" in text and "▀" in text  # half-block thumbnails
+        shots.append(text.split("<style>")[1] if "<style>" in text else text)
+    # same library, same query → same picture (modulo the status line's timings)
+    assert shots[0].count("▀") == shots[1].count("▀")
+
+
+def test_tui_starts_in_a_real_terminal(tui_settings: Settings, tmp_path: Path) -> None:
+    """tmux: start `photoman tui`, type a query, see results and the status line, quit."""
+    if shutil.which("tmux") is None:  # a fresh machine: Debian's tmux (root, as on CI)
+        subprocess.run(
+            "apt-get update -q && apt-get install -y -q tmux", shell=True, capture_output=True, timeout=600
+        )
+    assert shutil.which("tmux"), "tmux is needed for the terminal test (apt-get install tmux)"
+    env_vars = {
+        "PHOTOMAN_DATA_DIR": str(tui_settings.data_dir),
+        "PHOTOMAN_MODEL": tui_settings.model,
+        "PHOTOMAN_RUNTIME_DIR": str(tmp_path / "run"),
+        "PHOTOMAN_TUI_IMAGES": "halfcell",
+        "PHOTOMAN_CONFIG": "",
+        "HF_HUB_OFFLINE": "1",
+    }
+    exports = " ".join(f"{k}={v!r}" for k, v in env_vars.items())
+    session = f"photoman-test-{os.getpid()}"
+    sock = str(tmp_path / "tmux.sock")
+    tmux = ["tmux", "-S", sock]
+    subprocess.run([*tmux, "new-session", "-d", "-s", session, "-x", "130", "-y", "40",
+                    f"env {exports} {sys.executable} -m photoman tui"], check=True)  # fmt: skip
+    try:
+
+        def screen() -> str:
+            return subprocess.run(
+                [*tmux, "capture-pane", "-p", "-t", session], capture_output=True, text=True
+            ).stdout
+
+        def wait_for(text: str, timeout: float = 90) -> None:
+            deadline = time.monotonic() + timeout
+            while time.monotonic() < deadline:
+                if text in screen():
+                    return
+                time.sleep(0.3)
+            raise AssertionError(f"{text!r} never appeared:\n{screen()}")
+
+        wait_for("10 photos")
+        subprocess.run([*tmux, "send-keys", "-t", session, "a harbour at dusk", "Enter"], check=True)
+        wait_for("0.")  # scores of the result tiles
+        subprocess.run([*tmux, "send-keys", "-t", session, "q"], check=True)
+
+        def alive() -> bool:
+            return subprocess.run([*tmux, "has-session", "-t", session], capture_output=True).returncode == 0
+
+        deadline = time.monotonic() + 20
+        while time.monotonic() < deadline and alive():
+            time.sleep(0.3)
+        assert not alive()
+    finally:
+        subprocess.run([*tmux, "kill-server"], capture_output=True)
