@@ -237,3 +237,43 @@ def test_tui_starts_in_a_real_terminal(tui_settings: Settings, tmp_path: Path) -
         assert not alive()
     finally:
         subprocess.run([*tmux, "kill-server"], capture_output=True)
+
+
+async def test_tui_through_a_running_daemon(
+    tui_settings: Settings, library_dir: Path, tmp_path: Path
+) -> None:
+    """With `photoman watch` up, the TUI asks the daemon (socket) for results, details and caption edits."""
+    from .test_daemon import start
+
+    env = {k: v for k, v in os.environ.items() if not k.startswith("PHOTOMAN_")}
+    env.update(
+        PHOTOMAN_DATA_DIR=str(tui_settings.data_dir),
+        PHOTOMAN_MODEL=tui_settings.model,
+        PHOTOMAN_RUNTIME_DIR=str(tui_settings.runtime_dir),
+        PHOTOMAN_STATE_DIR=str(tmp_path / "state"),
+        PHOTOMAN_CONFIG="",
+        PHOTOMAN_PRECISION="fp32",
+    )
+    proc = start(env, tmp_path)
+    try:
+        app = make_app(tui_settings)
+        async with app.run_test(size=SIZE) as pilot:
+            await wait_until(
+                pilot, lambda: "daemon pid" in app.status_text and "10 photos" in app.status_text
+            )
+            assert app.backend is not None and app.backend.kind == "daemon"
+            chelsea = str(library_dir / "scikit-image--chelsea.png")
+            app.query_one("#query", Input).value = chelsea
+            app.query_one("#query", Input).focus()
+            await pilot.press("enter")
+            grid = app.query_one(ResultsGrid)
+            await wait_until(pilot, lambda: bool(grid.results) and grid.results[0]["path"] == chelsea)
+            pane = app.query_one(DetailPane)
+            await wait_until(pilot, lambda: pane.photo is not None and pane.photo["path"] == chelsea)
+            await pilot.press("e")
+            app.query_one("#caption", Input).value = "cat portrait"
+            await pilot.press("enter")
+            await wait_until(pilot, lambda: pane.photo.get("caption") == "cat portrait")
+    finally:
+        proc.terminate()
+        proc.wait(timeout=60)
