@@ -460,6 +460,165 @@ def status(
 
 @app.command()
 @handles_errors
+def tag(
+    labels: Annotated[
+        list[Path] | None,
+        typer.Option("--labels", "-l", help="Extra label file (one per line, TAB threshold)."),
+    ] = None,
+    no_builtin: Annotated[bool, typer.Option("--no-builtin", help="Only the given label files.")] = False,
+    retag: Annotated[
+        bool, typer.Option("--retag", help="Tag every photo again, not just untagged ones.")
+    ] = False,
+    min_prob: Annotated[float, typer.Option(help="Default probability a label needs to stick.")] = 0.1,
+    top_k: Annotated[int, typer.Option(help="At most this many tags per photo.")] = 5,
+) -> None:
+    """Zero-shot tagging: compare each photo's vector with prompt-ensembled label embeddings."""
+    from photoman.library import Library
+    from photoman.zeroshot.tagging import label_set, tag_library
+
+    if no_builtin and not labels:
+        raise fail("--no-builtin needs at least one --labels FILE", 2)
+    label_list = label_set(labels, builtin=not no_builtin)
+    with Library(settings(), "photoman tag") as lib:
+        report = tag_library(lib, label_list, retag=retag, min_prob=min_prob, top_k=top_k)
+    out.print(
+        f"tagged {report.tagged} of {report.considered} photos with {report.labels} labels", highlight=False
+    )
+
+
+@app.command()
+@handles_errors
+def tags(as_json: Annotated[bool, typer.Option("--json", help="JSON object {tag: count}.")] = False) -> None:
+    """Tags in the library with how many photos carry each."""
+    from photoman.library import Library
+    from photoman.zeroshot.tagging import tag_counts
+
+    with Library(settings(), "photoman tags", write=False) as lib:
+        counts = tag_counts(lib)
+    if as_json:
+        out.print_json(json.dumps(dict(counts)))
+        return
+    if not counts:
+        err.print("no tags yet: run `photoman tag`")
+    for label, n in counts:
+        out.print(f"{n:6d}  {label}", highlight=False, markup=False)
+
+
+@app.command()
+@handles_errors
+def classify(
+    path: Annotated[Path, typer.Argument(help="Any image file.")],
+    labels: Annotated[str, typer.Option("--labels", "-l", help="Comma-separated labels, e.g. cat,dog,car.")],
+    as_json: Annotated[bool, typer.Option("--json", help="JSON {label: probability}.")] = False,
+) -> None:
+    """Zero-shot classification: softmax over the given labels with CLIP's logit scale."""
+    from photoman.embedding.model import load_encoder
+    from photoman.media.decode import load_image
+    from photoman.zeroshot.tagging import classify as run_classify
+
+    names = [" ".join(x.split()) for x in labels.split(",") if x.strip()]
+    if len(names) < 2:
+        raise fail("--labels needs at least two labels, separated by commas", 2)
+    if not path.is_file():
+        raise fail(f"no such image file: {path}", 2)
+    cfg = settings()
+    encoder = load_encoder(cfg.model, cfg.device, cfg.precision)
+    probs = run_classify(encoder, load_image(path, min_side=encoder.spec.size), names)
+    if as_json:
+        out.print_json(json.dumps({n: round(p, 6) for n, p in probs}))
+        return
+    for n, p in probs:
+        out.print(f"{p:7.2%}  {n}", highlight=False, markup=False)
+
+
+@app.command()
+@handles_errors
+def locate(
+    path: Annotated[Path, typer.Argument(help="Any image file.")],
+    query: Annotated[str, typer.Argument(help="What to find in it, e.g. 'a fluffy cat'.")],
+    out_file: Annotated[
+        Path | None, typer.Option("--out", "-o", help="Heat map PNG (default: <photo>.heat.png).")
+    ] = None,
+    as_json: Annotated[bool, typer.Option("--json", help="Box, score, windows and timing as JSON.")] = False,
+) -> None:
+    """Zero-shot localisation: sliding windows scored against the text; heat map PNG and best box."""
+    from photoman.embedding.model import load_encoder
+    from photoman.media.decode import load_image
+    from photoman.zeroshot.locate import locate as run_locate
+    from photoman.zeroshot.locate import overlay
+
+    if not query.strip():
+        raise fail("empty query: say what to look for", 2)
+    if not path.is_file():
+        raise fail(f"no such image file: {path}", 2)
+    cfg = settings()
+    encoder = load_encoder(cfg.model, cfg.device, cfg.precision)
+    image = load_image(path, min_side=1024)  # JPEGs decode at reduced scale; boxes map back below
+    full_size = _image_size(path)
+    text = encoder.encode_texts([query])[0]
+    result = run_locate(encoder, image, text)
+    scale = full_size[0] / image.width
+    box = tuple(int(round(v * scale)) for v in result.box)
+    target = out_file or path.with_name(path.stem + ".heat.png")
+    try:
+        overlay(image, result.heat, result.box).save(target)
+    except OSError as exc:
+        raise fail(f"cannot write {target}: {exc.strerror or exc}") from None
+    info = {**result.to_json(), "box": list(box), "path": str(path), "query": query, "heatmap": str(target)}
+    if as_json:
+        out.print_json(json.dumps(info))
+        return
+    out.print(
+        f"best box {box} (score {result.score:.3f}) from {result.windows} windows in {result.seconds:.1f}s; "
+        f"heat map: {target}",
+        highlight=False,
+    )
+
+
+def _image_size(path: Path) -> tuple[int, int]:
+    from PIL import Image
+
+    with Image.open(path) as im:
+        size = im.size
+        orientation = im.getexif().get(0x0112, 1)
+    return (size[1], size[0]) if orientation in (5, 6, 7, 8) else size
+
+
+@app.command()
+@handles_errors
+def dupes(
+    threshold: Annotated[float, typer.Option(help="Cosine similarity for near-duplicates.")] = 0.95,
+    rotations: Annotated[bool, typer.Option(help="Also catch copies turned 90/180/270°.")] = True,
+    trash: Annotated[
+        bool, typer.Option("--trash", help="Move all but the suggested keeper to the trash.")
+    ] = False,
+    as_json: Annotated[bool, typer.Option("--json", help="Groups as JSON.")] = False,
+) -> None:
+    """Exact duplicates (same bytes) and near-duplicates (resized, recompressed or rotated copies)."""
+    from photoman.library import Library
+    from photoman.zeroshot.dupes import find_duplicates, trash_duplicates
+
+    if not 0 < threshold <= 1:
+        raise fail("--threshold must be in (0, 1]", 2)
+    with Library(settings(), "photoman dupes") as lib:
+        groups = find_duplicates(lib, threshold=threshold, rotations=rotations)
+        moved = trash_duplicates(lib, groups) if trash else []
+    if as_json:
+        out.print_json(json.dumps({"groups": [g.to_json() for g in groups], "trashed": moved}))
+        return
+    if not groups:
+        out.print("no duplicates")
+    for g in groups:
+        out.print(f"{g.kind} duplicates ({len(g.photos)}):", highlight=False)
+        for p in g.photos:
+            mark = "keep " if p["path"] == g.keeper else ("trash" if p["path"] in moved else "     ")
+            out.print(f"  {mark} {p['path']}  {p['width']}x{p['height']}", highlight=False, markup=False)
+    if moved:
+        out.print(f"moved {len(moved)} files to the trash", highlight=False)
+
+
+@app.command()
+@handles_errors
 def tui(
     images: Annotated[
         str | None, typer.Option(help="Thumbnails: auto (kitty/sixel where supported), halfcell or unicode.")

@@ -59,6 +59,7 @@ class Settings:
     rescan_interval: float = 900.0  # seconds between full reconcile scans in the daemon
     poll_roots: list[str] = field(default_factory=list)  # roots watched by polling (network shares)
     caption_sources: list[str] = field(default_factory=lambda: ["user", "sidecar", "embedded"])
+    auto_tag: int = 0  # 1: tag new photos with the built-in vocabulary while indexing
     viewer: str | None = None  # command that opens a photo (TUI); default xdg-open / open
     tui_images: str = "auto"  # auto (kitty/sixel when supported) | halfcell | unicode
     config_file: Path | None = None

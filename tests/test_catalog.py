@@ -17,8 +17,8 @@ def test_migrations_build_the_model_schema(tmp_path: Path) -> None:
         diff = compare_metadata(MigrationContext.configure(conn), Base.metadata)
         assert diff == [], diff
         assert conn.execute(text("PRAGMA journal_mode")).scalar() == "wal"
-        assert conn.execute(text("SELECT version_num FROM alembic_version")).scalar() == "0002"
-    assert {"photos", "roots"} <= set(inspect(cat.engine).get_table_names())
+        assert conn.execute(text("SELECT version_num FROM alembic_version")).scalar() == "0003"
+    assert {"photos", "roots", "tags"} <= set(inspect(cat.engine).get_table_names())
     cat.close()
     Catalog(f"sqlite:///{tmp_path / 'c.sqlite3'}").close()  # re-open: upgrade is a no-op
 

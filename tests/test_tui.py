@@ -79,6 +79,13 @@ async def test_search_navigate_details_caption_more_like_this(
         facts = str(app.query_one("#facts", Static).render())
         assert grid.current["path"] in facts and "taken" in facts
         await wait_until(pilot, lambda: len(list(tui_settings.thumbs_dir.rglob("*.webp"))) >= 10)
+        # heat map of the query's words over the detail preview, toggled
+        await wait_until(pilot, lambda: pane.preview_path and "/512/" in pane.preview_path)
+        await pilot.press("t")
+        await wait_until(pilot, lambda: pane.preview_path and "/heat/" in pane.preview_path)
+        assert pane.heatmap_shown
+        await pilot.press("t")
+        await wait_until(pilot, lambda: pane.preview_path and "/512/" in pane.preview_path)
         # edit the caption inline: saved, and searchable by caption
         target = grid.current["path"]
         await pilot.press("e")

@@ -6,7 +6,7 @@ from typing import Any
 
 from sqlalchemy import select
 
-from photoman.catalog.models import Photo
+from photoman.catalog.models import Photo, Tag
 from photoman.errors import BadInputError
 
 
@@ -25,7 +25,7 @@ def photo_details(row: Photo) -> dict[str, Any]:
         "gps": [row.gps_lat, row.gps_lon] if row.gps_lat is not None else None,
         "caption": row.caption,
         "caption_source": row.caption_source,
-        "tags": [],
+        "tags": [],  # filled by lookup_photo
         "status": row.status,
         "error": row.error,
     }
@@ -37,4 +37,11 @@ def lookup_photo(lib: Any, path: str) -> dict[str, Any]:
         row = s.scalar(select(Photo).where(Photo.path == path))
         if row is None:
             raise BadInputError(f"not in the library: {path}")
-        return photo_details(row)
+        details = photo_details(row)
+        tags = s.execute(
+            select(Tag.label, Tag.score)
+            .where(Tag.content_hash == row.content_hash, Tag.model == lib.model_id)
+            .order_by(Tag.score.desc())
+        ).all()
+        details["tags"] = [label for label, _ in tags]
+        return details

@@ -123,6 +123,11 @@ class ClipEncoder:
     autocast: Any  # torch.dtype or None
     dim: int
 
+    @property
+    def logit_scale(self) -> float:
+        """CLIP's learned temperature (about 100), for zero-shot softmax."""
+        return float(self.model.logit_scale.exp().item())
+
     def _autocast_ctx(self) -> Any:
         import contextlib
 

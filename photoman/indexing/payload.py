@@ -11,7 +11,7 @@ from typing import Any
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from photoman.catalog.models import Photo, Root
+from photoman.catalog.models import Photo, Root, Tag
 from photoman.vectors.base import rfc3339
 
 
@@ -27,7 +27,7 @@ def ancestors(path: str, root: str) -> list[str]:
     return out
 
 
-def payload_for(rows: list[Photo], roots: dict[int, str]) -> dict[str, Any]:
+def payload_for(rows: list[Photo], roots: dict[int, str], tags: list[str] | None = None) -> dict[str, Any]:
     """Filter fields for one point; the first row by path gives the per-photo fields."""
     rows = sorted(rows, key=lambda r: r.path)
     first = rows[0]
@@ -44,18 +44,13 @@ def payload_for(rows: list[Photo], roots: dict[int, str]) -> dict[str, Any]:
         "camera_terms": camera_terms(first.camera),
         "format": (first.format or "").lower() or None,
         "location": {"lat": located.gps_lat, "lon": located.gps_lon} if located else None,
-        "tags": sorted({t for r in rows for t in tags_of(r)}),
+        "tags": sorted(set(tags or [])),
     }
 
 
 def camera_terms(camera: str | None) -> list[str]:
     """Lower-case words of make and model, so `--camera canon` or `--camera "eos 350d"` match."""
     return sorted(set((camera or "").lower().replace(",", " ").split()))
-
-
-def tags_of(row: Photo) -> list[str]:
-    """Tags a photo carries (zero-shot tagging fills them; none until then)."""
-    return list(getattr(row, "tag_names", None) or [])
 
 
 def payloads_for_hashes(session: Session, hashes: Iterable[str], model_id: str) -> dict[str, dict[str, Any]]:
@@ -70,7 +65,15 @@ def payloads_for_hashes(session: Session, hashes: Iterable[str], model_id: str) 
         for r in session.scalars(select(Photo).where(Photo.content_hash.in_(hashes[i : i + 500]))):
             if r.status == "ok" and r.indexed_model == model_id:
                 by_hash[r.content_hash].append(r)  # type: ignore[index]
-    return {h: payload_for(rows, roots) for h, rows in by_hash.items()}
+    tags: dict[str, list[str]] = defaultdict(list)
+    for i in range(0, len(hashes), 500):
+        for digest, label in session.execute(
+            select(Tag.content_hash, Tag.label).where(
+                Tag.content_hash.in_(hashes[i : i + 500]), Tag.model == model_id
+            )
+        ):
+            tags[digest].append(label)
+    return {h: payload_for(rows, roots, tags.get(h)) for h, rows in by_hash.items()}
 
 
 def chosen_captions(session: Session, hashes: Iterable[str], model_id: str) -> dict[str, str]:

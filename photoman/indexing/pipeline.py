@@ -139,6 +139,7 @@ class _Writer:
         self.pending: list[Prepared] = []
         self.stale_hashes: set[str] = set()  # hashes a changed file no longer has
         self.embedded: set[str] = set()  # hashes embedded by this run
+        self.new_hashes: set[str] = set()
 
     def add(self, prep: Prepared) -> None:
         self.pending.append(prep)
@@ -206,6 +207,7 @@ class _Writer:
             s.flush()
             self.report.embedded += len(vectors)
             self.embedded.update(vectors)
+            self.new_hashes.update(vectors)
             ok_hashes = {p.content_hash for p in items if p.error is None}
             payloads = payloads_for_hashes(s, ok_hashes, model_id)
             captions = caption_vectors(lib, s, ok_hashes)
@@ -225,7 +227,7 @@ class _Writer:
             # leaving the block commits the catalog, after the vectors are in
 
 
-def _forget(lib: Library, rows: Iterable[Photo], extra_stale: set[str]) -> int:
+def forget(lib: Library, rows: Iterable[Photo], extra_stale: set[str]) -> int:
     """Drop rows of vanished files (catalog first), then vectors nothing refers to any more."""
     ids = [r.id for r in rows]
     stale = set(extra_stale)
@@ -301,7 +303,11 @@ def _run(
         if progress:
             progress(done, total)
     writer.flush()
-    report.removed += _forget(lib, gone, writer.stale_hashes)
+    if lib.settings.auto_tag and writer.new_hashes:
+        from photoman.zeroshot.tagging import label_set, tag_library
+
+        tag_library(lib, label_set(), hashes=sorted(writer.new_hashes))
+    report.removed += forget(lib, gone, writer.stale_hashes)
     lib.store.flush()
 
 

@@ -126,6 +126,12 @@ class Daemon:
                         include_offline=bool(args.get("include_offline", False)),
                     )
             return [r.to_json() for r in results]
+        if op == "heatmap":
+            from photoman.zeroshot.locate import heatmap_png
+
+            with self.gate.query():
+                return heatmap_png(self.lib.encoder, self.settings.thumbs_dir, str(args["path"]),
+                                   str(args["content_hash"]), str(args["text"]))[0]  # fmt: skip
         if op == "photo":
             return lookup_photo(self.lib, str(args["path"]))
         if op == "caption":

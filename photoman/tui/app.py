@@ -55,6 +55,7 @@ class PhotomanApp(App[None]):
         Binding("c", "copy_path", "copy path"),
         Binding("r", "reveal", "reveal folder"),
         Binding("e", "edit_caption", "caption"),
+        Binding("t", "toggle_heatmap", "heat map"),
         Binding("f", "focus_filters", "filters", show=False),
         Binding("question_mark", "help", "keys"),
         Binding("q", "quit", "quit"),
@@ -71,6 +72,7 @@ class PhotomanApp(App[None]):
         ("c", "copy the photo's path"),
         ("r", "reveal the photo's folder"),
         ("e", "edit the caption (enter saves, empty enter clears yours)"),
+        ("t", "heat map: where the query's words are in the selected photo (toggle)"),
         ("f", "jump to the filters (date, folder, camera, tag)"),
         ("escape", "back to the results"),
         ("?", "this list"),
@@ -246,6 +248,7 @@ class PhotomanApp(App[None]):
     @on(ResultsGrid.Selected)
     def _selected(self, event: ResultsGrid.Selected) -> None:
         pane = self.query_one(DetailPane)
+        pane.heatmap_shown = False
         if event.result is None:
             pane.show(None)
             return
@@ -343,6 +346,38 @@ class PhotomanApp(App[None]):
         if current is not None:
             self.copy_to_clipboard(current["path"])
             self.notify(f"copied {current['path']}")
+
+    def action_toggle_heatmap(self) -> None:
+        current = self._current()
+        if current is None:
+            return
+        pane = self.query_one(DetailPane)
+        if pane.heatmap_shown:
+            pane.heatmap_shown = False
+            self.load_details(current["path"], current["content_hash"])
+            return
+        words = [
+            t.value
+            for t in (self.last_query.terms if self.last_query else [])
+            if t.kind == "text" and t.sign > 0
+        ]
+        if not words:
+            self.notify("the heat map needs a text query (what to look for)", severity="warning")
+            return
+        self.notify("locating…")
+        self.show_heatmap(current["path"], current["content_hash"], " ".join(words))
+
+    @work(thread=True, exclusive=True, group="details")
+    def show_heatmap(self, path: str, content_hash: str, text: str) -> None:
+        assert self.backend is not None
+        try:
+            png = self.backend.heatmap(path, content_hash, text)
+        except PhotomanError as exc:
+            self.call_from_thread(self.notify, str(exc), severity="error")
+            return
+        pane = self.query_one(DetailPane)
+        pane.heatmap_shown = True
+        self.call_from_thread(pane.show_preview, png)
 
     def action_help(self) -> None:
         self.push_screen(HelpScreen(self.HELP_ROWS))

@@ -18,6 +18,7 @@ class Backend(Protocol):
     def status(self) -> dict[str, Any]: ...
     def photo(self, path: str) -> dict[str, Any]: ...
     def set_caption(self, path: str, text: str | None) -> dict[str, Any]: ...
+    def heatmap(self, path: str, content_hash: str, text: str) -> str: ...
     def close(self) -> None: ...
 
 
@@ -38,6 +39,9 @@ class DaemonBackend:
 
     def set_caption(self, path: str, text: str | None) -> dict[str, Any]:
         return call(self.sock, "caption", {"path": path, "text": text, "clear": text is None})
+
+    def heatmap(self, path: str, content_hash: str, text: str) -> str:
+        return call(self.sock, "heatmap", {"path": path, "content_hash": content_hash, "text": text})
 
     def close(self) -> None:
         pass
@@ -72,6 +76,11 @@ class DirectBackend:
         from photoman.indexing.captions import set_caption
 
         return asdict(set_caption(self.lib, path, text))
+
+    def heatmap(self, path: str, content_hash: str, text: str) -> str:
+        from photoman.zeroshot.locate import heatmap_png
+
+        return heatmap_png(self.lib.encoder, self.lib.settings.thumbs_dir, path, content_hash, text)[0]
 
     @property
     def model_loaded(self) -> bool:

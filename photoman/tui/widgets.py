@@ -151,6 +151,8 @@ class DetailPane(VerticalScroll):
         super().__init__(**kwargs)
         self.image_cls = image_cls
         self.photo: dict[str, Any] | None = None
+        self.heatmap_shown = False
+        self.preview_path: str | None = None
 
     def compose(self) -> ComposeResult:
         yield self.image_cls(None, classes="preview")  # type: ignore[call-arg]
@@ -181,6 +183,7 @@ class DetailPane(VerticalScroll):
         caption.value = photo.get("caption") or ""
 
     def show_preview(self, path: str | None) -> None:
+        self.preview_path = path
         self.query_one(".preview").image = path  # type: ignore[attr-defined]
 
 

@@ -1,0 +1,1 @@
+"""CLIP's other uses: zero-shot tagging and classification, zero-shot localisation, duplicates."""

@@ -1,0 +1,139 @@
+"""Duplicates: identical bytes (same hash) and near copies (image vectors above a similarity threshold),
+including rotated copies, found by also searching with the embeddings of each photo turned 90/180/270°."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any
+
+import numpy as np
+from PIL import Image
+from sqlalchemy import select
+
+from photoman.catalog.models import Photo
+from photoman.errors import PhotomanError
+from photoman.library import Library
+from photoman.media.decode import load_image
+from photoman.vectors import IMAGE, point_id
+
+ROTATIONS = (Image.Transpose.ROTATE_90, Image.Transpose.ROTATE_180, Image.Transpose.ROTATE_270)
+
+
+@dataclass
+class DupeGroup:
+    kind: str  # exact | near
+    keeper: str
+    photos: list[dict[str, Any]] = field(default_factory=list)
+
+    def to_json(self) -> dict[str, Any]:
+        return {"kind": self.kind, "keeper": self.keeper, "photos": self.photos}
+
+
+class _Union:
+    def __init__(self) -> None:
+        self.parent: dict[str, str] = {}
+
+    def find(self, a: str) -> str:
+        self.parent.setdefault(a, a)
+        while self.parent[a] != a:
+            self.parent[a] = self.parent[self.parent[a]]
+            a = self.parent[a]
+        return a
+
+    def union(self, a: str, b: str) -> None:
+        self.parent[self.find(a)] = self.find(b)
+
+
+def _keeper_key(r: Photo) -> tuple:
+    """Largest resolution first, then the oldest date, then the shortest path."""
+    when = r.taken_at or datetime.fromtimestamp(r.mtime)
+    return (-(r.width or 0) * (r.height or 0), when, len(r.path), r.path)
+
+
+def find_duplicates(
+    lib: Library, threshold: float = 0.95, rotations: bool = True, neighbours: int = 10
+) -> list[DupeGroup]:
+    """Groups of copies, each with a suggested keeper; exact groups share bytes, near groups share looks."""
+    with lib.catalog.session() as s:
+        rows = list(s.scalars(select(Photo).where(Photo.status == "ok", Photo.indexed_model == lib.model_id)))
+    by_hash: dict[str, list[Photo]] = {}
+    for r in rows:
+        by_hash.setdefault(r.content_hash, []).append(r)  # type: ignore[arg-type]
+    uf = _Union()
+    pid_to_hash = {point_id(h, lib.model_id): h for h in by_hash}
+    hashes = sorted(by_hash)
+    for i in range(0, len(hashes), 256):
+        chunk = hashes[i : i + 256]
+        stored = lib.store.retrieve([point_id(h, lib.model_id) for h in chunk], with_vectors=True)
+        for p in stored:
+            h = pid_to_hash[p.id]
+            queries = [p.vectors[IMAGE]] if IMAGE in p.vectors else []
+            if rotations:
+                queries.extend(_rotated_vectors(lib, by_hash[h][0].path))
+            for q in queries:
+                for hit in lib.store.search(q, limit=neighbours + 1):
+                    other = pid_to_hash.get(hit.id)
+                    if other and other != h and hit.score >= threshold:
+                        uf.union(h, other)
+    components: dict[str, list[str]] = {}
+    for h in hashes:
+        components.setdefault(uf.find(h), []).append(h)
+    groups = []
+    for members in components.values():
+        photos = [r for h in members for r in by_hash[h]]
+        if len(photos) < 2:
+            continue
+        photos.sort(key=_keeper_key)
+        groups.append(
+            DupeGroup(
+                kind="exact" if len(members) == 1 else "near",
+                keeper=photos[0].path,
+                photos=[
+                    {
+                        "path": r.path,
+                        "content_hash": r.content_hash,
+                        "width": r.width,
+                        "height": r.height,
+                        "taken_at": r.taken_at.isoformat() if r.taken_at else None,
+                        "size": r.size,
+                    }
+                    for r in photos
+                ],  # fmt: skip
+            )
+        )
+    groups.sort(key=lambda g: g.keeper)
+    return groups
+
+
+def _rotated_vectors(lib: Library, path: str) -> list[np.ndarray]:
+    try:
+        img = load_image(path, min_side=lib.encoder.spec.size)
+    except PhotomanError:
+        return []
+    return list(lib.encoder.encode_images([img.transpose(t) for t in ROTATIONS]))
+
+
+def trash_duplicates(lib: Library, groups: list[DupeGroup]) -> list[str]:
+    """Move every non-keeper to the platform trash (never deleted outright), then forget them."""
+    from send2trash import send2trash
+
+    from photoman.indexing.pipeline import forget
+
+    moved: list[str] = []
+    try:
+        for g in groups:
+            for p in g.photos:
+                if p["path"] == g.keeper:
+                    continue
+                try:
+                    send2trash(p["path"])
+                except OSError as exc:
+                    raise PhotomanError(f"cannot move {p['path']} to the trash: {exc}") from None
+                moved.append(p["path"])
+    finally:  # whatever went to the trash leaves the catalog and the store, even if a later move failed
+        with lib.catalog.session() as s:
+            rows = list(s.scalars(select(Photo).where(Photo.path.in_(moved))))
+        forget(lib, rows, set())
+        lib.store.flush()
+    return moved

@@ -1,0 +1,109 @@
+"""Label sets and prompt ensembles: a label's embedding is the mean of its prompts' embeddings."""
+
+from __future__ import annotations
+
+import hashlib
+from importlib import resources
+from pathlib import Path
+
+import numpy as np
+
+from photoman.errors import BadInputError
+
+TEMPLATES = (
+    "a photo of a {}.",
+    "a close-up photo of a {}.",
+    "a photo of the {}.",
+    "a good photo of a {}.",
+    "a cropped photo of a {}.",
+    "a bright photo of a {}.",
+    "a dark photo of a {}.",
+    "a photo of many {}.",
+)
+
+Label = tuple[str, float | None]  # name, its own probability threshold (None: the default)
+
+
+def parse_labels(text: str, where: str = "labels") -> list[Label]:
+    """One label per line, optional TAB threshold; '#' comments; duplicates kept once."""
+    out: dict[str, float | None] = {}
+    for n, raw in enumerate(text.splitlines(), 1):
+        line = raw.split("#", 1)[0].strip()
+        if not line:
+            continue
+        name, _, thr = line.partition("\t")
+        name = " ".join(name.split()).lower()
+        threshold = None
+        if thr.strip():
+            try:
+                threshold = float(thr)
+            except ValueError:
+                raise BadInputError(f"{where}:{n}: threshold {thr.strip()!r} is not a number") from None
+            if not 0 < threshold <= 1:
+                raise BadInputError(f"{where}:{n}: threshold must be in (0, 1]")
+        out.setdefault(name, threshold)
+    return list(out.items())
+
+
+def builtin_labels() -> list[Label]:
+    """The built-in general vocabulary (about 330 everyday photo concepts)."""
+    return parse_labels(
+        resources.files("photoman.zeroshot").joinpath("vocabulary.txt").read_text(), "vocabulary"
+    )
+
+
+def load_labels(path: Path | str) -> list[Label]:
+    try:
+        text = Path(path).read_text()
+    except OSError as exc:
+        raise BadInputError(f"cannot read label file {path}: {exc.strerror or exc}") from None
+    labels = parse_labels(text, str(path))
+    if not labels:
+        raise BadInputError(f"label file {path} has no labels")
+    return labels
+
+
+def ensemble(prompt_vectors: np.ndarray, n_labels: int) -> np.ndarray:
+    """(labels × templates, dim) unit vectors → (labels, dim): mean over templates, re-normalised."""
+    v = prompt_vectors.reshape(n_labels, len(TEMPLATES), -1).mean(axis=1)
+    return v / np.linalg.norm(v, axis=1, keepdims=True)
+
+
+def label_vectors(encoder, names: list[str], cache_dir: Path | None) -> np.ndarray:  # noqa: ANN001
+    """Ensembled text embeddings for labels, cached on disk per model and label set."""
+    key = hashlib.sha1("\n".join([encoder.model_id, *TEMPLATES, *names]).encode()).hexdigest()[:16]
+    cache = cache_dir / f"labels-{key}.npy" if cache_dir else None
+    if cache is not None and cache.exists():
+        vecs = np.load(cache)
+        if vecs.shape == (len(names), encoder.dim):
+            return vecs
+    prompts = [t.format(n) for n in names for t in TEMPLATES]
+    vecs = np.concatenate([encoder.encode_texts(prompts[i : i + 256]) for i in range(0, len(prompts), 256)])
+    out = ensemble(vecs, len(names)).astype(np.float32)
+    if cache is not None:
+        cache.parent.mkdir(parents=True, exist_ok=True)
+        np.save(cache, out)
+    return out
+
+
+def softmax_probs(image_vecs: np.ndarray, label_vecs: np.ndarray, logit_scale: float) -> np.ndarray:
+    """CLIP's zero-shot probabilities: softmax over labels of logit_scale × cosine."""
+    logits = logit_scale * (np.atleast_2d(image_vecs) @ label_vecs.T)
+    logits -= logits.max(axis=1, keepdims=True)
+    e = np.exp(logits)
+    return e / e.sum(axis=1, keepdims=True)
+
+
+def choose_tags(
+    probs: np.ndarray, labels: list[Label], min_prob: float, top_k: int
+) -> list[list[tuple[str, float]]]:
+    """Per photo: labels whose probability reaches their threshold, best first, at most top_k."""
+    out = []
+    for row in np.atleast_2d(probs):
+        picked = []
+        for i in np.argsort(-row)[:top_k]:
+            name, own = labels[i]
+            if row[i] >= (own if own is not None else min_prob):
+                picked.append((name, float(row[i])))
+        out.append(picked)
+    return out

@@ -1,0 +1,120 @@
+"""Zero-shot tagging of the library: stored image vectors against ensembled label embeddings."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+from sqlalchemy import delete, func, select
+
+from photoman.catalog.models import Photo, Tag
+from photoman.indexing.payload import payloads_for_hashes
+from photoman.library import Library
+from photoman.vectors import IMAGE, point_id
+from photoman.zeroshot.labels import (
+    Label,
+    builtin_labels,
+    choose_tags,
+    label_vectors,
+    load_labels,
+    softmax_probs,
+)
+
+MIN_PROB = 0.1
+TOP_K = 5
+
+
+@dataclass
+class TagReport:
+    tagged: int = 0  # photos (unique contents) that got at least one tag
+    considered: int = 0
+    labels: int = 0
+
+
+def label_set(files: list[Path] | None = None, builtin: bool = True) -> list[Label]:
+    """The built-in vocabulary plus user label files (a user's threshold wins for a shared label)."""
+    merged: dict[str, float | None] = dict(builtin_labels()) if builtin else {}
+    for f in files or []:
+        for name, thr in load_labels(f):
+            merged[name] = thr if thr is not None else merged.get(name)
+    return list(merged.items())
+
+
+def tag_library(
+    lib: Library,
+    labels: list[Label],
+    retag: bool = False,
+    min_prob: float = MIN_PROB,
+    top_k: int = TOP_K,
+    hashes: list[str] | None = None,
+) -> TagReport:
+    """Tag photos that have no zero-shot tags yet (all with ``retag``), reusing their stored vectors."""
+    report = TagReport(labels=len(labels))
+    names = [n for n, _ in labels]
+    vecs = label_vectors(lib.encoder, names, lib.settings.data_dir / "zeroshot")
+    with lib.catalog.session() as s:
+        q = (
+            select(Photo.content_hash)
+            .where(Photo.status == "ok", Photo.indexed_model == lib.model_id)
+            .distinct()
+        )
+        todo = set(s.scalars(q)) if hashes is None else set(hashes)
+        if not retag:
+            done = set(
+                s.scalars(select(Tag.content_hash).where(Tag.model == lib.model_id, Tag.source == "zeroshot"))
+            )
+            todo -= done
+    todo_list = sorted(todo)
+    report.considered = len(todo_list)
+    for i in range(0, len(todo_list), 256):
+        chunk = todo_list[i : i + 256]
+        ids = {point_id(h, lib.model_id): h for h in chunk}
+        stored = {ids[p.id]: p.vectors.get(IMAGE) for p in lib.store.retrieve(list(ids), with_vectors=True)}
+        present = [h for h in chunk if stored.get(h) is not None]
+        if not present:
+            continue
+        probs = softmax_probs(np.stack([stored[h] for h in present]), vecs, lib.encoder.logit_scale)
+        picks = choose_tags(probs, labels, min_prob, top_k)
+        with lib.catalog.session() as s:
+            s.execute(
+                delete(Tag).where(
+                    Tag.content_hash.in_(present), Tag.model == lib.model_id, Tag.source == "zeroshot"
+                )
+            )
+            for h, tags in zip(present, picks, strict=True):
+                s.add_all(
+                    Tag(content_hash=h, model=lib.model_id, label=n, score=p, source="zeroshot")
+                    for n, p in tags
+                )
+                report.tagged += bool(tags)
+            s.flush()
+            payloads = payloads_for_hashes(s, present, lib.model_id)
+            # tags are mirrored into the payload so `find --tag` filters inside Qdrant
+            for h in present:
+                if h in payloads:
+                    lib.store.set_payload([point_id(h, lib.model_id)], {"tags": payloads[h]["tags"]})
+    lib.store.flush()
+    return report
+
+
+def tag_counts(lib: Library) -> list[tuple[str, int]]:
+    """Tags with the number of photos (files) carrying each, most common first."""
+    with lib.catalog.session() as s:
+        rows = s.execute(
+            select(Tag.label, func.count(func.distinct(Photo.id)))
+            .join(Photo, Photo.content_hash == Tag.content_hash)
+            .where(Tag.model == lib.model_id, Photo.status == "ok")
+            .group_by(Tag.label)
+            .order_by(func.count(func.distinct(Photo.id)).desc(), Tag.label)
+        ).all()
+    return [(label, int(n)) for label, n in rows]
+
+
+def classify(lib_or_encoder, image, labels: list[str]) -> list[tuple[str, float]]:  # noqa: ANN001
+    """Probabilities of one image over the given labels (softmax with CLIP's logit scale), best first."""
+    encoder = getattr(lib_or_encoder, "encoder", lib_or_encoder)
+    vecs = label_vectors(encoder, labels, None)
+    img = encoder.encode_images([image])
+    probs = softmax_probs(img, vecs, encoder.logit_scale)[0]
+    return sorted(zip(labels, (float(p) for p in probs), strict=True), key=lambda x: -x[1])
