@@ -169,6 +169,43 @@ class VectorStore(Protocol):
         """Flush and release the store."""
 
 
+def translate_filter(flt: SearchFilter | None, m: Any, date_range: Any, has_id: Any) -> Any:
+    """SearchFilter as a Qdrant filter, written once for both backends.
+
+    ``m`` is the backend's module (``qdrant_edge`` or ``qdrant_client.models``): both name their
+    FieldCondition, MatchValue, MatchAny, GeoPoint, GeoRadius and Filter alike; the date range class
+    and the id condition differ, so they are passed in.
+    """
+    if flt is None or flt.is_empty():
+        return None
+
+    def field(key: str, **kw: Any) -> Any:
+        return m.FieldCondition(key=key, **kw)
+
+    must: list[Any] = []
+    if flt.roots:
+        must.append(field("roots", match=m.MatchAny(any=list(flt.roots))))
+    if flt.folder:
+        must.append(field("folders", match=m.MatchValue(value=flt.folder)))
+    must += [field("camera_terms", match=m.MatchValue(value=w)) for w in flt.camera or []]
+    must += [field("tags", match=m.MatchValue(value=t)) for t in flt.tags or []]
+    if flt.near:
+        lat, lon, km = flt.near
+        must.append(
+            field("location", geo_radius=m.GeoRadius(center=m.GeoPoint(lon=lon, lat=lat), radius=km * 1000))
+        )
+    if flt.formats:
+        must.append(field("format", match=m.MatchAny(any=list(flt.formats))))
+    if flt.since or flt.until:
+        since = rfc3339(flt.since) if flt.since else None
+        until = rfc3339(flt.until) if flt.until else None
+        must.append(field("taken_at", range=date_range(gte=since, lte=until)))
+    if flt.ids is not None:
+        must.append(has_id(list(flt.ids)))
+    must_not = [field("roots", match=m.MatchAny(any=list(flt.exclude_roots)))] if flt.exclude_roots else []
+    return m.Filter(must=must or None, must_not=must_not or None)
+
+
 def as_list(vec: np.ndarray | Sequence[float]) -> list[float]:
     return np.asarray(vec, dtype=np.float32).ravel().tolist()
 

@@ -19,7 +19,7 @@ from photoman.vectors.base import (
     SearchFilter,
     VectorPoint,
     as_list,
-    rfc3339,
+    translate_filter,
 )
 
 _SCHEMA = {
@@ -38,35 +38,7 @@ def _config(dim: int) -> qe.EdgeConfig:
 
 def edge_filter(flt: SearchFilter | None) -> qe.Filter | None:
     """SearchFilter as a Qdrant Edge filter."""
-    if flt is None or flt.is_empty():
-        return None
-    must: list[Any] = []
-    if flt.roots:
-        must.append(qe.FieldCondition(key="roots", match=qe.MatchAny(any=list(flt.roots))))
-    if flt.folder:
-        must.append(qe.FieldCondition(key="folders", match=qe.MatchValue(value=flt.folder)))
-    for word in flt.camera or []:
-        must.append(qe.FieldCondition(key="camera_terms", match=qe.MatchValue(value=word)))
-    for tag in flt.tags or []:
-        must.append(qe.FieldCondition(key="tags", match=qe.MatchValue(value=tag)))
-    if flt.near:
-        lat, lon, km = flt.near
-        center = qe.GeoPoint(lon=lon, lat=lat)
-        radius = qe.GeoRadius(center=center, radius=km * 1000)
-        must.append(qe.FieldCondition(key="location", geo_radius=radius))
-    if flt.formats:
-        must.append(qe.FieldCondition(key="format", match=qe.MatchAny(any=list(flt.formats))))
-    if flt.since or flt.until:
-        rng = qe.RangeDateTime(
-            gte=rfc3339(flt.since) if flt.since else None, lte=rfc3339(flt.until) if flt.until else None
-        )
-        must.append(qe.FieldCondition(key="taken_at", range=rng))
-    if flt.ids is not None:
-        must.append(qe.HasIdCondition(point_ids=set(flt.ids)))
-    must_not: list[Any] = []
-    if flt.exclude_roots:
-        must_not.append(qe.FieldCondition(key="roots", match=qe.MatchAny(any=list(flt.exclude_roots))))
-    return qe.Filter(must=must or None, must_not=must_not or None)
+    return translate_filter(flt, qe, qe.RangeDateTime, lambda ids: qe.HasIdCondition(point_ids=set(ids)))
 
 
 class EdgeStore:

@@ -19,7 +19,7 @@ from photoman.vectors.base import (
     SearchFilter,
     VectorPoint,
     as_list,
-    rfc3339,
+    translate_filter,
 )
 
 _SCHEMA = {
@@ -31,37 +31,7 @@ _SCHEMA = {
 
 def server_filter(flt: SearchFilter | None) -> models.Filter | None:
     """SearchFilter as a qdrant-client filter."""
-    if flt is None or flt.is_empty():
-        return None
-    must: list[Any] = []
-    if flt.roots:
-        must.append(models.FieldCondition(key="roots", match=models.MatchAny(any=list(flt.roots))))
-    if flt.folder:
-        must.append(models.FieldCondition(key="folders", match=models.MatchValue(value=flt.folder)))
-    for word in flt.camera or []:
-        must.append(models.FieldCondition(key="camera_terms", match=models.MatchValue(value=word)))
-    for tag in flt.tags or []:
-        must.append(models.FieldCondition(key="tags", match=models.MatchValue(value=tag)))
-    if flt.near:
-        lat, lon, km = flt.near
-        center = models.GeoPoint(lon=lon, lat=lat)
-        radius = models.GeoRadius(center=center, radius=km * 1000)
-        must.append(models.FieldCondition(key="location", geo_radius=radius))
-    if flt.formats:
-        must.append(models.FieldCondition(key="format", match=models.MatchAny(any=list(flt.formats))))
-    if flt.since or flt.until:
-        rng = models.DatetimeRange(
-            gte=rfc3339(flt.since) if flt.since else None, lte=rfc3339(flt.until) if flt.until else None
-        )
-        must.append(models.FieldCondition(key="taken_at", range=rng))
-    if flt.ids is not None:
-        must.append(models.HasIdCondition(has_id=list(flt.ids)))
-    must_not: list[Any] = []
-    if flt.exclude_roots:
-        must_not.append(
-            models.FieldCondition(key="roots", match=models.MatchAny(any=list(flt.exclude_roots)))
-        )
-    return models.Filter(must=must or None, must_not=must_not or None)
+    return translate_filter(flt, models, models.DatetimeRange, lambda ids: models.HasIdCondition(has_id=ids))
 
 
 class ServerStore:
