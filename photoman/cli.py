@@ -375,7 +375,7 @@ def embed(
     for p in images:
         if not p.is_file():
             raise fail(f"no such image file: {p}", 2)
-    encoder = load_encoder(cfg.model, cfg.device, cfg.precision)
+    encoder = load_encoder(cfg.model, cfg.device, cfg.precision, text_int8=bool(cfg.text_int8))
     rows: list[dict[str, Any]] = []
     for p in images:
         vec = encoder.encode_images([load_image(p, min_side=encoder.spec.size)])[0]
@@ -522,7 +522,7 @@ def classify(
     if not path.is_file():
         raise fail(f"no such image file: {path}", 2)
     cfg = settings()
-    encoder = load_encoder(cfg.model, cfg.device, cfg.precision)
+    encoder = load_encoder(cfg.model, cfg.device, cfg.precision, text_int8=bool(cfg.text_int8))
     probs = run_classify(encoder, load_image(path, min_side=encoder.spec.size), names)
     if as_json:
         out.print_json(json.dumps({n: round(p, 6) for n, p in probs}))
@@ -552,7 +552,7 @@ def locate(
     if not path.is_file():
         raise fail(f"no such image file: {path}", 2)
     cfg = settings()
-    encoder = load_encoder(cfg.model, cfg.device, cfg.precision)
+    encoder = load_encoder(cfg.model, cfg.device, cfg.precision, text_int8=bool(cfg.text_int8))
     image = load_image(path, min_side=1024)  # JPEGs decode at reduced scale; boxes map back below
     full_size = _image_size(path)
     text = encoder.encode_texts([query])[0]

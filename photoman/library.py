@@ -103,8 +103,9 @@ class Library:
     @property
     def encoder(self) -> ClipEncoder:
         if self._encoder is None:
+            s = self.settings
             self._encoder = load_encoder(
-                self.settings.model, self.settings.device, self.settings.precision, notify=self.notify
+                s.model, s.device, s.precision, notify=self.notify, text_int8=bool(s.text_int8)
             )
         return self._encoder
 

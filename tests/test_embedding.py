@@ -73,3 +73,14 @@ def test_unknown_model_offline_is_a_clear_error(tmp_path: Path) -> None:
         load_encoder(str(tmp_path))
     with pytest.raises(ModelError, match="neither a folder"):
         load_encoder(str(tmp_path / "missing-folder"))
+
+
+def test_int8_text_tower_is_close_to_fp32_and_batch_independent(tiny_model: Path, encoder) -> None:
+    int8 = load_encoder(str(tiny_model), device="cpu", precision="fp32", text_int8=True)
+    assert int8.text_int8 and not encoder.text_int8
+    texts = ["a cat", "two dogs running across a frosty field", "sunset"]
+    together = int8.encode_texts(texts)
+    alone = np.stack([int8.encode_texts([t])[0] for t in texts])
+    assert np.array_equal(together, alone)  # a text's vector never depends on its batch
+    cos = (together * encoder.encode_texts(texts)).sum(axis=1)
+    assert cos.min() > 0.99

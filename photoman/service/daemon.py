@@ -9,6 +9,7 @@ import signal
 import threading
 import time
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
 from logging.handlers import RotatingFileHandler
@@ -107,9 +108,16 @@ class Daemon:
         self.watcher = Watcher(self.dirty, settings.poll_roots)
         self.lib: Library | None = None
         self.server: SocketServer | None = None
+        self.query_pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="query")
 
     # ---- requests (socket threads) ----
     def dispatch(self, op: str, args: dict[str, Any]) -> Any:
+        """Queries' model work runs on one long-lived thread (not a fresh thread per connection)."""
+        if op in ("find", "heatmap", "caption"):
+            return self.query_pool.submit(self._dispatch, op, args).result()
+        return self._dispatch(op, args)
+
+    def _dispatch(self, op: str, args: dict[str, Any]) -> Any:
         assert self.lib is not None
         if op == "ping":
             return "pong"
@@ -291,6 +299,13 @@ class Daemon:
             raise
         try:
             log.info("starting (pid %d), data dir %s, model %s", os.getpid(), s.data_dir, s.model)
+            import torch
+
+            # torch's thread count is process-wide: half the cores for the model, the rest for the
+            # decode workers and for answering queries. A query's text encoding is too small to gain
+            # from a parallel team, and waking a sleeping one costs more than it saves (measured:
+            # warm p50 40 → 28 ms on 2 cores); indexing keeps the other core busy decoding.
+            torch.set_num_threads(max(1, (os.cpu_count() or 1) // 2))
             try:
                 self.lib.store  # noqa: B018
                 self.lib.encoder  # noqa: B018 - warm: queries never pay the model load
@@ -312,6 +327,7 @@ class Daemon:
             log.info("shutting down")
             self.watcher.stop()
             indexer.join(timeout=60)
+            self.query_pool.shutdown(wait=True)
             return 0
         finally:
             if self.server is not None:
