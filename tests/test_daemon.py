@@ -210,6 +210,19 @@ def test_watch_once_and_detach_stop(env: dict[str, str], library_dir: Path, tmp_
         assert "daemon    pid" in status.stdout and "(native)" in status.stdout
         busy = photoman(env, "watch", "--once")
         assert busy.returncode == 3 and busy.stderr.count("\n") == 1
+        # `index` with a daemon up hands the new root to it and returns at once
+        extra = tmp_path / "phone"
+        extra.mkdir()
+        shutil.copy(library_dir / "scikit-image--chelsea.png", extra / "IMG_0001.png")
+        shutil.copy(library_dir / "trips" / "exif--test1.jpg", extra / "IMG_0002.jpg")
+        handed = photoman(env, "index", str(extra))
+        assert handed.returncode == 0 and "running daemon is indexing it" in handed.stdout
+        wait_for(
+            lambda: str(extra / "IMG_0002.jpg") in catalog_rows(env) and idle(env), 60, "new root indexed"
+        )
+        assert str(extra) in [r["path"] for r in call(settings_of(env).socket_path, "status")["roots"]]
+        missing = photoman(env, "index", str(tmp_path / "nope"))
+        assert missing.returncode == 2 and "no such folder" in missing.stderr
     finally:
         stopped = photoman(env, "stop")
     assert stopped.returncode == 0 and "stopped daemon" in stopped.stdout
