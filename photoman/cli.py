@@ -478,12 +478,19 @@ def tag(
 
     if no_builtin and not labels:
         raise fail("--no-builtin needs at least one --labels FILE", 2)
-    label_list = label_set(labels, builtin=not no_builtin)
-    with Library(settings(), "photoman tag") as lib:
-        report = tag_library(lib, label_list, retag=retag, min_prob=min_prob, top_k=top_k)
-    out.print(
-        f"tagged {report.tagged} of {report.considered} photos with {report.labels} labels", highlight=False
-    )
+    label_list = label_set(labels, builtin=not no_builtin)  # validates the files here, before any work
+    cfg = settings()
+    if daemon_running(cfg.socket_path):
+        args = {"labels": [str(f.absolute()) for f in labels or []], "no_builtin": no_builtin, "retag": retag,
+                "min_prob": min_prob, "top_k": top_k}  # fmt: skip
+        report = call(cfg.socket_path, "tag", args, timeout=3600)
+    else:
+        from dataclasses import asdict
+
+        with Library(cfg, "photoman tag") as lib:
+            report = asdict(tag_library(lib, label_list, retag=retag, min_prob=min_prob, top_k=top_k))
+    tagged, considered, n = report["tagged"], report["considered"], report["labels"]
+    out.print(f"tagged {tagged} of {considered} photos with {n} labels", highlight=False)
 
 
 @app.command()
@@ -493,8 +500,12 @@ def tags(as_json: Annotated[bool, typer.Option("--json", help="JSON object {tag:
     from photoman.library import Library
     from photoman.zeroshot.tagging import tag_counts
 
-    with Library(settings(), "photoman tags", write=False) as lib:
-        counts = tag_counts(lib)
+    cfg = settings()
+    if daemon_running(cfg.socket_path):
+        counts = [tuple(x) for x in call(cfg.socket_path, "tags")]
+    else:
+        with Library(cfg, "photoman tags", write=False) as lib:
+            counts = tag_counts(lib)
     if as_json:
         out.print_json(json.dumps(dict(counts)))
         return
@@ -600,18 +611,25 @@ def dupes(
 
     if not 0 < threshold <= 1:
         raise fail("--threshold must be in (0, 1]", 2)
-    with Library(settings(), "photoman dupes") as lib:
-        groups = find_duplicates(lib, threshold=threshold, rotations=rotations)
-        moved = trash_duplicates(lib, groups) if trash else []
+    cfg = settings()
+    if daemon_running(cfg.socket_path):
+        args = {"threshold": threshold, "rotations": rotations, "trash": trash}
+        found = call(cfg.socket_path, "dupes", args, timeout=3600)
+    else:
+        with Library(cfg, "photoman dupes") as lib:
+            groups = find_duplicates(lib, threshold=threshold, rotations=rotations)
+            moved = trash_duplicates(lib, groups) if trash else []
+        found = {"groups": [g.to_json() for g in groups], "trashed": moved}
     if as_json:
-        out.print_json(json.dumps({"groups": [g.to_json() for g in groups], "trashed": moved}))
+        out.print_json(json.dumps(found))
         return
-    if not groups:
+    moved = found["trashed"]
+    if not found["groups"]:
         out.print("no duplicates")
-    for g in groups:
-        out.print(f"{g.kind} duplicates ({len(g.photos)}):", highlight=False)
-        for p in g.photos:
-            mark = "keep " if p["path"] == g.keeper else ("trash" if p["path"] in moved else "     ")
+    for g in found["groups"]:
+        out.print(f"{g['kind']} duplicates ({len(g['photos'])}):", highlight=False)
+        for p in g["photos"]:
+            mark = "keep " if p["path"] == g["keeper"] else ("trash" if p["path"] in moved else "     ")
             out.print(f"  {mark} {p['path']}  {p['width']}x{p['height']}", highlight=False, markup=False)
     if moved:
         out.print(f"moved {len(moved)} files to the trash", highlight=False)

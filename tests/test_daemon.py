@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import random
 import shutil
@@ -223,6 +224,14 @@ def test_watch_once_and_detach_stop(env: dict[str, str], library_dir: Path, tmp_
         assert str(extra) in [r["path"] for r in call(settings_of(env).socket_path, "status")["roots"]]
         missing = photoman(env, "index", str(tmp_path / "nope"))
         assert missing.returncode == 2 and "no such folder" in missing.stderr
+        # tag and dupes run inside the daemon (it owns the library); the exact copy is found
+        tagged = photoman(env, "tag")
+        assert tagged.returncode == 0 and "photos with 334 labels" in tagged.stdout
+        tags = photoman(env, "tags", "--json")
+        assert tags.returncode == 0 and isinstance(json.loads(tags.stdout), dict)
+        dup = json.loads(photoman(env, "dupes", "--json", "--threshold", "0.99999", "--no-rotations").stdout)
+        exact = [g for g in dup["groups"] if g["kind"] == "exact"]
+        assert any(str(extra / "IMG_0001.png") in [p["path"] for p in g["photos"]] for g in exact)
     finally:
         stopped = photoman(env, "stop")
     assert stopped.returncode == 0 and "stopped daemon" in stopped.stdout

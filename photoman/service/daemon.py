@@ -113,7 +113,7 @@ class Daemon:
     # ---- requests (socket threads) ----
     def dispatch(self, op: str, args: dict[str, Any]) -> Any:
         """Queries' model work runs on one long-lived thread (not a fresh thread per connection)."""
-        if op in ("find", "heatmap", "caption"):
+        if op in ("find", "heatmap", "caption", "tag", "dupes"):
             return self.query_pool.submit(self._dispatch, op, args).result()
         return self._dispatch(op, args)
 
@@ -142,6 +142,27 @@ class Daemon:
                                    str(args["content_hash"]), str(args["text"]))[0]  # fmt: skip
         if op == "photo":
             return lookup_photo(self.lib, str(args["path"]))
+        if op == "tags":
+            from photoman.zeroshot.tagging import tag_counts
+
+            return tag_counts(self.lib)
+        if op == "tag":
+            from photoman.zeroshot.tagging import label_set, tag_library
+
+            labels = label_set(
+                [Path(f) for f in args.get("labels") or []], builtin=not args.get("no_builtin")
+            )
+            min_prob, top_k = float(args.get("min_prob", 0.1)), int(args.get("top_k", 5))
+            retag = bool(args.get("retag"))
+            report = tag_library(self.lib, labels, retag=retag, min_prob=min_prob, top_k=top_k)
+            return asdict(report)
+        if op == "dupes":
+            from photoman.zeroshot.dupes import find_duplicates, trash_duplicates
+
+            groups = find_duplicates(self.lib, threshold=float(args.get("threshold", 0.95)),
+                                     rotations=bool(args.get("rotations", True)))  # fmt: skip
+            moved = trash_duplicates(self.lib, groups) if args.get("trash") else []
+            return {"groups": [g.to_json() for g in groups], "trashed": moved}
         if op == "caption":
             path = str(args["path"])
             if args.get("clear") or args.get("text") is not None:

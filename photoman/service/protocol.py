@@ -2,7 +2,7 @@
 
 Request:  {"op": "find", "args": {...}}\\n
 Response: {"ok": true, "result": ...}\\n   or   {"ok": false, "error": "one line", "code": 2}\\n
-Ops: ping, find, caption, photo, heatmap, status, index, stop.
+Ops: ping, find, caption, photo, heatmap, tag, tags, dupes, status, index, stop.
 """
 
 from __future__ import annotations
