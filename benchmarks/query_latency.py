@@ -152,6 +152,8 @@ def main() -> None:
 def daemon_vs_cold(data: Path, model: Path, words: list[str], queries: int, cold_runs: int):
     """Warm: socket round trips to a running daemon. Cold: one `photoman find` process per query."""
     from photoman.config import Settings
+    from photoman.search.engine import Query
+    from photoman.search.query import Term
     from photoman.service.protocol import call, daemon_running
 
     env = {k: v for k, v in os.environ.items() if not k.startswith("PHOTOMAN_")}
@@ -168,15 +170,21 @@ def daemon_vs_cold(data: Path, model: Path, words: list[str], queries: int, cold
             time.sleep(0.2)
         while call(sock, "status")["daemon"]["state"] != "idle":
             time.sleep(0.2)
-        warm = []
+        warm, ping = [], []
         for i in range(queries + 3):
-            q = f"a photo of a {words[i % len(words)]} next to a {words[(5 * i + 2) % len(words)]}"
+            text = f"a photo of a {words[i % len(words)]} next to a {words[(5 * i + 2) % len(words)]} {i}"
+            # exactly what `photoman find TEXT --limit 20 --include-offline` sends (the synthetic root
+            # has no folder on disk, so it counts as an offline drive: ask for it)
+            q = Query([Term("text", text)], limit=20, include_offline=True)
             t = time.perf_counter()
-            # the synthetic root has no folder on disk, so it counts as an offline drive: ask for it
-            res = call(sock, "find", {"text": q, "limit": 20, "include_offline": True})
+            res = call(sock, "find", {"query": q.to_json()})
+            t1 = time.perf_counter()
+            call(sock, "ping")
             if i >= 3:
-                warm.append((time.perf_counter() - t) * 1e3)
-            assert len(res) == 20
+                warm.append((t1 - t) * 1e3)
+                ping.append((time.perf_counter() - t1) * 1e3)
+            assert 1 <= len(res) <= 20
+        print(f"{'':>8}   (socket round trip alone, p50: {statistics.median(ping):.2f} ms)")
     finally:
         proc.terminate()
         proc.wait(timeout=120)

@@ -229,7 +229,7 @@ def test_watch_once_and_detach_stop(env: dict[str, str], library_dir: Path, tmp_
         assert tagged.returncode == 0 and "photos with 334 labels" in tagged.stdout
         tags = photoman(env, "tags", "--json")
         assert tags.returncode == 0 and isinstance(json.loads(tags.stdout), dict)
-        dup = json.loads(photoman(env, "dupes", "--json", "--threshold", "0.99999", "--no-rotations").stdout)
+        dup = json.loads(photoman(env, "dupes", "--json", "--threshold", "0.9995", "--no-rotations").stdout)
         exact = [g for g in dup["groups"] if g["kind"] == "exact"]
         assert any(str(extra / "IMG_0001.png") in [p["path"] for p in g["photos"]] for g in exact)
     finally:

@@ -84,3 +84,17 @@ def test_int8_text_tower_is_close_to_fp32_and_batch_independent(tiny_model: Path
     assert np.array_equal(together, alone)  # a text's vector never depends on its batch
     cos = (together * encoder.encode_texts(texts)).sum(axis=1)
     assert cos.min() > 0.99
+
+
+def test_lean_text_tower_equals_the_transformers_forward(encoder) -> None:
+    """One query at a time skips transformers' per-module overhead; the vectors must not change."""
+    import torch
+
+    assert encoder.lean_text is not None  # CPU fp32: single texts take the lean path
+    texts = ["a cat", "two dogs running across a frosty field", "x " * 200]  # the last one is truncated
+    tok = encoder.tokenizer(texts, padding=True, truncation=True, max_length=77, return_tensors="pt")
+    with torch.inference_mode():
+        out = encoder.model.get_text_features(**{k: tok[k] for k in ("input_ids", "attention_mask")})
+    ref = torch.nn.functional.normalize(out.pooler_output, dim=-1).numpy()
+    lean = np.stack([encoder.encode_texts([t])[0] for t in texts])
+    assert np.abs(lean - ref).max() < 1e-5

@@ -61,8 +61,9 @@ def test_upsert_search_count_ids(store) -> None:
     store.upsert(pts)  # idempotent
     assert store.count() == 6
     assert store.all_ids() == {p.id for p in pts}
+    # the stores keep float16 vectors: scores and returned vectors are exact to ~1e-4
     hits = store.search(unit(2), limit=3)
-    assert hits[0].id == pts[2].id and hits[0].score == pytest.approx(1.0, abs=1e-5)
+    assert hits[0].id == pts[2].id and hits[0].score == pytest.approx(1.0, abs=1e-3)
     assert hits[0].payload["hash"] == "hash2"
     assert [h.score for h in hits] == sorted((h.score for h in hits), reverse=True)
 
@@ -97,7 +98,7 @@ def test_set_payload_retrieve_delete(store) -> None:
     store.set_payload([pts[0].id], {"folders": ["/moved"]})
     got = store.retrieve([pts[0].id, point_id("nope", "m")], with_vectors=True)
     assert len(got) == 1 and got[0].payload["folders"] == ["/moved"] and got[0].payload["hash"] == "hash0"
-    assert np.allclose(got[0].vectors[IMAGE], unit(0), atol=1e-6)
+    assert np.allclose(got[0].vectors[IMAGE], unit(0), atol=1e-3)
     store.delete([pts[0].id, pts[1].id, point_id("unknown", "m")])
     assert store.count() == 4 and pts[0].id not in store.all_ids()
 
@@ -133,7 +134,8 @@ def test_caption_vectors_update_alone_and_fuse_by_rank(store) -> None:
     # re-embedding only the caption leaves the image vector as it was
     store.update_vectors([VectorPoint(pts[5].id, {CAPTION: unit(3)})])
     got = store.retrieve([pts[5].id], with_vectors=True)[0]
-    assert np.allclose(got.vectors[IMAGE], unit(5), atol=1e-6) and np.allclose(got.vectors[CAPTION], unit(3))
+    assert np.allclose(got.vectors[IMAGE], unit(5), atol=1e-3)
+    assert np.allclose(got.vectors[CAPTION], unit(3), atol=1e-3)
     store.delete_vectors([pts[0].id], [CAPTION])
     assert pts[0].id not in {h.id for h in store.search(unit(3), using=CAPTION, limit=10)}
     # RRF: point 3 is first by image, point 5 first by caption; each ranks second in the other

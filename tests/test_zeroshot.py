@@ -142,10 +142,13 @@ def test_duplicates_exact_rotated_and_trash(
     chelsea = library_dir / "scikit-image--chelsea.png"
     shutil.copy(chelsea, library_dir / "trips" / "chelsea-copy.png")  # exact copy
     rotated_copy(library_dir / "scikit-image--coffee.png", library_dir / "coffee-turned.png")
-    Image.open(chelsea).resize((225, 150)).save(library_dir / "chelsea-small.png")  # smaller
+    im = Image.open(chelsea)  # a smaller, cropped version: similar (cos ≈ 0.995) but not a copy
+    small = im.crop((40, 20, im.width - 20, im.height - 10)).resize((225, 150))
+    small.save(library_dir / "chelsea-small.png")
     with Library(replace(settings, batch_size=32)) as lib:
         index(lib, [library_dir])
-        strict = find_duplicates(lib, threshold=0.99999, rotations=False)
+        # thresholds stay below 1 - 1e-4: the store keeps float16 vectors (scores exact to ~1e-4)
+        strict = find_duplicates(lib, threshold=0.9995, rotations=False)
         exact = [g for g in strict if g.kind == "exact"]
         assert [sorted(p["path"] for p in g.photos) for g in exact] == [
             sorted([str(chelsea), str(library_dir / "trips" / "chelsea-copy.png")])
@@ -153,7 +156,7 @@ def test_duplicates_exact_rotated_and_trash(
         assert not any(
             str(library_dir / "coffee-turned.png") in [p["path"] for p in g.photos] for g in strict
         )
-        groups = find_duplicates(lib, threshold=0.99999, rotations=True)
+        groups = find_duplicates(lib, threshold=0.9995, rotations=True)
         turned = next(g for g in groups if any(p["path"].endswith("coffee-turned.png") for p in g.photos))
         pair = {str(library_dir / "coffee-turned.png"), str(library_dir / "scikit-image--coffee.png")}
         assert {p["path"] for p in turned.photos} == pair
@@ -200,7 +203,7 @@ def test_cli_commands(cli_env: Settings, library_dir: Path, tmp_path: Path) -> N
     res = runner.invoke(app, ["tag"])
     assert res.exit_code == 0 and "of 10 photos" in res.stdout
     assert runner.invoke(app, ["tags", "--json"]).exit_code == 0
-    res = runner.invoke(app, ["dupes", "--json", "--threshold", "0.99999", "--no-rotations"])
+    res = runner.invoke(app, ["dupes", "--json", "--threshold", "0.9995", "--no-rotations"])
     assert json.loads(res.stdout) == {"groups": [], "trashed": []}
     bad = runner.invoke(app, ["classify", str(library_dir / "scikit-image--chelsea.png"), "-l", "cat"])
     assert bad.exit_code == 2 and "at least two labels" in bad.stderr

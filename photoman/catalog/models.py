@@ -57,7 +57,12 @@ class Photo(Base):
     @property
     def camera(self) -> str | None:
         """Make and model as one string, without the make repeated (\"Canon Canon EOS\")."""
-        make, model = (self.camera_make or "").strip(), (self.camera_model or "").strip()
+        return Photo.camera_name(self.camera_make, self.camera_model)
+
+    @staticmethod
+    def camera_name(make: str | None, model: str | None) -> str | None:
+        """What :attr:`camera` shows, from the two columns (for joins that read plain rows)."""
+        make, model = (make or "").strip(), (model or "").strip()
         if model.lower().startswith(make.lower()):
             make = ""
         return " ".join(p for p in (make, model) if p) or None

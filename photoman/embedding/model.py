@@ -123,6 +123,7 @@ class ClipEncoder:
     autocast: Any  # torch.dtype or None
     dim: int
     text_int8: bool = False
+    lean_text: Any = None  # LeanTextTower on CPU: one query's encoding without per-module overhead
 
     @property
     def logit_scale(self) -> float:
@@ -177,11 +178,24 @@ class ClipEncoder:
 
         if not texts:
             return np.zeros((0, self.dim), dtype=np.float32)
-        if self.text_int8 and len(texts) > 1:
+        max_len = getattr(self.model.config.text_config, "max_position_embeddings", 77)
+        if self.lean_text is not None and (len(texts) == 1 or self.text_int8):
             # int8 dynamic quantisation scales activations per batch: one text at a time keeps a
             # text's vector independent of whatever it was batched with
+            with torch.inference_mode():
+                feats = torch.cat(
+                    [
+                        self.lean_text(
+                            self.tokenizer([t], truncation=True, max_length=max_len, return_tensors="pt")[
+                                "input_ids"
+                            ].to(self.device)
+                        )
+                        for t in texts
+                    ]
+                )
+            return self._finish(feats)
+        if self.text_int8 and len(texts) > 1:
             return np.concatenate([self.encode_texts([t]) for t in texts])
-        max_len = getattr(self.model.config.text_config, "max_position_embeddings", 77)
         tok = self.tokenizer(
             list(texts), padding=True, truncation=True, max_length=max_len, return_tensors="pt"
         )
@@ -208,9 +222,10 @@ def _quantize_text_tower(clip: Any) -> bool:
         return False
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        clip.text_model = quantize(clip.text_model, {torch.nn.Linear}, dtype=torch.qint8)
+        # in place: embeddings and LayerNorms stay the very objects the lean tower shares
+        clip.text_model = quantize(clip.text_model, {torch.nn.Linear}, dtype=torch.qint8, inplace=True)
         clip.text_projection = quantize(torch.nn.Sequential(clip.text_projection), {torch.nn.Linear},
-                                        dtype=torch.qint8)[0]  # fmt: skip
+                                        dtype=torch.qint8, inplace=True)[0]  # fmt: skip
     return True
 
 
@@ -258,7 +273,16 @@ def load_encoder(
         first = str(exc).strip().splitlines()[0] if str(exc).strip() else exc.__class__.__name__
         raise ModelError(f"cannot load CLIP model {model!r}: {first}") from None
     clip.eval().to(dev)
-    text_int8 = bool(text_int8 and dev == "cpu" and autocast is None and _quantize_text_tower(clip))
+    from photoman.embedding.text_tower import LeanTextTower
+
+    lean = None
+    if dev == "cpu" and autocast is None and LeanTextTower.supports(clip):
+        lean = LeanTextTower(clip, int8=text_int8)
+        if lean.int8:  # texts now go through the lean tower; int8 keeps the unused copy small
+            _quantize_text_tower(clip)
+        text_int8 = lean.int8
+    else:
+        text_int8 = bool(text_int8 and dev == "cpu" and autocast is None and _quantize_text_tower(clip))
     dim = int(clip.config.projection_dim)
     return ClipEncoder(
         model_id=model_identity(model),
@@ -269,6 +293,7 @@ def load_encoder(
         autocast=autocast,
         dim=dim,
         text_int8=text_int8,
+        lean_text=lean,
     )
 
 

@@ -23,10 +23,17 @@ from photoman.media.decode import is_image_path
 log = logging.getLogger("photoman.watcher")
 
 INOTIFY_HINT = (
-    "the inotify watch limit is reached; raise it with "
-    "`sudo sysctl fs.inotify.max_user_watches=524288` (persist it in /etc/sysctl.d/); "
+    "the inotify {what} limit is reached; raise it with "
+    "`sudo sysctl fs.inotify.{sysctl}={value}` (persist it in /etc/sysctl.d/); "
     "polling {root} meanwhile"
 )
+
+
+def inotify_hint(err: int, root: str) -> str:
+    """What to tell the user when inotify runs out: which limit, and the sysctl that raises it."""
+    if err == errno.EMFILE:  # too many inotify instances (each watching program holds one or more)
+        return INOTIFY_HINT.format(what="instance", sysctl="max_user_instances", value=1024, root=root)
+    return INOTIFY_HINT.format(what="watch", sysctl="max_user_watches", value=524288, root=root)
 
 
 class DirtyPaths:
@@ -98,17 +105,19 @@ class Watcher:
             return self.kinds[root]
         handler = _Handler(self.dirty, root)
         if root not in self.poll_roots:
-            observer: BaseObserver = Observer()
+            observer: BaseObserver | None = None
             try:
+                observer = Observer()  # watchdog's inotify observer opens its instance right here
                 observer.schedule(handler, root, recursive=True)
                 observer.start()
                 self.observers[root], self.kinds[root] = observer, "native"
                 return "native"
             except OSError as exc:
-                _stop(observer)
+                if observer is not None:
+                    _stop(observer)
                 if exc.errno not in (errno.ENOSPC, errno.EMFILE):
                     raise
-                log.warning(INOTIFY_HINT.format(root=root))
+                log.warning(inotify_hint(exc.errno, root))
         observer = PollingObserver(timeout=self.poll_interval)
         observer.schedule(handler, root, recursive=True)
         observer.start()

@@ -146,9 +146,14 @@ class VectorStore(Protocol):
         """Search several named vectors (each above its threshold) and fuse the rankings by RRF, k=60."""
 
     def search(
-        self, vector: np.ndarray, using: str = IMAGE, limit: int = 10, flt: SearchFilter | None = None
+        self,
+        vector: np.ndarray,
+        using: str = IMAGE,
+        limit: int = 10,
+        flt: SearchFilter | None = None,
+        with_payload: bool = True,
     ) -> list[Hit]:
-        """Exact nearest neighbours by cosine similarity, best first."""
+        """Exact nearest neighbours by cosine similarity, best first (payload-less hits are cheaper)."""
 
     def retrieve(self, ids: Sequence[str], with_vectors: bool = False) -> list[VectorPoint]:
         """Points by id (missing ids are skipped)."""
@@ -204,6 +209,11 @@ def translate_filter(flt: SearchFilter | None, m: Any, date_range: Any, has_id: 
         must.append(has_id(list(flt.ids)))
     must_not = [field("roots", match=m.MatchAny(any=list(flt.exclude_roots)))] if flt.exclude_roots else []
     return m.Filter(must=must or None, must_not=must_not or None)
+
+
+def cosine(score: float) -> float:
+    """A stored-vector cosine, clamped: float16 storage can put a self-match at 1.0002."""
+    return min(1.0, max(-1.0, float(score)))
 
 
 def as_list(vec: np.ndarray | Sequence[float]) -> list[float]:
