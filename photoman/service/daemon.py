@@ -79,6 +79,14 @@ class Activity:
     runs: int = 0
 
 
+def torch_threads(n: int, force: bool = False) -> None:
+    """Size the calling thread's OpenMP team (torch applies its setting per calling thread)."""
+    import torch
+
+    if force or torch.get_num_threads() != n:
+        torch.set_num_threads(n)
+
+
 def setup_logging(settings: Settings, foreground: bool) -> None:
     settings.state_dir.mkdir(parents=True, exist_ok=True)
     root = logging.getLogger("photoman")
@@ -109,12 +117,20 @@ class Daemon:
         self.lib: Library | None = None
         self.server: SocketServer | None = None
         self.query_pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="query")
+        self.index_threads = max(1, (os.cpu_count() or 1) // 2)
 
     # ---- requests (socket threads) ----
     def dispatch(self, op: str, args: dict[str, Any]) -> Any:
         """Queries' model work runs on one long-lived thread (not a fresh thread per connection)."""
         if op in ("find", "heatmap", "caption", "tag", "dupes"):
-            return self.query_pool.submit(self._dispatch, op, args).result()
+            return self.query_pool.submit(self._model_op, op, args).result()
+        return self._dispatch(op, args)
+
+    def _model_op(self, op: str, args: dict[str, Any]) -> Any:
+        # all cores while the indexer rests; during indexing the indexer's share is taken, and an
+        # oversubscribed OpenMP team makes a query several times slower
+        cores = os.cpu_count() or 1
+        torch_threads(cores if self.activity.state == "idle" else max(1, cores - self.index_threads))
         return self._dispatch(op, args)
 
     def _dispatch(self, op: str, args: dict[str, Any]) -> Any:
@@ -221,6 +237,7 @@ class Daemon:
             self.gate.wait_idle()
             if self.stop_event.is_set():
                 raise Abandon
+            torch_threads(self.index_threads, force=True)  # MKL's count is global: a query may have moved it
             parts.append(self.lib.encoder.encode_pixels(pixels[i : i + self.CHUNK]))
         return np.concatenate(parts) if parts else np.zeros((0, self.lib.encoder.dim), dtype=np.float32)
 
@@ -322,11 +339,13 @@ class Daemon:
             log.info("starting (pid %d), data dir %s, model %s", os.getpid(), s.data_dir, s.model)
             import torch
 
-            # torch's thread count is process-wide: half the cores for the model, the rest for the
-            # decode workers and for answering queries. A query's text encoding is too small to gain
-            # from a parallel team, and waking a sleeping one costs more than it saves (measured:
-            # warm p50 40 → 28 ms on 2 cores); indexing keeps the other core busy decoding.
-            torch.set_num_threads(max(1, (os.cpu_count() or 1) // 2))
+            # OpenMP keeps one thread team per calling thread, and once the process has more team
+            # threads than cores every team stops spinning between parallel regions, so each of a
+            # query's ~100 small ops pays a wake-up (measured: a 2-thread query went 15 → 40 ms).
+            # So the main thread never forms a team (it only loads the model); the query thread
+            # uses every core while the indexer rests; the indexer takes half the cores (the rest
+            # decode) and queries during indexing get what is left.
+            torch.set_num_threads(1)
             try:
                 self.lib.store  # noqa: B018
                 self.lib.encoder  # noqa: B018 - warm: queries never pay the model load
