@@ -56,6 +56,23 @@ def pipeline(folder: Path, model_dir: Path, workers: int, batch: int) -> float:
         shutil.rmtree(data, ignore_errors=True)
 
 
+def model_ceiling(model_dir: Path, batch: int, seconds: float = 10.0) -> tuple[float, str]:
+    """Images/s of the model alone on ready pixels at the auto precision: no pipeline can beat it."""
+    import numpy as np
+
+    from photoman.embedding.model import load_encoder
+
+    enc = load_encoder(str(model_dir))
+    shape = (batch, enc.spec.crop, enc.spec.crop, 3)
+    pixels = np.random.default_rng(0).integers(0, 255, shape, dtype=np.uint8)
+    enc.encode_pixels(pixels)
+    done, t = 0, time.perf_counter()
+    while time.perf_counter() - t < seconds:
+        enc.encode_pixels(pixels)
+        done += batch
+    return done / (time.perf_counter() - t), str(enc.autocast or "fp32").replace("torch.", "")
+
+
 def parity(files: list[Path], model_dir: Path, reference: list) -> tuple[float, float]:
     from photoman.embedding.model import load_encoder
     from photoman.media.decode import load_image
@@ -91,6 +108,13 @@ def main() -> None:
         f"({args.workers} decode workers, batch {args.batch_size})"
     )
     print(f"ratio (b)/(a)               : {b / a:6.2f}x")
+    from photoman.embedding.model import cpu_has_bf16
+
+    ceiling, precision = model_ceiling(model_dir, args.batch_size)
+    print(
+        f"model alone, ready pixels  : {ceiling:6.2f} images/s at {precision} "
+        f"(CPU bf16 instructions: {'yes' if cpu_has_bf16() else 'no'}); (b) reaches {b / ceiling:.0%} of it"
+    )
     fp32, bf16 = parity(files, model_dir, reference)
     print(f"parity vs reference, max cosine distance: fast path fp32 {fp32:.2e}, fast path bf16 {bf16:.2e}")
 
