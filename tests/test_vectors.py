@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from datetime import datetime
 from pathlib import Path
 
@@ -66,6 +67,10 @@ def test_upsert_search_count_ids(store) -> None:
     assert hits[0].id == pts[2].id and hits[0].score == pytest.approx(1.0, abs=1e-3)
     assert hits[0].payload["hash"] == "hash2"
     assert [h.score for h in hits] == sorted((h.score for h in hits), reverse=True)
+    assert all(-1.0 <= h.score <= 1.0 for h in store.search(unit(0), limit=6))  # clamped cosines
+    bare = store.search(unit(2), limit=3, with_payload=False)  # the cheap form the cutoff pool uses
+    assert [(h.id, h.score) for h in bare] == [(h.id, h.score) for h in hits]
+    assert all(h.payload == {} for h in bare)
 
 
 @pytest.mark.parametrize(
@@ -111,6 +116,8 @@ def test_edge_persists_and_admits_one_opener(tmp_path: Path) -> None:
     s.close()
     again = EdgeStore.open(tmp_path / "shard", "test", DIM)
     assert again.count() == 6
+    config = json.loads((tmp_path / "shard" / "edge_config.json").read_text())
+    assert {v["datatype"] for v in config["vectors"].values()} == {"float16"}  # half the bytes to scan
     assert again.disk_bytes() < 20_000_000  # real blocks, not the WAL's sparse preallocation
     again.close()
 
