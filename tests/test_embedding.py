@@ -98,3 +98,14 @@ def test_lean_text_tower_equals_the_transformers_forward(encoder) -> None:
     ref = torch.nn.functional.normalize(out.pooler_output, dim=-1).numpy()
     lean = np.stack([encoder.encode_texts([t])[0] for t in texts])
     assert np.abs(lean - ref).max() < 1e-5
+
+
+def test_a_repeated_query_text_is_encoded_once(tiny_model: Path) -> None:
+    enc = load_encoder(str(tiny_model), device="cpu", precision="fp32", text_int8=True)
+    first = enc.encode_texts(["a red boat"])[0]
+    again = enc.encode_texts(["a red boat"])[0]
+    info = enc._one_text.cache_info()
+    assert info.hits == 1 and info.misses == 1
+    assert np.array_equal(first, again)
+    again[0] = 5.0  # callers get their own arrays: the cached vector stays intact
+    assert np.array_equal(enc.encode_texts(["a red boat"])[0], first)

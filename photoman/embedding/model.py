@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import os
 import sys
 from collections.abc import Callable, Sequence
@@ -125,6 +126,14 @@ class ClipEncoder:
     text_int8: bool = False
     lean_text: Any = None  # LeanTextTower on CPU: one query's encoding without per-module overhead
 
+    def __post_init__(self) -> None:
+        # the TUI re-runs the same words on every filter or mode change: those are free the 2nd time
+        self._one_text = functools.lru_cache(maxsize=512)(self._encode_one_text)
+
+    def clear_text_cache(self) -> None:
+        """Forget cached text vectors (benchmarks that must time a real encoding)."""
+        self._one_text.cache_clear()
+
     @property
     def logit_scale(self) -> float:
         """CLIP's learned temperature (about 100), for zero-shot softmax."""
@@ -178,24 +187,13 @@ class ClipEncoder:
 
         if not texts:
             return np.zeros((0, self.dim), dtype=np.float32)
-        max_len = getattr(self.model.config.text_config, "max_position_embeddings", 77)
         if self.lean_text is not None and (len(texts) == 1 or self.text_int8):
             # int8 dynamic quantisation scales activations per batch: one text at a time keeps a
             # text's vector independent of whatever it was batched with
-            with torch.inference_mode():
-                feats = torch.cat(
-                    [
-                        self.lean_text(
-                            self.tokenizer([t], truncation=True, max_length=max_len, return_tensors="pt")[
-                                "input_ids"
-                            ].to(self.device)
-                        )
-                        for t in texts
-                    ]
-                )
-            return self._finish(feats)
+            return np.stack([self._one_text(t) for t in texts])
         if self.text_int8 and len(texts) > 1:
             return np.concatenate([self.encode_texts([t]) for t in texts])
+        max_len = getattr(self.model.config.text_config, "max_position_embeddings", 77)
         tok = self.tokenizer(
             list(texts), padding=True, truncation=True, max_length=max_len, return_tensors="pt"
         )
@@ -203,6 +201,16 @@ class ClipEncoder:
         with torch.inference_mode(), self._autocast_ctx():
             feats = self._pooled(self.model.get_text_features(**tok))
         return self._finish(feats)
+
+    def _encode_one_text(self, text: str) -> np.ndarray:
+        import torch
+
+        max_len = getattr(self.model.config.text_config, "max_position_embeddings", 77)
+        ids = self.tokenizer([text], truncation=True, max_length=max_len, return_tensors="pt")["input_ids"]
+        with torch.inference_mode():
+            vec = self._finish(self.lean_text(ids.to(self.device)))[0]
+        vec.flags.writeable = False  # shared by every caller of the cache
+        return vec
 
 
 def _quantize_text_tower(clip: Any) -> bool:
