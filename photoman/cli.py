@@ -365,7 +365,7 @@ def embed(
     as_json: Annotated[bool, typer.Option("--json", help="JSON with the full vectors.")] = False,
 ) -> None:
     """Print the normalised CLIP vectors of images and/or texts (for scripts); needs no library."""
-    from photoman.embedding.model import load_encoder
+    from photoman.library import open_encoder
     from photoman.media.decode import load_image
 
     images, text = images or [], text or []
@@ -375,7 +375,7 @@ def embed(
     for p in images:
         if not p.is_file():
             raise fail(f"no such image file: {p}", 2)
-    encoder = load_encoder(cfg.model, cfg.device, cfg.precision, text_int8=bool(cfg.text_int8))
+    encoder = open_encoder(cfg)
     rows: list[dict[str, Any]] = []
     for p in images:
         vec = encoder.encode_images([load_image(p, min_side=encoder.spec.size)])[0]
@@ -523,7 +523,7 @@ def classify(
     as_json: Annotated[bool, typer.Option("--json", help="JSON {label: probability}.")] = False,
 ) -> None:
     """Zero-shot classification: softmax over the given labels with CLIP's logit scale."""
-    from photoman.embedding.model import load_encoder
+    from photoman.library import open_encoder
     from photoman.media.decode import load_image
     from photoman.zeroshot.tagging import classify as run_classify
 
@@ -533,7 +533,7 @@ def classify(
     if not path.is_file():
         raise fail(f"no such image file: {path}", 2)
     cfg = settings()
-    encoder = load_encoder(cfg.model, cfg.device, cfg.precision, text_int8=bool(cfg.text_int8))
+    encoder = open_encoder(cfg)
     probs = run_classify(encoder, load_image(path, min_side=encoder.spec.size), names)
     if as_json:
         out.print_json(json.dumps({n: round(p, 6) for n, p in probs}))
@@ -553,7 +553,7 @@ def locate(
     as_json: Annotated[bool, typer.Option("--json", help="Box, score, windows and timing as JSON.")] = False,
 ) -> None:
     """Zero-shot localisation: sliding windows scored against the text; heat map PNG and best box."""
-    from photoman.embedding.model import load_encoder
+    from photoman.library import open_encoder
     from photoman.media.decode import load_image
     from photoman.zeroshot.locate import locate as run_locate
     from photoman.zeroshot.locate import overlay
@@ -563,7 +563,7 @@ def locate(
     if not path.is_file():
         raise fail(f"no such image file: {path}", 2)
     cfg = settings()
-    encoder = load_encoder(cfg.model, cfg.device, cfg.precision, text_int8=bool(cfg.text_int8))
+    encoder = open_encoder(cfg)
     image = load_image(path, min_side=1024)  # JPEGs decode at reduced scale; boxes map back below
     full_size = _image_size(path)
     text = encoder.encode_texts([query])[0]

@@ -54,6 +54,13 @@ def _stderr(msg: str) -> None:
     print(msg, file=sys.stderr, flush=True)
 
 
+def open_encoder(settings: Settings, notify: Notify = _stderr) -> ClipEncoder:
+    """The CLIP encoder these settings ask for (model, device, precision, int8 text tower)."""
+    return load_encoder(
+        settings.model, settings.device, settings.precision, notify=notify, text_int8=bool(settings.text_int8)
+    )
+
+
 class Library:
     """Everything a command needs, opened lazily: torch and the model load only when something embeds."""
 
@@ -103,10 +110,7 @@ class Library:
     @property
     def encoder(self) -> ClipEncoder:
         if self._encoder is None:
-            s = self.settings
-            self._encoder = load_encoder(
-                s.model, s.device, s.precision, notify=self.notify, text_int8=bool(s.text_int8)
-            )
+            self._encoder = open_encoder(self.settings, self.notify)
         return self._encoder
 
     @property

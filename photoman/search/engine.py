@@ -227,7 +227,7 @@ def join(lib: Library, hits: list[Hit]) -> list[Result]:
     )
     by_hash: dict[str, list[Any]] = {}
     for r in rows:
-        by_hash.setdefault(r.content_hash, []).append(r)  # type: ignore[arg-type]
+        by_hash.setdefault(r.content_hash, []).append(r)
     results: list[Result] = []
     for hit in hits:
         group = by_hash.get(hit.payload.get("hash", ""))

@@ -211,6 +211,11 @@ def translate_filter(flt: SearchFilter | None, m: Any, date_range: Any, has_id: 
     return m.Filter(must=must or None, must_not=must_not or None)
 
 
+def fusion_plan(limit: int, thresholds: dict[str, float] | None) -> tuple[int, dict[str, float]]:
+    """How deep each named vector's prefetch goes before RRF, and the cutoffs that actually cut."""
+    return max(limit * 4, 100), {k: v for k, v in (thresholds or {}).items() if v != float("-inf")}
+
+
 def cosine(score: float) -> float:
     """A stored-vector cosine, clamped: float16 storage can put a self-match at 1.0002."""
     return min(1.0, max(-1.0, float(score)))

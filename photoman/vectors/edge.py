@@ -20,6 +20,7 @@ from photoman.vectors.base import (
     VectorPoint,
     as_list,
     cosine,
+    fusion_plan,
     translate_filter,
 )
 
@@ -111,9 +112,8 @@ class EdgeStore:
         flt: SearchFilter | None = None,
         thresholds: dict[str, float] | None = None,
     ) -> list[Hit]:
-        thresholds = {k: v for k, v in (thresholds or {}).items() if v != float("-inf")}
+        depth, thresholds = fusion_plan(limit, thresholds)
         f = edge_filter(flt)
-        depth = max(limit * 4, 100)
         req = qe.QueryRequest(
             limit=limit,
             prefetches=[

@@ -20,6 +20,7 @@ from photoman.vectors.base import (
     VectorPoint,
     as_list,
     cosine,
+    fusion_plan,
     translate_filter,
 )
 
@@ -113,9 +114,8 @@ class ServerStore:
         flt: SearchFilter | None = None,
         thresholds: dict[str, float] | None = None,
     ) -> list[Hit]:
-        thresholds = {k: v for k, v in (thresholds or {}).items() if v != float("-inf")}
+        depth, thresholds = fusion_plan(limit, thresholds)
         f = server_filter(flt)
-        depth = max(limit * 4, 100)
         res = self._client.query_points(
             self.name,
             prefetch=[
