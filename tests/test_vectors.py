@@ -156,3 +156,50 @@ def test_caption_vectors_update_alone_and_fuse_by_rank(store) -> None:
     expected = sorted(set(ranks_img) | set(ranks_cap), key=rrf, reverse=True)[:3]
     assert [h.id for h in fused] == expected
     assert [h.score for h in fused] == sorted((h.score for h in fused), reverse=True)
+
+
+def test_edge_seals_segments_and_still_searches_exactly(tmp_path: Path) -> None:
+    """optimize() cuts the shard into segments scanned in parallel; results stay those of a full scan."""
+    dim, n = 64, 3000
+    rng = np.random.default_rng(7)
+    vecs = rng.standard_normal((n, dim)).astype(np.float32)
+    vecs /= np.linalg.norm(vecs, axis=1, keepdims=True)
+    ids = [point_id(f"h{i}", "m") for i in range(n)]
+    # segment_kb=64: ~500 float16 vectors of 64 dims per sealed segment
+    s = EdgeStore.open(tmp_path / "shard", "test", dim, segment_kb=64)
+    for start in range(0, n, 250):  # as the pipeline does: a batch written, then optimize()
+        s.upsert([VectorPoint(ids[i], {IMAGE: vecs[i]}, {"hash": f"h{i}", "roots": ["/a" if i % 2 else "/b"]})
+                  for i in range(start, start + 250)])  # fmt: skip
+        s.optimize()
+    s.delete(ids[:10])
+    s.optimize()
+    assert s._shard.info().segments_count >= 4
+    stored = vecs.astype(np.float16).astype(np.float32)
+    for q in rng.standard_normal((5, dim)).astype(np.float32):
+        q /= np.linalg.norm(q)
+        order = [i for i in np.argsort(-(stored @ q)) if i >= 10]
+        assert [h.id for h in s.search(q, limit=20)] == [ids[i] for i in order[:20]]
+        odd = [i for i in order if i % 2][:5]
+        assert [h.id for h in s.search(q, limit=5, flt=SearchFilter(roots=["/a"]))] == [ids[i] for i in odd]
+    s.close()
+    again = EdgeStore.open(tmp_path / "shard", "test", dim, segment_kb=64)
+    assert again.count() == n - 10 and again.all_ids() == set(ids[10:])
+    again.close()
+
+
+def test_edge_opens_a_float32_shard_made_before_the_segment_policy(tmp_path: Path) -> None:
+    import qdrant_edge as qe
+
+    def params() -> qe.EdgeVectorParams:
+        return qe.EdgeVectorParams(size=DIM, distance=qe.Distance.Cosine)
+
+    old = qe.EdgeShard.create(str(tmp_path / "shard"), qe.EdgeConfig(vectors={IMAGE: params(), "caption": params()}))
+    old.close()
+    s = EdgeStore.open(tmp_path / "shard", "test", DIM)
+    s.upsert(points())
+    s.optimize()
+    assert s.search(unit(2), limit=1)[0].id == point_id("hash2", "m")
+    s.close()
+    config = json.loads((tmp_path / "shard" / "edge_config.json").read_text())
+    assert "datatype" not in config["vectors"][IMAGE]  # its vectors stay float32
+    assert config["optimizers"]["indexing_threshold"] > 0 and config["hnsw_config"]["m"] == 0

@@ -225,6 +225,7 @@ class _Writer:
                 else:
                     lib.store.delete_vectors([pid], [CAPTION])
             # leaving the block commits the catalog, after the vectors are in
+        lib.store.optimize()  # seals the appendable segment once it is full (rarely; ~0.3 ms otherwise)
 
 
 def forget(lib: Library, rows: Iterable[Photo], extra_stale: set[str]) -> int:
@@ -309,6 +310,7 @@ def _run(
         tag_library(lib, label_set(), hashes=sorted(writer.new_hashes))
     report.removed += forget(lib, gone, writer.stale_hashes)
     lib.store.flush()
+    lib.store.optimize()
 
 
 def index(

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
 from typing import Any
@@ -86,12 +86,22 @@ class Result:
 
     def to_json(self) -> dict[str, Any]:
         """The JSON schema of `photoman find --json` (stable: scripts depend on it)."""
-        d = asdict(self)
-        d.pop("mtime")
-        if d["explain"] is None:
-            d.pop("explain")
-        d["score"] = round(self.score, 6)
-        d["taken_at"] = self.taken_at.isoformat() if self.taken_at else None
+        # written out rather than dataclasses.asdict (its deep copy was a tenth of a warm query)
+        d: dict[str, Any] = {
+            "rank": self.rank,
+            "score": round(self.score, 6),
+            "path": self.path,
+            "content_hash": self.content_hash,
+            "taken_at": self.taken_at.isoformat() if self.taken_at else None,
+            "width": self.width,
+            "height": self.height,
+            "camera": self.camera,
+            "format": self.format,
+            "caption": self.caption,
+            "duplicates": list(self.duplicates),
+        }
+        if self.explain is not None:
+            d["explain"] = [dict(e) for e in self.explain]
         return d
 
 
@@ -216,10 +226,11 @@ _JOIN_COLUMNS = (
 def join(lib: Library, hits: list[Hit]) -> list[Result]:
     """Hits joined with their catalog rows; points the catalog does not know are dropped."""
     hashes = [h.payload.get("hash") for h in hits if h.payload.get("hash")]
-    with lib.catalog.session() as s:
-        # plain columns, not ORM objects (half the time); filter on the hash index only: an ORDER BY
-        # or a status condition lets SQLite walk the path or status index instead (2 ms → 50 ms)
-        rows = s.execute(
+    with lib.catalog.engine.connect() as conn:
+        # plain columns on a Core connection, not ORM objects in a session (a third of the time);
+        # filter on the hash index only: an ORDER BY or a status condition lets SQLite walk the
+        # path or status index instead (2 ms → 50 ms)
+        rows = conn.execute(
             select(*_JOIN_COLUMNS, Photo.status, Photo.indexed_model).where(Photo.content_hash.in_(hashes))
         ).all()
     rows = sorted(

@@ -167,6 +167,9 @@ class VectorStore(Protocol):
     def flush(self) -> None:
         """Make everything written so far durable."""
 
+    def optimize(self) -> None:
+        """Reorganise storage for fast search after writes (a no-op where the store does it itself)."""
+
     def disk_bytes(self) -> int | None:
         """Bytes on local disk, when the store is local."""
 

@@ -180,6 +180,9 @@ class ServerStore:
     def flush(self) -> None:
         """Server writes are durable once acknowledged (wait=True)."""
 
+    def optimize(self) -> None:
+        """The server runs its own optimizers in the background."""
+
     def disk_bytes(self) -> int | None:
         return None
 
