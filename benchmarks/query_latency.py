@@ -167,11 +167,13 @@ def daemon_vs_cold(data: Path, model: Path, words: list[str], queries: int, cold
     (data / "none.toml").write_text("")
     sock = Settings(data_dir=data, runtime_dir=data / "run").socket_path
     cmd = [sys.executable, "-m", "photoman"]
-    proc = subprocess.Popen([*cmd, "watch"], env=env, stdout=subprocess.DEVNULL, stderr=open(data / "daemon.err", "w"))
+    err = data / "daemon.err"
+    with err.open("w") as err_file:
+        proc = subprocess.Popen([*cmd, "watch"], env=env, stdout=subprocess.DEVNULL, stderr=err_file)
     try:
         deadline = time.monotonic() + 300
         while not daemon_running(sock):
-            assert proc.poll() is None and time.monotonic() < deadline, (data / "daemon.err").read_text()[-2000:]
+            assert proc.poll() is None and time.monotonic() < deadline, err.read_text()[-2000:]
             time.sleep(0.2)
         while call(sock, "status")["daemon"]["state"] != "idle":
             time.sleep(0.2)

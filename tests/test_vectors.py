@@ -193,8 +193,8 @@ def test_edge_opens_a_float32_shard_made_before_the_segment_policy(tmp_path: Pat
     def params() -> qe.EdgeVectorParams:
         return qe.EdgeVectorParams(size=DIM, distance=qe.Distance.Cosine)
 
-    old = qe.EdgeShard.create(str(tmp_path / "shard"), qe.EdgeConfig(vectors={IMAGE: params(), "caption": params()}))
-    old.close()
+    config = qe.EdgeConfig(vectors={IMAGE: params(), "caption": params()})
+    qe.EdgeShard.create(str(tmp_path / "shard"), config).close()
     s = EdgeStore.open(tmp_path / "shard", "test", DIM)
     s.upsert(points())
     s.optimize()
