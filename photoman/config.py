@@ -26,6 +26,11 @@ def _default_state_dir() -> Path:
     return Path(platformdirs.user_state_dir(APP))
 
 
+def default_cache_dir() -> Path:
+    """Rebuildable files (the compiled text encoder): PHOTOMAN_CACHE_DIR or the platform cache dir."""
+    return Path(os.environ.get("PHOTOMAN_CACHE_DIR") or platformdirs.user_cache_dir(APP))
+
+
 def _default_runtime_dir() -> Path:
     base = os.environ.get("XDG_RUNTIME_DIR")
     if base:
@@ -55,6 +60,7 @@ class Settings:
     qdrant_api_key: str | None = None
     state_dir: Path = field(default_factory=_default_state_dir)  # daemon log
     runtime_dir: Path = field(default_factory=_default_runtime_dir)  # daemon socket
+    cache_dir: Path = field(default_factory=default_cache_dir)  # compiled text encoder (rebuildable)
     settle: float = 2.0  # seconds a file must be left alone before the watcher indexes it
     debounce: float = 0.5  # seconds to gather a burst of file events into one unit of work
     rescan_interval: float = 900.0  # seconds between full reconcile scans in the daemon

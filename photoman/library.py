@@ -57,7 +57,12 @@ def _stderr(msg: str) -> None:
 def open_encoder(settings: Settings, notify: Notify = _stderr) -> ClipEncoder:
     """The CLIP encoder these settings ask for (model, device, precision, int8 text tower)."""
     return load_encoder(
-        settings.model, settings.device, settings.precision, notify=notify, text_int8=bool(settings.text_int8)
+        settings.model,
+        settings.device,
+        settings.precision,
+        notify=notify,
+        text_int8=bool(settings.text_int8),
+        cache_dir=settings.cache_dir,
     )
 
 

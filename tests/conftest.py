@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import shutil
+import tempfile
 from pathlib import Path
 
 import pytest
@@ -13,6 +14,8 @@ from photoman.embedding.offline import build_random_clip
 
 os.environ["HF_HUB_OFFLINE"] = "1"  # nothing in the suite may reach the network
 os.environ.pop("PHOTOMAN_CONFIG", None)
+# the compiled text encoder is cached per checkpoint: one fresh cache for the whole run
+os.environ["PHOTOMAN_CACHE_DIR"] = tempfile.mkdtemp(prefix="photoman-test-cache-")
 
 FIXTURES = Path(__file__).parent / "fixtures"
 BPE_DIR = FIXTURES / "clip-bpe"

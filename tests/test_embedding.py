@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import numpy as np
@@ -109,3 +110,36 @@ def test_a_repeated_query_text_is_encoded_once(tiny_model: Path) -> None:
     assert np.array_equal(first, again)
     again[0] = 5.0  # callers get their own arrays: the cached vector stays intact
     assert np.array_equal(enc.encode_texts(["a red boat"])[0], first)
+
+
+def test_onnx_text_tower_is_the_transformers_forward_and_is_cached(tiny_model: Path, tmp_path: Path) -> None:
+    """The query-time ONNX Runtime tower: exported from the loaded modules, equal in fp32, built once."""
+    from transformers import CLIPModel
+
+    from photoman.embedding import onnx_text
+
+    clip = CLIPModel.from_pretrained(str(tiny_model)).eval()
+    enc = load_encoder(str(tiny_model), device="cpu", precision="fp32")
+    texts = ["a cat", "two dogs running across a frosty field", "x " * 200]
+    tok = enc.tokenizer(texts, padding=True, truncation=True, max_length=77, return_tensors="pt")
+    with torch.inference_mode():
+        ref = clip.get_text_features(**{k: tok[k] for k in ("input_ids", "attention_mask")}).pooler_output
+    fp32 = onnx_text.load(clip, tmp_path, quantize=False)
+    for i, text in enumerate(texts):
+        ids = enc.tokenizer([text], truncation=True, max_length=77, return_tensors="pt")["input_ids"]
+        assert (fp32(ids) - ref[i : i + 1]).abs().max() < 1e-5
+    int8 = onnx_text.load(clip, tmp_path)
+    built = int8.model_file.stat().st_mtime_ns
+    assert onnx_text.load(clip, tmp_path).model_file.stat().st_mtime_ns == built  # reused, not rebuilt
+    int8.model_file.write_bytes(b"truncated by a crash")
+    again = onnx_text.load(clip, tmp_path)  # a broken cache file is rebuilt, not fatal
+    ids = enc.tokenizer(["a cat"], return_tensors="pt")["input_ids"]
+    assert torch.nn.functional.cosine_similarity(again(ids), ref[:1]).item() > 0.99
+
+
+def test_cpu_queries_use_the_onnx_tower_by_default(tiny_model: Path) -> None:
+    from photoman.embedding.onnx_text import OnnxTextTower
+
+    enc = load_encoder(str(tiny_model), device="cpu", precision="fp32", text_int8=True)
+    assert isinstance(enc.lean_text, OnnxTextTower) and enc.text_int8
+    assert enc.lean_text.model_file.parent.parent == Path(os.environ["PHOTOMAN_CACHE_DIR"])

@@ -237,6 +237,24 @@ def _quantize_text_tower(clip: Any) -> bool:
     return True
 
 
+def _onnx_tower(clip: Any, cache_dir: Path | None, notify: Notify) -> Any:
+    """The int8 ONNX Runtime text tower, or None (not installed, or the export failed: torch it is)."""
+    from photoman.config import default_cache_dir
+    from photoman.embedding import onnx_text
+
+    if not onnx_text.available():
+        return None
+    cache = (cache_dir or default_cache_dir()) / "text-encoder"
+    try:
+        if not onnx_text.cached(clip, cache):
+            notify("Preparing the fast text encoder for this model (once, a few seconds)…")
+        return onnx_text.load(clip, cache)
+    except Exception as exc:  # noqa: BLE001 - any exporter/runtime failure: fall back, say why
+        first = (str(exc).strip().splitlines() or [exc.__class__.__name__])[0]
+        notify(f"fast text encoder unavailable ({first}); using the torch one")
+        return None
+
+
 def _spec_from_processor(image_processor: Any) -> PreprocessSpec:
     size = getattr(image_processor, "size", None) or {}
     crop = getattr(image_processor, "crop_size", None) or {}
@@ -261,8 +279,13 @@ def load_encoder(
     precision: str = "auto",
     notify: Notify = _stderr,
     text_int8: bool = False,
+    cache_dir: Path | None = None,
 ) -> ClipEncoder:
-    """Load model, tokenizer and preprocessing config the same way for the hub and local folders."""
+    """Load model, tokenizer and preprocessing config the same way for the hub and local folders.
+
+    On CPU a single query text takes the fastest path available: the int8 ONNX Runtime session
+    (``text_int8``, built once per checkpoint into ``cache_dir``), else the lean torch tower.
+    """
     source = _resolve_source(model, notify)
     dev = pick_device(device)
     autocast = _autocast_dtype(dev, precision)
@@ -283,9 +306,12 @@ def load_encoder(
     clip.eval().to(dev)
     from photoman.embedding.text_tower import LeanTextTower
 
-    lean = None
+    lean: Any = None
     if dev == "cpu" and autocast is None and LeanTextTower.supports(clip):
-        lean = LeanTextTower(clip, int8=text_int8)
+        if text_int8:
+            lean = _onnx_tower(clip, cache_dir, notify)
+        if lean is None:
+            lean = LeanTextTower(clip, int8=text_int8)
         if lean.int8:  # texts now go through the lean tower; int8 keeps the unused copy small
             _quantize_text_tower(clip)
         text_int8 = lean.int8

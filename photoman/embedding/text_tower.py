@@ -100,21 +100,33 @@ class LeanTextTower:
         except (AttributeError, IndexError, TypeError):
             return False
 
-    def __call__(self, input_ids: torch.Tensor) -> torch.Tensor:
-        """Projected (unnormalised) text features, shape (1, dim), for input_ids of shape (1, L)."""
-        length = input_ids.shape[-1]
-        pos = torch.arange(length, device=input_ids.device)
-        x = self.token_embedding(input_ids) + self.position_embedding(pos)[None]
+    def hidden(self, x: torch.Tensor) -> torch.Tensor:
+        """The transformer layers and final LayerNorm over embedded tokens x of shape (1, L, width)."""
+        length = x.shape[1]
         for ln1, qkv, out_proj, heads, head_dim, scale, ln2, fc1, act, fc2 in self.layers:
             q, k, v = qkv(ln1(x)).view(1, length, 3, heads, head_dim).permute(2, 0, 3, 1, 4)
             a = F.scaled_dot_product_attention(q, k, v, is_causal=True, scale=scale)
             x = x + out_proj(a.transpose(1, 2).reshape(1, length, heads * head_dim))
             x = x + fc2(act(fc1(ln2(x))))
-        x = self.final_ln(x)
+        return self.final_ln(x)
+
+    def project(self, x: torch.Tensor, eos: torch.Tensor | int) -> torch.Tensor:
+        """The end token's hidden state through the text projection, shape (1, dim)."""
+        return self.projection(x[:, eos])
+
+    def eos_position(self, input_ids: torch.Tensor) -> int:
+        """Where the end token is (transformers' rule, legacy configs included)."""
         ids = input_ids[0]
         if self.eos_token_id == 2:  # legacy configs: the end token has the highest id (as transformers does)
-            eos = int(ids.argmax())
-        else:
-            where = (ids == self.eos_token_id).nonzero()
-            eos = int(where[0, 0]) if len(where) else length - 1
-        return self.projection(x[:, eos])
+            return int(ids.argmax())
+        where = (ids == self.eos_token_id).nonzero()
+        return int(where[0, 0]) if len(where) else len(ids) - 1
+
+    def embed(self, input_ids: torch.Tensor) -> torch.Tensor:
+        """Token plus position embeddings, shape (1, L, width)."""
+        pos = torch.arange(input_ids.shape[-1], device=input_ids.device)
+        return self.token_embedding(input_ids) + self.position_embedding(pos)[None]
+
+    def __call__(self, input_ids: torch.Tensor) -> torch.Tensor:
+        """Projected (unnormalised) text features, shape (1, dim), for input_ids of shape (1, L)."""
+        return self.project(self.hidden(self.embed(input_ids)), self.eos_position(input_ids))
