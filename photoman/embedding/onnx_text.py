@@ -130,9 +130,10 @@ class OnnxTextTower:
             self._sessions[threads] = sess
         return sess
 
-    def warm(self) -> None:
-        """Open the session for the current thread count now (and fail here, not in a query)."""
-        self._session(max(1, torch.get_num_threads()))
+    def warm(self, threads: list[int] | None = None) -> None:
+        """Open the sessions for these thread counts (default: the current one) now, not in a query."""
+        for n in threads or [torch.get_num_threads()]:
+            self._session(max(1, n))
 
     def __call__(self, input_ids: torch.Tensor) -> torch.Tensor:
         """Projected (unnormalised) text features, shape (1, dim), for input_ids of shape (1, L)."""

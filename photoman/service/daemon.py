@@ -350,6 +350,10 @@ class Daemon:
             try:
                 self.lib.store  # noqa: B018
                 self.lib.encoder  # noqa: B018 - warm: queries never pay the model load
+                warm = getattr(self.lib.encoder.lean_text, "warm", None)
+                if warm is not None:  # the query text sessions for both of _model_op's thread counts
+                    cores = os.cpu_count() or 1
+                    warm(sorted({cores, max(1, cores - self.index_threads)}))
             except PhotomanError as exc:
                 log.error("cannot start: %s", exc)
                 raise
