@@ -3,18 +3,27 @@
 Request:  {"op": "find", "args": {...}}\\n
 Response: {"ok": true, "result": ...}\\n   or   {"ok": false, "error": "one line", "code": 2}\\n
 Ops: ping, find, caption, photo, heatmap, tag, tags, dupes, status, index, stop.
+
+Every request line gets exactly one reply, in order, so a client may pipeline several on one
+connection. A line that is not a JSON object with a string "op" and an object "args" (absent or null
+means {}), is not UTF-8, or nests deeper than MAX_DEPTH answers code 2 "bad request: ..."; a line
+longer than the server's limit answers that once and the connection is closed. Before connecting, the
+client checks the runtime dir (see runtime.py) and, once connected, that the daemon runs as its own uid.
 """
 
 from __future__ import annotations
 
 import json
 import socket
+import time
 from pathlib import Path
 from typing import Any
 
 from photoman.errors import PhotomanError
+from photoman.service.runtime import check_peer, check_runtime_dir
 
-MAX_LINE = 64 * 1024 * 1024
+MAX_LINE = 64 * 1024 * 1024  # bytes in one message (an image sent on stdin travels inside a request)
+MAX_DEPTH = 32  # nesting of arrays/objects in a request's args (real requests use less than 6)
 
 
 class DaemonError(PhotomanError):
@@ -29,41 +38,157 @@ def encode(obj: dict[str, Any]) -> bytes:
     return (json.dumps(obj, separators=(",", ":")) + "\n").encode()
 
 
-def read_line(sock: socket.socket) -> bytes:
-    """One newline-terminated message (without the newline); b'' when the peer closed first."""
-    chunks: list[bytes] = []
-    size = 0
+class FrameTooLong(DaemonError):
+    """A message longer than the reader's limit: its end cannot be found without unbounded memory."""
+
+    def __init__(self, limit: int) -> None:
+        super().__init__(f"message longer than {limit} bytes", 2)
+
+
+class BadRequest(ValueError):
+    """A request line that is not a well-formed request (answered as code 2 "bad request: ...")."""
+
+
+class LineReader:
+    """Newline-terminated messages from one socket; bytes after a newline wait for the next call."""
+
+    def __init__(self, sock: socket.socket, max_line: int = MAX_LINE) -> None:
+        self.sock = sock
+        self.max_line = max_line
+        self.buf = bytearray()
+        self.scanned = 0  # bytes of buf known to hold no newline
+
+    def readline(self, timeout: float | None = None) -> bytes | None:
+        """The next message without its newline; None at end of stream (a partial last line is lost,
+        see `.pending`). `timeout` bounds the whole message, so a slow trickle cannot stretch it.
+        Raises FrameTooLong past max_line, TimeoutError when the timeout passes."""
+        deadline = None if timeout is None else time.monotonic() + timeout
+        while True:
+            nl = self.buf.find(b"\n", self.scanned)
+            if nl >= 0:
+                line = bytes(self.buf[:nl])
+                del self.buf[: nl + 1]
+                self.scanned = 0
+                return line
+            self.scanned = len(self.buf)
+            if len(self.buf) > self.max_line:
+                raise FrameTooLong(self.max_line)
+            if deadline is not None:
+                left = deadline - time.monotonic()
+                if left <= 0:
+                    raise TimeoutError("timed out waiting for a whole message")
+                self.sock.settimeout(left)
+            chunk = self.sock.recv(min(1 << 20, self.max_line + 1 - len(self.buf)) or 1)
+            if not chunk:
+                return None
+            self.buf += chunk
+
+    @property
+    def pending(self) -> int:
+        """Bytes received after the last whole message (a truncated one, at end of stream)."""
+        return len(self.buf)
+
+
+def read_line(sock: socket.socket, max_line: int = MAX_LINE) -> bytes:
+    """One message (without the newline); b'' when the peer closed first. Anything the peer sent after
+    that message is dropped: to read several from one socket, keep one LineReader."""
+    line = LineReader(sock, max_line).readline()
+    return b"" if line is None else line
+
+
+def _depth_over(obj: Any, limit: int) -> bool:
+    """Whether arrays/objects nest deeper than `limit` (iterative: a deep value cannot recurse here)."""
+    stack = [(obj, 1)]
+    while stack:
+        value, depth = stack.pop()
+        if isinstance(value, dict):
+            value = value.values()
+        elif not isinstance(value, list):
+            continue
+        if depth > limit:
+            return True
+        stack.extend((v, depth + 1) for v in value if isinstance(v, dict | list))
+    return False
+
+
+def parse_request(line: bytes) -> tuple[str, dict[str, Any]]:
+    """(op, args) from one request line; BadRequest saying what is wrong with anything else."""
+    if not line.strip():
+        raise BadRequest('empty request; send one JSON object per line, e.g. {"op": "ping"}')
+    try:
+        text = line.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise BadRequest(f"not UTF-8 ({exc.reason} at byte {exc.start})") from None
+    try:
+        req = json.loads(text)
+    except RecursionError:
+        raise BadRequest(f"JSON nested too deeply (at most {MAX_DEPTH} levels)") from None
+    except ValueError as exc:
+        raise BadRequest(f"not JSON ({exc})") from None
+    if not isinstance(req, dict):
+        raise BadRequest(f'a request must be a JSON object like {{"op": "ping"}}, not {type(req).__name__}')
+    op, args = req.get("op"), req.get("args")
+    if not isinstance(op, str) or not op:
+        raise BadRequest(f"'op' must be a non-empty string, not {op!r:.40}")
+    if args is None:
+        args = {}
+    elif not isinstance(args, dict):
+        raise BadRequest(f"'args' must be an object, not {type(args).__name__}")
+    if _depth_over(args, MAX_DEPTH):
+        raise BadRequest(f"JSON nested too deeply (at most {MAX_DEPTH} levels in 'args')")
+    return op, args
+
+
+def _connect(path: Path, timeout: float) -> socket.socket:
+    """A connected socket; while the daemon's listen backlog is full (EAGAIN), wait for room as a
+    blocking connect would (a socket with a timeout is non-blocking and would fail at once)."""
+    deadline = time.monotonic() + timeout
+    delay = 0.001
     while True:
-        chunk = sock.recv(65536)
-        if not chunk:
-            return b""
-        nl = chunk.find(b"\n")
-        if nl >= 0:
-            chunks.append(chunk[:nl])
-            return b"".join(chunks)
-        chunks.append(chunk)
-        size += len(chunk)
-        if size > MAX_LINE:
-            raise DaemonError("message too long")
+        sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        sock.settimeout(timeout)
+        try:
+            sock.connect(str(path))
+            return sock
+        except BlockingIOError:
+            sock.close()
+            if time.monotonic() + delay > deadline:
+                raise
+        except BaseException:
+            sock.close()
+            raise
+        time.sleep(delay)
+        delay = min(delay * 2, 0.05)
 
 
 def call(path: Path, op: str, args: dict[str, Any] | None = None, timeout: float = 300.0) -> Any:
-    """One request, its result; DaemonError for an error reply, OSError when nobody listens."""
-    with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as sock:
-        sock.settimeout(timeout)
-        sock.connect(str(path))
+    """One request, its result; DaemonError for an error reply, OSError when nobody listens,
+    UnsafeRuntimeError (before anything is sent) when another user could be posing as the daemon."""
+    path = Path(path)
+    check_runtime_dir(path.parent)  # FileNotFoundError (an OSError) when there is none: no daemon
+    with _connect(path, timeout) as sock:
+        check_peer(sock, path)
         sock.sendall(encode({"op": op, "args": args or {}}))
-        line = read_line(sock)
+        line = LineReader(sock).readline()
     if not line:
         raise DaemonError("the daemon closed the connection without answering (is it shutting down?)")
     reply = json.loads(line)
+    if not isinstance(reply, dict):
+        raise DaemonError(f"the daemon sent a malformed reply: {line[:100]!r}")
     if not reply.get("ok"):
         raise DaemonError(reply.get("error", "unknown daemon error"), int(reply.get("code", 1)))
     return reply.get("result")
 
 
 def daemon_running(path: Path) -> bool:
-    """Whether a daemon answers on this socket (a stale socket file from a crash does not count)."""
+    """Whether a daemon answers on this socket (a stale socket file from a crash does not count).
+
+    False when there is no socket. When there is one but the runtime dir is not private to us or the
+    process serving it is another user's, this raises UnsafeRuntimeError instead of answering False:
+    False would quietly fall back to opening the stores here, and the user would never learn that
+    someone is posing as their daemon (its query texts would go to whoever asks next).
+    """
+    path = Path(path)
     if not path.exists():
         return False
     try:
