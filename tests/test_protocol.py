@@ -4,6 +4,7 @@ dispatch function (no model)."""
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import json
 import logging
@@ -142,7 +143,7 @@ def test_requests_split_anywhere_across_writes(serve) -> None:
 def test_oversize_frame_gets_one_error_then_the_connection_closes(serve) -> None:
     srv = serve(max_line=1024)
     with connect(srv.path) as s:
-        with pytest.raises(OSError):  # the server stops reading; our send may hit the closed socket
+        with contextlib.suppress(OSError):  # the server stops reading: the send may hit a closed socket
             s.sendall(b"x" * 300_000)
         reply = Lines(s).next()
         assert reply is not None and reply["ok"] is False and reply["code"] == 2
@@ -404,6 +405,33 @@ def test_connections_over_the_cap_are_told_busy_and_closed(serve) -> None:
     finally:
         for s in held:
             s.close()
+
+
+def test_requests_are_answered_by_a_bounded_number_of_threads(serve) -> None:
+    srv = serve(workers=4)
+    before = threading.active_count()
+    socks = [connect(srv.path, timeout=20) for _ in range(40)]
+    try:
+        for s in socks:
+            s.sendall(encode({"op": "sleep", "args": {"s": 0.1}}))
+        time.sleep(0.3)
+        assert threading.active_count() - before <= 4
+        assert all(Lines(s).next() == {"ok": True, "result": "slept"} for s in socks)
+    finally:
+        for s in socks:
+            s.close()
+
+
+def test_a_half_closed_client_still_gets_its_replies(serve) -> None:
+    srv = serve()
+    with connect(srv.path) as s:
+        s.sendall(b'{"op": "ping", "args": {"i": 1}}\n{"op": "ping", "args": {"i": 2}}\n{"op": "pi')
+        s.shutdown(socket.SHUT_WR)
+        lines = Lines(s)
+        assert [lines.next() for _ in range(2)] == [{"ok": True, "result": 1}, {"ok": True, "result": 2}]
+        last = lines.next()
+        assert last and last["code"] == 2 and "incomplete request" in last["error"]
+        assert lines.next() is None  # and then the server closes
 
 
 def test_listen_backlog_is_large(serve) -> None:

@@ -49,44 +49,72 @@ class BadRequest(ValueError):
     """A request line that is not a well-formed request (answered as code 2 "bad request: ...")."""
 
 
-class LineReader:
-    """Newline-terminated messages from one socket; bytes after a newline wait for the next call."""
+class LineBuffer:
+    """Splits a byte stream into newline-terminated messages, holding back an unfinished one."""
 
-    def __init__(self, sock: socket.socket, max_line: int = MAX_LINE) -> None:
-        self.sock = sock
+    def __init__(self, max_line: int = MAX_LINE) -> None:
         self.max_line = max_line
         self.buf = bytearray()
         self.scanned = 0  # bytes of buf known to hold no newline
+        self.overflow = False  # a message outgrew max_line: the stream cannot be framed any more
+
+    def feed(self, data: bytes) -> list[bytes]:
+        """The messages `data` completes (without their newlines), in order; FrameTooLong once the
+        unfinished message is longer than max_line (its bytes are dropped)."""
+        if self.overflow:
+            raise FrameTooLong(self.max_line)
+        self.buf += data
+        lines = []
+        pos = 0
+        while (nl := self.buf.find(b"\n", max(pos, self.scanned))) >= 0:
+            lines.append(bytes(self.buf[pos:nl]))
+            pos = nl + 1
+        if pos:
+            del self.buf[:pos]
+        self.scanned = len(self.buf)
+        if len(self.buf) > self.max_line:
+            self.buf, self.scanned, self.overflow = bytearray(), 0, True
+            if not lines:
+                raise FrameTooLong(self.max_line)
+        return lines  # with an overflow behind them: the next feed raises
+
+    @property
+    def pending(self) -> int:
+        """Bytes received after the last whole message."""
+        return len(self.buf)
+
+
+class LineReader:
+    """Newline-terminated messages from one blocking socket; bytes after a newline wait for the next call."""
+
+    def __init__(self, sock: socket.socket, max_line: int = MAX_LINE) -> None:
+        self.sock = sock
+        self.lines = LineBuffer(max_line)
+        self.ready: list[bytes] = []
 
     def readline(self, timeout: float | None = None) -> bytes | None:
         """The next message without its newline; None at end of stream (a partial last line is lost,
         see `.pending`). `timeout` bounds the whole message, so a slow trickle cannot stretch it.
         Raises FrameTooLong past max_line, TimeoutError when the timeout passes."""
         deadline = None if timeout is None else time.monotonic() + timeout
-        while True:
-            nl = self.buf.find(b"\n", self.scanned)
-            if nl >= 0:
-                line = bytes(self.buf[:nl])
-                del self.buf[: nl + 1]
-                self.scanned = 0
-                return line
-            self.scanned = len(self.buf)
-            if len(self.buf) > self.max_line:
-                raise FrameTooLong(self.max_line)
+        while not self.ready:
+            if self.lines.overflow:
+                self.lines.feed(b"")  # raises FrameTooLong
             if deadline is not None:
                 left = deadline - time.monotonic()
                 if left <= 0:
                     raise TimeoutError("timed out waiting for a whole message")
                 self.sock.settimeout(left)
-            chunk = self.sock.recv(min(1 << 20, self.max_line + 1 - len(self.buf)) or 1)
+            chunk = self.sock.recv(1 << 20)
             if not chunk:
                 return None
-            self.buf += chunk
+            self.ready = self.lines.feed(chunk)
+        return self.ready.pop(0)
 
     @property
     def pending(self) -> int:
         """Bytes received after the last whole message (a truncated one, at end of stream)."""
-        return len(self.buf)
+        return self.lines.pending
 
 
 def read_line(sock: socket.socket, max_line: int = MAX_LINE) -> bytes:

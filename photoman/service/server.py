@@ -1,8 +1,10 @@
-"""The daemon's Unix socket server: one thread per connection, one JSON request/response per line.
+"""The daemon's Unix socket server: one JSON request/response per line (see protocol.py).
 
-Bounded per connection: a request line up to `max_line` bytes, `idle_timeout` seconds to send a whole
-request (or to take a reply), at most `max_connections` at once (the next is told "busy"); bursts of
-connections wait in a listen backlog of `backlog`. A reply to one connection never waits on another's.
+One I/O thread accepts, frames and writes for every connection (non-blocking, so a burst of hundreds
+of clients costs no thread each); up to `workers` threads answer requests, one request of a connection
+at a time so its replies keep their order. Bounded per connection: a request line up to `max_line`
+bytes; `idle_timeout` seconds to send a whole request, or to take a reply; at most `max_connections`
+at once (the next is told "busy"); bursts of connections wait in a listen backlog of `backlog`.
 """
 
 from __future__ import annotations
@@ -10,15 +12,18 @@ from __future__ import annotations
 import contextlib
 import logging
 import os
+import queue
+import selectors
 import socket
-import socketserver
 import threading
+import time
+from collections import deque
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 from photoman.errors import PhotomanError
-from photoman.service.protocol import MAX_LINE, BadRequest, FrameTooLong, LineReader, encode, parse_request
+from photoman.service.protocol import MAX_LINE, BadRequest, FrameTooLong, LineBuffer, encode, parse_request
 from photoman.service.runtime import secure_runtime_dir
 
 log = logging.getLogger("photoman.server")
@@ -64,39 +69,26 @@ def _internal(op: str, exc: BaseException) -> bytes:
     return encode({"ok": False, "error": error, "code": 1})
 
 
-class _RequestHandler(socketserver.BaseRequestHandler):
-    server: SocketServer
+class _Conn:
+    """One client connection's state, owned by the I/O loop (workers only hand replies back)."""
 
-    def handle(self) -> None:
-        sock: socket.socket = self.request
-        srv = self.server
-        reader = LineReader(sock, srv.max_line)
-        while True:
-            try:
-                line = reader.readline(timeout=srv.idle_timeout)
-            except FrameTooLong as exc:
-                self._send(encode(_bad(str(exc))))
-                return
-            except OSError:  # timed out (idle or too slow) or the connection broke
-                return
-            if line is None:
-                if reader.pending:  # the stream ended inside a request: say so to a half-closed peer
-                    self._send(encode(_bad("incomplete request (the stream ended before its newline)")))
-                return
-            if not self._send(answer(srv.dispatch, line)):
-                return
+    __slots__ = ("sock", "lines", "todo", "final", "out", "busy", "eof", "deadline", "events", "closed")
 
-    def _send(self, data: bytes) -> bool:
-        try:
-            self.request.settimeout(self.server.idle_timeout)  # a client that never reads is let go
-            self.request.sendall(data)
-            return True
-        except OSError:
-            return False
+    def __init__(self, sock: socket.socket, max_line: int, deadline: float) -> None:
+        self.sock = sock
+        self.lines = LineBuffer(max_line)
+        self.todo: deque[bytes] = deque()  # whole requests, not yet handed to a worker
+        self.final: bytes | None = None  # a last reply (frame too long, stream cut): sent, then close
+        self.out: deque[memoryview] = deque()  # replies not yet sent
+        self.busy = False  # one of its requests is with a worker (one at a time: replies stay in order)
+        self.eof = False  # the client has sent all it will
+        self.deadline = deadline  # while it is not busy: when it is dropped if nothing moves
+        self.events = selectors.EVENT_READ
+        self.closed = False
 
 
-class SocketServer(socketserver.ThreadingMixIn, socketserver.UnixStreamServer):
-    daemon_threads = True
+class SocketServer:
+    """The daemon's socket: one I/O thread frames every connection, a few worker threads answer."""
 
     def __init__(
         self,
@@ -107,76 +99,261 @@ class SocketServer(socketserver.ThreadingMixIn, socketserver.UnixStreamServer):
         idle_timeout: float | None = 60.0,
         max_line: int = MAX_LINE,
         max_connections: int = 1024,
+        workers: int = 16,
     ) -> None:
         """Bind the socket (0600) in a private runtime dir; UnsafeRuntimeError if it is not ours alone."""
         self.dispatch = dispatch
-        self.request_queue_size = backlog  # listen() backlog; socketserver's default of 5 refuses bursts
+        self.path = path
+        self.request_queue_size = backlog  # listen() backlog: a burst of clients waits here, not refused
         self.idle_timeout = idle_timeout
         self.max_line = max_line
         self.max_connections = max_connections
-        self._slots = threading.BoundedSemaphore(max_connections)
-        self._count_lock = threading.Lock()
-        self._connections = 0
-        self._serving = False
-        self.path = path
+        self.workers = workers
+        busy = f"daemon busy: {max_connections} connections open; try again shortly"
+        self._busy = encode({"ok": False, "error": busy, "code": 1})
         secure_runtime_dir(path.parent)
-        if path.is_socket() or path.is_symlink():
-            path.unlink()  # stale socket from a crash; the data-dir lock proves nobody else serves it
+        path.unlink(missing_ok=True)  # a stale socket from a crash; the data-dir lock proves nobody serves it
+        self.socket = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
         old = os.umask(0o177)
         try:
-            super().__init__(str(path), _RequestHandler)
+            self.socket.bind(str(path))
+            os.chmod(path, 0o600)
+            self.socket.listen(backlog)
+        except BaseException:
+            self.socket.close()
+            raise
         finally:
             os.umask(old)
-        os.chmod(path, 0o600)
+        self.socket.setblocking(False)
+        self._sel = selectors.DefaultSelector()
+        self._sel.register(self.socket, selectors.EVENT_READ, None)
+        self._wake_r, self._wake_w = socket.socketpair()
+        self._wake_r.setblocking(False)
+        self._wake_w.setblocking(False)
+        self._sel.register(self._wake_r, selectors.EVENT_READ, "wake")
+        self._conns: set[_Conn] = set()
+        self._done: deque[tuple[_Conn, bytes]] = deque()  # replies from workers for the I/O loop
+        self._jobs: queue.SimpleQueue[tuple[_Conn, bytes] | None] = queue.SimpleQueue()
+        self._lock = threading.Lock()
+        self._threads = self._idle = self._queued = 0
+        self._stop = threading.Event()
+        self._loop: threading.Thread | None = None
+        self._last_sweep = 0.0
 
     @property
     def connections(self) -> int:
-        """Connections being served now."""
-        return self._connections
+        """Client connections open now."""
+        return len(self._conns)
 
-    def process_request(self, request: Any, client_address: Any) -> None:
-        if not self._slots.acquire(blocking=False):
-            with contextlib.suppress(OSError):
-                request.settimeout(1.0)
-                request.sendall(encode({
-                    "ok": False, "code": 1,
-                    "error": f"daemon busy: {self.max_connections} connections open; try again shortly",
-                }))  # fmt: skip
-            self.shutdown_request(request)
-            return
-        with self._count_lock:
-            self._connections += 1
-        try:
-            super().process_request(request, client_address)
-        except BaseException:
-            self._release()
-            raise
-
-    def process_request_thread(self, request: Any, client_address: Any) -> None:
-        try:
-            super().process_request_thread(request, client_address)
-        finally:
-            self._release()
-
-    def _release(self) -> None:
-        with self._count_lock:
-            self._connections -= 1
-        self._slots.release()
-
-    def handle_error(self, request: Any, client_address: Any) -> None:
-        log.exception("connection handler failed")
-
+    # ---- lifecycle ----
     def serve_in_thread(self) -> threading.Thread:
-        self._serving = True
-        thread = threading.Thread(
-            target=self.serve_forever, kwargs={"poll_interval": 0.2}, name="socket", daemon=True
-        )
-        thread.start()
-        return thread
+        self._loop = threading.Thread(target=self.serve_forever, name="socket", daemon=True)
+        self._loop.start()
+        return self._loop
+
+    def serve_forever(self, poll_interval: float = 0.1) -> None:
+        """Run the I/O loop until close(); a failure on one connection closes that one only."""
+        while not self._stop.is_set():
+            for key, events in self._sel.select(poll_interval):
+                if key.data is None:
+                    self._accept()
+                elif key.data == "wake":
+                    with contextlib.suppress(OSError):
+                        while self._wake_r.recv(4096):
+                            pass
+                else:
+                    conn = key.data
+                    try:
+                        if events & selectors.EVENT_WRITE:
+                            self._flush(conn)
+                        if events & selectors.EVENT_READ and not conn.closed:
+                            self._read(conn)
+                        self._update(conn)
+                    except Exception:  # noqa: BLE001 - never let one connection stop the loop
+                        log.exception("socket connection failed")
+                        self._close(conn)
+            self._replies()
+            self._sweep()
 
     def close(self) -> None:
-        if self._serving:  # shutdown() would wait forever for a loop that never started
-            self.shutdown()
-        self.server_close()
+        """Stop serving: drop every connection, remove the socket file."""
+        self._stop.set()
+        with contextlib.suppress(OSError):
+            self._wake_w.send(b"\0")
+        if self._loop is not None and self._loop is not threading.current_thread():
+            self._loop.join(timeout=10)
+        for conn in list(self._conns):
+            self._close(conn)
+        with self._lock:
+            threads = self._threads
+        for _ in range(threads):
+            self._jobs.put(None)
+        self._sel.close()
+        for s in (self.socket, self._wake_r, self._wake_w):
+            s.close()
         with contextlib.suppress(FileNotFoundError):
             self.path.unlink()
+
+    # ---- the I/O loop ----
+    def _accept(self) -> None:
+        for _ in range(256):  # then let the loop serve the others
+            try:
+                sock, _addr = self.socket.accept()
+            except (BlockingIOError, InterruptedError):
+                return
+            except OSError as exc:  # out of file descriptors: leave the rest in the backlog
+                log.warning("cannot accept a connection: %s", exc)
+                return
+            sock.setblocking(False)
+            if len(self._conns) >= self.max_connections:
+                with contextlib.suppress(OSError):
+                    sock.send(self._busy)
+                sock.close()
+                continue
+            conn = _Conn(sock, self.max_line, self._deadline())
+            self._conns.add(conn)
+            self._sel.register(sock, selectors.EVENT_READ, conn)
+
+    def _deadline(self) -> float:
+        return float("inf") if self.idle_timeout is None else time.monotonic() + self.idle_timeout
+
+    def _read(self, conn: _Conn) -> None:
+        try:
+            data = conn.sock.recv(256 * 1024)
+        except (BlockingIOError, InterruptedError):
+            return
+        except OSError:
+            self._close(conn)
+            return
+        if not data:
+            conn.eof = True
+            if conn.lines.pending:  # a half-closed client may still read why its last line was lost
+                conn.final = encode(_bad("incomplete request (the stream ended before its newline)"))
+        else:
+            try:
+                conn.todo.extend(conn.lines.feed(data))
+            except FrameTooLong as exc:
+                conn.final = encode(_bad(str(exc)))
+            if conn.lines.overflow and conn.final is None:  # whole lines came first: answer them, then this
+                conn.final = encode(_bad(str(FrameTooLong(self.max_line))))
+        self._next(conn)
+
+    def _next(self, conn: _Conn) -> None:
+        """Hand the connection's next request to a worker; after the last, queue its final reply."""
+        if conn.busy or conn.closed:
+            return
+        if conn.todo:
+            conn.busy = True
+            self._submit(conn, conn.todo.popleft())
+        elif conn.final is not None:
+            self._send(conn, conn.final)
+            conn.final = b""  # sent: close once flushed
+
+    def _send(self, conn: _Conn, data: bytes) -> None:
+        if data:
+            conn.out.append(memoryview(data))
+            self._flush(conn)
+
+    def _flush(self, conn: _Conn) -> None:
+        while conn.out and not conn.closed:
+            head = conn.out[0]
+            try:
+                n = conn.sock.send(head)
+            except (BlockingIOError, InterruptedError):
+                return
+            except OSError:
+                self._close(conn)
+                return
+            conn.deadline = self._deadline()  # it reads: give it time for the rest
+            if n < len(head):
+                conn.out[0] = head[n:]
+                return
+            conn.out.popleft()
+
+    def _update(self, conn: _Conn) -> None:
+        """Close a finished connection, or watch it for what it waits on (reading stops while it owes
+        us reading its replies, so a client that never reads cannot fill the daemon's memory)."""
+        if conn.closed:
+            return
+        done = conn.eof or conn.final == b""
+        if done and not conn.busy and not conn.todo and not conn.out and not conn.final:
+            self._close(conn)
+            return
+        events = 0
+        if not done and conn.final is None and len(conn.todo) < 64 and len(conn.out) < 16:
+            events |= selectors.EVENT_READ
+        if conn.out:
+            events |= selectors.EVENT_WRITE
+        if events != conn.events:
+            if not conn.events:
+                self._sel.register(conn.sock, events, conn)
+            elif not events:
+                self._sel.unregister(conn.sock)
+            else:
+                self._sel.modify(conn.sock, events, conn)
+            conn.events = events
+
+    def _close(self, conn: _Conn) -> None:
+        if conn.closed:
+            return
+        conn.closed = True
+        self._conns.discard(conn)
+        if conn.events:
+            with contextlib.suppress(KeyError, ValueError):
+                self._sel.unregister(conn.sock)
+        conn.sock.close()
+
+    def _replies(self) -> None:
+        """Replies the workers finished: queue them, hand on the next request of the same connection."""
+        while self._done:
+            conn, reply = self._done.popleft()
+            if conn.closed:
+                continue
+            conn.busy = False
+            conn.deadline = self._deadline()
+            try:
+                self._send(conn, reply)
+                self._next(conn)
+                self._update(conn)
+            except Exception:  # noqa: BLE001 - never let one connection stop the loop
+                log.exception("socket connection failed")
+                self._close(conn)
+
+    def _sweep(self) -> None:
+        """Drop connections that let the idle timeout pass without a whole request or reading a reply."""
+        now = time.monotonic()
+        if now - self._last_sweep < 0.05:
+            return
+        self._last_sweep = now
+        for conn in [c for c in self._conns if not c.busy and c.deadline < now]:
+            self._close(conn)
+
+    # ---- workers ----
+    def _submit(self, conn: _Conn, line: bytes) -> None:
+        with self._lock:
+            self._queued += 1
+            spawn = self._queued > self._idle and self._threads < self.workers
+            if spawn:
+                self._threads += 1
+        self._jobs.put((conn, line))
+        if spawn:
+            threading.Thread(target=self._work, name="request", daemon=True).start()
+
+    def _work(self) -> None:
+        while True:
+            with self._lock:
+                self._idle += 1
+            job = self._jobs.get()
+            with self._lock:
+                self._idle -= 1
+                self._queued -= 1
+            if job is None or self._stop.is_set():
+                return
+            conn, line = job
+            try:
+                reply = answer(self.dispatch, line)
+            except BaseException as exc:  # noqa: BLE001 - SystemExit and the like from a handler
+                reply = _internal("?", exc)
+            self._done.append((conn, reply))
+            with contextlib.suppress(OSError):  # a full wake pipe already means "wake up"
+                self._wake_w.send(b"\0")
