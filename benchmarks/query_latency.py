@@ -96,8 +96,8 @@ def main() -> None:
 
     from photoman.config import Settings
     from photoman.library import Library
-    from photoman.search.engine import Query, join, search, text_vector
-    from photoman.search.query import Term
+    from photoman.search.engine import join, search, text_vector
+    from photoman.search.query import Query, Term
 
     model = vit_b32_model()
     rng = np.random.default_rng(0)
@@ -157,13 +157,13 @@ def main() -> None:
 def daemon_vs_cold(data: Path, model: Path, words: list[str], queries: int, cold_runs: int):
     """Warm: socket round trips to a running daemon. Cold: one `photoman find` process per query."""
     from photoman.config import Settings
-    from photoman.search.engine import Query
-    from photoman.search.query import Term
+    from photoman.search.query import Query, Term
     from photoman.service.protocol import call, daemon_running
 
     env = {k: v for k, v in os.environ.items() if not k.startswith("PHOTOMAN_")}
     env.update(PHOTOMAN_DATA_DIR=str(data), PHOTOMAN_MODEL=str(model), PHOTOMAN_STATE_DIR=str(data / "state"),
-               PHOTOMAN_RUNTIME_DIR=str(data / "run"), PHOTOMAN_CONFIG=str(data / "none.toml"))  # fmt: skip
+               PHOTOMAN_RUNTIME_DIR=str(data / "run"), PHOTOMAN_CONFIG=str(data / "none.toml"),
+               PHOTOMAN_AUTOSTART="0")  # fmt: skip
     (data / "none.toml").write_text("")
     sock = Settings(data_dir=data, runtime_dir=data / "run").socket_path
     cmd = [sys.executable, "-m", "photoman"]
@@ -199,7 +199,8 @@ def daemon_vs_cold(data: Path, model: Path, words: list[str], queries: int, cold
     for i in range(cold_runs):
         t = time.perf_counter()
         q = f"a {words[i]} at dusk"
-        out = subprocess.run([*cmd, "find", q, "--json", "--include-offline"], env=env, capture_output=True)
+        out = subprocess.run([*cmd, "--no-daemon", "find", q, "--json", "--include-offline"], env=env,
+                             capture_output=True)  # fmt: skip
         assert out.returncode == 0, out.stderr
         cold.append((time.perf_counter() - t) * 1e3)
     return warm, cold

@@ -8,23 +8,18 @@ import os
 import sys
 from collections.abc import Callable
 from pathlib import Path
-from typing import Annotated, Any, TypeVar
+from typing import TYPE_CHECKING, Annotated, Any, TypeVar
 
 import typer
-from rich.console import Console
-from rich.progress import (
-    BarColumn,
-    MofNCompleteColumn,
-    Progress,
-    TaskProgressColumn,
-    TextColumn,
-    TimeRemainingColumn,
-)
-from rich.table import Table
 
 from photoman.config import Settings, load_settings
 from photoman.errors import PhotomanError
-from photoman.service.protocol import call, daemon_running
+
+if TYPE_CHECKING:
+    from rich.console import Console
+    from rich.progress import Progress
+
+    from photoman.client import Client
 
 app = typer.Typer(
     name="photoman",
@@ -33,22 +28,49 @@ app = typer.Typer(
     add_completion=False,
     pretty_exceptions_enable=False,
 )
-out = Console(soft_wrap=True)
-err = Console(stderr=True)
 F = TypeVar("F", bound=Callable[..., Any])
 
 
 class _State:
     settings: Settings | None = None
     debug: bool = False
+    daemon: bool | None = None  # --no-daemon: False
 
 
 state = _State()
 
 
+@functools.cache
+def _console(stderr: bool) -> Console:
+    """Rich consoles, made on first use: a query answered as JSON never imports Rich."""
+    from rich.console import Console
+
+    return Console(stderr=True) if stderr else Console(soft_wrap=True)
+
+
+def out_print(*args: Any, **kwargs: Any) -> None:
+    _console(False).print(*args, **kwargs)
+
+
+def err_print(*args: Any, **kwargs: Any) -> None:
+    _console(True).print(*args, **kwargs)
+
+
+def print_json(data: Any) -> None:
+    """Indented JSON on stdout (coloured on a terminal); the same text either way."""
+    if sys.stdout.isatty():
+        _console(False).print_json(json.dumps(data))
+    else:
+        sys.stdout.write(json.dumps(data, indent=2) + "\n")
+        sys.stdout.flush()
+
+
 def fail(message: str, code: int = 1) -> typer.Exit:
     """Print one error line on stderr and return the exit to raise."""
-    err.print(f"[bold red]photoman:[/] {message}", highlight=False, markup=True, soft_wrap=True)
+    from rich.text import Text
+
+    # the message is shown as text: a file name holding [markup] must not restyle the line
+    err_print(Text.assemble(("photoman:", "bold red"), " ", message), highlight=False, soft_wrap=True)
     return typer.Exit(code)
 
 
@@ -76,6 +98,16 @@ def settings(**overrides: Any) -> Settings:
     return state.settings.with_overrides(**overrides)
 
 
+def client(**overrides: Any) -> Client:
+    """The one client of the library (daemon, started on demand, or in-process with --no-daemon)."""
+    from photoman.client import Client
+
+    cfg = settings(**overrides)
+    return Client(
+        cfg, daemon=state.daemon, purpose=f"photoman {sys.argv[1] if len(sys.argv) > 1 else ''}".strip()
+    )
+
+
 @app.callback()
 def main_options(
     data_dir: Annotated[
@@ -95,10 +127,19 @@ def main_options(
         str | None, typer.Option(help="SQLAlchemy URL of the catalog [env PHOTOMAN_CATALOG_URL].")
     ] = None,
     config: Annotated[Path | None, typer.Option(help="Config file (TOML) [env PHOTOMAN_CONFIG].")] = None,
+    no_daemon: Annotated[
+        bool,
+        typer.Option(
+            "--no-daemon",
+            help="Open the library in this process; never use or start the daemon [env PHOTOMAN_AUTOSTART=0 "
+            "only stops starting one].",
+        ),
+    ] = False,
     debug: Annotated[bool, typer.Option(help="Show tracebacks for errors.")] = False,
 ) -> None:
     """Global options; every one also has a config-file key and a PHOTOMAN_* variable."""
     state.debug = debug
+    state.daemon = False if no_daemon else None
     try:
         base = load_settings(config)
         state.settings = base.with_overrides(
@@ -109,6 +150,15 @@ def main_options(
 
 
 def _progress() -> Progress:
+    from rich.progress import (
+        BarColumn,
+        MofNCompleteColumn,
+        Progress,
+        TaskProgressColumn,
+        TextColumn,
+        TimeRemainingColumn,
+    )
+
     return Progress(
         TextColumn("[bold]{task.description}"),
         BarColumn(),
@@ -116,9 +166,9 @@ def _progress() -> Progress:
         TaskProgressColumn(),
         TextColumn("{task.fields[rate]}"),
         TimeRemainingColumn(),
-        console=err,
+        console=_console(True),
         transient=False,
-        disable=not err.is_terminal and not os.environ.get("PHOTOMAN_PROGRESS"),
+        disable=not _console(True).is_terminal and not os.environ.get("PHOTOMAN_PROGRESS"),
     )
 
 
@@ -134,58 +184,39 @@ def index(
     batch_size: Annotated[int | None, typer.Option(help="Photos per model batch.")] = None,
     as_json: Annotated[bool, typer.Option("--json", help="Print the run report as JSON.")] = False,
 ) -> None:
-    """Scan folders, embed new and changed photos, forget deleted ones. Safe to re-run and to interrupt."""
-    from photoman.indexing.pipeline import index as run_index
-    from photoman.library import Library
+    """Scan folders, embed new and changed photos, forget deleted ones. Safe to re-run and to interrupt.
 
-    cfg = settings(workers=workers, batch_size=batch_size)
-    if daemon_running(cfg.socket_path):
-        for f in folders or []:
-            if not f.is_dir():
-                raise fail(f"no such folder: {f}" if not f.exists() else f"not a folder: {f}", 2)
-        queued = call(cfg.socket_path, "index", {"folders": [str(f.resolve()) for f in folders or []]})
-        if as_json:
-            out.print_json(json.dumps({"daemon": True, **queued}))
+    With a daemon running, it takes the folders over and indexes them in the background."""
+    with client(workers=workers, batch_size=batch_size) as pm:
+        if pm.mode != "direct" and state.daemon is not False and pm.daemon_running():
+            report = pm.index(folders)
         else:
-            out.print(
-                "the running daemon is indexing it; follow along with `photoman status`", highlight=False
-            )
-        return
-    with Library(cfg, "photoman index") as lib, _progress() as bar:
-        task = bar.add_task("indexing", total=None, rate="")
+            with _progress() as bar:
+                task = bar.add_task("indexing", total=None, rate="")
 
-        def on_progress(done: int, total: int) -> None:
-            elapsed = bar.tasks[task].elapsed or 0.0
-            rate = f"{done / elapsed:.1f} photos/s" if elapsed > 0 and done else ""
-            bar.update(task, completed=done, total=total, rate=rate)
+                def on_progress(done: int, total: int) -> None:
+                    elapsed = bar.tasks[task].elapsed or 0.0
+                    rate = f"{done / elapsed:.1f} photos/s" if elapsed > 0 and done else ""
+                    bar.update(task, completed=done, total=total, rate=rate)
 
-        report = run_index(lib, folders or None, progress=on_progress)
-    summary = {
-        "scanned": report.scanned,
-        "unchanged": report.unchanged,
-        "embedded": report.embedded,
-        "reused": report.reused,
-        "removed": report.removed,
-        "errors": len(report.errors),
-        "requeued": report.requeued,
-        "orphans_removed": report.orphans_removed,
-        "seconds": round(report.seconds, 3),
-        "error_files": [{"path": p, "error": e} for p, e in report.errors],
-    }
+                report = pm.index(folders, progress=on_progress)
     if as_json:
-        out.print_json(json.dumps(summary))
+        print_json(report)
         return
-    rate = report.processed / report.seconds if report.seconds > 0 else 0.0
-    out.print(
-        f"Indexed {report.scanned} photos in {report.seconds:.1f}s: {report.embedded} embedded, "
-        f"{report.reused} reused (moved/duplicate), {report.unchanged} unchanged, {report.removed} removed, "
-        f"{len(report.errors)} unreadable" + (f" ({rate:.1f} photos/s)" if report.processed else ""),
+    if report.get("daemon"):
+        out_print("the running daemon is indexing it; follow along with `photoman status`", highlight=False)
+        return
+    out_print(
+        f"Indexed {report['scanned']} photos in {report['seconds']:.1f}s: {report['embedded']} embedded, "
+        f"{report['reused']} reused (moved/duplicate), {report['unchanged']} unchanged, "
+        f"{report['removed']} removed, {report['errors']} unreadable"
+        + (f" ({report['rate']:.1f} photos/s)" if report["processed"] else ""),
         highlight=False,
     )
-    for path, error in report.errors[:10]:
-        err.print(f"  skipped {path}: {error}", highlight=False, markup=False)
-    if len(report.errors) > 10:
-        err.print(f"  … and {len(report.errors) - 10} more (see `photoman status`)")
+    for e in report["error_files"][:10]:
+        err_print(f"  skipped {e['path']}: {e['error']}", highlight=False, markup=False)
+    if len(report["error_files"]) > 10:
+        err_print(f"  … and {len(report['error_files']) - 10} more (see `photoman status`)")
 
 
 FIND_HELP = """Search by description, by example, or both; filters run inside Qdrant.
@@ -218,7 +249,7 @@ def find(
     mode: Annotated[
         str, typer.Option(help="auto, text-image, image-image, text-caption, image-caption, all.")
     ] = "auto",
-    limit: Annotated[int, typer.Option("--limit", "-n", help="Number of results.")] = 10,
+    limit: Annotated[int, typer.Option("--limit", "-n", help="Number of results (1-10000).")] = 10,
     since: Annotated[
         str | None, typer.Option(help="Taken on or after (YYYY[-MM[-DD]]); else file time.")
     ] = None,
@@ -246,41 +277,23 @@ def find(
         bool, typer.Option(help="Include photos on drives that are not mounted.")
     ] = False,
 ) -> None:
-    from photoman.search.engine import Query
-    from photoman.search.filters import build_filter
-    from photoman.search.query import parse_query
+    from photoman.client import build_query
+    from photoman.search.query import needs_stdin
 
     words, images = list(query or []), list(image or [])
     if not words and not images:
         raise fail("nothing to search for: give a description or --image PATH", 2)
     if sum((as_json, ndjson, null)) > 1:
         raise fail("choose one of --json, --ndjson and -0", 2)
-    if show_all and threshold is not None:
-        raise fail("--all and --threshold contradict each other; pick one", 2)
-    stdin = sys.stdin.buffer.read() if "-" in words or "-" in images else None
+    stdin = sys.stdin.buffer.read() if needs_stdin(words, images) else None
     if stdin is not None and not stdin:
         raise fail("no image data on standard input", 2)
-    q = Query(
-        terms=parse_query(words, images, stdin),
-        mode=mode,
-        limit=limit,
-        flt=build_filter(since, until, folder, camera, tag, near, radius, fmt),
-        cutoff="none" if show_all else "fixed" if threshold is not None else "auto",
-        threshold=threshold,
-        sort=sort,
-        explain=explain,
-        include_offline=include_offline,
-    )
-    q.resolved_mode()  # reject a bad mode before any model loads
-    cfg = settings()
-    if daemon_running(cfg.socket_path):
-        results = call(cfg.socket_path, "find", {"query": q.to_json()})
-    else:  # no daemon: open the stores here (pays the model load)
-        from photoman.library import Library
-        from photoman.search.engine import search
-
-        with Library(cfg, "photoman find", write=False) as lib:
-            results = [r.to_json() for r in search(lib, q)]
+    q = build_query(words, image=images, mode=mode, limit=limit, since=since, until=until, folder=folder,
+                    camera=camera, tags=tag, near=near, radius=radius, formats=fmt, all=show_all,
+                    threshold=threshold, sort=sort, explain=explain, include_offline=include_offline,
+                    stdin=stdin)  # fmt: skip
+    with client() as pm:
+        results = pm.search(q)
     print_results(results, as_json, ndjson, null, explain)
 
 
@@ -289,7 +302,7 @@ def print_results(
 ) -> None:
     """Table (default), JSON array, NDJSON or NUL-separated paths; the same schema on every path."""
     if as_json:
-        out.print_json(json.dumps(results))
+        print_json(results)
         return
     if ndjson:
         for r in results:
@@ -301,13 +314,17 @@ def print_results(
         sys.stdout.flush()
         return
     if not results:
-        err.print("no results above the relevance cutoff (try --all, or check `photoman status`)")
+        err_print("no results above the relevance cutoff (try --all, or check `photoman status`)")
         return
+    from rich.console import Console
+    from rich.table import Table
+
     table = Table(box=None, header_style="bold")
     for name in ("rank", "score", "path", "date"):
         table.add_column(name, overflow="fold", no_wrap=name != "path")
     for r in results:
-        date = (r["taken_at"] or "")[:10]
+        # no EXIF date: the file's time is what --since/--sort date used, so show it, marked
+        date = (r["taken_at"] or "")[:10] or (f"{r['file_time'][:10]} (file)" if r.get("file_time") else "")
         extra = f" (+{len(r['duplicates'])} copies)" if r["duplicates"] else ""
         table.add_row(str(r["rank"]), f"{r['score']:.3f}", r["path"] + extra, date)
         if explain:
@@ -315,6 +332,7 @@ def print_results(
                 f"{e['term']} {e['contribution']:+.3f}" + (f" [{e['vector']}]") for e in r["explain"]
             )
             table.add_row("", "", f"  = {parts}", "")
+    out = _console(False)
     # piped: never fold or cut a path to fit an imaginary 80 columns
     (out if out.is_terminal else Console(width=100_000)).print(table)
 
@@ -332,27 +350,14 @@ def caption(
     """Show or set a photo's caption (searched with --mode text-caption / image-caption / all)."""
     if text is not None and clear:
         raise fail("give a caption or --clear, not both", 2)
-    cfg = settings()
-    target = str(path.expanduser().absolute())
-    if daemon_running(cfg.socket_path):
-        info = call(cfg.socket_path, "caption", {"path": target, "text": text, "clear": clear})
-    else:
-        from dataclasses import asdict
-
-        from photoman.indexing.captions import get_caption, set_caption
-        from photoman.library import Library
-
-        with Library(cfg, "photoman caption", write=text is not None or clear) as lib:
-            result = (
-                set_caption(lib, target, text) if (text is not None or clear) else get_caption(lib, target)
-            )
-            info = asdict(result)
+    with client() as pm:
+        info = pm.caption(path, text, clear=clear)
     if as_json:
-        out.print_json(json.dumps(info))
+        print_json(info)
     elif info["caption"]:
-        out.print(f"{info['caption']}  [{info['source']}]", highlight=False, markup=False)
+        out_print(f"{info['caption']}  [{info['source']}]", highlight=False, markup=False)
     else:
-        out.print("(no caption)")
+        out_print("(no caption)")
 
 
 @app.command()
@@ -364,41 +369,19 @@ def embed(
     ] = None,
     as_json: Annotated[bool, typer.Option("--json", help="JSON with the full vectors.")] = False,
 ) -> None:
-    """Print the normalised CLIP vectors of images and/or texts (for scripts); needs no library."""
-    from photoman.library import open_encoder
-    from photoman.media.decode import load_image
-
-    images, text = images or [], text or []
+    """Print the normalised CLIP vectors of images and/or texts (for scripts)."""
     if not images and not text:
         raise fail("nothing to embed: give image files and/or --text", 2)
-    cfg = settings()
-    for p in images:
-        if not p.is_file():
-            raise fail(f"no such image file: {p}", 2)
-    encoder = open_encoder(cfg)
-    rows: list[dict[str, Any]] = []
-    for p in images:
-        vec = encoder.encode_images([load_image(p, min_side=encoder.spec.size)])[0]
-        rows.append({"input": str(p), "kind": "image", "vector": vec})
-    if text:
-        for t, vec in zip(text, encoder.encode_texts(text), strict=True):
-            rows.append({"input": t, "kind": "text", "vector": vec})
+    with client() as pm:
+        got = pm.embed(images or [], text or [])
     if as_json:
-        payload = [
-            {
-                "input": r["input"],
-                "kind": r["kind"],
-                "model": encoder.model_id,
-                "dim": encoder.dim,
-                "vector": [round(float(x), 7) for x in r["vector"]],
-            }
-            for r in rows
-        ]
-        sys.stdout.write(json.dumps(payload) + "\n")
+        rows = [{"input": r["input"], "kind": r["kind"], "model": got["model"], "dim": got["dim"],
+                 "vector": r["vector"]} for r in got["vectors"]]  # fmt: skip
+        sys.stdout.write(json.dumps(rows) + "\n")
         return
-    for r in rows:
+    for r in got["vectors"]:
         head = ", ".join(f"{x:+.4f}" for x in r["vector"][:4])
-        out.print(f"{r['kind']:5} {r['input']}: dim {encoder.dim} [{head}, …]", highlight=False, markup=False)
+        out_print(f"{r['kind']:5} {r['input']}: dim {got['dim']} [{head}, …]", highlight=False, markup=False)
 
 
 @app.command()
@@ -406,56 +389,52 @@ def embed(
 def status(
     as_json: Annotated[bool, typer.Option("--json", help="Machine-readable status.")] = False,
 ) -> None:
-    """Roots, photos indexed, errors, model, store sizes."""
-    cfg = settings()
-    if daemon_running(cfg.socket_path):
-        info = call(cfg.socket_path, "status")
-    else:
-        from photoman.library import Library
-        from photoman.status import library_status
-
-        with Library(cfg, "photoman status", write=False, allow_busy=True) as lib:
-            info = library_status(lib)
-        info["daemon"] = None
+    """Roots, photos indexed, errors, model, store sizes, and the daemon's state."""
+    with client() as pm:
+        info = pm.status()
     if as_json:
-        out.print_json(json.dumps(info))
+        print_json(info)
         return
     mb = lambda n: f"{n / 1e6:.1f} MB" if n is not None else "?"  # noqa: E731
     vec = info["vectors"]
-    out.print(f"data dir  {info['data_dir']}", highlight=False)
-    out.print(f"model     {info['model']}", highlight=False)
-    out.print(f"catalog   {info['catalog']['url']} ({mb(info['catalog']['bytes'])})", highlight=False)
+    out_print(f"data dir  {info['data_dir']}", highlight=False, markup=False)
+    out_print(f"model     {info['model']}", highlight=False, markup=False)
+    out_print(
+        f"catalog   {info['catalog']['url']} ({mb(info['catalog']['bytes'])})", highlight=False, markup=False
+    )
     if "error" in vec:
-        out.print(f"vectors   {vec['backend']}: {vec['error']}", highlight=False)
+        out_print(f"vectors   {vec['backend']}: {vec['error']}", highlight=False, markup=False)
     else:
-        out.print(
+        out_print(
             f"vectors   {vec['backend']} {vec['collection']}: "
             f"{vec['points']} points ({mb(vec['disk_bytes'])})",
             highlight=False,
         )
     p = info["photos"]
-    out.print(
+    out_print(
         f"photos    {p['indexed']} indexed ({p['unique']} unique), {p['errors']} unreadable", highlight=False
     )
     if not info["roots"]:
-        out.print("roots     none yet: run `photoman index FOLDER`")
+        out_print("roots     none yet: run `photoman index FOLDER`")
     for r in info["roots"]:
         state_ = "" if r["online"] else "  [offline]"
-        out.print(f"root      {r['path']}: {r['photos']} photos{state_}", highlight=False, markup=False)
+        out_print(f"root      {r['path']}: {r['photos']} photos{state_}", highlight=False, markup=False)
     d = info["daemon"]
     if d is None:
-        out.print("daemon    not running (start it with `photoman watch --detach`)")
+        out_print(
+            "daemon    not running (commands that need it start it; `photoman watch --detach` does too)"
+        )
     else:
-        out.print(
+        out_print(
             f"daemon    pid {d['pid']}, up {d['uptime_s']:.0f}s, {d['state']}, queue {d['queue']}, "
             f"{d['rate']:.1f} photos/s, {d['indexed_since_start']} indexed and "
             f"{d['errors_since_start']} errors since start",
             highlight=False,
         )
         for root, kind in d["watching"].items():
-            out.print(f"watching  {root} ({kind})", highlight=False, markup=False)
+            out_print(f"watching  {root} ({kind})", highlight=False, markup=False)
     for e in info["errors"]:
-        out.print(f"error     {e['path']}: {e['error']}", highlight=False, markup=False)
+        out_print(f"error     {e['path']}: {e['error']}", highlight=False, markup=False)
 
 
 @app.command()
@@ -473,46 +452,25 @@ def tag(
     top_k: Annotated[int, typer.Option(help="At most this many tags per photo.")] = 5,
 ) -> None:
     """Zero-shot tagging: compare each photo's vector with prompt-ensembled label embeddings."""
-    from photoman.library import Library
-    from photoman.zeroshot.tagging import label_set, tag_library
-
-    if no_builtin and not labels:
-        raise fail("--no-builtin needs at least one --labels FILE", 2)
-    label_list = label_set(labels, builtin=not no_builtin)  # validates the files here, before any work
-    cfg = settings()
-    if daemon_running(cfg.socket_path):
-        args = {"labels": [str(f.absolute()) for f in labels or []], "no_builtin": no_builtin, "retag": retag,
-                "min_prob": min_prob, "top_k": top_k}  # fmt: skip
-        report = call(cfg.socket_path, "tag", args, timeout=3600)
-    else:
-        from dataclasses import asdict
-
-        with Library(cfg, "photoman tag") as lib:
-            report = asdict(tag_library(lib, label_list, retag=retag, min_prob=min_prob, top_k=top_k))
+    with client() as pm:
+        report = pm.tag(labels, no_builtin=no_builtin, retag=retag, min_prob=min_prob, top_k=top_k)
     tagged, considered, n = report["tagged"], report["considered"], report["labels"]
-    out.print(f"tagged {tagged} of {considered} photos with {n} labels", highlight=False)
+    out_print(f"tagged {tagged} of {considered} photos with {n} labels", highlight=False)
 
 
 @app.command()
 @handles_errors
 def tags(as_json: Annotated[bool, typer.Option("--json", help="JSON object {tag: count}.")] = False) -> None:
     """Tags in the library with how many photos carry each."""
-    from photoman.library import Library
-    from photoman.zeroshot.tagging import tag_counts
-
-    cfg = settings()
-    if daemon_running(cfg.socket_path):
-        counts = [tuple(x) for x in call(cfg.socket_path, "tags")]
-    else:
-        with Library(cfg, "photoman tags", write=False) as lib:
-            counts = tag_counts(lib)
+    with client() as pm:
+        counts = pm.tags()
     if as_json:
-        out.print_json(json.dumps(dict(counts)))
+        print_json(counts)
         return
     if not counts:
-        err.print("no tags yet: run `photoman tag`")
-    for label, n in counts:
-        out.print(f"{n:6d}  {label}", highlight=False, markup=False)
+        err_print("no tags yet: run `photoman tag`")
+    for label, n in counts.items():
+        out_print(f"{n:6d}  {label}", highlight=False, markup=False)
 
 
 @app.command()
@@ -523,23 +481,16 @@ def classify(
     as_json: Annotated[bool, typer.Option("--json", help="JSON {label: probability}.")] = False,
 ) -> None:
     """Zero-shot classification: softmax over the given labels with CLIP's logit scale."""
-    from photoman.library import open_encoder
-    from photoman.media.decode import load_image
-    from photoman.zeroshot.tagging import classify as run_classify
-
     names = [" ".join(x.split()) for x in labels.split(",") if x.strip()]
     if len(names) < 2:
         raise fail("--labels needs at least two labels, separated by commas", 2)
-    if not path.is_file():
-        raise fail(f"no such image file: {path}", 2)
-    cfg = settings()
-    encoder = open_encoder(cfg)
-    probs = run_classify(encoder, load_image(path, min_side=encoder.spec.size), names)
+    with client() as pm:
+        probs = pm.classify(path, names)
     if as_json:
-        out.print_json(json.dumps({n: round(p, 6) for n, p in probs}))
+        print_json(probs)
         return
-    for n, p in probs:
-        out.print(f"{p:7.2%}  {n}", highlight=False, markup=False)
+    for n, p in probs.items():
+        out_print(f"{p:7.2%}  {n}", highlight=False, markup=False)
 
 
 @app.command()
@@ -553,46 +504,19 @@ def locate(
     as_json: Annotated[bool, typer.Option("--json", help="Box, score, windows and timing as JSON.")] = False,
 ) -> None:
     """Zero-shot localisation: sliding windows scored against the text; heat map PNG and best box."""
-    from photoman.library import open_encoder
-    from photoman.media.decode import load_image
-    from photoman.zeroshot.locate import locate as run_locate
-    from photoman.zeroshot.locate import overlay
-
     if not query.strip():
         raise fail("empty query: say what to look for", 2)
-    if not path.is_file():
-        raise fail(f"no such image file: {path}", 2)
-    cfg = settings()
-    encoder = open_encoder(cfg)
-    image = load_image(path, min_side=1024)  # JPEGs decode at reduced scale; boxes map back below
-    full_size = _image_size(path)
-    text = encoder.encode_texts([query])[0]
-    result = run_locate(encoder, image, text)
-    scale = full_size[0] / image.width
-    box = tuple(int(round(v * scale)) for v in result.box)
-    target = out_file or path.with_name(path.stem + ".heat.png")
-    try:
-        overlay(image, result.heat, result.box).save(target)
-    except OSError as exc:
-        raise fail(f"cannot write {target}: {exc.strerror or exc}") from None
-    info = {**result.to_json(), "box": list(box), "path": str(path), "query": query, "heatmap": str(target)}
+    with client() as pm:
+        info = pm.locate(path, query, out_file)
     if as_json:
-        out.print_json(json.dumps(info))
+        print_json(info)
         return
-    out.print(
-        f"best box {box} (score {result.score:.3f}) from {result.windows} windows in {result.seconds:.1f}s; "
-        f"heat map: {target}",
+    out_print(
+        f"best box {tuple(info['box'])} (score {info['score']:.3f}) from {info['windows']} windows in "
+        f"{info['seconds']:.1f}s; heat map: {info['heatmap']}",
         highlight=False,
+        markup=False,
     )
-
-
-def _image_size(path: Path) -> tuple[int, int]:
-    from PIL import Image
-
-    with Image.open(path) as im:
-        size = im.size
-        orientation = im.getexif().get(0x0112, 1)
-    return (size[1], size[0]) if orientation in (5, 6, 7, 8) else size
 
 
 @app.command()
@@ -601,38 +525,63 @@ def dupes(
     threshold: Annotated[float, typer.Option(help="Cosine similarity for near-duplicates.")] = 0.95,
     rotations: Annotated[bool, typer.Option(help="Also catch copies turned 90/180/270°.")] = True,
     trash: Annotated[
-        bool, typer.Option("--trash", help="Move all but the suggested keeper to the trash.")
+        bool, typer.Option("--trash", help="Move the copies (all but each group's keeper) to the trash.")
     ] = False,
-    as_json: Annotated[bool, typer.Option("--json", help="Groups as JSON.")] = False,
+    dry_run: Annotated[
+        bool, typer.Option("--dry-run", help="Show what --trash would do; change nothing.")
+    ] = False,
+    yes: Annotated[bool, typer.Option("--yes", "-y", help="Do not ask before trashing (scripts).")] = False,
+    as_json: Annotated[bool, typer.Option("--json", help="Groups (and plan) as JSON.")] = False,
 ) -> None:
-    """Exact duplicates (same bytes) and near-duplicates (resized, recompressed or rotated copies)."""
-    from photoman.library import Library
-    from photoman.zeroshot.dupes import find_duplicates, trash_duplicates
+    """Exact duplicates (same bytes) and near-duplicates (resized, recompressed or rotated copies).
 
-    if not 0 < threshold <= 1:
-        raise fail("--threshold must be in (0, 1]", 2)
-    cfg = settings()
-    if daemon_running(cfg.socket_path):
-        args = {"threshold": threshold, "rotations": rotations, "trash": trash}
-        found = call(cfg.socket_path, "dupes", args, timeout=3600)
-    else:
-        with Library(cfg, "photoman dupes") as lib:
-            groups = find_duplicates(lib, threshold=threshold, rotations=rotations)
-            moved = trash_duplicates(lib, groups) if trash else []
-        found = {"groups": [g.to_json() for g in groups], "trashed": moved}
+    --trash moves copies to the system trash, never the last physical copy of a photo: each file is
+    checked again right before it moves (still there, same bytes, a different file from the one kept).
+    It shows the plan and asks first (--yes to skip asking, needed when not in a terminal)."""
+    if trash and dry_run:
+        raise fail("--trash and --dry-run contradict each other; pick one", 2)
+    if trash and not yes and not sys.stdin.isatty():
+        raise fail("--trash asks before moving files: add --yes (or --dry-run to see the plan)", 2)
+    with client() as pm:
+        if trash and not yes:  # show the plan, ask, then trash exactly what was shown (re-checked)
+            found = pm.dupes(threshold=threshold, rotations=rotations, dry_run=True)
+            marked = [s["path"] for s in found["plan"] if s["action"] == "trash"]
+            _print_dupes(found)
+            if not marked:
+                out_print("nothing to move to the trash")
+                return
+            if not typer.confirm(f"Move {len(marked)} files to the trash?", default=False, err=True):
+                raise fail("nothing moved", 1)
+            found = pm.dupes(threshold=threshold, rotations=rotations, trash=True, only=marked)
+        else:
+            found = pm.dupes(threshold=threshold, rotations=rotations, trash=trash, dry_run=dry_run)
     if as_json:
-        out.print_json(json.dumps(found))
+        print_json(found)
         return
-    moved = found["trashed"]
+    _print_dupes(found)
+    if found["trashed"]:
+        out_print(f"moved {len(found['trashed'])} files to the trash", highlight=False)
+
+
+def _print_dupes(found: dict[str, Any]) -> None:
+    plan = {s["path"]: s for s in found.get("plan", [])}
+    moved = set(found["trashed"])
     if not found["groups"]:
-        out.print("no duplicates")
+        out_print("no duplicates")
     for g in found["groups"]:
-        out.print(f"{g['kind']} duplicates ({len(g['photos'])}):", highlight=False)
+        out_print(f"{g['kind']} duplicates ({len(g['photos'])}):", highlight=False)
         for p in g["photos"]:
-            mark = "keep " if p["path"] == g["keeper"] else ("trash" if p["path"] in moved else "     ")
-            out.print(f"  {mark} {p['path']}  {p['width']}x{p['height']}", highlight=False, markup=False)
-    if moved:
-        out.print(f"moved {len(moved)} files to the trash", highlight=False)
+            step = plan.get(p["path"])
+            if p["path"] in moved:
+                mark = "trashed"
+            elif step is not None:
+                mark = step["action"]
+            else:
+                mark = "keep" if p["path"] == g["keeper"] else ""
+            why = f"  ({step['reason']})" if step is not None and step["action"] != "trash" else ""
+            out_print(
+                f"  {mark:7} {p['path']}  {p['width']}x{p['height']}{why}", highlight=False, markup=False
+            )
 
 
 @app.command()
@@ -643,9 +592,12 @@ def tui(
     ] = None,
 ) -> None:
     """The terminal UI: search box, thumbnail grid, details with caption editing, more-like-this."""
+    if images is not None and images not in ("auto", "halfcell", "unicode"):
+        raise fail(f"--images {images}: use auto, halfcell or unicode", 2)
     from photoman.tui.app import run_tui
 
-    run_tui(settings(tui_images=images))
+    cfg = settings(tui_images=images)
+    run_tui(cfg, daemon=state.daemon)
 
 
 @app.command()
@@ -661,9 +613,10 @@ def watch(
         list[str] | None,
         typer.Option("--poll", help="Watch this root by polling (network shares); repeatable."),
     ] = None,
+    detached: Annotated[bool, typer.Option("--detached", hidden=True)] = False,
 ) -> None:
     """Run the daemon: index as photos appear, move or vanish, and answer queries with the model warm."""
-    from photoman.service.daemon import Daemon, run_once, setup_logging
+    from photoman.service.protocol import daemon_running
 
     cfg = settings()
     if poll:
@@ -672,95 +625,69 @@ def watch(
         )
     if once:
         from photoman.library import Library
+        from photoman.service.daemon import run_once
 
         with Library(cfg, "photoman watch --once"):
             pass  # fail fast and clearly if a daemon holds the library
         report = run_once(cfg)
         summary = f"{report.embedded} embedded, {report.reused} reused, {report.removed} removed, "
-        out.print(summary + f"{len(report.errors)} unreadable, {report.unchanged} unchanged", highlight=False)
+        out_print(summary + f"{len(report.errors)} unreadable, {report.unchanged} unchanged", highlight=False)
         return
     if daemon_running(cfg.socket_path):
         raise fail(f"a daemon is already running for {cfg.data_dir} (socket {cfg.socket_path})", 3)
     if detach:
-        _start_detached(cfg)
+        from photoman.service.launcher import start_daemon
+
+        pid = start_daemon(cfg)
+        if pid is None:
+            raise fail(f"a daemon is already running for {cfg.data_dir} (socket {cfg.socket_path})", 3)
+        out_print(f"photoman daemon running (pid {pid}); log: {cfg.log_file}", highlight=False, markup=False)
         return
-    setup_logging(cfg, foreground=True)
+    from photoman.service.daemon import Daemon, setup_logging
+
+    setup_logging(cfg, foreground=not detached)  # detached, stderr already goes to the log file
     raise typer.Exit(Daemon(cfg).run())
-
-
-def _start_detached(cfg: Settings) -> None:
-    import subprocess
-    import time
-
-    from photoman.service.daemon import log_tail
-
-    env = dict(os.environ)
-    for key in (
-        "data_dir",
-        "model",
-        "device",
-        "precision",
-        "catalog_url",
-        "qdrant_url",
-        "state_dir",
-        "runtime_dir",
-    ):
-        value = getattr(cfg, key)
-        if value is not None:
-            env[f"PHOTOMAN_{key.upper()}"] = str(value)
-    if cfg.poll_roots:
-        env["PHOTOMAN_POLL_ROOTS"] = os.pathsep.join(cfg.poll_roots)
-    cfg.state_dir.mkdir(parents=True, exist_ok=True)
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "photoman", "watch"],
-        env=env, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-        start_new_session=True,
-    )  # fmt: skip
-    deadline = time.monotonic() + 300
-    while time.monotonic() < deadline:
-        if daemon_running(cfg.socket_path):
-            out.print(f"photoman daemon running (pid {proc.pid}); log: {cfg.log_file}", highlight=False)
-            return
-        if proc.poll() is not None:
-            tail = log_tail(cfg.log_file, 1)
-            raise fail(
-                f"the daemon exited at start (code {proc.returncode}): {tail or 'see ' + str(cfg.log_file)}"
-            )
-        time.sleep(0.2)
-    raise fail(f"the daemon did not answer within 300 s; see {cfg.log_file}")
 
 
 @app.command()
 @handles_errors
 def stop() -> None:
     """Stop the running daemon (it finishes or abandons the batch in flight and exits cleanly)."""
-    import time
+    with client() as pm:
+        pid = pm.stop()
+    out_print(f"stopped daemon (pid {pid})", highlight=False)
 
-    cfg = settings()
-    if not daemon_running(cfg.socket_path):
-        raise fail(f"no daemon is running for {cfg.data_dir}")
-    pid = call(cfg.socket_path, "status")["daemon"]["pid"]
-    call(cfg.socket_path, "stop")
-    from photoman.errors import StoreBusyError
-    from photoman.library import DataDirLock
 
-    lock = DataDirLock(cfg.lock_file)
-    deadline = time.monotonic() + 120
-    while time.monotonic() < deadline:
-        try:  # the daemon releases the data-dir lock as the very last thing it does
-            lock.acquire("photoman stop")
-            lock.release()
-            out.print(f"stopped daemon (pid {pid})", highlight=False)
-            return
-        except StoreBusyError:
-            time.sleep(0.2)
-    raise fail(f"daemon pid {pid} is still shutting down; see {cfg.log_file}")
+_VALUE_OPTIONS = {"--data-dir", "--model", "--device", "--qdrant-url", "--catalog-url", "--config"}
+
+
+def _invoked_command(argv: list[str]) -> str | None:
+    """The subcommand named on the command line (after the global options), if any."""
+    i = 0
+    while i < len(argv):
+        arg = argv[i]
+        if arg in ("--help", "-h"):
+            return None
+        if arg in _VALUE_OPTIONS:
+            i += 2
+            continue
+        if arg.startswith("-"):
+            i += 1
+            continue
+        return arg
+    return None
 
 
 def main() -> None:
     """Console-script entry point: usage errors, like every user error, are one line on stderr."""
     from typer._click import exceptions as click_exc  # typer ships its own copy of click
 
+    # Typer builds a click command from every registered function's signature on each run; a
+    # command line that names one needs only that one (a fifth of a daemon-answered `find`)
+    name = _invoked_command(sys.argv[1:])
+    chosen = [c for c in app.registered_commands if (c.name or c.callback.__name__) == name]  # type: ignore[union-attr]
+    if chosen:
+        app.registered_commands = chosen
     try:
         code = app(standalone_mode=False)
     except click_exc.NoArgsIsHelpError as exc:
@@ -768,17 +695,13 @@ def main() -> None:
         sys.exit(2)
     except click_exc.UsageError as exc:
         cmd = exc.ctx.command_path if exc.ctx else "photoman"
-        err.print(
-            f"[bold red]photoman:[/] {exc.format_message()} (see `{cmd} --help`)",
-            highlight=False,
-            soft_wrap=True,
-        )
+        fail(f"{exc.format_message()} (see `{cmd} --help`)")
         sys.exit(2)
     except click_exc.ClickException as exc:
-        err.print(f"[bold red]photoman:[/] {exc.format_message()}", highlight=False, soft_wrap=True)
+        fail(exc.format_message())
         sys.exit(exc.exit_code)
     except KeyboardInterrupt:
-        err.print("[bold red]photoman:[/] interrupted")
+        fail("interrupted")
         sys.exit(130)
     sys.exit(code if isinstance(code, int) else 0)
 

@@ -5,14 +5,21 @@ from __future__ import annotations
 import fcntl
 import os
 import sys
+import threading
+from collections.abc import Callable
 from pathlib import Path
-from typing import IO
+from typing import IO, TYPE_CHECKING
 
-from photoman.catalog import Catalog
 from photoman.config import Settings
-from photoman.embedding.model import ClipEncoder, Notify, load_encoder, model_dim, model_identity
+from photoman.embedding.checkpoint import model_identity
 from photoman.errors import StoreBusyError
-from photoman.vectors import VectorStore, open_store
+
+if TYPE_CHECKING:
+    from photoman.embedding.model import ClipEncoder
+    from photoman.embedding.query_text import QueryTextEncoder
+    from photoman.vectors import VectorStore
+
+Notify = Callable[[str], None]
 
 
 class DataDirLock:
@@ -56,6 +63,8 @@ def _stderr(msg: str) -> None:
 
 def open_encoder(settings: Settings, notify: Notify = _stderr) -> ClipEncoder:
     """The CLIP encoder these settings ask for (model, device, precision, int8 text tower)."""
+    from photoman.embedding.model import load_encoder
+
     return load_encoder(
         settings.model,
         settings.device,
@@ -66,7 +75,92 @@ def open_encoder(settings: Settings, notify: Notify = _stderr) -> ClipEncoder:
     )
 
 
-class Library:
+class Models:
+    """The model side of a library, loaded on first use and at most once (threads may race for it).
+
+    ``text_encoder`` answers query texts from the cached torch-free pack when there is one, so a
+    text query never waits for (or imports) torch; ``encoder`` is the full CLIP model.
+    """
+
+    def __init__(self, settings: Settings, notify: Notify = _stderr) -> None:
+        self.settings = settings
+        self.notify = notify
+        self.model_id = model_identity(settings.model)
+        self._encoder: ClipEncoder | None = None
+        self._text: QueryTextEncoder | None = None
+        self._text_tried = False
+        self._model_lock = threading.RLock()
+
+    @property
+    def encoder(self) -> ClipEncoder:
+        if self._encoder is None:
+            with self._model_lock:
+                if self._encoder is None:
+                    self._encoder = open_encoder(self.settings, self.notify)
+        return self._encoder
+
+    def _text_pack(self) -> QueryTextEncoder | None:
+        if not self._text_tried:
+            with self._model_lock:
+                if not self._text_tried:
+                    s = self.settings
+                    if s.text_int8 and s.device in ("auto", "cpu") and s.precision in ("auto", "fp32"):
+                        from photoman.embedding.query_text import open_pack
+
+                        self._text = open_pack(s.cache_dir, s.model)
+                    self._text_tried = True
+        return self._text
+
+    @property
+    def text_encoder(self) -> ClipEncoder | QueryTextEncoder:
+        """What encodes query texts: the loaded model's own fast path, else the cached pack, else load."""
+        if self._encoder is not None:
+            return self._encoder
+        return self._text_pack() or self.encoder
+
+    @property
+    def encoder_loaded(self) -> bool:
+        return self._encoder is not None
+
+    @property
+    def dim(self) -> int:
+        if self._encoder is not None:
+            return self._encoder.dim
+        pack = self._text_pack()
+        if pack is not None:
+            return pack.dim
+        from photoman.embedding.model import ModelNotCached, model_dim
+
+        try:
+            return model_dim(self.settings.model)
+        except ModelNotCached:  # first use: the model downloads (and says so) as it loads
+            return self.encoder.dim
+
+    def dim_if_known(self) -> int | None:
+        """The vector size when it is known without loading or downloading anything (for status)."""
+        if self._encoder is not None:
+            return self._encoder.dim
+        pack = self._text_pack()
+        if pack is not None:
+            return pack.dim
+        from photoman.embedding.model import ModelNotCached, model_dim
+
+        try:
+            return model_dim(self.settings.model)
+        except ModelNotCached:
+            return None
+
+    def close(self) -> None:
+        pass
+
+    def __enter__(self) -> Models:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+class Library(Models):
     """Everything a command needs, opened lazily: torch and the model load only when something embeds."""
 
     def __init__(
@@ -78,9 +172,7 @@ class Library:
         allow_busy: bool = False,
         notify: Notify = _stderr,
     ) -> None:
-        self.settings = settings
-        self.notify = notify
-        self.model_id = model_identity(settings.model)
+        super().__init__(settings, notify)
         self._lock = DataDirLock(settings.lock_file)
         self.write = write
         self.busy: StoreBusyError | None = None
@@ -93,34 +185,26 @@ class Library:
                     raise
                 self.busy = exc  # catalog readable (SQLite WAL), vector store not
         try:
+            from photoman.catalog import Catalog
+
             self.catalog = Catalog(settings.catalog)
         except BaseException:
             self._lock.release()
             raise
-        self._encoder: ClipEncoder | None = None
         self._store: VectorStore | None = None
-
-    @property
-    def dim(self) -> int:
-        return self._encoder.dim if self._encoder else model_dim(self.settings.model)
+        self._store_lock = threading.Lock()
 
     @property
     def store(self) -> VectorStore:
         if self.busy is not None:
             raise self.busy
         if self._store is None:
-            self._store = open_store(self.settings, self.model_id, self.dim)
+            with self._store_lock:
+                if self._store is None:
+                    from photoman.vectors import open_store
+
+                    self._store = open_store(self.settings, self.model_id, self.dim)
         return self._store
-
-    @property
-    def encoder(self) -> ClipEncoder:
-        if self._encoder is None:
-            self._encoder = open_encoder(self.settings, self.notify)
-        return self._encoder
-
-    @property
-    def encoder_loaded(self) -> bool:
-        return self._encoder is not None
 
     def close(self) -> None:
         try:

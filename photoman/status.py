@@ -46,7 +46,12 @@ def library_status(lib: Library, errors_limit: int = 20) -> dict[str, Any]:
         )
     store: dict[str, Any] = {"backend": "qdrant-server" if lib.settings.qdrant_url else "qdrant-edge"}
     try:
-        store.update(collection=lib.store.name, points=lib.store.count(), disk_bytes=lib.store.disk_bytes())
+        if lib.dim_if_known() is None:  # status never downloads (or touches the network)
+            store["error"] = f"model {lib.model_id} is not downloaded yet; `photoman index FOLDER` fetches it"
+        else:
+            store.update(
+                collection=lib.store.name, points=lib.store.count(), disk_bytes=lib.store.disk_bytes()
+            )
     except PhotomanError as exc:
         store["error"] = str(exc)
     return {

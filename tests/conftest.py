@@ -74,8 +74,9 @@ def library_dir(tmp_path: Path, photos_src: Path) -> Path:
 @pytest.fixture
 def settings(tmp_path: Path, tiny_model: Path) -> Settings:
     return Settings(
-        data_dir=tmp_path / "data", model=str(tiny_model), precision="fp32", workers=2, batch_size=4
-    )
+        data_dir=tmp_path / "data", model=str(tiny_model), precision="fp32", workers=2, batch_size=4,
+        autostart=0, runtime_dir=tmp_path / "run", state_dir=tmp_path / "state",
+    )  # fmt: skip
 
 
 @pytest.fixture
@@ -85,6 +86,30 @@ def cli_env(monkeypatch: pytest.MonkeyPatch, settings: Settings) -> Settings:
     monkeypatch.setenv("PHOTOMAN_MODEL", settings.model)
     monkeypatch.setenv("PHOTOMAN_PRECISION", "fp32")
     monkeypatch.setenv("PHOTOMAN_WORKERS", "2")
+    monkeypatch.setenv("PHOTOMAN_AUTOSTART", "0")  # in-process unless a test starts a daemon itself
+    monkeypatch.setenv("PHOTOMAN_RUNTIME_DIR", str(settings.data_dir.parent / "run"))
+    monkeypatch.setenv("PHOTOMAN_STATE_DIR", str(settings.data_dir.parent / "state"))
     monkeypatch.setenv("PHOTOMAN_CONFIG", str(settings.data_dir.parent / "no-config.toml"))
     (settings.data_dir.parent / "no-config.toml").write_text("")
     return settings
+
+
+@pytest.fixture
+def env(tmp_path: Path, tiny_model: Path) -> dict[str, str]:
+    e = {k: v for k, v in os.environ.items() if not k.startswith("PHOTOMAN_")}
+    e.update(
+        PHOTOMAN_DATA_DIR=str(tmp_path / "data"),
+        PHOTOMAN_STATE_DIR=str(tmp_path / "state"),
+        PHOTOMAN_RUNTIME_DIR=str(tmp_path / "run"),
+        PHOTOMAN_CONFIG=str(tmp_path / "config.toml"),
+        PHOTOMAN_MODEL=str(tiny_model),
+        PHOTOMAN_PRECISION="fp32",
+        PHOTOMAN_WORKERS="1",
+        PHOTOMAN_BATCH_SIZE="2",
+        PHOTOMAN_SETTLE="1.0",
+        PHOTOMAN_DEBOUNCE="0.3",
+        PHOTOMAN_AUTOSTART="0",
+        HF_HUB_OFFLINE="1",
+    )
+    (tmp_path / "config.toml").write_text("")
+    return e

@@ -51,7 +51,7 @@ def test_index_find_status_embed(indexed: Path) -> None:
     )
     data = json.loads(res.stdout)
     assert data[0]["path"] == str(indexed / "scikit-image--chelsea.png") and data[0]["rank"] == 1
-    schema = "rank score path content_hash taken_at width height camera format caption duplicates"
+    schema = "rank score path content_hash taken_at width height camera format caption duplicates file_time"
     assert set(data[0]) == set(schema.split())
     assert len(data) == 10 and all(-1 <= d["score"] <= 1.0001 for d in data)
     dated = next(d for d in data if d["path"].endswith("exif--test1.jpg"))
@@ -134,3 +134,28 @@ def test_console_script_runs_as_a_process(cli_env: Settings, library_dir: Path) 
         [sys.executable, "-m", "photoman", "find", ""], capture_output=True, text=True, env=env, timeout=300
     )
     assert proc.returncode == 2 and proc.stderr.strip().count("\n") == 0 and "empty query" in proc.stderr
+
+
+def test_first_run_without_network_says_what_and_how(
+    cli_env: Settings, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """No network: `find` names the model, its size and the ways out; `status` never tries the network."""
+    monkeypatch.setenv("HF_HUB_OFFLINE", "0")
+    monkeypatch.setenv("HF_ENDPOINT", "http://127.0.0.1:9")  # nothing listens: any request fails at once
+    monkeypatch.setenv("HF_HUB_CACHE", str(cli_env.data_dir.parent / "empty-hf-cache"))
+    model = "laion/CLIP-ViT-B-32-laion2B-s34B-b79K"
+    res = run("--model", model, "find", "cat")
+    one_line_error(res, 1, f"cannot download the CLIP model {model} (about 605 MB)")
+    assert "PHOTOMAN_MODEL" in res.stderr and "proxy" in res.stderr
+    monkeypatch.setenv("HF_ENDPOINT", "http://192.0.2.1:9")  # would hang if status tried it
+    res = run("--model", model, "status", "--json")
+    assert res.exit_code == 0, res.output
+    assert "not downloaded yet" in json.loads(res.stdout)["vectors"]["error"]
+
+
+def test_a_device_that_is_not_there_is_one_line(cli_env: Settings, library_dir: Path) -> None:
+    assert run("index", str(library_dir)).exit_code == 0
+    one_line_error(run("--device", "mps", "find", "--image", str(library_dir / "scikit-image--chelsea.png")),
+                   2, "'mps'")  # fmt: skip
+    one_line_error(run("--device", "cuda:7", "embed", "--text", "x"), 2, "cuda")
+    one_line_error(run("--device", "tpu", "embed", "--text", "x"), 2, "unknown device")

@@ -3,74 +3,22 @@
 from __future__ import annotations
 
 import json
-import os
 import random
 import shutil
 import signal
-import subprocess
-import sys
 import time
-from collections.abc import Callable
 from pathlib import Path
 
-import pytest
 from sqlalchemy import select
 
 from photoman.catalog import Catalog, Photo
-from photoman.config import Settings, load_settings
+from photoman.config import Settings
 from photoman.library import Library
-from photoman.service.protocol import call, daemon_running
+from photoman.service.protocol import call
 from photoman.vectors import point_id
 
 from .conftest import SMALL_SET
-
-
-@pytest.fixture
-def env(tmp_path: Path, tiny_model: Path) -> dict[str, str]:
-    e = {k: v for k, v in os.environ.items() if not k.startswith("PHOTOMAN_")}
-    e.update(
-        PHOTOMAN_DATA_DIR=str(tmp_path / "data"),
-        PHOTOMAN_STATE_DIR=str(tmp_path / "state"),
-        PHOTOMAN_RUNTIME_DIR=str(tmp_path / "run"),
-        PHOTOMAN_CONFIG=str(tmp_path / "config.toml"),
-        PHOTOMAN_MODEL=str(tiny_model),
-        PHOTOMAN_PRECISION="fp32",
-        PHOTOMAN_WORKERS="1",
-        PHOTOMAN_BATCH_SIZE="2",
-        PHOTOMAN_SETTLE="1.0",
-        PHOTOMAN_DEBOUNCE="0.3",
-        HF_HUB_OFFLINE="1",
-    )
-    (tmp_path / "config.toml").write_text("")
-    return e
-
-
-def settings_of(env: dict[str, str]) -> Settings:
-    return load_settings(env=env)
-
-
-def photoman(env: dict[str, str], *args: str, timeout: float = 300) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, "-m", "photoman", *args], env=env, capture_output=True, text=True, timeout=timeout
-    )
-
-
-def start(env: dict[str, str], tmp_path: Path) -> subprocess.Popen[bytes]:
-    log = open(tmp_path / "daemon.out", "ab")  # noqa: SIM115 - closed with the process
-    proc = subprocess.Popen([sys.executable, "-m", "photoman", "watch"], env=env, stdout=log, stderr=log)
-    sock = settings_of(env).socket_path
-    wait_for(lambda: daemon_running(sock) or proc.poll() is not None, 120, "daemon socket")
-    assert proc.poll() is None, (tmp_path / "daemon.out").read_text()
-    return proc
-
-
-def wait_for(cond: Callable[[], bool], timeout: float, what: str) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if cond():
-            return
-        time.sleep(0.2)
-    raise AssertionError(f"timed out waiting for {what}")
+from .daemon_helpers import photoman, settings_of, start, wait_for
 
 
 def catalog_rows(env: dict[str, str]) -> dict[str, Photo]:

@@ -68,7 +68,7 @@ def test_fast_path_matches_reference_pipeline(encoder, tiny_model: Path, photos_
 def test_unknown_model_offline_is_a_clear_error(tmp_path: Path) -> None:
     with pytest.raises(ModelError, match="not in the local Hugging Face cache"):
         load_encoder("nobody/no-such-clip-model")
-    with pytest.raises(ModelError, match="not in the local Hugging Face cache"):
+    with pytest.raises(ModelError, match="not downloaded yet"):  # model_dim never downloads
         model_dim("nobody/no-such-clip-model")
     with pytest.raises(ModelError, match="no config.json"):
         load_encoder(str(tmp_path))
@@ -105,7 +105,7 @@ def test_a_repeated_query_text_is_encoded_once(tiny_model: Path) -> None:
     enc = load_encoder(str(tiny_model), device="cpu", precision="fp32", text_int8=True)
     first = enc.encode_texts(["a red boat"])[0]
     again = enc.encode_texts(["a red boat"])[0]
-    info = enc._one_text.cache_info()
+    info = enc.query_text._one.cache_info()
     assert info.hits == 1 and info.misses == 1
     assert np.array_equal(first, again)
     again[0] = 5.0  # callers get their own arrays: the cached vector stays intact
@@ -120,26 +120,48 @@ def test_onnx_text_tower_is_the_transformers_forward_and_is_cached(tiny_model: P
 
     clip = CLIPModel.from_pretrained(str(tiny_model)).eval()
     enc = load_encoder(str(tiny_model), device="cpu", precision="fp32")
-    texts = ["a cat", "two dogs running across a frosty field", "x " * 200]
+    texts = ["a cat", "Two dogs running across a FROSTY field!", "ça été naïve 東京", "x " * 200]
     tok = enc.tokenizer(texts, padding=True, truncation=True, max_length=77, return_tensors="pt")
     with torch.inference_mode():
         ref = clip.get_text_features(**{k: tok[k] for k in ("input_ids", "attention_mask")}).pooler_output
-    fp32 = onnx_text.load(clip, tmp_path, quantize=False)
+    fp32 = onnx_text.load(clip, enc.tokenizer, str(tiny_model), tmp_path, quantize=False)
     for i, text in enumerate(texts):
-        ids = enc.tokenizer([text], truncation=True, max_length=77, return_tensors="pt")["input_ids"]
-        assert (fp32(ids) - ref[i : i + 1]).abs().max() < 1e-5
-    int8 = onnx_text.load(clip, tmp_path)
+        ids = enc.tokenizer([text], truncation=True, max_length=77)["input_ids"][0]
+        assert fp32.token_ids(text) == ids  # the tokenizers-only path tokenises exactly as transformers
+        assert np.abs(fp32.features(ids) - ref[i : i + 1].numpy()).max() < 1e-5
+    int8 = onnx_text.load(clip, enc.tokenizer, str(tiny_model), tmp_path)
     built = int8.model_file.stat().st_mtime_ns
-    assert onnx_text.load(clip, tmp_path).model_file.stat().st_mtime_ns == built  # reused, not rebuilt
+    again = onnx_text.load(clip, enc.tokenizer, str(tiny_model), tmp_path)
+    assert again.model_file.stat().st_mtime_ns == built  # reused, not rebuilt
     int8.model_file.write_bytes(b"truncated by a crash")
-    again = onnx_text.load(clip, tmp_path)  # a broken cache file is rebuilt, not fatal
-    ids = enc.tokenizer(["a cat"], return_tensors="pt")["input_ids"]
-    assert torch.nn.functional.cosine_similarity(again(ids), ref[:1]).item() > 0.99
+    again = onnx_text.load(clip, enc.tokenizer, str(tiny_model), tmp_path)  # rebuilt, not fatal
+    unit = torch.nn.functional.normalize(ref[:1], dim=-1).numpy()[0]
+    assert float(again.encode_texts(["a cat"])[0] @ unit) > 0.99
 
 
 def test_cpu_queries_use_the_onnx_tower_by_default(tiny_model: Path) -> None:
-    from photoman.embedding.onnx_text import OnnxTextTower
+    from photoman.embedding.query_text import QueryTextEncoder
 
     enc = load_encoder(str(tiny_model), device="cpu", precision="fp32", text_int8=True)
-    assert isinstance(enc.lean_text, OnnxTextTower) and enc.text_int8
-    assert enc.lean_text.model_file.parent.parent == Path(os.environ["PHOTOMAN_CACHE_DIR"])
+    assert isinstance(enc.query_text, QueryTextEncoder) and enc.text_int8
+    assert enc.query_text.pack.parent.parent == Path(os.environ["PHOTOMAN_CACHE_DIR"])
+
+
+def test_the_text_pack_encodes_without_torch(tiny_model: Path) -> None:
+    """A cold query process finds the pack by the checkpoint's files and never imports torch."""
+    import json
+    import subprocess
+    import sys
+
+    enc = load_encoder(str(tiny_model), device="cpu", precision="fp32", text_int8=True)
+    want = enc.encode_texts(["a red car"])[0]
+    code = (
+        "import json, os, sys; from pathlib import Path; from photoman.embedding.query_text import open_pack;"
+        f"e = open_pack(Path(os.environ['PHOTOMAN_CACHE_DIR']), {str(tiny_model)!r});"
+        "v = e.encode_texts(['a red car'])[0].tolist();"
+        "print(json.dumps({'v': v, 'torch': 'torch' in sys.modules, 'tf': 'transformers' in sys.modules}))"
+    )
+    out = json.loads(subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                                    check=True).stdout)  # fmt: skip
+    assert not out["torch"] and not out["tf"]
+    assert np.allclose(out["v"], want, atol=1e-6)

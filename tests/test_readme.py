@@ -25,3 +25,23 @@ def test_readme_documents_every_command() -> None:
     for cmd in app.registered_commands:
         name = cmd.name or cmd.callback.__name__
         assert f"### `photoman {name}" in readme, name
+
+
+def test_the_python_example_runs(cli_env, library_dir: Path, tmp_path: Path) -> None:  # noqa: ANN001
+    """The README's script example, run as written against a test library."""
+    import os
+    import shutil
+    import subprocess
+    import sys
+
+    readme = (ROOT / "README.md").read_text()
+    section = readme.split("### From Python", 1)[1]
+    code = re.search(r"```python\n(.+?)\n```", section, flags=re.S).group(1)
+    work = tmp_path / "script"
+    shutil.copytree(library_dir, work / "tests-library")
+    proc = subprocess.run([sys.executable, "-c", code], cwd=work, env=dict(os.environ), capture_output=True,
+                          text=True, timeout=300)  # fmt: skip
+    assert proc.returncode == 0, proc.stderr
+    lines = proc.stdout.splitlines()
+    assert [ln.split()[0] for ln in lines[:3]] == ["1", "2", "3"]
+    assert "'indexed': 10" in lines[3]

@@ -24,9 +24,9 @@ from photoman.indexing.pipeline import index
 from photoman.library import Library
 from photoman.media.captions import clean, read_embedded, read_sidecar, xmp_description
 from photoman.search.cutoff import adaptive_threshold
-from photoman.search.engine import Query, combine, search, term_vectors
+from photoman.search.engine import combine, search, term_vectors
 from photoman.search.filters import build_filter
-from photoman.search.query import Term, parse_query
+from photoman.search.query import Query, Term, parse_query
 from photoman.vectors import CAPTION, IMAGE, point_id
 
 
@@ -280,14 +280,14 @@ def test_filters_match_catalog_ground_truth(settings: Settings, library_dir: Pat
         for name, (flt, pred) in cases.items():
             expected = _truth(rows, pred)
             assert expected, name  # every case selects something real
-            res = search(lib, Query(parse_query(["a photo"]), limit=100, flt=flt, cutoff="none"))
+            res = search(lib, Query(parse_query(["a photo"]), limit=100, filters=flt, cutoff="none"))
             assert {r.path for r in res} == expected, name
         # date sort applies after the cut, newest first
         res = search(lib, Query(parse_query(["a photo"]), limit=100, cutoff="none", sort="date"))
         dates = [r.taken_at or datetime.fromtimestamp(r.mtime) for r in res]
         assert dates == sorted(dates, reverse=True) and [r.rank for r in res] == list(range(1, len(res) + 1))
         with pytest.raises(BadInputError, match="not inside the library"):
-            search(lib, Query(parse_query(["x"]), flt=build_filter(folder="/elsewhere")))
+            search(lib, Query(parse_query(["x"]), filters=build_filter(folder="/elsewhere")))
 
 
 def test_explain_contributions_sum_to_the_score(settings: Settings, library_dir: Path) -> None:
@@ -351,3 +351,89 @@ def test_cli_search_outputs_and_errors(cli_env: Settings, library_dir: Path) -> 
     assert shown == {"path": str(chelsea), "caption": "a tabby cat looking up", "source": "user"}
     hit = run_cli(cli_env, "find", "a tabby cat looking up", "--mode", "text-caption", "--json")
     assert json.loads(hit.stdout)[0]["path"] == str(chelsea)
+
+
+def test_stdin_is_read_only_for_a_lone_dash_where_a_term_goes() -> None:
+    """`-` between two terms is the minus operator; only `-` as a whole word in term position is stdin."""
+    from photoman.search.query import needs_stdin
+
+    assert not needs_stdin(["beach", "+", "./sunset.jpg", "-", "people"])
+    assert not needs_stdin(["2:red car", "-", "blurry"])
+    assert not needs_stdin(["beach + ./sunset.jpg - people"])
+    assert needs_stdin(["-"]) and needs_stdin(["-", "+", "cat"]) and needs_stdin(["cat", "-", "-"])
+    assert needs_stdin([], ["-"])
+    terms = parse_query(["cat", "-", "-"], stdin=b"img")
+    assert [(t.kind, t.sign) for t in terms] == [("text", 1), ("image", -1)]
+    for bad, words in (
+        (["cat + "], "ends with an operator"),
+        (["cat", "+ "], "ends with an operator"),
+        (["2:"], "has no term after it"),
+        (["cat", "+", "3:"], "has no term after it"),
+        (["nan:cat"], "finite"),
+        (["inf:dog"], "finite"),
+        (["- people"], "expected a term"),
+    ):
+        with pytest.raises(BadInputError, match=words):
+            parse_query(bad)
+
+
+def test_documented_algebra_examples_run_without_stdin(cli_env: Settings, library_dir: Path) -> None:
+    """The README's `find beach + ./sunset.jpg - people` and `"2:red car" - blurry` never wait for stdin."""
+    assert run_cli(cli_env, "index", str(library_dir)).returncode == 0
+    e = {**os.environ, "PHOTOMAN_DATA_DIR": str(cli_env.data_dir), "PHOTOMAN_MODEL": cli_env.model}
+    shutil.copy(library_dir / "scikit-image--coffee.png", library_dir / "sunset.jpg")  # a PNG named .jpg
+    for args in (["beach", "+", "./sunset.jpg", "-", "people"], ["2:red car", "-", "blurry"]):
+        cmd = [sys.executable, "-m", "photoman", "find", *args, "--all"]
+        proc = subprocess.run(
+            cmd, cwd=library_dir, env=e, stdin=subprocess.DEVNULL, capture_output=True, timeout=120
+        )
+        assert proc.returncode == 0, proc.stderr
+
+
+def test_explicit_images_tags_and_empty_libraries_say_what_is_wrong(
+    cli_env: Settings, library_dir: Path, tmp_path: Path
+) -> None:
+    from typer.testing import CliRunner
+
+    from photoman.cli import app
+
+    def run(*args: str):  # noqa: ANN202
+        return CliRunner().invoke(app, list(args))
+
+    res = run("find", "cat")  # nothing indexed yet
+    assert res.exit_code == 1 and "library is empty" in res.stderr and "photoman index" in res.stderr
+    assert run("index", str(library_dir)).exit_code == 0
+    noext = tmp_path / "photo_without_extension"
+    noext.write_bytes((library_dir / "scikit-image--chelsea.png").read_bytes())
+    hit = run("find", "--image", str(noext), "--json", "-n", "1")
+    assert hit.exit_code == 0 and json.loads(hit.stdout)[0]["path"].endswith("chelsea.png")
+    for args, code, words in (
+        (["find", "--image", "/etc/passwd"], 1, "not a readable image"),
+        (["find", "--image", str(tmp_path)], 2, "is a folder"),
+        (["find", "cat", "--tag", "zebra"], 2, "no photo has tags yet"),
+        (["find", "cat", "--radius", "nan", "--near", "1,1"], 2, "--radius"),
+    ):
+        res = run(*args)
+        lines = [ln for ln in res.stderr.splitlines() if ln.strip()]
+        assert res.exit_code == code and len(lines) == 1 and words in lines[0], (args, res.stderr)
+
+
+def test_in_folder_prints_the_copy_inside_it_and_file_dates_are_marked(
+    cli_env: Settings, library_dir: Path
+) -> None:
+    from typer.testing import CliRunner
+
+    from photoman.cli import app
+
+    copy_dir = library_dir / "zz-copies"
+    copy_dir.mkdir()
+    shutil.copy(library_dir / "scikit-image--chelsea.png", copy_dir / "chelsea-copy.png")
+    assert CliRunner().invoke(app, ["index", str(library_dir)]).exit_code == 0
+    query = ["find", "--image", str(copy_dir / "chelsea-copy.png")]
+    res = CliRunner().invoke(app, [*query, "--in", str(copy_dir), "--json", "--all"])
+    data = json.loads(res.stdout)
+    assert [d["path"] for d in data] == [str(copy_dir / "chelsea-copy.png")]
+    assert data[0]["duplicates"] == [str(library_dir / "scikit-image--chelsea.png")]
+    table = CliRunner().invoke(app, ["find", "--image", str(copy_dir / "chelsea-copy.png"), "-n", "1"])
+    assert data[0]["taken_at"] is None and data[0]["file_time"]
+    assert f"{data[0]['file_time'][:10]} (file)" in table.stdout

@@ -21,9 +21,9 @@ from photoman.embedding.model import load_encoder
 from photoman.indexing.pipeline import index
 from photoman.library import Library
 from photoman.media.decode import load_image
-from photoman.search.engine import Query, search
+from photoman.search.engine import search
 from photoman.search.filters import build_filter
-from photoman.search.query import parse_query
+from photoman.search.query import Query, parse_query
 from photoman.vectors import IMAGE, VectorPoint, point_id
 from photoman.zeroshot.dupes import find_duplicates, trash_duplicates
 from photoman.zeroshot.labels import (
@@ -94,7 +94,7 @@ def test_tags_are_stored_mirrored_to_the_payload_and_filterable(
         counts = dict(tag_counts(lib))
         assert sum(counts.values()) == 10 and counts["dog"] == len(tagged)
         res = search(
-            lib, Query(parse_query(["anything"]), limit=50, flt=build_filter(tags=["dog"]), cutoff="none")
+            lib, Query(parse_query(["anything"]), limit=50, filters=build_filter(tags=["dog"]), cutoff="none")
         )
         assert {r.path for r in res} == tagged
         assert tag_library(lib, labels).considered == 0  # already tagged: nothing to do
@@ -207,3 +207,53 @@ def test_cli_commands(cli_env: Settings, library_dir: Path, tmp_path: Path) -> N
     assert json.loads(res.stdout) == {"groups": [], "trashed": []}
     bad = runner.invoke(app, ["classify", str(library_dir / "scikit-image--chelsea.png"), "-l", "cat"])
     assert bad.exit_code == 2 and "at least two labels" in bad.stderr
+
+
+def test_trash_never_removes_the_last_physical_copy(cli_env: Settings, library_dir: Path, tmp_path: Path,
+                                                    monkeypatch) -> None:  # noqa: ANN001  # fmt: skip
+    """One folder indexed as `real/` and through a symlink `link/`, plus a hard link and a true copy:
+    only the true copy may go to the trash; every photo keeps a physical file; asked first."""
+    import os
+
+    monkeypatch.setenv("XDG_DATA_HOME", str(tmp_path / "xdg"))
+    real = tmp_path / "photos" / "real"
+    real.mkdir(parents=True)
+    for name in ("scikit-image--chelsea.png", "scikit-image--coffee.png"):
+        shutil.copy(library_dir / name, real / name)
+    os.link(real / "scikit-image--chelsea.png", real / "chelsea-hardlink.png")
+    (tmp_path / "photos" / "link").symlink_to(real, target_is_directory=True)
+    copies = tmp_path / "photos" / "copies"
+    copies.mkdir()
+    shutil.copy(real / "scikit-image--coffee.png", copies / "coffee-copy.png")
+    runner = CliRunner()
+    for folder in (real, tmp_path / "photos" / "link", copies):
+        runner.invoke(app, ["index", str(folder)])
+
+    res = runner.invoke(app, ["dupes", "--trash", "--no-rotations", "--threshold", "0.9995"])
+    assert res.exit_code == 2 and "--yes" in res.stderr  # not a terminal: it will not ask, so it refuses
+    plan = json.loads(
+        runner.invoke(app, ["dupes", "--dry-run", "--json", "--no-rotations", "--threshold", "0.9995"]).stdout
+    )["plan"]
+    marked = sorted(s["path"] for s in plan if s["action"] == "trash")
+    assert len(marked) <= 1 and all("link" not in Path(p).parts and "hardlink" not in p for p in marked)
+    assert all(Path(s["path"]).exists() for s in plan)  # a dry run changes nothing
+
+    (copies / "coffee-copy.png").write_bytes(b"changed after indexing")  # a re-check must catch this
+    res = runner.invoke(
+        app, ["dupes", "--trash", "--yes", "--json", "--no-rotations", "--threshold", "0.9995"]
+    )
+    assert res.exit_code == 0 and json.loads(res.stdout)["trashed"] == []
+    shutil.copy(real / "scikit-image--coffee.png", copies / "coffee-copy.png")  # the true copy again
+    runner.invoke(app, ["index", str(copies)])
+    res = runner.invoke(
+        app, ["dupes", "--trash", "--yes", "--json", "--no-rotations", "--threshold", "0.9995"]
+    )
+    trashed = json.loads(res.stdout)["trashed"]
+    assert len(trashed) == 1 and trashed[0] in (
+        str(copies / "coffee-copy.png"),
+        str(real / "scikit-image--coffee.png"),
+    )
+    for name in ("scikit-image--chelsea.png", "chelsea-hardlink.png"):
+        assert (real / name).exists() and (tmp_path / "photos" / "link" / name).exists()
+    kept_coffee = [p for p in (real / "scikit-image--coffee.png", copies / "coffee-copy.png") if p.exists()]
+    assert len(kept_coffee) == 1  # one physical coffee left, one in the trash

@@ -13,6 +13,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 from PIL import Image
 
+from photoman.embedding.checkpoint import model_identity
 from photoman.embedding.preprocess import PreprocessSpec, resize_crop
 from photoman.errors import BadInputError, ModelError
 
@@ -42,6 +43,16 @@ def pick_device(requested: str = "auto") -> str:
         )
     if requested not in ("cpu", "mps") and not requested.startswith("cuda"):
         raise BadInputError(f"unknown device {requested!r}; use auto, cpu, cuda, cuda:N or mps")
+    if requested == "mps" and not (
+        getattr(torch.backends, "mps", None) and torch.backends.mps.is_available()
+    ):
+        raise BadInputError(
+            "device 'mps' asked for, but Apple's Metal (MPS) is not available here (use --device cpu)"
+        )
+    if requested.startswith("cuda:"):
+        index = requested.split(":", 1)[1]
+        if not index.isdigit() or int(index) >= torch.cuda.device_count():
+            raise BadInputError(f"device {requested!r}: no such GPU ({torch.cuda.device_count()} found)")
     return requested
 
 
@@ -71,14 +82,6 @@ def _autocast_dtype(device: str, precision: str) -> torch.dtype | None:
     return table[precision]
 
 
-def model_identity(model: str) -> str:
-    """The id recorded in the catalog and collection name: hub id as given, local folders absolute."""
-    path = Path(model).expanduser()
-    if path.is_dir():
-        return str(path.resolve())
-    return model
-
-
 def _resolve_source(model: str, notify: Notify) -> str:
     """Local folder as is; a hub id from the HF cache, downloading it once (saying what and how big)."""
     path = Path(model).expanduser()
@@ -100,16 +103,36 @@ def _resolve_source(model: str, notify: Notify) -> str:
     return model
 
 
+# download sizes of the weights of models photoman is often pointed at (to say so without network)
+KNOWN_SIZES_MB = {
+    "laion/CLIP-ViT-B-32-laion2B-s34B-b79K": 605,
+    "openai/clip-vit-base-patch32": 605,
+    "openai/clip-vit-base-patch16": 599,
+    "openai/clip-vit-large-patch14": 1710,
+}
+
+
 def _download_size(model: str) -> str:
     try:
         from huggingface_hub import HfApi
 
         info = HfApi().model_info(model, files_metadata=True, timeout=10)
     except Exception as exc:  # noqa: BLE001 - any failure here means we cannot download
-        raise ModelError(f"cannot fetch model {model!r}: {str(exc).splitlines()[0]}") from None
+        known = KNOWN_SIZES_MB.get(model)
+        size = f" (about {known} MB)" if known else ""
+        reason = str(exc).splitlines()[0] if str(exc).strip() else exc.__class__.__name__
+        raise ModelError(
+            f"cannot download the CLIP model {model}{size} from the Hugging Face Hub ({reason}); "
+            "connect to the internet once (it is cached for good), or set PHOTOMAN_MODEL to a folder "
+            "holding a saved copy, or HTTPS_PROXY if you are behind a proxy"
+        ) from None
     sizes = {s.rfilename: s.size or 0 for s in info.siblings or []}
     weights = sizes.get("model.safetensors") or sizes.get("pytorch_model.bin") or 0
     return f", about {weights / 1e6:.0f} MB" if weights else ""
+
+
+class ModelNotCached(ModelError):
+    """The model is a hub id not downloaded yet (the first command that embeds downloads it)."""
 
 
 @dataclass
@@ -125,6 +148,7 @@ class ClipEncoder:
     dim: int
     text_int8: bool = False
     lean_text: Any = None  # LeanTextTower on CPU: one query's encoding without per-module overhead
+    query_text: Any = None  # QueryTextEncoder: the same in ONNX Runtime, torch-free (preferred)
 
     def __post_init__(self) -> None:
         # the TUI re-runs the same words on every filter or mode change: those are free the 2nd time
@@ -133,6 +157,8 @@ class ClipEncoder:
     def clear_text_cache(self) -> None:
         """Forget cached text vectors (benchmarks that must time a real encoding)."""
         self._one_text.cache_clear()
+        if self.query_text is not None:
+            self.query_text.clear_text_cache()
 
     @property
     def logit_scale(self) -> float:
@@ -187,6 +213,8 @@ class ClipEncoder:
 
         if not texts:
             return np.zeros((0, self.dim), dtype=np.float32)
+        if self.query_text is not None:
+            return self.query_text.encode_texts(texts)
         if self.lean_text is not None and (len(texts) == 1 or self.text_int8):
             # int8 dynamic quantisation scales activations per batch: one text at a time keeps a
             # text's vector independent of whatever it was batched with
@@ -237,18 +265,19 @@ def _quantize_text_tower(clip: Any) -> bool:
     return True
 
 
-def _onnx_tower(clip: Any, cache_dir: Path | None, notify: Notify) -> Any:
-    """The int8 ONNX Runtime text tower, or None (not installed, or the export failed: torch it is)."""
+def _onnx_tower(clip: Any, tokenizer: Any, model: str, cache_dir: Path | None, notify: Notify) -> Any:
+    """The int8 ONNX Runtime text encoder, or None (not installed, or the export failed: torch it is)."""
     from photoman.config import default_cache_dir
-    from photoman.embedding import onnx_text
+    from photoman.embedding import onnx_text, query_text
 
     if not onnx_text.available():
         return None
-    cache = (cache_dir or default_cache_dir()) / "text-encoder"
+    cache = cache_dir or default_cache_dir()
     try:
-        if not onnx_text.cached(clip, cache):
+        pack = query_text.pack_dir(cache, model)
+        if pack is None or not query_text.pack_ready(pack):
             notify("Preparing the fast text encoder for this model (once, a few seconds)…")
-        return onnx_text.load(clip, cache)
+        return onnx_text.load(clip, tokenizer, model, cache)
     except Exception as exc:  # noqa: BLE001 - any exporter/runtime failure: fall back, say why
         first = (str(exc).strip().splitlines() or [exc.__class__.__name__])[0]
         notify(f"fast text encoder unavailable ({first}); using the torch one")
@@ -307,14 +336,15 @@ def load_encoder(
     from photoman.embedding.text_tower import LeanTextTower
 
     lean: Any = None
+    fast: Any = None
     if dev == "cpu" and autocast is None and LeanTextTower.supports(clip):
         if text_int8:
-            lean = _onnx_tower(clip, cache_dir, notify)
-        if lean is None:
+            fast = _onnx_tower(clip, processor.tokenizer, model, cache_dir, notify)
+        if fast is None:
             lean = LeanTextTower(clip, int8=text_int8)
-        if lean.int8:  # texts now go through the lean tower; int8 keeps the unused copy small
+        if fast is not None or lean.int8:  # texts go the fast way; int8 keeps the unused copy small
             _quantize_text_tower(clip)
-        text_int8 = lean.int8
+        text_int8 = fast.int8 if fast is not None else lean.int8
     else:
         text_int8 = bool(text_int8 and dev == "cpu" and autocast is None and _quantize_text_tower(clip))
     dim = int(clip.config.projection_dim)
@@ -328,24 +358,30 @@ def load_encoder(
         dim=dim,
         text_int8=text_int8,
         lean_text=lean,
+        query_text=fast,
     )
 
 
 def model_dim(model: str) -> int:
-    """Embedding size from the checkpoint's config.json, without importing torch (fast, for status)."""
+    """Embedding size from the checkpoint's config.json: no torch and never the network.
+
+    Raises :class:`ModelNotCached` for a hub id that is not downloaded yet.
+    """
     import json
 
     path = Path(model).expanduser()
     if path.is_dir():
         cfg_file: str | Path | None = path / "config.json"
     else:
-        _resolve_source(model, _stderr)
-        from huggingface_hub import hf_hub_download
+        if path.suffix or model.startswith((".", "/", "~")) or model.count("/") > 1:
+            raise ModelError(f"model {model!r} is neither a folder nor a Hugging Face model id")
+        from huggingface_hub import try_to_load_from_cache
 
-        try:
-            cfg_file = hf_hub_download(model, "config.json")
-        except Exception as exc:  # noqa: BLE001 - network, 404, gated repos
-            raise ModelError(f"cannot fetch model {model!r}: {str(exc).splitlines()[0]}") from None
+        cfg_file = try_to_load_from_cache(model, "config.json")
+        if not isinstance(cfg_file, str):
+            known = KNOWN_SIZES_MB.get(model)
+            size = f" (about {known} MB)" if known else ""
+            raise ModelNotCached(f"model {model}{size} is not downloaded yet; `photoman index` downloads it")
     try:
         cfg = json.loads(Path(cfg_file).read_text())  # type: ignore[arg-type]
         return int(cfg["projection_dim"])

@@ -14,6 +14,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import shutil
 import tempfile
 import warnings
 from pathlib import Path
@@ -22,6 +23,8 @@ from typing import Any
 import numpy as np
 import torch
 
+from photoman.embedding.checkpoint import model_identity
+from photoman.embedding.query_text import QueryTextEncoder, pack_dir, pack_ready
 from photoman.embedding.text_tower import LeanTextTower
 
 FORMAT = 5  # bump when the exported graph changes: old cache files are then ignored
@@ -114,75 +117,52 @@ def build(lean: LeanTextTower, target: Path, quantize: bool = True) -> None:
         os.replace(out, target)
 
 
-class OnnxTextTower:
-    """Same call as :class:`LeanTextTower`; token embedding in torch, the rest in ONNX Runtime.
+def build_pack(clip: Any, tokenizer: Any, model_id: str, pack: Path, quantize: bool = True) -> None:
+    """Everything a torch-free query needs, written to ``pack`` atomically (meta.json marks it done)."""
+    from photoman.embedding.query_text import FORMAT as PACK_FORMAT
 
-    One session per thread count (taken from torch's setting for the calling thread, so the
-    daemon's query/indexer split applies here too); idle session threads block instead of
-    spinning, leaving the cores to the vector store's scan that follows every encoding.
-    """
-
-    def __init__(self, lean: LeanTextTower, model_file: Path, int8: bool = True) -> None:
-        self.lean = lean  # only its embeddings and end-token rule are used here: the session has the rest
-        lean.layers, lean.projection = [], None  # so the fp32 copies of the weights can be freed
-        self.model_file = model_file
-        self.int8 = int8
-        self._sessions: dict[int, Any] = {}
-
-    def _session(self, threads: int) -> Any:
-        sess = self._sessions.get(threads)
-        if sess is None:
-            import onnxruntime as ort
-
-            opts = ort.SessionOptions()
-            opts.intra_op_num_threads = threads
-            opts.inter_op_num_threads = 1
-            opts.add_session_config_entry("session.intra_op.allow_spinning", "0")
-            opts.log_severity_level = 3
-            sess = ort.InferenceSession(str(self.model_file), opts, providers=["CPUExecutionProvider"])
-            self._sessions[threads] = sess
-        return sess
-
-    def warm(self, threads: list[int] | None = None) -> None:
-        """Open the sessions for these thread counts (default: the current one) now, not in a query."""
-        for n in threads or [torch.get_num_threads()]:
-            self._session(max(1, n))
-
-    def __call__(self, input_ids: torch.Tensor) -> torch.Tensor:
-        """Projected (unnormalised) text features, shape (1, dim), for input_ids of shape (1, L)."""
-        with torch.inference_mode():
-            x = self.lean.embed(input_ids)
-        eos = np.array(self.lean.eos_position(input_ids), dtype=np.int64)
-        sess = self._session(max(1, torch.get_num_threads()))
-        return torch.from_numpy(sess.run(None, {"x": x.numpy(), "eos": eos})[0])
-
-
-def _target(clip: Any, cache_dir: Path, quantize: bool) -> Path:
-    return cache_dir / f"text-{fingerprint(clip)}-{'int8' if quantize else 'fp32'}.onnx"
-
-
-def cached(clip: Any, cache_dir: Path, quantize: bool = True) -> bool:
-    """Whether this checkpoint's session file is already built."""
-    return _target(clip, cache_dir, quantize).exists()
-
-
-def load(clip: Any, cache_dir: Path, quantize: bool = True) -> OnnxTextTower:
-    """The cached session file for this checkpoint, built on first use (seconds, once).
-
-    A cache file that does not load (truncated by a crash, or from another ONNX Runtime) is
-    rebuilt once.
-    """
+    backend = getattr(tokenizer, "backend_tokenizer", None)
+    if backend is None:
+        raise ValueError("the checkpoint's tokenizer has no `tokenizers` form")
     lean = LeanTextTower(clip, int8=False)
-    target = _target(clip, cache_dir, quantize)
-    if not target.exists():
-        build(lean, target, quantize=quantize)
-    tower = OnnxTextTower(lean, target, int8=quantize)
+    pack.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=".build-", dir=pack.parent))
     try:
-        tower.warm()
+        build(lean, tmp / "model.onnx", quantize=quantize)
+        (tmp / "tokenizer.json").write_text(backend.to_str())
+        np.save(tmp / "token_embedding.npy", lean.token_embedding.weight.detach().float().numpy())
+        np.save(tmp / "position_embedding.npy", lean.position_embedding.weight.detach().float().numpy())
+        meta = {
+            "format": PACK_FORMAT,
+            "model_id": model_id,
+            "dim": int(clip.config.projection_dim),
+            "int8": quantize,
+            "max_length": int(getattr(clip.config.text_config, "max_position_embeddings", 77)),
+            "eos_token_id": int(lean.eos_token_id),
+        }
+        (tmp / "meta.json").write_text(json.dumps(meta))
+        if pack.exists():  # a broken pack from a crash or another runtime
+            shutil.rmtree(pack)
+        os.replace(tmp, pack)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+
+
+def load(clip: Any, tokenizer: Any, model: str, cache_dir: Path, quantize: bool = True) -> QueryTextEncoder:
+    """This checkpoint's query text encoder, its pack built on first use (seconds, once).
+
+    A pack that does not load (truncated by a crash, or from another ONNX Runtime) is rebuilt once.
+    """
+    pack = pack_dir(cache_dir, model, quantize)
+    if pack is None:  # files not identifiable (unusual): name the pack by the weights themselves
+        pack = cache_dir / "text-encoder" / f"content-{fingerprint(clip)}-{'int8' if quantize else 'fp32'}"
+    if not pack_ready(pack):
+        build_pack(clip, tokenizer, model_identity(model), pack, quantize)
+    try:
+        enc = QueryTextEncoder(pack)
+        enc.warm()
     except Exception:  # noqa: BLE001 - onnxruntime raises its own exception types
-        target.unlink(missing_ok=True)
-        lean = LeanTextTower(clip, int8=False)
-        build(lean, target, quantize=quantize)
-        tower = OnnxTextTower(lean, target, int8=quantize)
-        tower.warm()
-    return tower
+        build_pack(clip, tokenizer, model_identity(model), pack, quantize)
+        enc = QueryTextEncoder(pack)
+        enc.warm()
+    return enc

@@ -9,6 +9,7 @@ from pathlib import Path
 from PIL import Image, ImageOps, UnidentifiedImageError
 
 from photoman.errors import DecodeError
+from photoman.media.formats import IMAGE_EXTENSIONS, is_image_path  # noqa: F401 - re-exported
 
 try:  # HEIC/HEIF (and AVIF on Pillow builds without it) through libheif
     import pillow_heif
@@ -20,31 +21,6 @@ except ImportError:  # pragma: no cover - pillow-heif is a dependency
     pass
 
 Image.MAX_IMAGE_PIXELS = 40_000 * 40_000  # panoramas are legitimate; decompression bombs are not
-
-IMAGE_EXTENSIONS = frozenset(
-    [
-        ".jpg",
-        ".jpeg",
-        ".jpe",
-        ".jfif",
-        ".png",
-        ".webp",
-        ".gif",
-        ".bmp",
-        ".tif",
-        ".tiff",
-        ".heic",
-        ".heif",
-        ".avif",
-        ".mpo",
-    ]
-)
-
-
-def is_image_path(path: Path | str) -> bool:
-    """Whether a file name looks like a photo photoman can decode."""
-    return Path(path).suffix.lower() in IMAGE_EXTENSIONS
-
 
 def open_image(data: bytes, name: str = "image") -> Image.Image:
     """Open the bytes as an image without decoding pixels yet; errors become DecodeError."""
@@ -103,3 +79,14 @@ def load_image(path: Path | str, min_side: int | None = None) -> Image.Image:
     except OSError as exc:
         raise DecodeError(f"{path}: cannot read ({exc.strerror or exc})") from None
     return decode_rgb(open_image(data, str(path)), min_side=min_side, name=str(path))
+
+
+def image_size(path: Path | str) -> tuple[int, int]:
+    """Width and height as displayed (EXIF orientation applied), from the header alone."""
+    try:
+        with Image.open(path) as im:
+            w, h = im.size
+            orientation = im.getexif().get(0x0112, 1)
+    except (OSError, UnidentifiedImageError, ValueError) as exc:
+        raise DecodeError(f"{path}: not a readable image ({exc})") from None
+    return (h, w) if orientation in (5, 6, 7, 8) else (w, h)

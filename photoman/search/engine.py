@@ -11,59 +11,20 @@ import numpy as np
 from sqlalchemy import select
 
 from photoman.catalog.models import Photo
-from photoman.errors import BadInputError
+from photoman.errors import BadInputError, PhotomanError
 from photoman.library import Library
 from photoman.media.decode import decode_rgb, load_image, open_image
 from photoman.search.cutoff import POOL, adaptive_threshold
-from photoman.search.query import Term
+from photoman.search.query import Query, Term
 from photoman.vectors import CAPTION, IMAGE, Hit, SearchFilter
 
-MODES = {
+MODE_VECTORS = {
     "text-image": [IMAGE],
     "image-image": [IMAGE],
     "text-caption": [CAPTION],
     "image-caption": [CAPTION],
     "all": [IMAGE, CAPTION],
 }
-
-
-@dataclass
-class Query:
-    """Everything `find` can ask; JSON-able for the daemon."""
-
-    terms: list[Term]
-    mode: str = "auto"
-    limit: int = 10
-    flt: SearchFilter = field(default_factory=SearchFilter)
-    cutoff: str = "auto"  # auto | none | fixed
-    threshold: float | None = None
-    sort: str = "score"  # score | date
-    explain: bool = False
-    include_offline: bool = False
-
-    def resolved_mode(self) -> str:
-        kinds = {t.kind for t in self.terms if t.sign > 0}
-        if self.mode == "auto":
-            return "image-image" if kinds == {"image"} else "text-image"
-        if self.mode not in MODES:
-            raise BadInputError(f"unknown mode {self.mode!r}; use auto, {', '.join(MODES)}")
-        source = self.mode.split("-")[0]
-        if source in ("text", "image") and source not in kinds:
-            raise BadInputError(f"mode {self.mode} needs a {source} term in the query")
-        return self.mode
-
-    def to_json(self) -> dict[str, Any]:
-        d = {k: v for k, v in self.__dict__.items() if k not in ("terms", "flt")}
-        d["terms"] = [t.to_json() for t in self.terms]
-        d["flt"] = self.flt.to_json()
-        return d
-
-    @classmethod
-    def from_json(cls, d: dict[str, Any]) -> Query:
-        d = dict(d)
-        d["terms"] = [Term.from_json(t) for t in d["terms"]]
-        d["flt"] = SearchFilter.from_json(d.get("flt") or {})
-        return cls(**d)
 
 
 @dataclass
@@ -99,22 +60,36 @@ class Result:
             "format": self.format,
             "caption": self.caption,
             "duplicates": list(self.duplicates),
+            # the file's modification time: what --since/--until and --sort date use without taken_at
+            "file_time": _iso_time(self.mtime),
         }
         if self.explain is not None:
             d["explain"] = [dict(e) for e in self.explain]
         return d
 
 
+def _iso_time(stamp: float) -> str | None:
+    try:
+        return datetime.fromtimestamp(stamp).isoformat(timespec="seconds") if stamp else None
+    except (ValueError, OverflowError, OSError):  # a file time no calendar can show
+        return None
+
+
 def term_vectors(lib: Library, terms: list[Term]) -> np.ndarray:
     """One unit vector per term (texts batched through the text encoder, images through the image one)."""
-    enc = lib.encoder
-    out = np.zeros((len(terms), enc.dim), dtype=np.float32)
+    out = np.zeros((len(terms), lib.dim), dtype=np.float32)
     texts = [(i, t.value) for i, t in enumerate(terms) if t.kind == "text"]
-    if texts:
-        out[[i for i, _ in texts]] = enc.encode_texts([v for _, v in texts])
-    for i, t in enumerate(terms):
-        if t.kind == "image":
-            out[i] = enc.encode_images([_image_of(t, enc.spec.size)])[0]
+    if texts:  # the text side alone: a cached ONNX session answers without torch
+        out[[i for i, _ in texts]] = lib.text_encoder.encode_texts([v for _, v in texts])
+    images = [(i, t) for i, t in enumerate(terms) if t.kind == "image"]
+    if images:  # decoded (and checked) before the image model loads: a bad file fails fast
+        from photoman.embedding.model import checkpoint_spec
+
+        size = checkpoint_spec(lib.settings.model).size
+        decoded = [(i, _image_of(t, size)) for i, t in images]
+        enc = lib.encoder
+        for i, img in decoded:
+            out[i] = enc.encode_images([img])[0]
     return out
 
 
@@ -150,12 +125,11 @@ def search(lib: Library, q: Query) -> list[Result]:
     """Run a query end to end; filters go into Qdrant, the cutoff applies to this query's own scores."""
     from photoman.indexing.pipeline import offline_roots
 
-    if q.limit < 1:
-        raise BadInputError("--limit must be at least 1")
+    q.check()
     mode = q.resolved_mode()
     vectors = term_vectors(lib, q.terms)
     qvec, coef = combine(vectors, q.terms)
-    flt = q.flt
+    flt = q.filters
     if flt.folder:
         from photoman.catalog.models import Root
 
@@ -165,10 +139,12 @@ def search(lib: Library, q: Query) -> list[Result]:
             raise BadInputError(
                 f"--in {flt.folder}: not inside the library (roots: {', '.join(roots) or 'none'})"
             )
+    if flt.tags:
+        _check_tags(lib, flt.tags)
     if not q.include_offline:
         flt.exclude_roots = offline_roots(lib) or None
     kind = "image" if all(t.kind == "image" for t in q.terms) else "text"
-    names = MODES[mode]
+    names = MODE_VECTORS[mode]
     thresholds: dict[str, float] = {}
     pools: dict[str, list[Hit]] = {}
     for name in names:
@@ -191,11 +167,15 @@ def search(lib: Library, q: Query) -> list[Result]:
             hits = [h for h in hits if h.score >= thresholds[name]][: q.limit]
     else:
         hits = lib.store.fused_search({n: qvec for n in names}, limit=q.limit, flt=flt, thresholds=thresholds)
-    results = join(lib, hits)
+    results = join(lib, hits, folder=flt.folder)
+    if not results and _library_empty(lib):
+        raise PhotomanError("the library is empty: run `photoman index FOLDER` first")
     if q.explain:
         explain(lib, results, q.terms, vectors, coef, names)
     if q.sort == "date":
-        results.sort(key=lambda r: r.taken_at or datetime.fromtimestamp(r.mtime), reverse=True)
+        results.sort(
+            key=lambda r: r.taken_at.isoformat() if r.taken_at else _iso_time(r.mtime) or "", reverse=True
+        )
     elif q.sort != "score":
         raise BadInputError(f"unknown sort {q.sort!r}; use score or date")
     for i, r in enumerate(results, 1):
@@ -223,8 +203,38 @@ _JOIN_COLUMNS = (
 )
 
 
-def join(lib: Library, hits: list[Hit]) -> list[Result]:
-    """Hits joined with their catalog rows; points the catalog does not know are dropped."""
+def _check_tags(lib: Library, tags: list[str]) -> None:
+    """An unknown --tag is a mistake to point out, not a query with no results."""
+    from photoman.catalog.models import Tag
+
+    with lib.catalog.engine.connect() as conn:
+        found = set(
+            conn.scalars(select(Tag.label).where(Tag.label.in_(tags), Tag.model == lib.model_id).distinct())
+        )
+    unknown = [t for t in tags if t not in found]
+    if unknown:
+        from photoman.zeroshot.tagging import tag_counts
+
+        known = {label for label, _ in tag_counts(lib)}
+        if not known:
+            raise BadInputError(f"no photo has tags yet (--tag {unknown[0]}): run `photoman tag` first")
+        listed = ", ".join(sorted(known)[:30]) + (", …" if len(known) > 30 else "")
+        raise BadInputError(f"unknown tag {unknown[0]!r}; known tags: {listed}")
+
+
+def _library_empty(lib: Library) -> bool:
+    with lib.catalog.engine.connect() as conn:
+        row = conn.execute(
+            select(Photo.id).where(Photo.status == "ok", Photo.indexed_model == lib.model_id).limit(1)
+        ).first()
+    return row is None
+
+
+def join(lib: Library, hits: list[Hit], folder: str | None = None) -> list[Result]:
+    """Hits joined with their catalog rows; points the catalog does not know are dropped.
+
+    Identical copies fold into one result; with ``folder`` (``--in``) its path is a copy inside it.
+    """
     hashes = [h.payload.get("hash") for h in hits if h.payload.get("hash")]
     with lib.catalog.engine.connect() as conn:
         # plain columns on a Core connection, not ORM objects in a session (a third of the time);
@@ -244,6 +254,10 @@ def join(lib: Library, hits: list[Hit]) -> list[Result]:
         group = by_hash.get(hit.payload.get("hash", ""))
         if not group:
             continue
+        if folder:
+            prefix = folder.rstrip("/") + "/"
+            inside = [r for r in group if r.path.startswith(prefix)]
+            group = inside + [r for r in group if not r.path.startswith(prefix)] if inside else group
         first = group[0]
         results.append(
             Result(
@@ -307,5 +321,6 @@ def find(
         if image is not None
         else Term("text", text.strip())
     )
-    q = Query([term], limit=limit, flt=flt or SearchFilter(), cutoff=cutoff, include_offline=include_offline)
+    q = Query([term], limit=limit, filters=flt or SearchFilter(), cutoff=cutoff)
+    q.include_offline = include_offline
     return search(lib, q)

@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 import calendar
+import math
 import os
 import re
 from datetime import datetime, timedelta
 
 from photoman.errors import BadInputError
-from photoman.vectors import SearchFilter
+from photoman.vectors.schema import SearchFilter
 
 _DATE = re.compile(r"^(\d{4})(?:-(\d{1,2})(?:-(\d{1,2})(?:[T ](\d{1,2}):(\d{2})(?::(\d{2}))?)?)?)?$")
 FORMATS = {
@@ -52,7 +53,7 @@ def parse_near(value: str, radius_km: float | None) -> tuple[float, float, float
     if not (-90 <= lat <= 90 and -180 <= lon <= 180):
         raise BadInputError(f"--near: {value!r} is off the globe (latitude ±90, longitude ±180)")
     radius = 10.0 if radius_km is None else radius_km
-    if radius <= 0:
+    if not math.isfinite(radius) or radius <= 0:
         raise BadInputError("--radius must be more than 0 km")
     return lat, lon, radius
 

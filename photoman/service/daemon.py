@@ -12,26 +12,23 @@ import time
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from logging.handlers import RotatingFileHandler
-from pathlib import Path
 from typing import Any
 
 import numpy as np
 from sqlalchemy import select
 
+from photoman import ops
 from photoman.catalog.models import Root
-from photoman.catalog.queries import lookup_photo
 from photoman.config import Settings
+from photoman.embedding import query_text
 from photoman.errors import BadInputError, PhotomanError
-from photoman.indexing.captions import get_caption, set_caption
 from photoman.indexing.pipeline import IndexReport, index, offline_roots, register_roots, sync
 from photoman.indexing.scanner import normalise
 from photoman.indexing.watcher import DirtyPaths, Watcher
 from photoman.library import Library
-from photoman.search.engine import Query, find, search
 from photoman.service.server import SocketServer
-from photoman.status import library_status
 
 log = logging.getLogger("photoman.daemon")
 
@@ -119,83 +116,57 @@ class Daemon:
         self.server: SocketServer | None = None
         self.query_pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="query")
         self.index_threads = max(1, (os.cpu_count() or 1) // 2)
+        self.own_ops: dict[str, Any] = {
+            "ping": lambda: "pong",
+            "status": self._status,
+            "index": self._index,
+            "stop": self._stop,
+        }
+        self.timings: dict[str, float] = {}
 
     # ---- requests (socket threads) ----
     def dispatch(self, op: str, args: dict[str, Any]) -> Any:
-        """Queries' model work runs on one long-lived thread (not a fresh thread per connection)."""
-        if op in ("find", "heatmap", "caption", "tag", "dupes"):
+        """One request: the daemon's own ops here, the library's from photoman.ops.OPS.
+
+        Model work runs on one long-lived query thread (not a fresh thread per connection) and
+        goes before indexing (the gate); catalog-only requests answer on the connection's thread.
+        """
+        own = self.own_ops.get(op)
+        if own is not None:
+            if not isinstance(args, dict):
+                raise BadInputError("request arguments must be an object")
+            return own(**args)
+        entry = ops.OPS.get(op)
+        if entry is None:
+            raise BadInputError(f"unknown request {op!r}")
+        if entry.model:
             return self.query_pool.submit(self._model_op, op, args).result()
-        return self._dispatch(op, args)
+        return ops.run(self.lib, op, args)
 
     def _model_op(self, op: str, args: dict[str, Any]) -> Any:
         # all cores while the indexer rests; during indexing the indexer's share is taken, and an
-        # oversubscribed OpenMP team makes a query several times slower
+        # oversubscribed thread team makes a query several times slower
         cores = os.cpu_count() or 1
-        torch_threads(cores if self.activity.state == "idle" else max(1, cores - self.index_threads))
-        return self._dispatch(op, args)
+        n = cores if self.activity.state == "idle" else max(1, cores - self.index_threads)
+        query_text.use_threads(n)
+        if self.lib is not None and self.lib.encoder_loaded:
+            torch_threads(n)
+        with self.gate.query():
+            return ops.run(self.lib, op, args)
 
-    def _dispatch(self, op: str, args: dict[str, Any]) -> Any:
-        assert self.lib is not None
-        if op == "ping":
-            return "pong"
-        if op == "find":
-            with self.gate.query():
-                if "query" in args:
-                    results = search(self.lib, Query.from_json(args["query"]))
-                else:  # the simple form: {"text": ...} or {"image": ...}
-                    results = find(
-                        self.lib,
-                        text=args.get("text"),
-                        image=args.get("image"),
-                        limit=int(args.get("limit", 10)),
-                        include_offline=bool(args.get("include_offline", False)),
-                    )
-            return [r.to_json() for r in results]
-        if op == "heatmap":
-            from photoman.zeroshot.locate import heatmap_png
+    def _status(self) -> dict[str, Any]:
+        info = ops.status(self.lib)
+        info["daemon"] = self.daemon_status()
+        return info
 
-            with self.gate.query():
-                return heatmap_png(self.lib.encoder, self.settings.thumbs_dir, str(args["path"]),
-                                   str(args["content_hash"]), str(args["text"]))[0]  # fmt: skip
-        if op == "photo":
-            return lookup_photo(self.lib, str(args["path"]))
-        if op == "tags":
-            from photoman.zeroshot.tagging import tag_counts
+    def _index(self, folders: list[str] | None = None) -> dict[str, Any]:
+        if folders is not None and not all(isinstance(f, str) for f in folders):
+            raise BadInputError("folders must be a list of paths")
+        return self.add_roots(folders or [])
 
-            return tag_counts(self.lib)
-        if op == "tag":
-            from photoman.zeroshot.tagging import label_set, tag_library
-
-            labels = label_set(
-                [Path(f) for f in args.get("labels") or []], builtin=not args.get("no_builtin")
-            )
-            min_prob, top_k = float(args.get("min_prob", 0.1)), int(args.get("top_k", 5))
-            retag = bool(args.get("retag"))
-            report = tag_library(self.lib, labels, retag=retag, min_prob=min_prob, top_k=top_k)
-            return asdict(report)
-        if op == "dupes":
-            from photoman.zeroshot.dupes import find_duplicates, trash_duplicates
-
-            groups = find_duplicates(self.lib, threshold=float(args.get("threshold", 0.95)),
-                                     rotations=bool(args.get("rotations", True)))  # fmt: skip
-            moved = trash_duplicates(self.lib, groups) if args.get("trash") else []
-            return {"groups": [g.to_json() for g in groups], "trashed": moved}
-        if op == "caption":
-            path = str(args["path"])
-            if args.get("clear") or args.get("text") is not None:
-                with self.gate.query():
-                    return asdict(set_caption(self.lib, path, None if args.get("clear") else args["text"]))
-            return asdict(get_caption(self.lib, path))
-        if op == "status":
-            info = library_status(self.lib)
-            info["daemon"] = self.daemon_status()
-            return info
-        if op == "index":
-            return self.add_roots([str(f) for f in args.get("folders") or []])
-        if op == "stop":
-            self.stop_event.set()
-            return "stopping"
-        raise BadInputError(f"unknown request {op!r}")
+    def _stop(self) -> str:
+        self.stop_event.set()
+        return "stopping"
 
     def daemon_status(self) -> dict[str, Any]:
         a = self.activity
@@ -214,6 +185,7 @@ class Daemon:
             "watching": dict(self.watcher.kinds),
             "socket": str(self.settings.socket_path),
             "log": str(self.settings.log_file),
+            "timings": dict(self.timings),
         }
 
     def add_roots(self, folders: list[str]) -> dict[str, Any]:
@@ -329,47 +301,52 @@ class Daemon:
 
     # ---- lifecycle ----
     def run(self) -> int:
-        """Serve until SIGINT/SIGTERM or a stop request; returns the exit code (0 on a clean stop)."""
+        """Serve until SIGINT/SIGTERM or a stop request; returns the exit code (0 on a clean stop).
+
+        Text queries are answered as soon as the stores and the cached text encoder are open; the
+        image model (torch) loads after that, and indexing starts once it is there.
+        """
         s = self.settings
+        started = time.monotonic()
         try:
-            self.lib = Library(s, "photoman watch")
+            self.lib = Library(s, "photoman watch", notify=log.warning)
         except PhotomanError as exc:
             log.error("cannot start: %s", exc)
             raise
         try:
             log.info("starting (pid %d), data dir %s, model %s", os.getpid(), s.data_dir, s.model)
-            import torch
-
-            # OpenMP keeps one thread team per calling thread, and once the process has more team
-            # threads than cores every team stops spinning between parallel regions, so each of a
-            # query's ~100 small ops pays a wake-up (measured: a 2-thread query went 15 → 40 ms).
-            # So the main thread never forms a team (it only loads the model); the query thread
-            # uses every core while the indexer rests; the indexer takes half the cores (the rest
-            # decode) and queries during indexing get what is left.
-            torch.set_num_threads(1)
+            cores = os.cpu_count() or 1
             try:
+                text = self.lib._text_pack()
+                if text is not None:  # the query sessions for both of _model_op's thread counts
+                    text.warm(sorted({cores, max(1, cores - self.index_threads)}))
+                else:  # no cached text encoder yet: the model builds it, so it loads first
+                    self._load_model()
                 self.lib.store  # noqa: B018
-                self.lib.encoder  # noqa: B018 - warm: queries never pay the model load
-                warm = getattr(self.lib.encoder.lean_text, "warm", None)
-                if warm is not None:  # the query text sessions for both of _model_op's thread counts
-                    cores = os.cpu_count() or 1
-                    warm(sorted({cores, max(1, cores - self.index_threads)}))
             except PhotomanError as exc:
                 log.error("cannot start: %s", exc)
                 raise
-            # the model and libraries are ~400k long-lived objects: a full garbage collection would
-            # walk them all (~240 ms here) in the middle of some query; frozen, they are skipped
-            gc.collect()
-            gc.freeze()
             self.server = SocketServer(s.socket_path, self.dispatch)
             self.server.serve_in_thread()
+            self.timings["text_ready_s"] = round(time.monotonic() - started, 3)
+            log.info(
+                "answering text queries on %s (%.1fs after start)",
+                s.socket_path,
+                self.timings["text_ready_s"],
+            )
             for sig in (signal.SIGINT, signal.SIGTERM):
                 signal.signal(sig, lambda *_: self.stop_event.set())
-            self._watch_roots()
+            self._watch_roots()  # events that happen while the model loads are kept for the indexer
+            try:
+                self._load_model()
+            except PhotomanError as exc:
+                log.error("cannot start: %s", exc)
+                raise
+            self.timings["model_ready_s"] = round(time.monotonic() - started, 3)
+            log.info("image model ready (%.1fs after start)", self.timings["model_ready_s"])
             self.full_scan.set()
             indexer = threading.Thread(target=self._index_loop, name="indexer", daemon=True)
             indexer.start()
-            log.info("ready on %s", s.socket_path)
             while not self.stop_event.wait(1.0):
                 if not indexer.is_alive():
                     break
@@ -384,15 +361,31 @@ class Daemon:
             self.lib.close()
             log.info("stopped")
 
+    def _load_model(self) -> None:
+        """The full CLIP model, loaded on this (main) thread, which never forms a thread team."""
+        assert self.lib is not None
+        if self.lib.encoder_loaded:
+            return
+        import torch
+
+        # OpenMP keeps one thread team per calling thread, and once the process has more team
+        # threads than cores every team stops spinning between parallel regions, so each of a
+        # query's ~100 small ops pays a wake-up (measured: a 2-thread query went 15 → 40 ms).
+        # So the main thread never forms a team (it only loads the model); the query thread
+        # uses every core while the indexer rests; the indexer takes half the cores (the rest
+        # decode) and queries during indexing get what is left.
+        torch.set_num_threads(1)
+        enc = self.lib.encoder
+        if enc.query_text is not None:
+            cores = os.cpu_count() or 1
+            enc.query_text.warm(sorted({cores, max(1, cores - self.index_threads)}))
+        # the model and libraries are ~400k long-lived objects: a full garbage collection would
+        # walk them all (~240 ms here) in the middle of some query; frozen, they are skipped
+        gc.collect()
+        gc.freeze()
+
 
 def run_once(settings: Settings) -> IndexReport:
     """`photoman watch --once`: reconcile and index every root, then exit (for cron)."""
     with Library(settings, "photoman watch --once") as lib:
         return index(lib)
-
-
-def log_tail(path: Path, lines: int = 5) -> str:
-    try:
-        return "\n".join(path.read_text(errors="replace").splitlines()[-lines:])
-    except OSError:
-        return ""

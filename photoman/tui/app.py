@@ -16,12 +16,11 @@ from textual.containers import Horizontal
 from textual.widget import Widget
 from textual.widgets import Checkbox, Footer, Input, Select, Static
 
+from photoman.client import Client
 from photoman.config import Settings
 from photoman.errors import PhotomanError
-from photoman.search.engine import MODES, Query
 from photoman.search.filters import build_filter
-from photoman.search.query import Term, parse_query
-from photoman.tui.backend import Backend, open_backend
+from photoman.search.query import MODES, Query, Term, parse_query
 from photoman.tui.thumbs import thumbnail
 from photoman.tui.widgets import DetailPane, HelpScreen, ResultsGrid
 
@@ -82,13 +81,15 @@ class PhotomanApp(App[None]):
     def __init__(
         self,
         settings: Settings,
-        backend_factory: Callable[[Settings], Backend] = open_backend,
+        client_factory: Callable[[Settings], Client] | None = None,
         image_cls: type[Widget] | None = None,
+        daemon: bool | None = None,
     ) -> None:
         super().__init__()
         self.settings = settings
-        self.backend_factory = backend_factory
-        self.backend: Backend | None = None
+        self.daemon = daemon
+        self.client_factory = client_factory or self._client
+        self.client: Client | None = None
         self.image_cls = image_cls or image_widget_class(settings.tui_images)
         self.status_text = ""
         self.last_query: Query | None = None
@@ -117,28 +118,35 @@ class PhotomanApp(App[None]):
         self.set_interval(2.0, self.refresh_status)
 
     def on_unmount(self) -> None:
-        if self.backend is not None:
-            self.backend.close()
+        if self.client is not None:
+            self.client.close()
 
-    # ---- backend and status ----
+    # ---- the library and status ----
+    def _client(self, settings: Settings) -> Client:
+        """The daemon (started on demand unless autostart is off), else the stores in this process."""
+        say = lambda m: self.call_from_thread(self._message, m)  # noqa: E731
+        client = Client(settings, daemon=self.daemon, purpose="photoman tui", notify=say)
+        client.connect()
+        return client
+
     @work(thread=True, exclusive=True, group="connect")
     def connect(self) -> None:
         try:
-            backend = self.backend_factory(self.settings)
+            client = self.client_factory(self.settings)
         except PhotomanError as exc:
             hint = "Start `photoman watch` to search while another process indexes."
             self.call_from_thread(self._message, f"The library is busy: {exc}. {hint}")
             return
-        self.backend = backend
+        self.client = client
         self.refresh_status()
 
     @work(thread=True, exclusive=True, group="status")
     def refresh_status(self) -> None:
-        backend = self.backend
-        if backend is None:
+        client = self.client
+        if client is None:
             return
         try:
-            info = backend.status()
+            info = client.status()
         except PhotomanError as exc:
             self.call_from_thread(self._set_status, f"status unavailable: {exc}")
             return
@@ -183,7 +191,7 @@ class PhotomanApp(App[None]):
             parse_query([text]),
             mode=str(self.query_one("#mode", Select).value),
             limit=60,
-            flt=flt,
+            filters=flt,
             cutoff="none" if self.query_one("#all", Checkbox).value else "auto",
         )
         q.resolved_mode()
@@ -205,15 +213,15 @@ class PhotomanApp(App[None]):
 
     @work(thread=True, exclusive=True, group="search")
     def run_search(self, q: Query) -> None:
-        backend = self.backend
-        if backend is None:
+        client = self.client
+        if client is None:
             self.call_from_thread(self._message, "Not connected to the library yet; try again in a moment.")
             self.call_from_thread(self.connect)
             return
-        if getattr(backend, "kind", "") == "direct" and not getattr(backend, "model_loaded", True):
+        if not client.model_loaded:
             self.call_from_thread(self._message, "Loading the CLIP model (the first search may download it)…")
         try:
-            results = backend.search(q)
+            results = client.search(q)
         except PhotomanError as exc:
             self.call_from_thread(self._message, str(exc))
             return
@@ -256,11 +264,11 @@ class PhotomanApp(App[None]):
 
     @work(thread=True, exclusive=True, group="details")
     def load_details(self, path: str, content_hash: str) -> None:
-        backend = self.backend
-        if backend is None:
+        client = self.client
+        if client is None:
             return
         try:
-            photo = backend.photo(path)
+            photo = client.photo(path)
         except PhotomanError as exc:
             self.call_from_thread(self.notify, str(exc), severity="error")
             return
@@ -279,9 +287,9 @@ class PhotomanApp(App[None]):
 
     @work(thread=True, group="caption")
     def save_caption(self, path: str, content_hash: str, text: str | None) -> None:
-        assert self.backend is not None
+        assert self.client is not None
         try:
-            info = self.backend.set_caption(path, text)
+            info = self.client.caption(path, text, clear=text is None)
         except PhotomanError as exc:
             self.call_from_thread(self.notify, str(exc), severity="error")
             return
@@ -315,8 +323,8 @@ class PhotomanApp(App[None]):
         self.query_one("#query", Input).value = current["path"]
         self.query_one("#mode", Select).value = "image-image"
         base = self.last_query or Query([])
-        q = Query([Term("image", current["path"])], mode="image-image", limit=base.limit, flt=base.flt,
-                  cutoff=base.cutoff)  # fmt: skip
+        q = Query([Term("image", current["path"])], mode="image-image", limit=base.limit,
+                  filters=base.filters, cutoff=base.cutoff)  # fmt: skip
         self.start_search(q)
 
     def _launch(self, target: str) -> None:
@@ -369,9 +377,9 @@ class PhotomanApp(App[None]):
 
     @work(thread=True, exclusive=True, group="details")
     def show_heatmap(self, path: str, content_hash: str, text: str) -> None:
-        assert self.backend is not None
+        assert self.client is not None
         try:
-            png = self.backend.heatmap(path, content_hash, text)
+            png = self.client.heatmap(path, content_hash, text)
         except PhotomanError as exc:
             self.call_from_thread(self.notify, str(exc), severity="error")
             return
@@ -383,7 +391,9 @@ class PhotomanApp(App[None]):
         self.push_screen(HelpScreen(self.HELP_ROWS))
 
 
-def run_tui(settings: Settings) -> None:
-    """Entry point for `photoman tui`: textual-image probes the terminal before Textual takes it over."""
+def run_tui(settings: Settings, daemon: bool | None = None) -> None:
+    """Entry point for `photoman tui`: textual-image probes the terminal before Textual takes it over.
+
+    ``daemon`` as for :class:`photoman.client.Client` (False: `--no-daemon`)."""
     image_widget_class(settings.tui_images)
-    PhotomanApp(settings).run()
+    PhotomanApp(settings, daemon=daemon).run()

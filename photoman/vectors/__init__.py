@@ -1,16 +1,25 @@
-"""Vector storage behind one small interface: embedded Qdrant Edge (default) or a Qdrant server."""
+"""Vector storage behind one small interface: embedded Qdrant Edge (default) or a Qdrant server.
 
-from photoman.vectors.base import (
-    CAPTION,
-    IMAGE,
-    Hit,
-    SearchFilter,
-    VectorPoint,
-    VectorStore,
-    collection_name,
-    open_store,
-    point_id,
-)
+The names load on first use, so importing :mod:`photoman.vectors.schema` (the filter type the thin
+client builds) does not import numpy.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from photoman.vectors.base import (
+        CAPTION,
+        IMAGE,
+        Hit,
+        SearchFilter,
+        VectorPoint,
+        VectorStore,
+        collection_name,
+        open_store,
+        point_id,
+    )
 
 __all__ = [
     "CAPTION",
@@ -23,3 +32,11 @@ __all__ = [
     "open_store",
     "point_id",
 ]
+
+
+def __getattr__(name: str) -> Any:
+    if name in __all__:
+        from photoman.vectors import base
+
+        return getattr(base, name)
+    raise AttributeError(f"module 'photoman.vectors' has no attribute {name!r}")

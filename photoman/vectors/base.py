@@ -7,16 +7,17 @@ import re
 import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from datetime import datetime
 from typing import TYPE_CHECKING, Any, Protocol
 
 import numpy as np
 
+from photoman.vectors.schema import CAPTION, IMAGE, SearchFilter, rfc3339
+
 if TYPE_CHECKING:
     from photoman.config import Settings
 
-IMAGE = "image"
-CAPTION = "caption"
+__all__ = ["CAPTION", "IMAGE", "SearchFilter", "rfc3339"]
+
 RRF_K = 60
 _NAMESPACE = uuid.UUID("6c1f3a52-9d0e-4c55-8a43-70686f746f6d")
 
@@ -45,11 +46,6 @@ def collection_name(model_id: str, dim: int) -> str:
     return f"photoman-{slug}-{digest}-{dim}"
 
 
-def rfc3339(value: datetime) -> str:
-    """Datetime as Qdrant's datetime index expects it (naive times are taken as UTC)."""
-    return value.strftime("%Y-%m-%dT%H:%M:%SZ")
-
-
 @dataclass
 class VectorPoint:
     """A point to upsert: its id, named unit vectors, and the payload filters need."""
@@ -66,53 +62,6 @@ class Hit:
     id: str
     score: float
     payload: dict[str, Any]
-
-
-@dataclass
-class SearchFilter:
-    """Payload conditions pushed into the Qdrant query (never applied afterwards in Python)."""
-
-    roots: list[str] | None = None
-    folder: str | None = None
-    since: datetime | None = None
-    until: datetime | None = None
-    camera: list[str] | None = None  # lower-case words that must all appear in make + model
-    formats: list[str] | None = None
-    tags: list[str] | None = None  # all must be present
-    near: tuple[float, float, float] | None = None  # lat, lon, radius in km
-    ids: list[str] | None = None
-    exclude_roots: list[str] | None = None  # offline roots: hidden unless asked for
-
-    def is_empty(self) -> bool:
-        fields = (
-            self.roots,
-            self.folder,
-            self.since,
-            self.until,
-            self.camera,
-            self.formats,
-            self.tags,
-            self.near,
-        )
-        return not any(fields) and not self.exclude_roots and self.ids is None
-
-    def to_json(self) -> dict[str, Any]:
-        """For the daemon protocol."""
-        d = {k: v for k, v in self.__dict__.items() if v is not None}
-        for k in ("since", "until"):
-            if k in d:
-                d[k] = d[k].isoformat()
-        return d
-
-    @classmethod
-    def from_json(cls, d: dict[str, Any]) -> SearchFilter:
-        d = dict(d)
-        for k in ("since", "until"):
-            if d.get(k):
-                d[k] = datetime.fromisoformat(d[k])
-        if d.get("near"):
-            d["near"] = tuple(d["near"])
-        return cls(**d)
 
 
 class VectorStore(Protocol):

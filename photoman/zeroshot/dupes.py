@@ -3,6 +3,8 @@ including rotated copies, found by also searching with the embeddings of each ph
 
 from __future__ import annotations
 
+import os
+import stat
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
@@ -114,8 +116,76 @@ def _rotated_vectors(lib: Library, path: str) -> list[np.ndarray]:
     return list(lib.encoder.encode_images([img.transpose(t) for t in ROTATIONS]))
 
 
+@dataclass
+class TrashStep:
+    """One file of a duplicate group and what the trash step does with it, and why."""
+
+    path: str
+    action: str  # keep | trash | skip
+    reason: str
+
+    def to_json(self) -> dict[str, str]:
+        return {"path": self.path, "action": self.action, "reason": self.reason}
+
+
+def _physical(path: str) -> tuple[int, int] | None:
+    """The file a path reaches (device, inode): symlinks, hard links and bind mounts share it."""
+    try:
+        st = os.stat(path)
+    except OSError:
+        return None
+    return (st.st_dev, st.st_ino) if stat.S_ISREG(st.st_mode) else None
+
+
+def _current_hash(path: str) -> str | None:
+    from photoman.media.hashing import content_hash
+
+    try:
+        with open(path, "rb") as fh:
+            return content_hash(fh.read())
+    except OSError:
+        return None
+
+
+def trash_plan(groups: list[DupeGroup]) -> list[TrashStep]:
+    """What the trash step would do, checked against the files as they are now.
+
+    A copy is trashed only if it is still there with the bytes that were indexed and is a different
+    physical file from every file kept; so the last physical copy of a photo is never removed.
+    """
+    steps: list[TrashStep] = []
+    for g in groups:
+        keeper_file = _physical(g.keeper)
+        if keeper_file is None:
+            steps += [TrashStep(p["path"], "skip", "the keeper is gone; nothing trashed") for p in g.photos]
+            continue
+        kept = {keeper_file}
+        steps.append(TrashStep(g.keeper, "keep", "suggested keeper"))
+        for p in g.photos:
+            path = p["path"]
+            if path == g.keeper:
+                continue
+            here = _physical(path)
+            if here is None:
+                steps.append(TrashStep(path, "skip", "no longer there (or not a regular file)"))
+            elif here in kept:
+                steps.append(
+                    TrashStep(path, "keep", "the same file as one kept (symlink, hard link or mount)")
+                )
+            elif _current_hash(path) != p["content_hash"]:
+                steps.append(TrashStep(path, "skip", "changed since it was indexed"))
+                kept.add(here)
+            else:
+                steps.append(TrashStep(path, "trash", f"a copy of {g.keeper}"))
+    return steps
+
+
 def trash_duplicates(lib: Library, groups: list[DupeGroup]) -> list[str]:
-    """Move every non-keeper to the platform trash (never deleted outright), then forget them."""
+    """Move the copies the plan marks to the platform trash (never deleted outright), then forget them.
+
+    Each file is checked again right before it moves (still there, same bytes, a different physical
+    file from every file kept, and its keeper still there).
+    """
     from send2trash import send2trash
 
     from photoman.indexing.pipeline import forget
@@ -123,14 +193,19 @@ def trash_duplicates(lib: Library, groups: list[DupeGroup]) -> list[str]:
     moved: list[str] = []
     try:
         for g in groups:
-            for p in g.photos:
-                if p["path"] == g.keeper:
+            for step in trash_plan([g]):
+                if step.action != "trash":
+                    continue
+                # again, right before the move: nothing may have changed since the plan was shown
+                again = trash_plan([DupeGroup(g.kind, g.keeper, [p for p in g.photos if p["path"] in
+                                                                 (g.keeper, step.path)])])  # fmt: skip
+                if not any(s.path == step.path and s.action == "trash" for s in again):
                     continue
                 try:
-                    send2trash(p["path"])
+                    send2trash(step.path)
                 except OSError as exc:
-                    raise PhotomanError(f"cannot move {p['path']} to the trash: {exc}") from None
-                moved.append(p["path"])
+                    raise PhotomanError(f"cannot move {step.path} to the trash: {exc}") from None
+                moved.append(step.path)
     finally:  # whatever went to the trash leaves the catalog and the store, even if a later move failed
         with lib.catalog.session() as s:
             rows = list(s.scalars(select(Photo).where(Photo.path.in_(moved))))

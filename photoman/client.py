@@ -1,0 +1,440 @@
+"""One API over a photo library, used by the CLI, the TUI and scripts (``photoman.open()``).
+
+A :class:`Client` talks to the library's daemon when one answers, starts one on demand when the
+settings allow it (``autostart``, on by default), and otherwise opens the stores in this process.
+Either way each method returns the same JSON-ready values: the daemon serves every request from
+:data:`photoman.ops.OPS`, and the in-process path calls those very functions.
+
+This module imports only what talking to the daemon needs (no numpy, torch, SQLAlchemy, Qdrant
+or Pillow): a `photoman find` answered by a running daemon costs little more than starting Python.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from photoman.config import Settings, load_settings
+from photoman.errors import BadInputError, PhotomanError
+from photoman.service import protocol
+
+if TYPE_CHECKING:
+    from photoman.library import Models
+    from photoman.search.query import Query
+
+Notify = Callable[[str], None]
+Progress = Callable[[int, int], None]
+
+# ops that start the daemon when none runs (with autostart on); the rest run in-process then
+AUTOSTART_OPS = frozenset(
+    {"find", "caption", "photo", "heatmap", "tags", "tag", "dupes", "classify", "locate", "embed"}
+)
+LONG_OPS = {"tag": 3600.0, "dupes": 3600.0, "index": 60.0}
+
+
+def _stderr(msg: str) -> None:
+    print(msg, file=sys.stderr, flush=True)
+
+
+def _abs(path: str | os.PathLike[str]) -> str:
+    return os.path.abspath(os.path.expanduser(os.fspath(path)))
+
+
+class Client:
+    """A library, through its daemon or in-process; use as a context manager (or call :meth:`close`).
+
+    ``daemon``: None follows the ``autostart`` setting (use a running daemon, start one for the
+    commands that need the model); True always goes through a daemon (starting it if needed);
+    False never uses one (opens the stores here, as ``--no-daemon`` does).
+    """
+
+    def __init__(
+        self,
+        settings: Settings | None = None,
+        *,
+        daemon: bool | None = None,
+        purpose: str = "photoman",
+        notify: Notify = _stderr,
+    ) -> None:
+        self.settings = settings or load_settings()
+        self.purpose = purpose
+        self.notify = notify
+        self.want_daemon = daemon
+        self.mode: str | None = None  # "daemon" | "direct" once the first request decided it
+        self.started_pid: int | None = None
+        self._lib: Models | None = None
+        self._lib_kind = ""  # "models" | "read" | "write" | "busy-ok"
+
+    # ---- transport ----
+    @property
+    def socket(self) -> Path:
+        return self.settings.socket_path
+
+    def daemon_running(self) -> bool:
+        """Whether this library's daemon answers now."""
+        return protocol.daemon_running(self.socket)
+
+    def _use_daemon(self, op: str) -> bool:
+        if self.mode is not None:
+            return self.mode == "daemon"
+        if self.want_daemon is False:
+            self.mode = "direct"
+            return False
+        if self.daemon_running():
+            self.mode = "daemon"
+            return True
+        autostart = self.want_daemon is True or (bool(self.settings.autostart) and op in AUTOSTART_OPS)
+        if not autostart:
+            return False  # undecided: a later op may still start the daemon
+        self.start_daemon()
+        self.mode = "daemon"
+        return True
+
+    def connect(self) -> str:
+        """Decide now (the TUI does, at start): the daemon, started unless autostart is off, or the
+        stores opened in this process; returns "daemon" or "direct"."""
+        if not self._use_daemon("find"):
+            self._open_lib("write")
+        assert self.mode is not None
+        return self.mode
+
+    def start_daemon(self) -> int | None:
+        """Start this library's daemon in the background unless one answers; its pid if started here."""
+        from photoman.service.launcher import start_daemon
+
+        self._close_lib()  # the daemon becomes the single writer: let go of the stores first
+        pid = start_daemon(self.settings)
+        if pid is not None:
+            self.started_pid = pid
+            self.notify(f"started the photoman daemon (pid {pid}); `photoman stop` ends it")
+        return pid
+
+    def _call(self, op: str, args: dict[str, Any], *, progress: Progress | None = None) -> Any:
+        if self._use_daemon(op):
+            try:
+                return protocol.call(self.socket, op, args, timeout=LONG_OPS.get(op, 300.0))
+            except protocol.DaemonError:
+                raise
+            except OSError as exc:
+                raise PhotomanError(
+                    f"the daemon stopped answering ({exc.strerror or exc}); see {self.settings.log_file}"
+                ) from None
+        return self._local(op, args, progress)
+
+    def _local(self, op: str, args: dict[str, Any], progress: Progress | None) -> Any:
+        from photoman import ops
+
+        entry = ops.OPS.get(op)
+        if entry is None:
+            raise BadInputError(f"{op} needs the daemon (`photoman watch --detach`)")
+        lib = self._open_lib("models" if not entry.library else "write" if entry.writes else "read")
+        if op == "index":
+            return ops.index(lib, **args, progress=progress)  # type: ignore[arg-type]
+        return ops.run(lib, op, args)  # type: ignore[arg-type]
+
+    def _open_lib(self, kind: str) -> Models:
+        rank = {"models": 0, "busy-ok": 1, "read": 2, "write": 3}
+        if self._lib is not None and rank[self._lib_kind] >= rank[kind]:
+            return self._lib
+        self._close_lib()
+        self.mode = "direct"
+        if kind == "models":
+            from photoman.library import Models
+
+            self._lib = Models(self.settings, self.notify)
+        else:
+            from photoman.library import Library
+
+            self._lib = Library(self.settings, self.purpose, write=kind == "write",
+                                allow_busy=kind == "busy-ok", notify=self.notify)  # fmt: skip
+        self._lib_kind = kind
+        return self._lib
+
+    def _close_lib(self) -> None:
+        if self._lib is not None:
+            lib, self._lib = self._lib, None
+            lib.close()
+            if self.mode == "direct":
+                self.mode = None
+
+    @property
+    def model_loaded(self) -> bool:
+        """Whether a query pays no model load (the daemon keeps it warm; here, once loaded)."""
+        if self.mode == "daemon":
+            return True
+        return self._lib is not None and (self._lib.encoder_loaded or self._lib._text_pack() is not None)
+
+    def close(self) -> None:
+        """Release the stores if this process opened them (a daemon it started keeps running)."""
+        self._close_lib()
+
+    def __enter__(self) -> Client:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    # ---- the library's operations ----
+    def search(self, query: Query) -> list[dict[str, Any]]:
+        """Results of a parsed query (what `find` builds from its words and options)."""
+        return self._call("find", {"query": query.check().to_json()})
+
+    def find(
+        self,
+        query: str | Sequence[str] | None = None,
+        *,
+        image: str | os.PathLike[str] | Sequence[str | os.PathLike[str]] | None = None,
+        mode: str = "auto",
+        limit: int = 10,
+        since: str | None = None,
+        until: str | None = None,
+        folder: str | None = None,
+        camera: str | None = None,
+        tags: Sequence[str] | None = None,
+        near: str | None = None,
+        radius: float | None = None,
+        formats: Sequence[str] | None = None,
+        all: bool = False,  # noqa: A002 - the CLI's --all
+        threshold: float | None = None,
+        sort: str = "score",
+        explain: bool = False,
+        include_offline: bool = False,
+        stdin: bytes | None = None,
+    ) -> list[dict[str, Any]]:
+        """Search by description, example images, or both (the query algebra of `photoman find`)."""
+        return self.search(
+            build_query(
+                query,
+                image=image,
+                mode=mode,
+                limit=limit,
+                since=since,
+                until=until,
+                folder=folder,
+                camera=camera,
+                tags=tags,
+                near=near,
+                radius=radius,
+                formats=formats,
+                all=all,
+                threshold=threshold,
+                sort=sort,
+                explain=explain,
+                include_offline=include_offline,
+                stdin=stdin,
+            )  # fmt: skip
+        )
+
+    def caption(
+        self, path: str | os.PathLike[str], text: str | None = None, clear: bool = False
+    ) -> dict[str, Any]:
+        """A photo's caption ({path, caption, source}); with ``text`` set it, with ``clear`` drop yours."""
+        return self._call("caption", {"path": _abs(path), "text": text, "clear": clear})
+
+    def photo(self, path: str | os.PathLike[str]) -> dict[str, Any]:
+        """Everything the catalog knows about one photo."""
+        return self._call("photo", {"path": _abs(path)})
+
+    def heatmap(self, path: str, content_hash: str, text: str) -> str:
+        """Path of a (cached) heat-map PNG of where ``text`` is in the photo."""
+        return self._call("heatmap", {"path": _abs(path), "content_hash": content_hash, "text": text})
+
+    def status(self) -> dict[str, Any]:
+        """Roots, counts, errors, model, store sizes; ``daemon`` is its state, or None when none runs."""
+        if self.mode != "direct" and self._use_daemon("status"):
+            return self._call("status", {})
+        return self._local_status()
+
+    def _local_status(self) -> dict[str, Any]:
+        from photoman import ops
+
+        return ops.status(self._open_lib("busy-ok"))  # type: ignore[arg-type]
+
+    def roots(self) -> list[dict[str, Any]]:
+        """The library's folders with photo counts and whether each is online."""
+        return self.status()["roots"]
+
+    def tags(self) -> dict[str, int]:
+        """Each tag with the number of photos that carry it."""
+        return self._call("tags", {})
+
+    def tag(
+        self,
+        labels: Sequence[str | os.PathLike[str]] | None = None,
+        *,
+        no_builtin: bool = False,
+        retag: bool = False,
+        min_prob: float = 0.1,
+        top_k: int = 5,
+    ) -> dict[str, Any]:
+        """Zero-shot tagging with the built-in vocabulary and/or label files."""
+        files = [_abs(f) for f in labels or []]
+        if no_builtin and not files:
+            raise BadInputError("--no-builtin needs at least one --labels FILE")
+        args = {
+            "labels": files,
+            "no_builtin": no_builtin,
+            "retag": retag,
+            "min_prob": min_prob,
+            "top_k": top_k,
+        }
+        return self._call("tag", args)
+
+    def dupes(
+        self,
+        threshold: float = 0.95,
+        rotations: bool = True,
+        trash: bool = False,
+        dry_run: bool = False,
+        only: Sequence[str] | None = None,
+    ) -> dict[str, Any]:
+        """Duplicate groups ({groups, trashed}, and ``plan`` with ``dry_run`` or ``trash``); ``trash``
+        moves the copies the plan marks (only those in ``only`` when given) to the trash."""
+        args: dict[str, Any] = {
+            "threshold": threshold,
+            "rotations": rotations,
+            "trash": trash,
+            "dry_run": dry_run,
+        }
+        if only is not None:
+            args["only"] = list(only)
+        return self._call("dupes", args)
+
+    def classify(self, path: str | os.PathLike[str], labels: Sequence[str]) -> dict[str, float]:
+        """Probability of each label for one image (zero-shot)."""
+        return self._call("classify", {"path": _image_arg(path), "labels": list(labels)})
+
+    def locate(
+        self, path: str | os.PathLike[str], text: str, out: str | os.PathLike[str] | None = None
+    ) -> dict[str, Any]:
+        """Where ``text`` is in the image: best box, score, and a heat-map PNG written to ``out``."""
+        if not text.strip():
+            raise BadInputError("empty query: say what to look for")
+        return self._call(
+            "locate", {"path": _image_arg(path), "text": text, "out": _abs(out) if out else None}
+        )
+
+    def embed(
+        self, images: Sequence[str | os.PathLike[str]] = (), texts: Sequence[str] = ()
+    ) -> dict[str, Any]:
+        """Unit vectors of images and texts: {model, dim, vectors: [{input, kind, vector}]}."""
+        return self._call("embed", {"images": [_image_arg(p) for p in images], "texts": list(texts)})
+
+    def index(
+        self, folders: Sequence[str | os.PathLike[str]] | None = None, progress: Progress | None = None
+    ) -> dict[str, Any]:
+        """Index folders (added as roots) or every root. A running daemon takes the work over
+        (``{"daemon": true, "queued": [...]}``); otherwise it runs here and returns its report."""
+        paths = []
+        for f in folders or []:
+            p = Path(f).expanduser()
+            if not p.is_dir():
+                raise BadInputError(f"no such folder: {f}" if not p.exists() else f"not a folder: {f}")
+            paths.append(_abs(p))
+        if self.mode != "direct" and self.want_daemon is not False and self.daemon_running():
+            self.mode = "daemon"
+            return {"daemon": True, **protocol.call(self.socket, "index", {"folders": paths})}
+        if self.want_daemon is True:
+            return {"daemon": True, **self._call("index", {"folders": paths})}
+        return self._local("index", {"folders": paths}, progress)
+
+    def stop(self, timeout: float = 120.0) -> int:
+        """Stop the running daemon and wait until it has let go of the library; its pid."""
+        import time
+
+        if not self.daemon_running():
+            raise PhotomanError(f"no daemon is running for {self.settings.data_dir}")
+        pid = int(protocol.call(self.socket, "status")["daemon"]["pid"])
+        protocol.call(self.socket, "stop")
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            try:  # the daemon releases the data-dir lock as the very last thing it does
+                os.kill(pid, 0)
+            except ProcessLookupError:
+                break
+            if not self.daemon_running() and self._lock_free():
+                break
+            time.sleep(0.1)
+        else:
+            raise PhotomanError(f"daemon pid {pid} is still shutting down; see {self.settings.log_file}")
+        self.mode = None
+        return pid
+
+    def _lock_free(self) -> bool:
+        import fcntl
+
+        try:
+            with open(self.settings.lock_file, "a+") as fh:
+                fcntl.flock(fh, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                fcntl.flock(fh, fcntl.LOCK_UN)
+            return True
+        except BlockingIOError:
+            return False
+
+
+def _image_arg(path: str | os.PathLike[str]) -> str:
+    """An image path checked here (a clear error before any model loads) and made absolute."""
+    p = Path(path).expanduser()
+    if not p.exists():
+        raise BadInputError(f"no such image file: {path}")
+    if not p.is_file():
+        raise BadInputError(f"not an image file: {path}")
+    return _abs(p)
+
+
+def build_query(
+    query: str | Sequence[str] | None = None,
+    *,
+    image: str | os.PathLike[str] | Sequence[str | os.PathLike[str]] | None = None,
+    mode: str = "auto",
+    limit: int = 10,
+    since: str | None = None,
+    until: str | None = None,
+    folder: str | None = None,
+    camera: str | None = None,
+    tags: Sequence[str] | None = None,
+    near: str | None = None,
+    radius: float | None = None,
+    formats: Sequence[str] | None = None,
+    all: bool = False,  # noqa: A002
+    threshold: float | None = None,
+    sort: str = "score",
+    explain: bool = False,
+    include_offline: bool = False,
+    stdin: bytes | None = None,
+) -> Query:
+    """A checked :class:`Query` from `find`'s words and options (no model, no library needed)."""
+    from photoman.search.filters import build_filter
+    from photoman.search.query import Query, parse_query
+
+    words = [query] if isinstance(query, str) else list(query or [])
+    images = [image] if isinstance(image, str | os.PathLike) else list(image or [])
+    if all and threshold is not None:
+        raise BadInputError("--all and --threshold contradict each other; pick one")
+    q = Query(
+        terms=parse_query(words, [os.fspath(i) for i in images], stdin),
+        mode=mode,
+        limit=limit,
+        filters=build_filter(
+            since, until, folder, camera, list(tags or []), near, radius, list(formats or [])
+        ),
+        cutoff="none" if all else "fixed" if threshold is not None else "auto",
+        threshold=threshold,
+        sort=sort,
+        explain=explain,
+        include_offline=include_offline,
+    )
+    return q.check()
+
+
+def open_client(settings: Settings | None = None, *, daemon: bool | None = None, **overrides: Any) -> Client:
+    """A :class:`Client` for the library these settings (or the config file and PHOTOMAN_* variables) name.
+
+    ``with photoman.open() as pm: pm.find("a red car")``; keyword overrides are settings
+    (``data_dir=...``, ``model=...``).
+    """
+    base = settings or load_settings()
+    return Client(base.with_overrides(**overrides) if overrides else base, daemon=daemon, purpose="python")

@@ -1,0 +1,335 @@
+"""Every operation a client can ask of a library, as one table: op name → function(lib, **args).
+
+The daemon serves each socket request from this table and :class:`photoman.client.Client` calls the
+same functions in-process when no daemon runs, so a result is the same JSON either way. Arguments
+arrive as JSON from any socket client, so each function checks what it is given (a wrong type or
+range is a BadInputError with a one-line message, never a crash).
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from photoman.errors import BadInputError
+
+if TYPE_CHECKING:
+    from photoman.library import Library
+
+Progress = Callable[[int, int], None]
+
+
+# ---- argument checks (a socket client may send anything) ----
+def _str(value: Any, name: str, empty_ok: bool = False) -> str:
+    if not isinstance(value, str) or (not empty_ok and not value.strip()):
+        raise BadInputError(f"{name} must be a non-empty string")
+    return value
+
+
+def _int(value: Any, name: str, lo: int, hi: int) -> int:
+    if isinstance(value, bool) or not isinstance(value, int) or not lo <= value <= hi:
+        raise BadInputError(f"{name} must be a whole number from {lo} to {hi}, not {value!r}")
+    return value
+
+
+def _float(value: Any, name: str, lo: float, hi: float, lo_open: bool = False) -> float:
+    ok = isinstance(value, int | float) and not isinstance(value, bool) and math.isfinite(value)
+    if not ok or not (lo < value if lo_open else lo <= value) or value > hi:
+        interval = f"{'(' if lo_open else '['}{lo:g}, {hi:g}]"
+        raise BadInputError(f"{name} must be a number in {interval}, not {value!r}")
+    return float(value)
+
+
+def _bool(value: Any, name: str) -> bool:
+    if not isinstance(value, bool):
+        raise BadInputError(f"{name} must be true or false")
+    return value
+
+
+def _paths(value: Any, name: str) -> list[str]:
+    if value is None:
+        return []
+    if not isinstance(value, list) or not all(isinstance(v, str) and v for v in value):
+        raise BadInputError(f"{name} must be a list of paths")
+    return value
+
+
+def _image_file(path: Any) -> Path:
+    """An existing regular file given by its absolute path (checked before any model loads)."""
+    p = Path(_str(path, "path"))
+    if not p.exists():
+        raise BadInputError(f"no such image file: {p}")
+    if not p.is_file():
+        raise BadInputError(f"not an image file: {p}")
+    return p
+
+
+# ---- the operations ----
+def find(
+    lib: Library,
+    *,
+    query: dict[str, Any] | None = None,
+    text: str | None = None,
+    image: str | None = None,
+    limit: int = 10,
+    include_offline: bool = False,
+) -> list[dict[str, Any]]:
+    """Search: ``query`` as :class:`photoman.search.query.Query` sends it, or the simple form for
+    scripts on the socket: ``text`` or ``image`` (a path), ``limit``, ``include_offline``."""
+    from photoman.search.engine import search
+    from photoman.search.query import Query, Term
+
+    if query is not None:
+        if text is not None or image is not None:
+            raise BadInputError("give either a query or text/image, not both")
+        return [r.to_json() for r in search(lib, Query.from_json(query))]
+    if (text is None) == (image is None):
+        raise BadInputError("give either text or image")
+    term = (
+        Term("text", _str(text, "text").strip())
+        if text is not None
+        else Term("image", str(_image_file(image)))
+    )
+    q = Query([term], limit=limit, cutoff="none", include_offline=_bool(include_offline, "include_offline"))
+    return [r.to_json() for r in search(lib, q)]
+
+
+def caption(lib: Library, *, path: str, text: str | None = None, clear: bool = False) -> dict[str, Any]:
+    """Show a photo's caption, set it (``text``) or go back to the file's own (``clear``)."""
+    from photoman.indexing.captions import get_caption, set_caption
+
+    path = _str(path, "path")
+    if text is not None:
+        _str(text, "caption", empty_ok=True)
+    if _bool(clear, "clear") and text is not None:
+        raise BadInputError("give a caption or --clear, not both")
+    if text is None and not clear:
+        return asdict(get_caption(lib, path))
+    return asdict(set_caption(lib, path, None if clear else text))
+
+
+def photo(lib: Library, *, path: str) -> dict[str, Any]:
+    """What the catalog knows of one photo (the TUI's detail pane)."""
+    from photoman.catalog.queries import lookup_photo
+
+    return lookup_photo(lib, _str(path, "path"))
+
+
+def heatmap(lib: Library, *, path: str, content_hash: str, text: str) -> str:
+    """A cached heat-map PNG of where ``text`` is in the photo; returns its path."""
+    from photoman.zeroshot.locate import heatmap_png
+
+    return heatmap_png(lib.encoder, lib.settings.thumbs_dir, _str(path, "path"),
+                       _str(content_hash, "content_hash"), _str(text, "text"))[0]  # fmt: skip
+
+
+def status(lib: Library) -> dict[str, Any]:
+    """Roots, counts, errors, model and store sizes (the daemon adds its own state)."""
+    from photoman.status import library_status
+
+    info = library_status(lib)
+    info["daemon"] = None
+    return info
+
+
+def roots(lib: Library) -> list[dict[str, Any]]:
+    """The library's folders with their photo counts and whether they are online."""
+    return status(lib)["roots"]
+
+
+def tags(lib: Library) -> dict[str, int]:
+    """Each tag in the library with the number of photos that carry it."""
+    from photoman.zeroshot.tagging import tag_counts
+
+    return dict(tag_counts(lib))
+
+
+def tag(
+    lib: Library,
+    *,
+    labels: list[str] | None = None,
+    no_builtin: bool = False,
+    retag: bool = False,
+    min_prob: float = 0.1,
+    top_k: int = 5,
+) -> dict[str, Any]:
+    """Zero-shot tagging of the library with the built-in vocabulary and/or label files."""
+    from photoman.zeroshot.tagging import label_set, tag_library
+
+    files = [Path(f) for f in _paths(labels, "labels")]
+    if _bool(no_builtin, "no_builtin") and not files:
+        raise BadInputError("--no-builtin needs at least one --labels FILE")
+    min_prob = _float(min_prob, "--min-prob", 0.0, 1.0)
+    top_k = _int(top_k, "--top-k", 1, 100)
+    label_list = label_set(files, builtin=not no_builtin)
+    return asdict(tag_library(lib, label_list, retag=_bool(retag, "retag"), min_prob=min_prob, top_k=top_k))
+
+
+def dupes(
+    lib: Library,
+    *,
+    threshold: float = 0.95,
+    rotations: bool = True,
+    trash: bool = False,
+    dry_run: bool = False,
+    only: list[str] | None = None,
+) -> dict[str, Any]:
+    """Duplicate groups and, with ``dry_run`` or ``trash``, the trash plan (keep/trash/skip, why).
+
+    ``trash`` moves the copies the plan marks (only those in ``only`` when given: the plan a user
+    approved), each checked again right before it moves.
+    """
+    from photoman.zeroshot.dupes import DupeGroup, find_duplicates, trash_duplicates, trash_plan
+
+    threshold = _float(threshold, "--threshold", 0.0, 1.0, lo_open=True)
+    if _bool(trash, "trash") and _bool(dry_run, "dry_run"):
+        raise BadInputError("--trash and --dry-run contradict each other; pick one")
+    approved = set(_paths(only, "only")) if only is not None else None
+    groups = find_duplicates(lib, threshold=threshold, rotations=_bool(rotations, "rotations"))
+    out: dict[str, Any] = {"groups": [g.to_json() for g in groups], "trashed": []}
+    if dry_run or trash:
+        out["plan"] = [step.to_json() for step in trash_plan(groups)]
+    if trash:
+        if approved is not None:  # drop what the user did not see marked for the trash
+            keep = [[p for p in g.photos if p["path"] == g.keeper or p["path"] in approved] for g in groups]
+            groups = [DupeGroup(g.kind, g.keeper, photos) for g, photos in zip(groups, keep, strict=True)]
+        out["trashed"] = trash_duplicates(lib, groups)
+    return out
+
+
+def classify(lib: Library, *, path: str, labels: list[str]) -> dict[str, float]:
+    """Zero-shot classification of one image over the given labels (softmax with CLIP's scale)."""
+    from photoman.media.decode import load_image
+    from photoman.zeroshot.tagging import classify as run_classify
+
+    file = _image_file(path)
+    if not isinstance(labels, list) or not all(isinstance(x, str) for x in labels):
+        raise BadInputError("labels must be a list of strings")
+    names = [" ".join(x.split()) for x in labels if x.strip()]
+    if len(names) < 2:
+        raise BadInputError("--labels needs at least two labels, separated by commas")
+    image = load_image(file, min_side=224)  # decoded (and checked) before the model loads
+    encoder = lib.encoder
+    if image.width < encoder.spec.size or image.height < encoder.spec.size:
+        image = load_image(file, min_side=encoder.spec.size)
+    return {n: round(p, 6) for n, p in run_classify(encoder, image, names)}
+
+
+def locate(lib: Library, *, path: str, text: str, out: str | None = None) -> dict[str, Any]:
+    """Where ``text`` is in one image: best box in the original's pixels, and a heat-map PNG."""
+    from photoman.media.decode import image_size, load_image
+    from photoman.zeroshot.locate import locate as run_locate
+    from photoman.zeroshot.locate import overlay
+
+    file = _image_file(path)
+    text = _str(text, "query").strip()
+    target = Path(out) if out else file.with_name(file.stem + ".heat.png")
+    image = load_image(file, min_side=1024)  # JPEGs decode at reduced scale; the box maps back below
+    full_width = image_size(file)[0]
+    encoder = lib.encoder
+    result = run_locate(encoder, image, lib.text_encoder.encode_texts([text])[0])
+    scale = full_width / image.width
+    box = [int(round(v * scale)) for v in result.box]
+    try:
+        overlay(image, result.heat, result.box).save(target)
+    except OSError as exc:
+        raise BadInputError(f"cannot write {target}: {exc.strerror or exc}") from None
+    return {**result.to_json(), "box": box, "path": str(file), "query": text, "heatmap": str(target)}
+
+
+def embed(lib: Library, *, images: list[str] | None = None, texts: list[str] | None = None) -> dict[str, Any]:
+    """Unit vectors of image files and texts, in input order (images first), for scripts."""
+    from photoman.media.decode import load_image
+
+    files = [_image_file(p) for p in _paths(images, "images")]
+    if texts is not None and (not isinstance(texts, list) or not all(isinstance(t, str) for t in texts)):
+        raise BadInputError("texts must be a list of strings")
+    texts = texts or []
+    if not files and not texts:
+        raise BadInputError("nothing to embed: give image files and/or --text")
+    rows: list[dict[str, Any]] = []
+    if files:
+        encoder = lib.encoder
+        for f in files:
+            vec = encoder.encode_images([load_image(f, min_side=encoder.spec.size)])[0]
+            rows.append({"input": str(f), "kind": "image", "vector": vec})
+    text_encoder = lib.text_encoder
+    for t, vec in zip(texts, text_encoder.encode_texts(texts), strict=True):
+        rows.append({"input": t, "kind": "text", "vector": vec})
+    return {
+        "model": lib.model_id,
+        "dim": lib.dim,
+        "vectors": [
+            {"input": r["input"], "kind": r["kind"], "vector": [round(float(x), 7) for x in r["vector"]]}
+            for r in rows
+        ],
+    }
+
+
+def index(
+    lib: Library, *, folders: list[str] | None = None, progress: Progress | None = None
+) -> dict[str, Any]:
+    """Index folders (added as roots) or every root, in this process; the run's report."""
+    from photoman.indexing.pipeline import index as run_index
+
+    report = run_index(lib, _paths(folders, "folders") or None, progress=progress)
+    return {
+        "scanned": report.scanned,
+        "unchanged": report.unchanged,
+        "embedded": report.embedded,
+        "reused": report.reused,
+        "removed": report.removed,
+        "errors": len(report.errors),
+        "requeued": report.requeued,
+        "orphans_removed": report.orphans_removed,
+        "offline_roots": report.offline_roots,
+        "seconds": round(report.seconds, 3),
+        "rate": round(report.processed / report.seconds, 2) if report.seconds > 0 else 0.0,
+        "processed": report.processed,
+        "error_files": [{"path": p, "error": e} for p, e in report.errors],
+    }
+
+
+@dataclass(frozen=True)
+class Op:
+    """One operation and what it needs from the library."""
+
+    fn: Callable[..., Any]
+    model: bool = False  # runs model work: the daemon gives it the query thread
+    writes: bool = False  # changes the catalog or the store
+    library: bool = True  # False: only the encoder (no catalog, no store, no lock)
+
+
+OPS: dict[str, Op] = {
+    "find": Op(find, model=True),
+    "caption": Op(caption, model=True, writes=True),
+    "photo": Op(photo),
+    "heatmap": Op(heatmap, model=True),
+    "status": Op(status),
+    "roots": Op(roots),
+    "tags": Op(tags),
+    "tag": Op(tag, model=True, writes=True),
+    "dupes": Op(dupes, model=True, writes=True),
+    "classify": Op(classify, model=True, library=False),
+    "locate": Op(locate, model=True, library=False),
+    "embed": Op(embed, model=True, library=False),
+    "index": Op(index, model=True, writes=True),
+}
+
+
+def run(lib: Library, op: str, args: dict[str, Any]) -> Any:
+    """Call one op with JSON arguments; unknown ops and arguments are bad requests."""
+    entry = OPS.get(op)
+    if entry is None:
+        raise BadInputError(f"unknown request {op!r}")
+    if not isinstance(args, dict):
+        raise BadInputError("request arguments must be an object")
+    try:
+        return entry.fn(lib, **args)
+    except TypeError as exc:
+        if "argument" in str(exc) and entry.fn.__name__ in str(exc):  # wrong or missing keyword
+            raise BadInputError(f"bad arguments for {op}: {exc}") from None
+        raise

@@ -1,0 +1,40 @@
+"""Running photoman as real processes: the CLI, and the daemon with its socket."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+from photoman.config import Settings, load_settings
+from photoman.service.protocol import daemon_running
+
+
+def settings_of(env: dict[str, str]) -> Settings:
+    return load_settings(env=env)
+
+
+def photoman(env: dict[str, str], *args: str, timeout: float = 300) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "photoman", *args], env=env, capture_output=True, text=True, timeout=timeout
+    )
+
+
+def start(env: dict[str, str], tmp_path: Path) -> subprocess.Popen[bytes]:
+    log = open(tmp_path / "daemon.out", "ab")  # noqa: SIM115 - closed with the process
+    proc = subprocess.Popen([sys.executable, "-m", "photoman", "watch"], env=env, stdout=log, stderr=log)
+    sock = settings_of(env).socket_path
+    wait_for(lambda: daemon_running(sock) or proc.poll() is not None, 120, "daemon socket")
+    assert proc.poll() is None, (tmp_path / "daemon.out").read_text()
+    return proc
+
+
+def wait_for(cond: Callable[[], bool], timeout: float, what: str) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if cond():
+            return
+        time.sleep(0.2)
+    raise AssertionError(f"timed out waiting for {what}")
