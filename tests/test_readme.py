@@ -1,4 +1,5 @@
-"""The README's two set-up commands stay true: CI runs the test one verbatim."""
+"""The README stays true: its two set-up commands (CI runs the test one verbatim), its Python example and
+every `photoman …` console example, run as written."""
 
 from __future__ import annotations
 
@@ -45,3 +46,117 @@ def test_the_python_example_runs(cli_env, library_dir: Path, tmp_path: Path) -> 
     lines = proc.stdout.splitlines()
     assert [ln.split()[0] for ln in lines[:3]] == ["1", "2", "3"]
     assert "'indexed': 10" in lines[3]
+
+
+def readme_commands() -> list[str]:
+    """Every `$ photoman …` line of the README's console examples, in order."""
+    readme = (ROOT / "README.md").read_text()
+    lines = []
+    for block in re.findall(r"```console\n(.+?)\n```", readme, flags=re.S):
+        for line in block.splitlines():
+            if line.startswith("$ ") and "photoman" in line:
+                lines.append(line[2:])
+    return lines
+
+
+def test_every_readme_example_runs(
+    tiny_model: Path, library_dir: Path, photos_src: Path, tmp_path: Path
+) -> None:
+    """Each documented command, run as written (a user's shell, HOME, files in the current folder), in
+    README order against one test library. With the tiny random model only success is checked."""
+    import os
+    import shlex
+    import shutil
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    home = tmp_path / "home"
+    work = tmp_path / "work"
+    work.mkdir()
+    shutil.copytree(library_dir, home / "Pictures")
+    shutil.copy(photos_src / "exif-js--dsc_09827.jpg", home / "Pictures" / "dog.jpg")
+    (home / "Phone").mkdir()
+    shutil.copy(photos_src / "scikit-image--rocket.jpg", home / "Phone" / "rocket.jpg")
+    for name, src in (("a.jpg", "scikit-learn--china.jpg"), ("b.png", "scikit-image--coffee.png"),
+                      ("sunset.jpg", "mate-backgrounds--Storm.jpg"), ("scan.jpg", "exif--test1.jpg"),
+                      ("photo.jpg", "scikit-image--rocket.jpg")):  # fmt: skip
+        shutil.copy(photos_src / src, work / name)
+    (work / "my-labels.txt").write_text("dog\t0.001\ncat\t0.001\n")
+    bindir = Path(sys.executable).parent
+    env = {k: v for k, v in os.environ.items() if not k.startswith("PHOTOMAN_")}
+    env.update(HOME=str(home), PHOTOMAN_MODEL=str(tiny_model), PHOTOMAN_DATA_DIR=str(tmp_path / "data"),
+               PHOTOMAN_STATE_DIR=str(tmp_path / "state"), PHOTOMAN_RUNTIME_DIR=str(tmp_path / "run"),
+               PHOTOMAN_CONFIG=str(tmp_path / "none.toml"), PHOTOMAN_WORKERS="1", HF_HUB_OFFLINE="1",
+               XDG_DATA_HOME=str(tmp_path / "xdg"))  # fmt: skip
+    env["PATH"] = f"{bindir}{os.pathsep}{env.get('PATH', '')}"
+    (tmp_path / "none.toml").write_text("")
+
+    def sh(cmd: str, **kw):  # noqa: ANN003, ANN202
+        return subprocess.run(["bash", "-c", cmd], cwd=work, env=env, capture_output=True, text=True, **kw)
+
+    def stop_daemon() -> None:
+        sh("photoman stop", timeout=120)
+
+    commands = readme_commands()
+    assert len(commands) > 20
+    try:
+        for cmd in commands:
+            words = shlex.split(cmd, comments=True)
+            sub = words[words.index("photoman") + 1 :]
+            if sub[:1] == ["watch"] and "--detach" not in sub and "--once" not in sub:
+                stop_daemon()  # foreground: runs until stopped
+                proc = subprocess.Popen(
+                    ["bash", "-c", f"exec {cmd.split('#')[0]}"],
+                    cwd=work,
+                    env=env,
+                    stdout=subprocess.PIPE,
+                    stderr=subprocess.PIPE,
+                    text=True,
+                )
+                time.sleep(4)
+                assert proc.poll() is None, (cmd, proc.communicate())
+                proc.send_signal(signal.SIGTERM)
+                assert proc.wait(timeout=60) == 0, cmd
+                continue
+            if sub[:1] == ["tui"]:
+                if shutil.which("tmux") is None:
+                    continue  # the TUI is covered by tests/test_tui.py, which skips the same way
+                sock = str(tmp_path / "tmux.sock")
+                exports = " ".join(
+                    f"{k}={shlex.quote(v)}"
+                    for k, v in env.items()
+                    if k.startswith(("PHOTOMAN_", "HOME", "HF_", "PATH"))
+                )
+                tmux = ["tmux", "-S", sock, "new-session", "-d", "-x", "120", "-y", "40", "-c", str(work)]
+                subprocess.run([*tmux, f"env {exports} {cmd.split('#')[0]}"], check=True)
+                deadline = time.monotonic() + 90
+                while time.monotonic() < deadline:
+                    pane = subprocess.run(
+                        ["tmux", "-S", sock, "capture-pane", "-p"], capture_output=True, text=True
+                    )
+                    if "photos," in pane.stdout:
+                        break
+                    time.sleep(0.3)
+                assert "photos," in pane.stdout, pane.stdout
+                subprocess.run(["tmux", "-S", sock, "kill-server"], capture_output=True)
+                continue
+            if sub[:1] == ["watch"]:
+                stop_daemon()  # --detach and --once need the library to themselves
+            if "--trash" in sub and "--yes" not in sub:
+                import pty
+
+                main_fd, tty_fd = pty.openpty()  # it asks only on a terminal: give it one, answer no
+                os.write(main_fd, b"n\n")
+                res = sh(cmd, stdin=tty_fd, timeout=300)
+                os.close(tty_fd)
+                os.close(main_fd)
+                asked = "Move" in res.stderr and "nothing moved" in res.stderr
+                assert asked or "nothing to move" in res.stdout, (cmd, res.stdout, res.stderr)
+                continue
+            res = sh(cmd, timeout=300)
+            assert res.returncode == 0, (cmd, res.stdout, res.stderr)
+            assert "Traceback" not in res.stderr, (cmd, res.stderr)
+    finally:
+        stop_daemon()
