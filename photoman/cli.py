@@ -316,7 +316,6 @@ def print_results(
     if not results:
         err_print("no results above the relevance cutoff (try --all, or check `photoman status`)")
         return
-    from rich.console import Console
     from rich.table import Table
 
     table = Table(box=None, header_style="bold")
@@ -332,8 +331,14 @@ def print_results(
                 f"{e['term']} {e['contribution']:+.3f}" + (f" [{e['vector']}]") for e in r["explain"]
             )
             table.add_row("", "", f"  = {parts}", "")
+    print_table(table)
+
+
+def print_table(table: Any) -> None:
+    """A Rich table on stdout; piped, never folded or cut to fit an imaginary 80 columns."""
+    from rich.console import Console
+
     out = _console(False)
-    # piped: never fold or cut a path to fit an imaginary 80 columns
     (out if out.is_terminal else Console(width=100_000)).print(table)
 
 
@@ -656,6 +661,81 @@ def stop() -> None:
     with client() as pm:
         pid = pm.stop()
     out_print(f"stopped daemon (pid {pid})", highlight=False)
+
+
+models_app = typer.Typer(help="The CLIP models photoman knows, and which this library uses.")
+app.add_typer(models_app, name="models")
+
+
+@models_app.callback(invoke_without_command=True)
+@handles_errors
+def models(
+    ctx: typer.Context,
+    as_json: Annotated[bool, typer.Option("--json", help="Machine-readable list.")] = False,
+) -> None:
+    """List models: vector size, resolution, download size, languages, relative CPU cost, a published
+    retrieval figure (MSCOCO text→image recall@5), and for this machine and library: downloaded,
+    collection present, photos embedded, current."""
+    if ctx.invoked_subcommand is not None:
+        return
+    with client() as pm:
+        info = pm.models()
+    if as_json:
+        print_json(info)
+        return
+    from rich.table import Table
+
+    table = Table(box=None, header_style="bold")
+    for col in ("", "model", "dim", "px", "MB", "languages", "cost", "COCO R@5", "here", "photos"):
+        table.add_column(col, no_wrap=col == "model")
+    for m in info["models"]:
+        r5 = f"{m['coco_t2i_r5']:.3f}" if m.get("coco_t2i_r5") else "—"
+        here = ", ".join(
+            w for w, on in (("downloaded", m["downloaded"]), ("collection", m["collection"])) if on
+        )
+        cost = f"{m['relative_cost']:g}x" if m.get("relative_cost") else "?"
+        sizes = [str(m.get(k, "?")) for k in ("dim", "resolution", "download_mb")]
+        table.add_row("*" if m["current"] else "", m["name"], *sizes, m.get("languages", "?"), cost, r5,
+                      here or "—", str(m["photos"]))  # fmt: skip
+    print_table(table)
+    out_print(
+        "* current model.  cost: compute per image relative to ViT-B/32.  COCO R@5: MSCOCO 5k text→image "
+        "recall@5 from OpenCLIP's retrieval table (docs/openclip_retrieval_results.csv).",
+        highlight=False,
+    )
+
+
+@app.command(name="eval")
+@handles_errors
+def eval_(
+    source: Annotated[
+        Path, typer.Argument(help="Folder of labelled sub-folders, or a path<TAB>caption TSV.")
+    ],
+    model: Annotated[
+        list[str] | None,
+        typer.Option("--model", "-m", help="Model to evaluate (repeatable; default: current)."),
+    ] = None,
+    as_json: Annotated[bool, typer.Option("--json", help="Figures as JSON.")] = False,
+) -> None:
+    """Which model finds your photos best: text→image recall@1/5/10 and zero-shot accuracy on a
+    labelled set of your own photos."""
+    with client() as pm:
+        report = pm.evaluate(source, model)
+    if as_json:
+        print_json(report)
+        return
+    from rich.table import Table
+
+    table = Table(box=None, header_style="bold")
+    for col in ("model", "recall@1", "recall@5", "recall@10", "zero-shot acc.", "seconds"):
+        table.add_column(col)
+    for r in report["results"]:
+        acc = f"{r['zero_shot_accuracy']:.3f}" if r["zero_shot_accuracy"] is not None else "—"
+        recalls = [f"{r[f'recall@{k}']:.3f}" for k in (1, 5, 10)]
+        table.add_row(r["model"], *recalls, acc, f"{r['seconds']:.1f}")
+    first = report["results"][0]
+    out_print(f"{report['kind']} set: {first['images']} photos, {first['queries']} queries", highlight=False)
+    print_table(table)
 
 
 _VALUE_OPTIONS = {"--data-dir", "--model", "--device", "--qdrant-url", "--catalog-url", "--config"}

@@ -323,6 +323,16 @@ class Client:
         """Unit vectors of images and texts: {model, dim, vectors: [{input, kind, vector}]}."""
         return self._call("embed", {"images": [_image_arg(p) for p in images], "texts": list(texts)})
 
+    def models(self) -> dict[str, Any]:
+        """Known models and this library's: downloaded, collection present, photos, current."""
+        return self._call("models", {})
+
+    def evaluate(self, source: str | os.PathLike[str], models: Sequence[str] | None = None) -> dict[str, Any]:
+        """Recall@1/5/10 and zero-shot accuracy of each model on a labelled set (a one-off job: it
+        runs in this process, loading each model here)."""
+        names = [str(m) for m in models or []] or None
+        return self._local("eval", {"source": _abs(source), "models": names}, None)
+
     def index(
         self, folders: Sequence[str | os.PathLike[str]] | None = None, progress: Progress | None = None
     ) -> dict[str, Any]:

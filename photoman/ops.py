@@ -293,6 +293,73 @@ def index(
     }
 
 
+def models(lib: Library) -> dict[str, Any]:
+    """The models photoman knows and those this library has used: downloaded? a collection here?
+    how many photos carry its vectors? which one is current."""
+    from sqlalchemy import func, select
+
+    from photoman.catalog.models import Photo
+    from photoman.embedding.known_models import KNOWN_MODELS
+    from photoman.vectors import collection_name
+
+    with lib.catalog.session() as s:
+        counts = dict(
+            s.execute(
+                select(Photo.indexed_model, func.count(func.distinct(Photo.content_hash)))
+                .where(Photo.status == "ok")
+                .group_by(Photo.indexed_model)
+            ).all()
+        )
+    names = [m.name for m in KNOWN_MODELS]
+    extra = [m for m in [lib.model_id, *counts] if m and m not in names]
+    rows = []
+    for name in names + sorted(set(extra), key=extra.index):
+        entry = next((m.to_json() for m in KNOWN_MODELS if m.name == name), {"name": name})
+        if "dim" not in entry:  # a folder or another hub id: its config says (no download, no network)
+            from photoman.embedding.model import model_dim
+            from photoman.errors import PhotomanError
+
+            try:
+                entry["dim"] = model_dim(name)
+            except PhotomanError:
+                entry["dim"] = None
+        dim = entry.get("dim")
+        entry.update(
+            downloaded=_downloaded(name),
+            collection=bool(dim) and (lib.settings.vectors_dir / collection_name(name, int(dim))).is_dir()
+            if not lib.settings.qdrant_url
+            else None,
+            photos=int(counts.get(name, 0)),
+            current=name == lib.model_id,
+        )
+        rows.append(entry)
+    return {"current": lib.model_id, "models": rows}
+
+
+def _downloaded(name: str) -> bool:
+    """Whether the checkpoint is on this machine (a local folder, or in the Hugging Face cache)."""
+    if Path(name).expanduser().is_dir():
+        return True
+    from photoman.embedding.checkpoint import checkpoint_key
+
+    return checkpoint_key(name) is not None
+
+
+def evaluate(lib: Library, *, source: str, models: list[str] | None = None) -> dict[str, Any]:
+    """Recall@1/5/10 (and zero-shot accuracy for labelled folders) of each model on a labelled set."""
+    from photoman.evaluation import evaluate as run_eval
+    from photoman.evaluation import load_set
+    from photoman.library import Models
+
+    data = load_set(Path(_str(source, "source")))
+    names = _paths(models, "models") or [lib.settings.model]
+    results = []
+    for name in names:
+        m = lib if name == lib.settings.model else Models(lib.settings.with_overrides(model=name), lib.notify)
+        results.append(run_eval(m, data))
+    return {"set": source, "kind": data.kind, "results": results}
+
+
 @dataclass(frozen=True)
 class Op:
     """One operation and what it needs from the library."""
@@ -317,6 +384,8 @@ OPS: dict[str, Op] = {
     "locate": Op(locate, model=True, library=False),
     "embed": Op(embed, model=True, library=False),
     "index": Op(index, model=True, writes=True),
+    "models": Op(models),
+    "eval": Op(evaluate, model=True, library=False),
 }
 
 
