@@ -25,8 +25,9 @@ app = typer.Typer(
     name="photoman",
     help="Semantic photo manager: find photos by describing them or by showing a similar one — locally.",
     no_args_is_help=True,
-    add_completion=False,
+    add_completion=True,  # --install-completion / --show-completion for bash, zsh, fish
     pretty_exceptions_enable=False,
+    rich_markup_mode=None,  # plain help, like click's: `[env PHOTOMAN_…]` hints print as written
 )
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -108,6 +109,14 @@ def client(**overrides: Any) -> Client:
     )
 
 
+def _version(value: bool) -> None:
+    if value:
+        from photoman import __version__
+
+        out_print(f"photoman {__version__}", highlight=False)
+        raise typer.Exit(0)
+
+
 @app.callback()
 def main_options(
     data_dir: Annotated[
@@ -136,6 +145,10 @@ def main_options(
         ),
     ] = False,
     debug: Annotated[bool, typer.Option(help="Show tracebacks for errors.")] = False,
+    version: Annotated[
+        bool,
+        typer.Option("--version", help="Print the version and exit.", is_eager=True, callback=_version),
+    ] = False,
 ) -> None:
     """Global options; every one also has a config-file key and a PHOTOMAN_* variable."""
     state.debug = debug

@@ -84,6 +84,10 @@ def test_every_readme_example_runs(
                       ("photo.jpg", "scikit-image--rocket.jpg")):  # fmt: skip
         shutil.copy(photos_src / src, work / name)
     (work / "my-labels.txt").write_text("dog\t0.001\ncat\t0.001\n")
+    for label, src in (("cat", "scikit-image--chelsea.png"), ("coffee", "scikit-image--coffee.png")):
+        (home / "eval-set" / label).mkdir(parents=True)
+        shutil.copy(photos_src / src, home / "eval-set" / label / src)
+    (work / "captions.tsv").write_text("a.jpg\ta pagoda\nb.png\ta cup of coffee\n")
     bindir = Path(sys.executable).parent
     env = {k: v for k, v in os.environ.items() if not k.startswith("PHOTOMAN_")}
     env.update(HOME=str(home), PHOTOMAN_MODEL=str(tiny_model), PHOTOMAN_DATA_DIR=str(tmp_path / "data"),
@@ -99,7 +103,11 @@ def test_every_readme_example_runs(
     def stop_daemon() -> None:
         sh("photoman stop", timeout=120)
 
+    from photoman.embedding.known_models import KNOWN_MODELS
+
     commands = readme_commands()
+    for m in KNOWN_MODELS:  # no weights can be downloaded here: named models run as the test checkpoint
+        commands = [c.replace(m.name, str(tiny_model)) for c in commands]
     assert len(commands) > 20
     try:
         for cmd in commands:
