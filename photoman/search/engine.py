@@ -68,6 +68,16 @@ class Result:
         return d
 
 
+def _when(r: Result) -> datetime:
+    """What --sort date orders by: the EXIF date, else the file's time (never an error)."""
+    if r.taken_at:
+        return r.taken_at
+    try:
+        return datetime.fromtimestamp(r.mtime)
+    except (ValueError, OverflowError, OSError):
+        return datetime.min
+
+
 def _iso_time(stamp: float) -> str | None:
     try:
         return datetime.fromtimestamp(stamp).isoformat(timespec="seconds") if stamp else None
@@ -173,9 +183,7 @@ def search(lib: Library, q: Query) -> list[Result]:
     if q.explain:
         explain(lib, results, q.terms, vectors, coef, names)
     if q.sort == "date":
-        results.sort(
-            key=lambda r: r.taken_at.isoformat() if r.taken_at else _iso_time(r.mtime) or "", reverse=True
-        )
+        results.sort(key=_when, reverse=True)
     elif q.sort != "score":
         raise BadInputError(f"unknown sort {q.sort!r}; use score or date")
     for i, r in enumerate(results, 1):
