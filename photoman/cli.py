@@ -195,6 +195,9 @@ def index(
         int | None, typer.Option(help="Decode worker processes (default: one per core).")
     ] = None,
     batch_size: Annotated[int | None, typer.Option(help="Photos per model batch.")] = None,
+    force: Annotated[
+        bool, typer.Option("--force", help="Index even /, a system folder or the whole home folder.")
+    ] = False,
     as_json: Annotated[bool, typer.Option("--json", help="Print the run report as JSON.")] = False,
 ) -> None:
     """Scan folders, embed new and changed photos, forget deleted ones. Safe to re-run and to interrupt.
@@ -202,7 +205,7 @@ def index(
     With a daemon running, it takes the folders over and indexes them in the background."""
     with client(workers=workers, batch_size=batch_size) as pm:
         if pm.mode != "direct" and state.daemon is not False and pm.daemon_running():
-            report = pm.index(folders)
+            report = pm.index(folders, force=force)
         else:
             with _progress() as bar:
                 task = bar.add_task("indexing", total=None, rate="")
@@ -212,7 +215,7 @@ def index(
                     rate = f"{done / elapsed:.1f} photos/s" if elapsed > 0 and done else ""
                     bar.update(task, completed=done, total=total, rate=rate)
 
-                report = pm.index(folders, progress=on_progress)
+                report = pm.index(folders, progress=on_progress, force=force)
     if as_json:
         print_json(report)
         return
@@ -621,6 +624,9 @@ def tui(
 @app.command()
 @handles_errors
 def watch(
+    folders: Annotated[
+        list[Path] | None, typer.Argument(help="Folders to add as roots and watch (optional).")
+    ] = None,
     detach: Annotated[
         bool, typer.Option("--detach", help="Run in the background and return once it answers.")
     ] = False,
@@ -637,6 +643,8 @@ def watch(
     from photoman.service.protocol import daemon_running
 
     cfg = settings()
+    if folders:
+        _adopt_roots(cfg, folders)
     if poll:
         cfg = cfg.with_overrides(
             poll_roots=[*cfg.poll_roots, *(str(Path(p).expanduser().absolute()) for p in poll)]
@@ -667,6 +675,25 @@ def watch(
     raise typer.Exit(Daemon(cfg).run())
 
 
+def _adopt_roots(cfg: Settings, folders: list[Path]) -> None:
+    """`photoman watch ~/Pictures`: the folders become roots first (through a running daemon, or here)."""
+    from photoman.paths import check_new_root
+
+    paths = [check_new_root(f) for f in folders]
+    from photoman.client import Client
+
+    pm = Client(cfg, daemon=False if state.daemon is False else None)
+    if pm.daemon_running():
+        pm.index(paths)
+        out_print(f"the running daemon now watches {', '.join(paths)}", highlight=False, markup=False)
+        raise typer.Exit(0)
+    from photoman.indexing.pipeline import register_roots
+    from photoman.library import Library
+
+    with Library(cfg, "photoman watch") as lib:
+        register_roots(lib, paths)
+
+
 @app.command()
 @handles_errors
 def stop() -> None:
@@ -674,6 +701,58 @@ def stop() -> None:
     with client() as pm:
         pid = pm.stop()
     out_print(f"stopped daemon (pid {pid})", highlight=False)
+
+
+roots_app = typer.Typer(help="The library's folders: list, remove, relocate.")
+app.add_typer(roots_app, name="roots")
+
+
+@roots_app.callback(invoke_without_command=True)
+@handles_errors
+def roots(
+    ctx: typer.Context,
+    as_json: Annotated[bool, typer.Option("--json", help="Machine-readable list.")] = False,
+) -> None:
+    """List the library's folders (roots): photos, online or not, how each is watched."""
+    if ctx.invoked_subcommand is not None:
+        return
+    with client() as pm:
+        found = pm.roots()
+    if as_json:
+        print_json(found)
+        return
+    if not found:
+        out_print("no roots yet: run `photoman index FOLDER`")
+    for r in found:
+        state_ = "online" if r["online"] else "offline"
+        out_print(
+            f"{r['path']}  {r['photos']} photos, {state_}, watch: {r['watch']}", highlight=False, markup=False
+        )
+
+
+@roots_app.command("remove")
+@handles_errors
+def roots_remove(path: Annotated[Path, typer.Argument(help="A root, in any spelling.")]) -> None:
+    """Forget a root: its photos leave the catalog and the vector store (the files are not touched)."""
+    with client() as pm:
+        done = pm.remove_root(path)
+    out_print(
+        f"removed {done['root']} ({done['photos_removed']} photos forgotten)", highlight=False, markup=False
+    )
+
+
+@roots_app.command("relocate")
+@handles_errors
+def roots_relocate(
+    old: Annotated[Path, typer.Argument(help="The root as the library knows it.")],
+    new: Annotated[Path, typer.Argument(help="Where it is now (e.g. the drive's new mount point).")],
+) -> None:
+    """A root moved (a drive mounted elsewhere): every path follows, nothing is re-embedded."""
+    with client() as pm:
+        done = pm.relocate_root(old, new)
+    out_print(
+        f"{done['root']} -> {done['to']} ({done['photos_moved']} photos)", highlight=False, markup=False
+    )
 
 
 models_app = typer.Typer(help="The CLIP models photoman knows, and which this library uses.")

@@ -254,8 +254,16 @@ class Client:
         return ops.status(self._open_lib("busy-ok"))  # type: ignore[arg-type]
 
     def roots(self) -> list[dict[str, Any]]:
-        """The library's folders with photo counts and whether each is online."""
-        return self.status()["roots"]
+        """The library's folders with photo counts, whether each is online, and how it is watched."""
+        return self._call("roots", {})
+
+    def remove_root(self, path: str | os.PathLike[str]) -> dict[str, Any]:
+        """Forget a root and its photos (catalog and vectors; the files stay): {root, photos_removed}."""
+        return self._call("roots_remove", {"path": _abs(path)})
+
+    def relocate_root(self, old: str | os.PathLike[str], new: str | os.PathLike[str]) -> dict[str, Any]:
+        """A root moved (a drive mounted elsewhere): paths follow, nothing is re-embedded."""
+        return self._call("roots_relocate", {"old": _abs(old), "new": _abs(new)})
 
     def tags(self) -> dict[str, int]:
         """Each tag with the number of photos that carry it."""
@@ -334,22 +342,23 @@ class Client:
         return self._local("eval", {"source": _abs(source), "models": names}, None)
 
     def index(
-        self, folders: Sequence[str | os.PathLike[str]] | None = None, progress: Progress | None = None
+        self,
+        folders: Sequence[str | os.PathLike[str]] | None = None,
+        progress: Progress | None = None,
+        force: bool = False,
     ) -> dict[str, Any]:
         """Index folders (added as roots) or every root. A running daemon takes the work over
         (``{"daemon": true, "queued": [...]}``); otherwise it runs here and returns its report."""
-        paths = []
-        for f in folders or []:
-            p = Path(f).expanduser()
-            if not p.is_dir():
-                raise BadInputError(f"no such folder: {f}" if not p.exists() else f"not a folder: {f}")
-            paths.append(_abs(p))
+        from photoman.paths import check_new_root
+
+        paths = [check_new_root(f, force=force) for f in folders or []]  # refused before any work
+        args = {"folders": paths, "force": force}
         if self.mode != "direct" and self.want_daemon is not False and self.daemon_running():
             self.mode = "daemon"
-            return {"daemon": True, **protocol.call(self.socket, "index", {"folders": paths})}
+            return {"daemon": True, **protocol.call(self.socket, "index", args)}
         if self.want_daemon is True:
-            return {"daemon": True, **self._call("index", {"folders": paths})}
-        return self._local("index", {"folders": paths}, progress)
+            return {"daemon": True, **self._call("index", args)}
+        return self._local("index", args, progress)
 
     def stop(self, timeout: float = 120.0) -> int:
         """Stop the running daemon and wait until it has let go of the library; its pid."""

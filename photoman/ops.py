@@ -67,6 +67,20 @@ def _image_file(path: Any) -> Path:
     return p
 
 
+def _any_spelling(fn: Any, lib: Library, path: str, *args: Any) -> Any:
+    """Call ``fn(lib, path, ...)`` with the path as given, then as its real path (a root reached
+    through a symlink is stored as the real folder)."""
+    from photoman.paths import canonical
+
+    try:
+        return fn(lib, path, *args)
+    except BadInputError:
+        real = canonical(path)
+        if real == path:
+            raise
+        return fn(lib, real, *args)
+
+
 # ---- the operations ----
 def find(
     lib: Library,
@@ -107,15 +121,15 @@ def caption(lib: Library, *, path: str, text: str | None = None, clear: bool = F
     if _bool(clear, "clear") and text is not None:
         raise BadInputError("give a caption or --clear, not both")
     if text is None and not clear:
-        return asdict(get_caption(lib, path))
-    return asdict(set_caption(lib, path, None if clear else text))
+        return asdict(_any_spelling(get_caption, lib, path))
+    return asdict(_any_spelling(set_caption, lib, path, None if clear else text))
 
 
 def photo(lib: Library, *, path: str) -> dict[str, Any]:
     """What the catalog knows of one photo (the TUI's detail pane)."""
     from photoman.catalog.queries import lookup_photo
 
-    return lookup_photo(lib, _str(path, "path"))
+    return _any_spelling(lookup_photo, lib, _str(path, "path"))
 
 
 def heatmap(lib: Library, *, path: str, content_hash: str, text: str) -> str:
@@ -135,9 +149,25 @@ def status(lib: Library) -> dict[str, Any]:
     return info
 
 
-def roots(lib: Library) -> list[dict[str, Any]]:
-    """The library's folders with their photo counts and whether they are online."""
-    return status(lib)["roots"]
+def roots(lib: Library, *, watching: dict[str, str] | None = None) -> list[dict[str, Any]]:
+    """The library's folders with their photo counts, whether each is online, and how it is watched."""
+    from photoman.catalog.roots import list_roots
+
+    return list_roots(lib, watching)
+
+
+def roots_remove(lib: Library, *, path: str) -> dict[str, Any]:
+    """Forget a root and its photos (the files stay where they are)."""
+    from photoman.catalog.roots import remove_root
+
+    return remove_root(lib, _str(path, "path"))
+
+
+def roots_relocate(lib: Library, *, old: str, new: str) -> dict[str, Any]:
+    """A root moved (a drive mounted elsewhere): paths change, nothing is re-embedded."""
+    from photoman.catalog.roots import relocate_root
+
+    return relocate_root(lib, _str(old, "old"), _str(new, "new"))
 
 
 def tags(lib: Library) -> dict[str, int]:
@@ -270,12 +300,14 @@ def embed(lib: Library, *, images: list[str] | None = None, texts: list[str] | N
 
 
 def index(
-    lib: Library, *, folders: list[str] | None = None, progress: Progress | None = None
+    lib: Library, *, folders: list[str] | None = None, force: bool = False, progress: Progress | None = None
 ) -> dict[str, Any]:
     """Index folders (added as roots) or every root, in this process; the run's report."""
     from photoman.indexing.pipeline import index as run_index
+    from photoman.paths import check_new_root
 
-    report = run_index(lib, _paths(folders, "folders") or None, progress=progress)
+    checked = [check_new_root(f, force=_bool(force, "force")) for f in _paths(folders, "folders")]
+    report = run_index(lib, checked or None, progress=progress)
     return {
         "scanned": report.scanned,
         "unchanged": report.unchanged,
@@ -377,6 +409,8 @@ OPS: dict[str, Op] = {
     "heatmap": Op(heatmap, model=True),
     "status": Op(status),
     "roots": Op(roots),
+    "roots_remove": Op(roots_remove, writes=True),
+    "roots_relocate": Op(roots_relocate, writes=True),
     "tags": Op(tags),
     "tag": Op(tag, model=True, writes=True),
     "dupes": Op(dupes, model=True, writes=True),

@@ -25,7 +25,6 @@ from photoman.config import Settings
 from photoman.embedding import query_text
 from photoman.errors import BadInputError, PhotomanError
 from photoman.indexing.pipeline import IndexReport, index, offline_roots, register_roots, sync
-from photoman.indexing.scanner import normalise
 from photoman.indexing.watcher import DirtyPaths, Watcher
 from photoman.library import Library
 from photoman.service.server import SocketServer
@@ -121,6 +120,9 @@ class Daemon:
             "status": self._status,
             "index": self._index,
             "stop": self._stop,
+            "roots": lambda: ops.roots(self.lib, watching=dict(self.watcher.kinds)),
+            "roots_remove": lambda path: self._then_rewatch(ops.roots_remove, path=path),
+            "roots_relocate": lambda old, new: self._then_rewatch(ops.roots_relocate, old=old, new=new),
         }
         self.timings: dict[str, float] = {}
 
@@ -159,10 +161,17 @@ class Daemon:
         info["daemon"] = self.daemon_status()
         return info
 
-    def _index(self, folders: list[str] | None = None) -> dict[str, Any]:
+    def _then_rewatch(self, fn: Any, **args: Any) -> Any:
+        """A change of roots, then the watches follow it at once (not at the next periodic check)."""
+        with self.gate.query():
+            result = fn(self.lib, **args)
+        self._watch_roots()
+        return result
+
+    def _index(self, folders: list[str] | None = None, force: bool = False) -> dict[str, Any]:
         if folders is not None and not all(isinstance(f, str) for f in folders):
             raise BadInputError("folders must be a list of paths")
-        return self.add_roots(folders or [])
+        return self.add_roots(folders or [], force=bool(force))
 
     def _stop(self) -> str:
         self.stop_event.set()
@@ -188,15 +197,12 @@ class Daemon:
             "timings": dict(self.timings),
         }
 
-    def add_roots(self, folders: list[str]) -> dict[str, Any]:
+    def add_roots(self, folders: list[str], force: bool = False) -> dict[str, Any]:
         """`photoman index FOLDER` while the daemon runs: adopt the roots, watch them, scan them."""
+        from photoman.paths import check_new_root
+
         assert self.lib is not None
-        paths = []
-        for f in folders:
-            p = normalise(f)
-            if not os.path.isdir(p):
-                raise BadInputError(f"no such folder: {f}")
-            paths.append(p)
+        paths = [check_new_root(f, force=force) for f in folders]
         register_roots(self.lib, paths)
         self._watch_roots()
         self.full_scan.set()
@@ -249,7 +255,11 @@ class Daemon:
         """Watch online roots; stop watching roots that went offline (they come back on a later check)."""
         assert self.lib is not None
         offline = set(offline_roots(self.lib))
-        for root in self._roots():
+        roots = self._roots()
+        for gone in set(self.watcher.observers) - set(roots):  # removed or relocated roots
+            log.info("no longer watching %s (not a root any more)", gone)
+            self.watcher.unwatch(gone)
+        for root in roots:
             if root in offline:
                 if root in self.watcher.observers:
                     log.warning("root %s is offline; its photos are kept and hidden until it returns", root)

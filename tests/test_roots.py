@@ -1,0 +1,113 @@
+"""Roots a user can see, remove and move; folders that must not become roots; one spelling per folder."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import pytest
+from typer.testing import CliRunner
+
+from photoman.cli import app
+from photoman.config import Settings
+from photoman.library import Library
+from photoman.paths import check_new_root
+from photoman.service.protocol import call
+
+from .daemon_helpers import photoman, settings_of, start, wait_for
+
+runner = CliRunner()
+
+
+def run(*args: str):  # noqa: ANN201
+    return runner.invoke(app, list(args))
+
+
+def test_the_filesystem_system_folders_and_home_are_refused(
+    cli_env: Settings, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("HOME", str(tmp_path))
+    for folder, why in (("/", "whole filesystem"), ("/etc", "system folder"), (str(tmp_path), "home folder"),
+                        ("~", "home folder")):  # fmt: skip
+        res = run("index", folder)
+        assert res.exit_code == 2 and why in res.stderr and "--force" in res.stderr, (folder, res.output)
+        assert res.stderr.count("\n") == 1
+    assert check_new_root(tmp_path, force=True) == str(tmp_path.resolve())
+    assert json.loads(run("roots", "--json").stdout) == []  # nothing was registered
+
+
+def test_list_relocate_and_remove_roots(
+    cli_env: Settings, library_dir: Path, tmp_path: Path, photos_src: Path
+) -> None:
+    assert run("index", str(library_dir)).exit_code == 0
+    other = tmp_path / "Phone"
+    other.mkdir()
+    shutil.copy(photos_src / "scikit-image--chelsea.png", other / "chelsea-again.png")  # same bytes
+    assert run("index", str(other)).exit_code == 0
+    found = {r["path"]: r for r in json.loads(run("roots", "--json").stdout)}
+    assert found[str(library_dir)]["photos"] == 10 and found[str(other)]["photos"] == 1
+    assert all(r["online"] for r in found.values())
+
+    moved = tmp_path / "mnt" / "drive" / "Pictures"  # the drive mounted elsewhere
+    moved.parent.mkdir(parents=True)
+    shutil.move(str(library_dir), str(moved))
+    res = run("roots", "relocate", str(library_dir), str(moved))
+    assert res.exit_code == 0 and "10 photos" in res.stdout
+    again = json.loads(run("index", "--json").stdout)
+    assert (
+        again["embedded"] == 0 and again["unchanged"] == 11 and again["removed"] == 0
+    )  # nothing re-embedded
+    hit = json.loads(
+        run("find", "--image", str(moved / "scikit-image--coffee.png"), "--json", "-n", "1").stdout
+    )
+    assert hit[0]["path"] == str(moved / "scikit-image--coffee.png")
+
+    res = run("roots", "remove", str(moved))
+    assert res.exit_code == 0 and "10 photos forgotten" in res.stdout
+    with Library(cli_env) as lib:
+        assert lib.store.count() == 1  # chelsea's vector stays: the Phone root still has those bytes
+    assert [r["path"] for r in json.loads(run("roots", "--json").stdout)] == [str(other)]
+    assert (moved / "scikit-image--coffee.png").exists()  # the files are never touched
+    bad = run("roots", "remove", str(tmp_path / "nowhere"))
+    assert bad.exit_code == 2 and "not a library root" in bad.stderr
+
+
+def test_a_root_given_through_a_symlink_is_one_library(
+    cli_env: Settings, library_dir: Path, tmp_path: Path
+) -> None:
+    link = tmp_path / "link-to-pictures"
+    link.symlink_to(library_dir, target_is_directory=True)
+    assert run("index", str(link)).exit_code == 0
+    assert [r["path"] for r in json.loads(run("roots", "--json").stdout)] == [str(library_dir.resolve())]
+    res = run("index", str(library_dir), "--json")  # the real path as well: the same photos, not 20
+    assert json.loads(res.stdout)["embedded"] == 0
+    assert json.loads(run("status", "--json").stdout)["photos"]["indexed"] == 10
+    cap = run("caption", str(link / "scikit-image--chelsea.png"), "a cat", "--json")  # any spelling works
+    assert cap.exit_code == 0 and json.loads(cap.stdout)["caption"] == "a cat"
+
+
+def test_watch_adopts_folders_and_the_daemon_follows_root_changes(
+    env: dict[str, str], library_dir: Path, tmp_path: Path
+) -> None:
+    res = photoman(env, "watch", str(library_dir), "--once")
+    assert res.returncode == 0 and "10 embedded" in res.stdout, res.stderr
+    other = tmp_path / "more"
+    other.mkdir()
+    shutil.copy(library_dir / "scikit-image--coffee.png", other / "coffee.png")
+    proc = start(env, tmp_path)
+    try:
+        sock = settings_of(env).socket_path
+        res = photoman(env, "watch", str(other))  # a daemon runs: it adopts the folder
+        assert res.returncode == 0 and "now watches" in res.stdout, res.stderr
+        wait_for(
+            lambda: str(other) in call(sock, "status")["daemon"]["watching"], 60, "watching the new root"
+        )
+        res = photoman(env, "roots", "remove", str(other))
+        assert res.returncode == 0, res.stderr
+        assert str(other) not in call(sock, "status")["daemon"]["watching"]  # followed live
+        roots = json.loads(photoman(env, "roots", "--json").stdout)
+        assert [r["path"] for r in roots] == [str(library_dir)] and roots[0]["watch"] == "native"
+    finally:
+        photoman(env, "stop")
+        proc.wait(timeout=60)
