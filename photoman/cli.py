@@ -520,7 +520,10 @@ def locate(
     path: Annotated[Path, typer.Argument(help="Any image file.")],
     query: Annotated[str, typer.Argument(help="What to find in it, e.g. 'a fluffy cat'.")],
     out_file: Annotated[
-        Path | None, typer.Option("--out", "-o", help="Heat map PNG (default: <photo>.heat.png).")
+        Path | None,
+        typer.Option(
+            "--out", "-o", help="Heat map PNG (default: in photoman's cache dir, never the library)."
+        ),
     ] = None,
     as_json: Annotated[bool, typer.Option("--json", help="Box, score, windows and timing as JSON.")] = False,
 ) -> None:

@@ -256,7 +256,14 @@ def locate(lib: Library, *, path: str, text: str, out: str | None = None) -> dic
 
     file = _image_file(path)
     text = _str(text, "query").strip()
-    target = Path(out) if out else file.with_name(file.stem + ".heat.png")
+    if out:
+        target = Path(out)
+    else:  # never beside the photo: the next `index` would take the heat map for a photo
+        import hashlib
+
+        tag = hashlib.sha1(f"{file}\n{text}".encode()).hexdigest()[:8]
+        target = lib.settings.cache_dir / "heatmaps" / f"{file.stem}-{tag}.heat.png"
+        target.parent.mkdir(parents=True, exist_ok=True)
     image = load_image(file, min_side=1024)  # JPEGs decode at reduced scale; the box maps back below
     full_width = image_size(file)[0]
     encoder = lib.encoder

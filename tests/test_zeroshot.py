@@ -257,3 +257,13 @@ def test_trash_never_removes_the_last_physical_copy(cli_env: Settings, library_d
         assert (real / name).exists() and (tmp_path / "photos" / "link" / name).exists()
     kept_coffee = [p for p in (real / "scikit-image--coffee.png", copies / "coffee-copy.png") if p.exists()]
     assert len(kept_coffee) == 1  # one physical coffee left, one in the trash
+
+
+def test_the_heat_map_never_lands_in_the_library(cli_env: Settings, library_dir: Path) -> None:
+    runner = CliRunner()
+    assert runner.invoke(app, ["index", str(library_dir)]).exit_code == 0
+    res = runner.invoke(app, ["locate", str(library_dir / "scikit-learn--china.jpg"), "a pagoda", "--json"])
+    heat = Path(json.loads(res.stdout)["heatmap"])
+    assert heat.exists() and library_dir not in heat.parents
+    assert not list(library_dir.rglob("*.heat.png"))
+    assert json.loads(runner.invoke(app, ["index", "--json"]).stdout)["embedded"] == 0
