@@ -861,8 +861,9 @@ def main() -> None:
     # command line that names one needs only that one (a fifth of a daemon-answered `find`)
     name = _invoked_command(sys.argv[1:])
     chosen = [c for c in app.registered_commands if (c.name or c.callback.__name__) == name]  # type: ignore[union-attr]
-    if chosen:
-        app.registered_commands = chosen
+    groups = [g for g in app.registered_groups if g.name == name]
+    if chosen or groups:
+        app.registered_commands, app.registered_groups = chosen, groups
     try:
         code = app(standalone_mode=False)
     except click_exc.NoArgsIsHelpError as exc:

@@ -4,8 +4,6 @@ from __future__ import annotations
 
 import hashlib
 import os
-import tempfile
-import tomllib
 from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
 from typing import Any
@@ -35,6 +33,8 @@ def _default_runtime_dir() -> Path:
     base = os.environ.get("XDG_RUNTIME_DIR")
     if base:
         return Path(base) / APP
+    import tempfile  # only without XDG_RUNTIME_DIR (kept off the common path: a query imports config)
+
     return Path(tempfile.gettempdir()) / f"{APP}-{os.getuid()}"
 
 
@@ -144,6 +144,8 @@ def load_settings(config_file: Path | None = None, env: dict[str, str] | None = 
     path = path or _default_config_file()
     values: dict[str, Any] = {}
     if path.exists():
+        import tomllib
+
         try:
             values.update(tomllib.loads(path.read_text()))
         except (tomllib.TOMLDecodeError, OSError) as exc:
