@@ -1,0 +1,32 @@
+"""Opening a current catalog skips Alembic (the cold query's budget); an older one is still upgraded."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+from sqlalchemy import text
+
+from photoman.catalog import Catalog
+from photoman.catalog.db import head_revision, schema_current
+
+
+def test_a_current_catalog_opens_without_alembic_and_an_old_one_upgrades(tmp_path: Path) -> None:
+    url = f"sqlite:///{tmp_path / 'c.sqlite3'}"
+    cat = Catalog(url)  # new: created by Alembic
+    assert schema_current(cat.engine) and head_revision() == "0003"
+    with cat.engine.begin() as conn:  # pretend it was written by an older photoman
+        conn.execute(text("UPDATE alembic_version SET version_num = '0002'"))
+        conn.execute(text("DROP TABLE tags"))
+    cat.close()
+    code = ("import sys; from photoman.catalog import Catalog; "
+            f"Catalog({url!r}).close(); print('alembic' in sys.modules)")  # fmt: skip
+    upgraded = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert upgraded.stdout.strip() == "True"  # behind head: Alembic ran and brought it up
+    again = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert again.stdout.strip() == "False"  # at head: no Alembic at all
+    cat = Catalog(url)
+    with cat.engine.connect() as conn:
+        assert conn.execute(text("SELECT count(*) FROM tags")).scalar() == 0
+    cat.close()
