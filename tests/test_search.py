@@ -316,8 +316,19 @@ def run_cli(env: Settings, *args: str, stdin: bytes | None = None) -> subprocess
     return subprocess.run([sys.executable, "-m", "photoman", *args], env=e, input=stdin, capture_output=True)
 
 
-def test_cli_search_outputs_and_errors(cli_env: Settings, library_dir: Path) -> None:
+def test_cli_search_outputs_and_errors(
+    cli_env: Settings, library_dir: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Real processes, as a shell runs them; the first `find` starts the daemon, the rest use it."""
     assert run_cli(cli_env, "index", str(library_dir)).returncode == 0
+    monkeypatch.setenv("PHOTOMAN_AUTOSTART", "1")
+    try:
+        _search_outputs_and_errors(cli_env, library_dir)
+    finally:
+        run_cli(cli_env, "stop")
+
+
+def _search_outputs_and_errors(cli_env: Settings, library_dir: Path) -> None:
     chelsea = library_dir / "scikit-image--chelsea.png"
     nul = run_cli(cli_env, "find", "--image", "-", "-0", "--all", "-n", "3", stdin=chelsea.read_bytes())
     paths = nul.stdout.decode().split("\0")
