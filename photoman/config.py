@@ -70,6 +70,13 @@ class Settings:
     viewer: str | None = None  # command that opens a photo (TUI); default xdg-open / open
     tui_images: str = "auto"  # auto (kitty/sixel when supported) | halfcell | unicode
     autostart: int = 1  # 1: commands that need the model start the daemon when none runs; 0: in-process
+    # gitignore patterns left out of every root (replaces the defaults: caches, dependency folders, venvs)
+    exclude: list[str] = field(
+        default_factory=lambda: [
+            "node_modules/", "__pycache__/", "venv/", ".venv/", "site-packages/", "dist-packages/", ".cache/",
+            "Caches/", ".Trash*/", "$RECYCLE.BIN/", "*.heat.png",
+        ]
+    )  # fmt: skip
     config_file: Path | None = None
 
     @property

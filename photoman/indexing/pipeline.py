@@ -23,6 +23,7 @@ from photoman.catalog.models import Photo, Root
 from photoman.embedding.model import checkpoint_spec
 from photoman.embedding.preprocess import PreprocessSpec
 from photoman.errors import BadInputError
+from photoman.indexing.ignore import IgnoreRules
 from photoman.indexing.payload import caption_vectors, payloads_for_hashes
 from photoman.indexing.prepare import Prepared, init_worker, prepare
 from photoman.indexing.reconcile import reconcile
@@ -343,10 +344,11 @@ def index(
     work: list[FileStat] = []
     gone: list[Photo] = []
     roots_of: dict[str, int] = {}
+    rules = IgnoreRules.for_library(lib.settings, list(root_ids))
     for folder in paths:
         if folder in offline or folder not in root_ids:
             continue
-        files = list(scan(folder))
+        files = list(scan(folder, rules))
         with lib.catalog.session() as s:
             rows = list(s.scalars(select(Photo).where(_under(folder))))
         plan = make_plan(files, rows, lib.model_id, rec.missing)
@@ -360,9 +362,9 @@ def index(
     return report
 
 
-def _stat_file(path: str) -> list[FileStat]:
-    """The file itself as a one-element scan, or nothing if it is gone or not a photo."""
-    stat = stat_photo(path) if is_image_path(path) else None
+def _stat_file(path: str, rules: IgnoreRules) -> list[FileStat]:
+    """The file itself as a one-element scan, or nothing if it is gone, not a photo, or excluded."""
+    stat = stat_photo(path) if is_image_path(path) and not rules.ignored(path, False) else None
     return [stat] if stat else []
 
 
@@ -384,6 +386,7 @@ def sync(
     with lib.catalog.session() as s:
         roots = dict(s.execute(select(Root.path, Root.id)).all())
     offline = set(offline_roots(lib))
+    rules = IgnoreRules.for_library(lib.settings, list(roots))
     now = time.time()
     work: list[FileStat] = []
     gone: list[Photo] = []
@@ -395,7 +398,7 @@ def sync(
         )
         if root is None or root in offline:
             continue
-        files = list(scan(folder)) if os.path.isdir(folder) else _stat_file(folder)
+        files = list(scan(folder, rules)) if os.path.isdir(folder) else _stat_file(folder, rules)
         fresh = [f for f in files if now - f.mtime < settle]
         if fresh:
             postponed.append(folder)

@@ -8,6 +8,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from photoman.catalog.models import Photo
+from photoman.indexing.ignore import IgnoreRules
 from photoman.media.captions import SIDECAR_SUFFIXES, sidecar_names
 from photoman.media.decode import is_image_path
 
@@ -27,13 +28,19 @@ def normalise(path: Path | str) -> str:
     return os.path.normpath(os.path.abspath(os.path.expanduser(str(path))))
 
 
-def scan(folder: Path | str) -> Iterator[FileStat]:
-    """Every image file under folder; hidden folders (.thumbnails, .git, ...) are skipped."""
+def scan(folder: Path | str, rules: IgnoreRules | None = None) -> Iterator[FileStat]:
+    """Every image file under folder; hidden folders (.thumbnails, .git, ...) are skipped, and so is
+    whatever ``rules`` exclude (the `exclude` setting, `.photomanignore` files, photoman's own dirs)."""
     for dirpath, dirnames, filenames in os.walk(folder, followlinks=False):
-        dirnames[:] = sorted(d for d in dirnames if not d.startswith("."))
+        dirnames[:] = sorted(
+            d for d in dirnames
+            if not d.startswith(".") and not (rules and rules.ignored(os.path.join(dirpath, d), True))
+        )  # fmt: skip
         sidecars = {n for n in filenames if n.lower().endswith(SIDECAR_SUFFIXES)}
         for name in sorted(filenames):
             if name.startswith(".") or not is_image_path(name):
+                continue
+            if rules is not None and rules.ignored(os.path.join(dirpath, name), False):
                 continue
             stat = stat_photo(os.path.join(dirpath, name), sidecars)
             if stat is not None:

@@ -1,0 +1,79 @@
+"""What under a root is not part of the library: the `exclude` setting (gitignore patterns, with
+defaults for caches, dependency folders and virtualenvs), a `.photomanignore` file in any folder
+(gitignore syntax, relative to that folder, applying below it), and photoman's own data, cache
+and state folders. Matching is pathspec's gitignore implementation."""
+
+from __future__ import annotations
+
+import os
+from functools import lru_cache
+from typing import Any
+
+import pathspec
+
+from photoman.paths import is_inside
+
+IGNORE_FILE = ".photomanignore"
+
+
+@lru_cache(maxsize=4096)
+def _ignore_file(folder: str, mtime: float) -> pathspec.GitIgnoreSpec | None:
+    """The `.photomanignore` of a folder, parsed (cached by its modification time)."""
+    try:
+        with open(os.path.join(folder, IGNORE_FILE), encoding="utf-8", errors="replace") as fh:
+            return pathspec.GitIgnoreSpec.from_lines(fh.read(64 * 1024).splitlines())
+    except OSError:
+        return None
+
+
+def _spec_of(folder: str) -> pathspec.GitIgnoreSpec | None:
+    try:
+        st = os.stat(os.path.join(folder, IGNORE_FILE))
+    except OSError:
+        return None
+    return _ignore_file(folder, st.st_mtime)
+
+
+class IgnoreRules:
+    """Decides, for a path under a root, whether the library leaves it out."""
+
+    def __init__(self, patterns: list[str] | tuple[str, ...], own_dirs: list[str], roots: list[str]) -> None:
+        self.spec = pathspec.GitIgnoreSpec.from_lines(list(patterns))
+        self.own_dirs = [os.path.realpath(d) for d in own_dirs]
+        self.roots = sorted(roots, key=len, reverse=True)
+        self._chains: dict[str, list[tuple[str, pathspec.GitIgnoreSpec]]] = {}  # per run: new files count
+
+    @classmethod
+    def for_library(cls, settings: Any, roots: list[str]) -> IgnoreRules:
+        own = [str(settings.data_dir), str(settings.cache_dir), str(settings.state_dir)]
+        return cls(settings.exclude, own, roots)
+
+    def root_of(self, path: str) -> str | None:
+        return next((r for r in self.roots if is_inside(path, r)), None)
+
+    def _chain(self, folder: str, root: str) -> list[tuple[str, pathspec.GitIgnoreSpec]]:
+        """The ignore files that apply inside ``folder``: its own and its ancestors' up to the root."""
+        found = self._chains.get(folder)
+        if found is None:
+            here = _spec_of(folder)
+            up = (
+                self._chain(os.path.dirname(folder), root)
+                if folder != root and is_inside(folder, root)
+                else []
+            )
+            found = up + ([(folder, here)] if here is not None else [])
+            self._chains[folder] = found
+        return found
+
+    def ignored(self, path: str, is_dir: bool) -> bool:
+        """Whether ``path`` (absolute, under a root) is excluded, by a pattern or an ignore file."""
+        if any(is_inside(path, d) for d in self.own_dirs):
+            return True
+        root = self.root_of(path)
+        if root is None or path == root:
+            return False
+        tail = "/" if is_dir else ""
+        if self.spec.match_file(os.path.relpath(path, root) + tail):
+            return True
+        return any(spec.match_file(os.path.relpath(path, folder) + tail)
+                   for folder, spec in self._chain(os.path.dirname(path), root))  # fmt: skip
