@@ -109,6 +109,8 @@ def main() -> None:
         ms, _ = wall([*pm, "watch", "--detach"], env)
         first, _ = wall([*find, text(10_000)], env)
         start_to_answer = (time.perf_counter() - t0) * 1e3
+        while "model_ready_s" not in call(sock, "status")["daemon"]["timings"]:
+            time.sleep(0.2)
         timings = call(sock, "status")["daemon"]["timings"]
         while call(sock, "status")["daemon"]["state"] != "idle":
             time.sleep(0.2)
