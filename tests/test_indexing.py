@@ -232,3 +232,33 @@ def test_server_backend_runs_the_same_pipeline(settings: Settings, library_dir: 
         q = lib.encoder.encode_images([Image.open(chelsea).convert("RGB")])[0]
         assert join(lib, lib.store.search(q, limit=1))[0].path == str(chelsea)
         assert_consistent(lib)
+
+
+def test_ctrl_c_during_index_is_one_line(cli_env: Settings, photos_src: Path, tmp_path: Path) -> None:
+    """Ctrl-C signals the whole process group: the workers stay quiet, the command says one line."""
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    lib = tmp_path / "many"
+    lib.mkdir()
+    for i, src in enumerate(sorted(photos_src.glob("*.jpg"))[:20]):
+        shutil.copy(src, lib / f"{i:02d}.jpg")
+    cmd = [sys.executable, "-m", "photoman", "index", str(lib)]
+    pipe = subprocess.PIPE
+    env = dict(os.environ)
+    proc = subprocess.Popen(cmd, env=env, stdout=pipe, stderr=pipe, text=True, start_new_session=True)
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline:  # wait for the decode workers (children of the command)
+        kids = subprocess.run(["pgrep", "-P", str(proc.pid)], capture_output=True, text=True).stdout.split()
+        if kids:
+            break
+        time.sleep(0.1)
+    time.sleep(0.5)
+    os.killpg(proc.pid, signal.SIGINT)
+    out, err = proc.communicate(timeout=120)
+    lines = [ln for ln in err.splitlines() if ln.strip()]
+    assert proc.returncode == 130, (proc.returncode, err)
+    assert "Traceback" not in err and len(lines) == 1 and "interrupted" in lines[0], err

@@ -111,3 +111,15 @@ def test_watch_adopts_folders_and_the_daemon_follows_root_changes(
     finally:
         photoman(env, "stop")
         proc.wait(timeout=60)
+
+
+def test_one_physical_file_reached_by_two_paths_is_one_photo(cli_env: Settings, library_dir: Path) -> None:
+    import os
+
+    os.link(library_dir / "scikit-image--chelsea.png", library_dir / "trips" / "chelsea-hardlink.png")
+    (library_dir / "coffee-link.png").symlink_to(library_dir / "scikit-image--coffee.png")
+    report = json.loads(run("index", str(library_dir), "--json").stdout)
+    assert report["scanned"] == 10 and report["embedded"] == 10  # not 12
+    assert json.loads(run("status", "--json").stdout)["photos"]["indexed"] == 10
+    groups = json.loads(run("dupes", "--json", "--no-rotations", "--threshold", "0.9995").stdout)["groups"]
+    assert groups == []  # never a duplicate of itself

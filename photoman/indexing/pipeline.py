@@ -104,6 +104,7 @@ def _stream(
             yield prepare(f, spec, known, captions)
         return
     ctx = mp.get_context("forkserver")
+    _start_forkserver_deaf_to_ctrl_c()
     with ProcessPoolExecutor(
         workers, mp_context=ctx, initializer=init_worker, initargs=(spec, known, captions)
     ) as pool:
@@ -125,6 +126,23 @@ def _stream(
         finally:
             for fut in pending:
                 fut.cancel()
+
+
+def _start_forkserver_deaf_to_ctrl_c() -> None:
+    """Ctrl-C in a terminal signals the whole process group. The command reports it once; the fork
+    server and the decode workers it forks (which inherit an ignored SIGINT) must not also die of it,
+    or the pool breaks mid-shutdown and prints tracebacks."""
+    import signal
+    import threading
+    from multiprocessing import forkserver
+
+    if threading.current_thread() is not threading.main_thread():
+        return  # the daemon's indexer thread: no terminal, and only the main thread may set handlers
+    previous = signal.signal(signal.SIGINT, signal.SIG_IGN)
+    try:
+        forkserver.ensure_running()
+    finally:
+        signal.signal(signal.SIGINT, previous)
 
 
 class _Writer:
@@ -345,10 +363,11 @@ def index(
     gone: list[Photo] = []
     roots_of: dict[str, int] = {}
     rules = IgnoreRules.for_library(lib.settings, list(root_ids))
+    seen: set[tuple[int, int]] = set()  # one physical file is one photo, across every root
     for folder in paths:
         if folder in offline or folder not in root_ids:
             continue
-        files = list(scan(folder, rules))
+        files = list(scan(folder, rules, seen))
         with lib.catalog.session() as s:
             rows = list(s.scalars(select(Photo).where(_under(folder))))
         plan = make_plan(files, rows, lib.model_id, rec.missing)

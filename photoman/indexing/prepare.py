@@ -36,6 +36,13 @@ def init_worker(spec: PreprocessSpec, known_hashes: frozenset[str], captions: tu
     """Pool initializer: preprocessing numbers, hashes that need no embedding, caption sources in order."""
     global _SPEC, _KNOWN, _CAPTIONS
     _SPEC, _KNOWN, _CAPTIONS = spec, known_hashes, captions
+    import signal
+    import warnings
+
+    # Ctrl-C reaches the whole process group: the parent reports it once; a worker just stops
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    # Pillow's "Corrupt EXIF data" and similar: the reason goes to the catalog, not the terminal
+    warnings.simplefilter("ignore")
 
 
 def prepare(

@@ -21,6 +21,7 @@ class FileStat:
     size: int
     mtime: float
     sidecar_mtime: float | None = None  # newest caption sidecar (.txt/.xmp) beside the photo
+    file_id: tuple[int, int] | None = None  # (device, inode): one physical file, however it is reached
 
 
 def normalise(path: Path | str) -> str:
@@ -28,9 +29,15 @@ def normalise(path: Path | str) -> str:
     return os.path.normpath(os.path.abspath(os.path.expanduser(str(path))))
 
 
-def scan(folder: Path | str, rules: IgnoreRules | None = None) -> Iterator[FileStat]:
+def scan(
+    folder: Path | str, rules: IgnoreRules | None = None, seen: set[tuple[int, int]] | None = None
+) -> Iterator[FileStat]:
     """Every image file under folder; hidden folders (.thumbnails, .git, ...) are skipped, and so is
-    whatever ``rules`` exclude (the `exclude` setting, `.photomanignore` files, photoman's own dirs)."""
+    whatever ``rules`` exclude (the `exclude` setting, `.photomanignore` files, photoman's own dirs).
+
+    With ``seen``, a physical file already met (a hard link, a symlinked file, the same folder
+    through a bind mount) is yielded once, under its first path: it is one photo, not a duplicate.
+    """
     for dirpath, dirnames, filenames in os.walk(folder, followlinks=False):
         dirnames[:] = sorted(
             d for d in dirnames
@@ -43,8 +50,13 @@ def scan(folder: Path | str, rules: IgnoreRules | None = None) -> Iterator[FileS
             if rules is not None and rules.ignored(os.path.join(dirpath, name), False):
                 continue
             stat = stat_photo(os.path.join(dirpath, name), sidecars)
-            if stat is not None:
-                yield stat
+            if stat is None:
+                continue
+            if seen is not None and stat.file_id is not None:
+                if stat.file_id in seen:
+                    continue
+                seen.add(stat.file_id)
+            yield stat
 
 
 def stat_photo(path: str, sidecars: set[str] | None = None) -> FileStat | None:
@@ -65,7 +77,7 @@ def stat_photo(path: str, sidecars: set[str] | None = None) -> FileStat | None:
         except OSError:
             continue
         side = m if side is None else max(side, m)
-    return FileStat(normalise(path), st.st_size, st.st_mtime, side)
+    return FileStat(normalise(path), st.st_size, st.st_mtime, side, (st.st_dev, st.st_ino))
 
 
 @dataclass
