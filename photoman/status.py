@@ -14,11 +14,14 @@ from photoman.library import Library
 
 def library_status(lib: Library, errors_limit: int = 20) -> dict[str, Any]:
     """A JSON-able summary; the vector store part says 'busy' rather than failing while an index runs."""
+    from photoman.indexing.pipeline import offline_roots
+
+    offline = set(offline_roots(lib))  # the one rule `find` uses to hide a drive's photos
     with lib.catalog.session() as s:
         roots = []
         for root in s.scalars(select(Root).order_by(Root.path)):
             n = s.scalar(select(func.count()).where(Photo.root_id == root.id, Photo.status == "ok"))
-            roots.append({"path": root.path, "photos": n, "online": os.path.isdir(root.path)})
+            roots.append({"path": root.path, "photos": n, "online": root.path not in offline})
         indexed = s.scalar(select(func.count()).where(Photo.status == "ok")) or 0
         current = s.scalar(
             select(func.count()).where(Photo.status == "ok", Photo.indexed_model == lib.model_id)

@@ -123,3 +123,22 @@ def test_one_physical_file_reached_by_two_paths_is_one_photo(cli_env: Settings, 
     assert json.loads(run("status", "--json").stdout)["photos"]["indexed"] == 10
     groups = json.loads(run("dupes", "--json", "--no-rotations", "--threshold", "0.9995").stdout)["groups"]
     assert groups == []  # never a duplicate of itself
+
+
+def test_status_and_find_agree_on_offline_roots_and_relative_paths_work(
+    cli_env: Settings, library_dir: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    assert run("index", str(library_dir)).exit_code == 0
+    monkeypatch.chdir(library_dir / "trips")
+    assert run("caption", "exif--test1.jpg", "a holiday", "--json").exit_code == 0  # relative, from inside
+    inside = json.loads(run("find", "a photo", "--in", ".", "--all", "--json").stdout)
+    assert inside and all("/trips/" in r["path"] for r in inside)
+    for p in library_dir.rglob("*"):  # the drive "unmounted": its folder is there but empty
+        if p.is_file():
+            p.unlink()
+    for d in sorted(library_dir.rglob("*"), reverse=True):
+        d.rmdir()
+    status = json.loads(run("status", "--json").stdout)
+    assert status["roots"][0]["online"] is False  # as find sees it: hidden, not deleted
+    assert run("find", "cat", "--json").stdout.strip() in ("[]", "")
+    assert status["photos"]["indexed"] == 10
