@@ -34,6 +34,8 @@ F = TypeVar("F", bound=Callable[..., Any])
 
 class _State:
     settings: Settings | None = None
+    config: Path | None = None
+    options: dict[str, Any] = {}  # noqa: RUF012 - one per process
     debug: bool = False
     daemon: bool | None = None  # --no-daemon: False
 
@@ -153,6 +155,9 @@ def main_options(
     """Global options; every one also has a config-file key and a PHOTOMAN_* variable."""
     state.debug = debug
     state.daemon = False if no_daemon else None
+    state.config = config
+    state.options = {"data_dir": data_dir, "model": model, "device": device, "qdrant_url": qdrant_url,
+                     "catalog_url": catalog_url}  # fmt: skip
     try:
         base = load_settings(config)
         state.settings = base.with_overrides(
@@ -704,6 +709,61 @@ def stop() -> None:
     with client() as pm:
         pid = pm.stop()
     out_print(f"stopped daemon (pid {pid})", highlight=False)
+
+
+config_app = typer.Typer(help="The effective settings and where each came from.")
+app.add_typer(config_app, name="config")
+
+
+@config_app.callback(invoke_without_command=True)
+@handles_errors
+def config_show(
+    ctx: typer.Context,
+    as_json: Annotated[bool, typer.Option("--json", help="{setting: {value, source}} as JSON.")] = False,
+) -> None:
+    """Every setting's effective value and its source: default, the config file, a PHOTOMAN_*
+    variable, or a command-line option."""
+    if ctx.invoked_subcommand is not None:
+        return
+    from dataclasses import fields
+
+    from photoman.config import setting_sources
+
+    cfg = settings()
+    sources = setting_sources(state.config, options=state.options)
+    rows = {f.name: {"value": _plain(getattr(cfg, f.name), f.name), "source": sources[f.name]}
+            for f in fields(cfg) if f.name in sources}  # fmt: skip
+    if as_json:
+        print_json(rows)
+        return
+    width = max(len(n) for n in rows)
+    for name, row in rows.items():
+        out_print(
+            f"{name:<{width}}  {json.dumps(row['value'])}  ({row['source']})", highlight=False, markup=False
+        )
+
+
+def _plain(value: Any, name: str = "") -> Any:
+    """JSON-able, with secrets (an API key, a password inside a URL) masked."""
+    import re
+
+    if isinstance(value, Path):
+        return str(value)
+    if name == "qdrant_api_key" and value:
+        return "***"
+    if isinstance(value, str) and "://" in value:
+        return re.sub(r"(://[^:/@]+:)[^@]*@", r"\1***@", value)
+    return value
+
+
+@config_app.command("path")
+@handles_errors
+def config_file_path() -> None:
+    """Print the config file photoman reads (a TOML file; it may not exist yet)."""
+    from photoman.config import config_path
+
+    path = config_path(state.config)
+    out_print(f"{path}" + ("" if path.exists() else "  (does not exist yet)"), highlight=False, markup=False)
 
 
 roots_app = typer.Typer(help="The library's folders: list, remove, relocate.")

@@ -121,9 +121,17 @@ class Settings:
 _FIELD_TYPES = {f.name: f.type for f in fields(Settings)}
 
 
+def _unknown(name: str, where: str = "") -> ConfigError:
+    import difflib
+
+    close = difflib.get_close_matches(name, list(_FIELD_TYPES), n=1)
+    hint = f"; did you mean {close[0]!r}?" if close else f"; known: {', '.join(sorted(_FIELD_TYPES))}"
+    return ConfigError(f"unknown setting {name!r}{where}{hint}")
+
+
 def _coerce(name: str, value: Any) -> Any:
     if name not in _FIELD_TYPES:
-        raise ConfigError(f"unknown setting {name!r}; known: {', '.join(sorted(_FIELD_TYPES))}")
+        raise _unknown(name)
     kind = _FIELD_TYPES[name]
     try:
         if "Path" in kind:
@@ -143,26 +151,67 @@ def _coerce(name: str, value: Any) -> Any:
         raise ConfigError(f"setting {name!r} must be {kind}, got {value!r}") from None
 
 
+def _file_values(path: Path, explicit: bool) -> dict[str, Any]:
+    if not path.exists():
+        if explicit:
+            raise ConfigError(f"config file {path} does not exist")
+        return {}
+    import tomllib
+
+    try:
+        values = tomllib.loads(path.read_text())
+    except (tomllib.TOMLDecodeError, OSError) as exc:
+        raise ConfigError(f"cannot read config file {path}: {exc}") from None
+    for name in values:
+        if name not in _FIELD_TYPES or name == "config_file":
+            raise _unknown(name, f" in {path}")
+    return values
+
+
+def _env_values(env: dict[str, str]) -> dict[str, Any]:
+    return {
+        name: env[f"PHOTOMAN_{name.upper()}"] for name in _FIELD_TYPES if env.get(f"PHOTOMAN_{name.upper()}")
+    }
+
+
+def config_path(config_file: Path | None = None, env: dict[str, str] | None = None) -> Path:
+    """The config file photoman reads (it may not exist yet)."""
+    env = dict(os.environ if env is None else env)
+    return config_file or (
+        Path(env["PHOTOMAN_CONFIG"]) if env.get("PHOTOMAN_CONFIG") else _default_config_file()
+    )
+
+
+def setting_sources(
+    config_file: Path | None = None, env: dict[str, str] | None = None, options: dict[str, Any] | None = None
+) -> dict[str, str]:
+    """Where each effective setting came from: default, file, env (its variable) or option."""
+    env = dict(os.environ if env is None else env)
+    path = config_path(config_file, env)
+    from_file = _file_values(path, explicit=False) if path.exists() else {}
+    from_env = _env_values(env)
+    out = {}
+    for name in _FIELD_TYPES:
+        if name == "config_file":
+            continue
+        if options and options.get(name) is not None:
+            out[name] = "option"
+        elif name in from_env:
+            out[name] = f"env PHOTOMAN_{name.upper()}"
+        elif name in from_file:
+            out[name] = f"file {path}"
+        else:
+            out[name] = "default"
+    return out
+
+
 def load_settings(config_file: Path | None = None, env: dict[str, str] | None = None) -> Settings:
     """Defaults, then the TOML file (PHOTOMAN_CONFIG or the platform config dir), then PHOTOMAN_* env."""
     env = dict(os.environ if env is None else env)
     path = config_file or (Path(env["PHOTOMAN_CONFIG"]) if env.get("PHOTOMAN_CONFIG") else None)
     explicit = path is not None
     path = path or _default_config_file()
-    values: dict[str, Any] = {}
-    if path.exists():
-        import tomllib
-
-        try:
-            values.update(tomllib.loads(path.read_text()))
-        except (tomllib.TOMLDecodeError, OSError) as exc:
-            raise ConfigError(f"cannot read config file {path}: {exc}") from None
-    elif explicit:
-        raise ConfigError(f"config file {path} does not exist")
-    for name in _FIELD_TYPES:
-        key = f"PHOTOMAN_{name.upper()}"
-        if env.get(key):
-            values[name] = env[key]
+    values = {**_file_values(path, explicit), **_env_values(env)}
     values.pop("config_file", None)
     settings = Settings().with_overrides(**values, config_file=path)
     unknown = set(settings.caption_sources) - {"user", "sidecar", "embedded"}

@@ -38,3 +38,28 @@ def test_bad_config_is_a_config_error(tmp_path: Path) -> None:
 
 def test_default_model_is_laion_b32() -> None:
     assert DEFAULT_MODEL == "laion/CLIP-ViT-B-32-laion2B-s34B-b79K"
+
+
+def test_config_shows_each_setting_and_its_source(tmp_path, monkeypatch) -> None:  # noqa: ANN001
+    import json
+
+    from typer.testing import CliRunner
+
+    from photoman.cli import app
+
+    cfg = tmp_path / "photoman.toml"
+    cfg.write_text('batch_size = 8\ncatalog_url = "postgresql://me:secret@nas/photos"\n')
+    monkeypatch.setenv("PHOTOMAN_CONFIG", str(cfg))
+    monkeypatch.setenv("PHOTOMAN_SETTLE", "3.5")
+    monkeypatch.setenv("PHOTOMAN_QDRANT_API_KEY", "topsecret")
+    res = CliRunner().invoke(app, ["--device", "cpu", "config", "--json"])
+    rows = json.loads(res.stdout)
+    assert rows["batch_size"] == {"value": 8, "source": f"file {cfg}"}
+    assert rows["settle"] == {"value": 3.5, "source": "env PHOTOMAN_SETTLE"}
+    assert rows["device"] == {"value": "cpu", "source": "option"}
+    assert rows["precision"]["source"] == "default"
+    assert "secret" not in res.stdout and rows["qdrant_api_key"]["value"] == "***"
+    assert CliRunner().invoke(app, ["config", "path"]).stdout.strip() == str(cfg)
+    cfg.write_text("modle = 'x'\n")
+    bad = CliRunner().invoke(app, ["config"])
+    assert bad.exit_code == 1 and "did you mean 'model'" in bad.stderr and str(cfg) in bad.stderr
