@@ -711,6 +711,27 @@ def stop() -> None:
     out_print(f"stopped daemon (pid {pid})", highlight=False)
 
 
+@app.command()
+@handles_errors
+def doctor(as_json: Annotated[bool, typer.Option("--json", help="Findings as JSON.")] = False) -> None:
+    """What works and what to fix: model, device, caches, disk, socket dir, daemon, catalog and vectors,
+    roots, inotify limits. Exit status 1 when something needs fixing."""
+    from photoman.doctor import diagnose
+
+    findings = diagnose(settings())
+    bad = [f for f in findings if not f.ok]
+    if as_json:
+        print_json({"ok": not bad, "findings": [f.to_json() for f in findings]})
+    else:
+        for f in findings:
+            out_print(f"{'ok ' if f.ok else 'FIX'}  {f.check:<13} {f.detail}", highlight=False, markup=False)
+            if f.fix:
+                out_print(f"{'':18}-> {f.fix}", highlight=False, markup=False)
+        out_print("all good" if not bad else f"{len(bad)} thing(s) to fix", highlight=False)
+    if bad:
+        raise typer.Exit(1)
+
+
 config_app = typer.Typer(help="The effective settings and where each came from.")
 app.add_typer(config_app, name="config")
 
