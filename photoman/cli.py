@@ -297,6 +297,13 @@ def find(
     include_offline: Annotated[
         bool, typer.Option(help="Include photos on drives that are not mounted.")
     ] = False,
+    preview: Annotated[
+        bool,
+        typer.Option("--preview", help="Show thumbnails in the terminal (kitty/iTerm2/sixel, else blocks)."),
+    ] = False,
+    open_: Annotated[
+        bool, typer.Option("--open", help="Open the first result with the viewer (all of them with -n N).")
+    ] = False,
 ) -> None:
     from photoman.client import build_query
     from photoman.search.query import needs_stdin
@@ -316,6 +323,13 @@ def find(
     with client() as pm:
         results = pm.search(q)
     print_results(results, as_json, ndjson, null, explain)
+    if preview and results and not (as_json or ndjson or null):
+        _preview(results)
+    if open_ and results:
+        explicit_n = (
+            "-n" in sys.argv or "--limit" in sys.argv or any(a.startswith("--limit=") for a in sys.argv)
+        )
+        _open_with_viewer([r["path"] for r in (results if explicit_n else results[:1])])
 
 
 def print_results(
@@ -360,7 +374,42 @@ def print_table(table: Any) -> None:
     from rich.console import Console
 
     out = _console(False)
-    (out if out.is_terminal else Console(width=100_000)).print(table)
+    (out if out.is_terminal else Console(width=100_000, emoji=False)).print(table)
+
+
+def _preview(results: list[dict[str, Any]], size: int = 256) -> None:
+    """Each result's thumbnail under its path, in the terminal's graphics protocol when it has one."""
+    from textual_image.renderable import Image
+
+    from photoman.errors import DecodeError
+    from photoman.tui.thumbs import thumbnail
+
+    cfg = settings()
+    for r in results:
+        out_print(f"{r['rank']}. {r['path']}", highlight=False, markup=False)
+        try:
+            thumb = thumbnail(cfg.thumbs_dir, r["path"], r["content_hash"], size)
+        except (DecodeError, OSError) as exc:
+            err_print(f"   (no preview: {exc})", highlight=False, markup=False)
+            continue
+        out_print(Image(thumb, width=32))
+
+
+def _open_with_viewer(paths: list[str]) -> None:
+    """The `viewer` setting, else xdg-open / open; without one, say so and print the paths to copy."""
+    import shlex
+    import shutil
+    import subprocess
+
+    cfg = settings()
+    viewer = cfg.viewer or ("open" if sys.platform == "darwin" else "xdg-open")
+    argv = shlex.split(viewer)
+    if not shutil.which(argv[0]):
+        raise fail(f"no viewer to open photos ({argv[0]} not found); set `viewer` in the config file, "
+                   f"or copy the path: {paths[0]}")  # fmt: skip
+    for p in paths:
+        subprocess.Popen([*argv, p], stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
+                         stderr=subprocess.DEVNULL, start_new_session=True)  # fmt: skip
 
 
 @app.command()

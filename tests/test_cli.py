@@ -186,3 +186,24 @@ def test_help_reads_as_reference(cli_env: Settings) -> None:
         # a hint swallowed as markup left "live ." behind; flags showed a "<bool>" type
         assert "<bool>" not in text and not re.search(r"\w \.(\s|$)", text), (name, text)
         assert text.lstrip().startswith(f"Usage: photoman {name}"), name
+
+
+def test_find_preview_and_open(indexed: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    res = run("find", "--image", str(indexed / "scikit-image--chelsea.png"), "-n", "2", "--preview")
+    assert res.exit_code == 0, res.output
+    assert f"1. {indexed / 'scikit-image--chelsea.png'}" in res.stdout and "2. " in res.stdout
+    assert len(res.stdout.splitlines()) > 10  # the thumbnails, drawn in character cells when no protocol
+    opened = tmp_path / "opened.txt"
+    viewer = tmp_path / "viewer.sh"
+    viewer.write_text(f'#!/bin/sh\necho "$1" >> {opened}\n')
+    viewer.chmod(0o755)
+    monkeypatch.setenv("PHOTOMAN_VIEWER", str(viewer))
+    assert run("find", "--image", str(indexed / "scikit-image--chelsea.png"), "--open").exit_code == 0
+    for _ in range(50):
+        if opened.exists():
+            break
+        __import__("time").sleep(0.1)
+    assert opened.read_text().splitlines() == [str(indexed / "scikit-image--chelsea.png")]  # the first only
+    monkeypatch.setenv("PHOTOMAN_VIEWER", "no-such-viewer-here")
+    res = run("find", "cat", "--open", "--all")
+    one_line_error(res, 1, "copy the path")
