@@ -14,6 +14,7 @@ import typer
 
 from photoman.config import Settings, load_settings
 from photoman.errors import PhotomanError
+from photoman.textsafe import safe_text, shown
 
 if TYPE_CHECKING:
     from rich.console import Console
@@ -45,10 +46,12 @@ state = _State()
 
 @functools.cache
 def _console(stderr: bool) -> Console:
-    """Rich consoles, made on first use: a query answered as JSON never imports Rich."""
+    """Rich consoles, made on first use: a query answered as JSON never imports Rich.
+
+    No emoji codes: a name holding `:dog:` prints as written (names also go through `shown`)."""
     from rich.console import Console
 
-    return Console(stderr=True) if stderr else Console(soft_wrap=True)
+    return Console(stderr=True, emoji=False) if stderr else Console(soft_wrap=True, emoji=False)
 
 
 def out_print(*args: Any, **kwargs: Any) -> None:
@@ -60,9 +63,12 @@ def err_print(*args: Any, **kwargs: Any) -> None:
 
 
 def print_json(data: Any) -> None:
-    """Indented JSON on stdout (coloured on a terminal); the same text either way."""
+    """Indented JSON on stdout (coloured on a terminal); the same text either way.
+
+    ASCII only: controls, non-ASCII and the surrogate escapes of non-UTF-8 names ("\\udce9") are
+    JSON escapes, so the exact name travels and nothing in it reaches the terminal raw."""
     if sys.stdout.isatty():
-        _console(False).print_json(json.dumps(data))
+        _console(False).print_json(json.dumps(data), ensure_ascii=True)
     else:
         sys.stdout.write(json.dumps(data, indent=2) + "\n")
         sys.stdout.flush()
@@ -72,8 +78,8 @@ def fail(message: str, code: int = 1) -> typer.Exit:
     """Print one error line on stderr and return the exit to raise."""
     from rich.text import Text
 
-    # the message is shown as text: a file name holding [markup] must not restyle the line
-    err_print(Text.assemble(("photoman:", "bold red"), " ", message), highlight=False, soft_wrap=True)
+    # the message is shown as text, escaped: a file name in it must not restyle or drive the terminal
+    err_print(Text.assemble(("photoman:", "bold red"), " ", shown(message)), highlight=False, soft_wrap=True)
     return typer.Exit(code)
 
 
@@ -106,9 +112,13 @@ def client(**overrides: Any) -> Client:
     from photoman.client import Client
 
     cfg = settings(**overrides)
-    return Client(
-        cfg, daemon=state.daemon, purpose=f"photoman {sys.argv[1] if len(sys.argv) > 1 else ''}".strip()
-    )
+    purpose = f"photoman {sys.argv[1] if len(sys.argv) > 1 else ''}".strip()
+    return Client(cfg, daemon=state.daemon, purpose=purpose, notify=_notice)
+
+
+def _notice(message: str) -> None:
+    """A notice from the library or the launcher (model download, daemon start), on stderr, escaped."""
+    err_print(shown(message), highlight=False, markup=False, soft_wrap=True)
 
 
 def _version(value: bool) -> None:
@@ -235,7 +245,12 @@ def index(
         highlight=False,
     )
     for e in report["error_files"][:10]:
-        err_print(f"  skipped {e['path']}: {e['error']}", highlight=False, markup=False)
+        err_print(
+            f"  skipped {shown(e['path'])}: {shown(e['error'])}",
+            highlight=False,
+            markup=False,
+            soft_wrap=True,
+        )
     if len(report["error_files"]) > 10:
         err_print(f"  … and {len(report['error_files']) - 10} more (see `photoman status`)")
 
@@ -344,9 +359,10 @@ def print_results(
             sys.stdout.write(json.dumps(r) + "\n")
         sys.stdout.flush()
         return
-    if null:
-        sys.stdout.write("".join(r["path"] + "\0" for r in results))
+    if null:  # the exact bytes of each name, as xargs -0 hands them to the next program
         sys.stdout.flush()
+        sys.stdout.buffer.write(b"".join(os.fsencode(r["path"]) + b"\0" for r in results))
+        sys.stdout.buffer.flush()
         return
     if not results:
         err_print("no results above the relevance cutoff (try --all, or check `photoman status`)")
@@ -360,12 +376,13 @@ def print_results(
         # no EXIF date: the file's time is what --since/--sort date used, so show it, marked
         date = (r["taken_at"] or "")[:10] or (f"{r['file_time'][:10]} (file)" if r.get("file_time") else "")
         extra = f" (+{len(r['duplicates'])} copies)" if r["duplicates"] else ""
-        table.add_row(str(r["rank"]), f"{r['score']:.3f}", r["path"] + extra, date)
+        # cells as Text, never markup: a name holding [bold] or [link=…] prints as written
+        table.add_row(str(r["rank"]), f"{r['score']:.3f}", safe_text(r["path"] + extra), safe_text(date))
         if explain:
             parts = ", ".join(
                 f"{e['term']} {e['contribution']:+.3f}" + (f" [{e['vector']}]") for e in r["explain"]
             )
-            table.add_row("", "", f"  = {parts}", "")
+            table.add_row("", "", safe_text(f"  = {parts}"), "")
     print_table(table)
 
 
@@ -430,7 +447,7 @@ def caption(
     if as_json:
         print_json(info)
     elif info["caption"]:
-        out_print(f"{info['caption']}  [{info['source']}]", highlight=False, markup=False)
+        out_print(f"{shown(info['caption'])}  [{info['source']}]", highlight=False, markup=False)
     else:
         out_print("(no caption)")
 
@@ -456,7 +473,8 @@ def embed(
         return
     for r in got["vectors"]:
         head = ", ".join(f"{x:+.4f}" for x in r["vector"][:4])
-        out_print(f"{r['kind']:5} {r['input']}: dim {got['dim']} [{head}, …]", highlight=False, markup=False)
+        line = f"{r['kind']:5} {shown(r['input'])}: dim {got['dim']} [{head}, …]"
+        out_print(line, highlight=False, markup=False)
 
 
 @app.command()
@@ -472,19 +490,15 @@ def status(
         return
     mb = lambda n: f"{n / 1e6:.1f} MB" if n is not None else "?"  # noqa: E731
     vec = info["vectors"]
-    out_print(f"data dir  {info['data_dir']}", highlight=False, markup=False)
-    out_print(f"model     {info['model']}", highlight=False, markup=False)
-    out_print(
-        f"catalog   {info['catalog']['url']} ({mb(info['catalog']['bytes'])})", highlight=False, markup=False
-    )
+    line = functools.partial(out_print, highlight=False, markup=False)  # every value escaped: `shown`
+    line(f"data dir  {shown(info['data_dir'])}")
+    line(f"model     {shown(info['model'])}")
+    line(f"catalog   {shown(info['catalog']['url'])} ({mb(info['catalog']['bytes'])})")
     if "error" in vec:
-        out_print(f"vectors   {vec['backend']}: {vec['error']}", highlight=False, markup=False)
+        line(f"vectors   {vec['backend']}: {shown(vec['error'])}")
     else:
-        out_print(
-            f"vectors   {vec['backend']} {vec['collection']}: "
-            f"{vec['points']} points ({mb(vec['disk_bytes'])})",
-            highlight=False,
-        )
+        line(f"vectors   {vec['backend']} {shown(vec['collection'])}: {vec['points']} points "
+             f"({mb(vec['disk_bytes'])})")  # fmt: skip
     p = info["photos"]
     out_print(
         f"photos    {p['indexed']} indexed ({p['unique']} unique), {p['errors']} unreadable", highlight=False
@@ -493,7 +507,7 @@ def status(
         out_print("roots     none yet: run `photoman index FOLDER`")
     for r in info["roots"]:
         state_ = "" if r["online"] else "  [offline]"
-        out_print(f"root      {r['path']}: {r['photos']} photos{state_}", highlight=False, markup=False)
+        line(f"root      {shown(r['path'])}: {r['photos']} photos{state_}")
     d = info["daemon"]
     if d is None:
         out_print(
@@ -507,9 +521,11 @@ def status(
             highlight=False,
         )
         for root, kind in d["watching"].items():
-            out_print(f"watching  {root} ({kind})", highlight=False, markup=False)
+            line(f"watching  {shown(root)} ({kind})")
     for e in info["errors"]:
-        out_print(f"error     {e['path']}: {e['error']}", highlight=False, markup=False)
+        line(f"error     {shown(e['path'])}: {shown(e['error'])}")
+    if p["errors"] > len(info["errors"]):
+        line(f"          … the first {len(info['errors'])} of {p['errors']} unreadable files (by path)")
 
 
 @app.command()
@@ -545,7 +561,7 @@ def tags(as_json: Annotated[bool, typer.Option("--json", help="JSON object {tag:
     if not counts:
         err_print("no tags yet: run `photoman tag`")
     for label, n in counts.items():
-        out_print(f"{n:6d}  {label}", highlight=False, markup=False)
+        out_print(f"{n:6d}  {shown(label)}", highlight=False, markup=False)
 
 
 @app.command()
@@ -565,7 +581,7 @@ def classify(
         print_json(probs)
         return
     for n, p in probs.items():
-        out_print(f"{p:7.2%}  {n}", highlight=False, markup=False)
+        out_print(f"{p:7.2%}  {shown(n)}", highlight=False, markup=False)
 
 
 @app.command()
@@ -591,7 +607,7 @@ def locate(
         return
     out_print(
         f"best box {tuple(info['box'])} (score {info['score']:.3f}) from {info['windows']} windows in "
-        f"{info['seconds']:.1f}s; heat map: {info['heatmap']}",
+        f"{info['seconds']:.1f}s; heat map: {shown(info['heatmap'])}",
         highlight=False,
         markup=False,
     )
@@ -656,9 +672,11 @@ def _print_dupes(found: dict[str, Any]) -> None:
                 mark = step["action"]
             else:
                 mark = "keep" if p["path"] == g["keeper"] else ""
-            why = f"  ({step['reason']})" if step is not None and step["action"] != "trash" else ""
+            why = f"  ({shown(step['reason'])})" if step is not None and step["action"] != "trash" else ""
             out_print(
-                f"  {mark:7} {p['path']}  {p['width']}x{p['height']}{why}", highlight=False, markup=False
+                f"  {mark:7} {shown(p['path'])}  {p['width']}x{p['height']}{why}",
+                highlight=False,
+                markup=False,
             )
 
 
@@ -724,7 +742,8 @@ def watch(
         pid = start_daemon(cfg)
         if pid is None:
             raise fail(f"a daemon is already running for {cfg.data_dir} (socket {cfg.socket_path})", 3)
-        out_print(f"photoman daemon running (pid {pid}); log: {cfg.log_file}", highlight=False, markup=False)
+        out_print(f"photoman daemon running (pid {pid}); log: {shown(str(cfg.log_file))}", highlight=False,
+                  markup=False)  # fmt: skip
         return
     from photoman.service.daemon import Daemon, setup_logging
 
@@ -742,7 +761,7 @@ def _adopt_roots(cfg: Settings, folders: list[Path]) -> None:
     pm = Client(cfg, daemon=False if state.daemon is False else None)
     if pm.daemon_running():
         pm.index(paths)
-        out_print(f"the running daemon now watches {', '.join(paths)}", highlight=False, markup=False)
+        out_print(f"the running daemon now watches {shown(', '.join(paths))}", highlight=False, markup=False)
         raise typer.Exit(0)
     from photoman.indexing.pipeline import register_roots
     from photoman.library import Library
@@ -773,9 +792,10 @@ def doctor(as_json: Annotated[bool, typer.Option("--json", help="Findings as JSO
         print_json({"ok": not bad, "findings": [f.to_json() for f in findings]})
     else:
         for f in findings:
-            out_print(f"{'ok ' if f.ok else 'FIX'}  {f.check:<13} {f.detail}", highlight=False, markup=False)
+            line = f"{'ok ' if f.ok else 'FIX'}  {f.check:<13} {shown(f.detail)}"  # details quote roots
+            out_print(line, highlight=False, markup=False)
             if f.fix:
-                out_print(f"{'':18}-> {f.fix}", highlight=False, markup=False)
+                out_print(f"{'':18}-> {shown(f.fix)}", highlight=False, markup=False)
         out_print("all good" if not bad else f"{len(bad)} thing(s) to fix", highlight=False)
     if bad:
         raise typer.Exit(1)
@@ -833,7 +853,8 @@ def config_file_path() -> None:
     from photoman.config import config_path
 
     path = config_path(state.config)
-    out_print(f"{path}" + ("" if path.exists() else "  (does not exist yet)"), highlight=False, markup=False)
+    note = "" if path.exists() else "  (does not exist yet)"
+    out_print(shown(str(path)) + note, highlight=False, markup=False)
 
 
 roots_app = typer.Typer(help="The library's folders: list, remove, relocate.")
@@ -859,7 +880,9 @@ def roots(
     for r in found:
         state_ = "online" if r["online"] else "offline"
         out_print(
-            f"{r['path']}  {r['photos']} photos, {state_}, watch: {r['watch']}", highlight=False, markup=False
+            f"{shown(r['path'])}  {r['photos']} photos, {state_}, watch: {r['watch']}",
+            highlight=False,
+            markup=False,
         )
 
 
@@ -870,7 +893,9 @@ def roots_remove(path: Annotated[Path, typer.Argument(help="A root, in any spell
     with client() as pm:
         done = pm.remove_root(path)
     out_print(
-        f"removed {done['root']} ({done['photos_removed']} photos forgotten)", highlight=False, markup=False
+        f"removed {shown(done['root'])} ({done['photos_removed']} photos forgotten)",
+        highlight=False,
+        markup=False,
     )
 
 
@@ -884,7 +909,9 @@ def roots_relocate(
     with client() as pm:
         done = pm.relocate_root(old, new)
     out_print(
-        f"{done['root']} -> {done['to']} ({done['photos_moved']} photos)", highlight=False, markup=False
+        f"{shown(done['root'])} -> {shown(done['to'])} ({done['photos_moved']} photos)",
+        highlight=False,
+        markup=False,
     )
 
 
@@ -920,8 +947,8 @@ def models(
         )
         cost = f"{m['relative_cost']:g}x" if m.get("relative_cost") else "?"
         sizes = [str(m.get(k, "?")) for k in ("dim", "resolution", "download_mb")]
-        table.add_row("*" if m["current"] else "", m["name"], *sizes, m.get("languages", "?"), cost, r5,
-                      here or "—", str(m["photos"]))  # fmt: skip
+        table.add_row("*" if m["current"] else "", safe_text(m["name"]), *sizes, m.get("languages", "?"),
+                      cost, r5, here or "—", str(m["photos"]))  # fmt: skip
     print_table(table)
     out_print(
         "* current model.  cost: compute per image relative to ViT-B/32.  COCO R@5: MSCOCO 5k text→image "
@@ -957,7 +984,7 @@ def eval_(
     for r in report["results"]:
         acc = f"{r['zero_shot_accuracy']:.3f}" if r["zero_shot_accuracy"] is not None else "—"
         recalls = [f"{r[f'recall@{k}']:.3f}" for k in (1, 5, 10)]
-        table.add_row(r["model"], *recalls, acc, f"{r['seconds']:.1f}")
+        table.add_row(safe_text(r["model"]), *recalls, acc, f"{r['seconds']:.1f}")
     first = report["results"][0]
     out_print(f"{report['kind']} set: {first['images']} photos, {first['queries']} queries", highlight=False)
     print_table(table)

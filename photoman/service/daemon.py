@@ -28,6 +28,7 @@ from photoman.indexing.pipeline import IndexReport, index, offline_roots, regist
 from photoman.indexing.watcher import DirtyPaths, Watcher
 from photoman.library import Library
 from photoman.service.server import SocketServer
+from photoman.textsafe import shown
 
 log = logging.getLogger("photoman.daemon")
 
@@ -84,11 +85,26 @@ def torch_threads(n: int, force: bool = False) -> None:
         torch.set_num_threads(n)
 
 
+class SafeFormatter(logging.Formatter):
+    """Log lines that are safe to `tail -f`: file names in messages and tracebacks are escaped
+    (`photoman.textsafe.shown`), so a crafted name cannot drive the terminal of whoever reads the log."""
+
+    def formatMessage(self, record: logging.LogRecord) -> str:
+        record.message = shown(record.message)  # format() sets it afresh from msg % args each time
+        return super().formatMessage(record)
+
+    def formatException(self, ei: Any) -> str:
+        return "\n".join(shown(line) for line in super().formatException(ei).split("\n"))
+
+    def formatStack(self, stack_info: str) -> str:
+        return "\n".join(shown(line) for line in super().formatStack(stack_info).split("\n"))
+
+
 def setup_logging(settings: Settings, foreground: bool) -> None:
     settings.state_dir.mkdir(parents=True, exist_ok=True)
     root = logging.getLogger("photoman")
     root.setLevel(logging.INFO)
-    fmt = logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s")
+    fmt = SafeFormatter("%(asctime)s %(levelname)s %(name)s: %(message)s")
     handler = RotatingFileHandler(settings.log_file, maxBytes=5_000_000, backupCount=3)
     handler.setFormatter(fmt)
     root.addHandler(handler)

@@ -13,6 +13,7 @@ from textual import on, work
 from textual.app import App, ComposeResult
 from textual.binding import Binding
 from textual.containers import Horizontal
+from textual.notifications import SeverityLevel
 from textual.widget import Widget
 from textual.widgets import Checkbox, Footer, Input, Select, Static
 
@@ -21,6 +22,7 @@ from photoman.config import Settings
 from photoman.errors import PhotomanError
 from photoman.search.filters import build_filter
 from photoman.search.query import MODES, Query, Term, parse_query
+from photoman.textsafe import shown
 from photoman.tui.thumbs import thumbnail
 from photoman.tui.widgets import DetailPane, HelpScreen, ResultsGrid
 
@@ -93,6 +95,7 @@ class PhotomanApp(App[None]):
         self.image_cls = image_cls or image_widget_class(settings.tui_images)
         self.status_text = ""
         self.last_query: Query | None = None
+        self.shown_query: tuple[str, str] | None = None  # (escaped path in the search box, real path)
 
     # ---- layout ----
     def compose(self) -> ComposeResult:
@@ -166,15 +169,21 @@ class PhotomanApp(App[None]):
             )
 
     def _set_status(self, text: str) -> None:
-        self.status_text = text
-        self.query_one("#status", Static).update(text)
+        self.status_text = shown(text)  # the model may be a folder, an error may quote a file name
+        self.query_one("#status", Static).update(self.status_text)
 
     def _message(self, text: str) -> None:
         self.query_one(ResultsGrid).show_message(text)
 
+    def say(self, text: str, severity: SeverityLevel = "information") -> None:
+        """A toast that may quote a file name or an error: escaped, never read as markup."""
+        self.notify(shown(text), severity=severity, markup=False)
+
     # ---- search ----
     def build_query(self) -> Query:
         text = self.query_one("#query", Input).value.strip()
+        if self.shown_query is not None and text == self.shown_query[0].strip():
+            text = self.shown_query[1]  # more-like-this put the path there, escaped for the eye
         tags = (
             [self.query_one("#tag", Input).value.strip()]
             if self.query_one("#tag", Input).value.strip()
@@ -270,7 +279,7 @@ class PhotomanApp(App[None]):
         try:
             photo = client.photo(path)
         except PhotomanError as exc:
-            self.call_from_thread(self.notify, str(exc), severity="error")
+            self.call_from_thread(self.say, str(exc), "error")
             return
         self.call_from_thread(self.query_one(DetailPane).show, photo)
         try:
@@ -283,7 +292,8 @@ class PhotomanApp(App[None]):
     def _caption_submitted(self, event: Input.Submitted) -> None:
         photo = self.query_one(DetailPane).photo
         if photo is not None:
-            self.save_caption(photo["path"], photo["content_hash"], event.value.strip() or None)
+            text = self.query_one(DetailPane).entered_caption(event.value)
+            self.save_caption(photo["path"], photo["content_hash"], text)
 
     @work(thread=True, group="caption")
     def save_caption(self, path: str, content_hash: str, text: str | None) -> None:
@@ -291,9 +301,9 @@ class PhotomanApp(App[None]):
         try:
             info = self.client.caption(path, text, clear=text is None)
         except PhotomanError as exc:
-            self.call_from_thread(self.notify, str(exc), severity="error")
+            self.call_from_thread(self.say, str(exc), "error")
             return
-        self.call_from_thread(self.notify, f"caption saved ({info['source'] or 'none'})")
+        self.call_from_thread(self.say, f"caption saved ({info['source'] or 'none'})")
         self.load_details(path, content_hash)
 
     # ---- actions ----
@@ -320,7 +330,8 @@ class PhotomanApp(App[None]):
         current = self._current()
         if current is None:
             return
-        self.query_one("#query", Input).value = current["path"]
+        self.shown_query = (shown(current["path"]), current["path"])
+        self.query_one("#query", Input).value = self.shown_query[0]
         self.query_one("#mode", Select).value = "image-image"
         base = self.last_query or Query([])
         q = Query([Term("image", current["path"])], mode="image-image", limit=base.limit,
@@ -334,10 +345,7 @@ class PhotomanApp(App[None]):
             subprocess.Popen([*shlex.split(viewer), target], stdin=quiet, stdout=quiet, stderr=quiet,
                              start_new_session=True)  # fmt: skip
         except OSError as exc:
-            self.notify(
-                f"cannot run {viewer!r}: {exc.strerror or exc} (set `viewer` in config.toml)",
-                severity="error",
-            )
+            self.say(f"cannot run {viewer!r}: {exc.strerror or exc} (set `viewer` in config.toml)", "error")
 
     def action_open(self) -> None:
         current = self._current()
@@ -353,7 +361,7 @@ class PhotomanApp(App[None]):
         current = self._current()
         if current is not None:
             self.copy_to_clipboard(current["path"])
-            self.notify(f"copied {current['path']}")
+            self.say(f"copied {current['path']}")
 
     def action_toggle_heatmap(self) -> None:
         current = self._current()
@@ -381,7 +389,7 @@ class PhotomanApp(App[None]):
         try:
             png = self.client.heatmap(path, content_hash, text)
         except PhotomanError as exc:
-            self.call_from_thread(self.notify, str(exc), severity="error")
+            self.call_from_thread(self.say, str(exc), "error")
             return
         pane = self.query_one(DetailPane)
         pane.heatmap_shown = True

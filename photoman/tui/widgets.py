@@ -1,4 +1,7 @@
-"""TUI widgets: a thumbnail tile, the results grid, the detail pane and the help screen."""
+"""TUI widgets: a thumbnail tile, the results grid, the detail pane and the help screen.
+
+Names, captions, camera and tags come from files anyone can make: every widget shows them through
+`shown` (controls escaped) in markup=False widgets, so they never drive the terminal or the styling."""
 
 from __future__ import annotations
 
@@ -14,6 +17,8 @@ from textual.reactive import reactive
 from textual.screen import ModalScreen
 from textual.widget import Widget
 from textual.widgets import DataTable, Input, Static
+
+from photoman.textsafe import shown
 
 
 class Tile(Vertical):
@@ -39,7 +44,7 @@ class Tile(Vertical):
 
     def compose(self) -> ComposeResult:
         yield self.image_cls(None, classes="thumb")  # type: ignore[call-arg]
-        name = os.path.basename(self.result["path"])
+        name = shown(os.path.basename(self.result["path"]))
         yield Static(f"{self.result['score']:.3f} {name}", classes="label", markup=False)
 
     def on_click(self) -> None:
@@ -81,7 +86,7 @@ class ResultsGrid(VerticalScroll, can_focus=True):
         self.results: list[dict[str, Any]] = []
 
     def compose(self) -> ComposeResult:
-        yield Static("Type a description and press Enter.", classes="message")
+        yield Static("Type a description and press Enter.", classes="message", markup=False)
         yield Grid()
 
     @property
@@ -92,8 +97,9 @@ class ResultsGrid(VerticalScroll, can_focus=True):
         self.query_one(Grid).styles.grid_size_columns = self.columns
 
     def show_message(self, text: str) -> None:
+        """One line of news (errors may quote a file name: escaped)."""
         msg = self.query_one(".message", Static)
-        msg.update(text)
+        msg.update(shown(text))
         msg.display = bool(text)
 
     async def set_results(self, results: list[dict[str, Any]], message: str = "") -> None:
@@ -170,17 +176,24 @@ class DetailPane(VerticalScroll):
             return
         gps = photo.get("gps")
         lines = [
-            photo["path"],
-            f"taken   {photo.get('taken_at') or 'unknown'}",
-            f"camera  {photo.get('camera') or '—'}",
+            shown(photo["path"]),
+            f"taken   {shown(photo.get('taken_at') or 'unknown')}",
+            f"camera  {shown(photo.get('camera') or '—')}",
             f"gps     {gps[0]:.5f}, {gps[1]:.5f}" if gps else "gps     —",
-            f"size    {photo.get('width')}×{photo.get('height')} {photo.get('format') or ''}, "
+            f"size    {photo.get('width')}×{photo.get('height')} {shown(photo.get('format') or '')}, "
             f"{(photo.get('size') or 0) / 1e6:.1f} MB",
-            f"tags    {', '.join(photo.get('tags') or []) or '—'}",
-            f"caption {photo.get('caption_source') or 'none'}",
+            f"tags    {shown(', '.join(photo.get('tags') or [])) or '—'}",
+            f"caption {shown(photo.get('caption_source') or 'none')}",
         ]
         facts.update("\n".join(lines))
-        caption.value = photo.get("caption") or ""
+        caption.value = shown(photo.get("caption") or "")
+
+    def entered_caption(self, value: str) -> str | None:
+        """The caption to save from the box: its escaped form left as it was means the caption itself."""
+        current = (self.photo or {}).get("caption") or ""
+        if current and value == shown(current):
+            return current.strip() or None
+        return value.strip() or None
 
     def show_preview(self, path: str | None) -> None:
         self.preview_path = path
