@@ -262,3 +262,31 @@ def test_ctrl_c_during_index_is_one_line(cli_env: Settings, photos_src: Path, tm
     lines = [ln for ln in err.splitlines() if ln.strip()]
     assert proc.returncode == 130, (proc.returncode, err)
     assert "Traceback" not in err and len(lines) == 1 and "interrupted" in lines[0], err
+
+
+def test_pillow_warnings_about_a_file_stay_out_of_the_terminal(cli_env: Settings, tmp_path: Path) -> None:
+    """A photo with a broken EXIF block: Pillow warns; the user sees the run's summary, not the warning."""
+    import io
+    import os
+    import subprocess
+    import sys
+
+    from PIL import Image
+
+    buf = io.BytesIO()
+    Image.new("RGB", (64, 64), (200, 10, 10)).save(buf, "JPEG")
+    # one IFD entry (Make) claiming 65535 bytes at an offset past the end of the block
+    app1 = (
+        b"Exif\x00\x00II*\x00\x08\x00\x00\x00\x01\x00" + b"\x0f\x01\x02\x00\xff\xff\x00\x00\x40\x00\x00\x00"
+    )
+    app1 += b"\x00\x00\x00\x00"
+    data = buf.getvalue()
+    folder = tmp_path / "odd"
+    folder.mkdir()
+    (folder / "bad-exif.jpg").write_bytes(
+        data[:2] + b"\xff\xe1" + (len(app1) + 2).to_bytes(2, "big") + app1 + data[2:]
+    )
+    proc = subprocess.run([sys.executable, "-m", "photoman", "index", str(folder)], env=dict(os.environ),
+                          capture_output=True, text=True, timeout=300)  # fmt: skip
+    assert proc.returncode == 0 and "Indexed 1 photos" in proc.stdout, proc.stderr
+    assert "Warning" not in proc.stderr and "Skipping tag" not in proc.stderr, proc.stderr

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import warnings
 from dataclasses import dataclass
 
 import numpy as np
@@ -62,11 +63,13 @@ def prepare(
         return Prepared(file, error=f"cannot read: {exc.strerror or exc}")
     digest = content_hash(data)
     try:
-        img = open_image(data, "file")
-        meta = read_meta(img)
-        pixels = None
-        if digest not in known:
-            pixels = resize_crop(decode_rgb(img, min_side=spec.size, name="file"), spec)
+        with warnings.catch_warnings():  # Pillow's "Corrupt EXIF data" and the like: not for the terminal
+            warnings.simplefilter("ignore")
+            img = open_image(data, "file")
+            meta = read_meta(img)
+            pixels = None
+            if digest not in known:
+                pixels = resize_crop(decode_rgb(img, min_side=spec.size, name="file"), spec)
     except DecodeError as exc:
         return Prepared(file, content_hash=digest, error=str(exc).removeprefix("file: "))
     except Exception as exc:  # noqa: BLE001 - any decoder failure is the file's problem, not the run's
