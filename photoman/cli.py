@@ -403,11 +403,11 @@ def _preview(results: list[dict[str, Any]], size: int = 256) -> None:
 
     cfg = settings()
     for r in results:
-        out_print(f"{r['rank']}. {r['path']}", highlight=False, markup=False)
+        out_print(f"{r['rank']}. {shown(r['path'])}", highlight=False, markup=False)
         try:
             thumb = thumbnail(cfg.thumbs_dir, r["path"], r["content_hash"], size)
         except (DecodeError, OSError) as exc:
-            err_print(f"   (no preview: {exc})", highlight=False, markup=False)
+            err_print(f"   (no preview: {shown(str(exc))})", highlight=False, markup=False)
             continue
         out_print(Image(thumb, width=32))
 

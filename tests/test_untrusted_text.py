@@ -143,6 +143,12 @@ def test_find_table_json_ndjson_and_nul(hostile: Path) -> None:
         assert f"{hostile}/{want}" in table, want  # escaped, and markup / emoji codes as written
     assert "(+1 copies)" in table and len(table.splitlines()) == 1 + len(HOSTILE)
 
+    res = run("find", "a photo", "--all", "--limit", "50", "--preview")
+    assert res.exit_code == 0, res.output
+    text = assert_inert(res.stdout_bytes + res.stderr_bytes)
+    for _, want in HOSTILE.values():
+        assert re.search(rf"^\d+\. {re.escape(f'{hostile}/{want}')}$", text, re.M), want
+
     res = run("find", "a photo", "--all", "--limit", "50", "--json")
     data = json.loads(res.stdout_bytes)
     assert b"\x1b" not in res.stdout_bytes and b"\\u001b" in res.stdout_bytes  # JSON escapes
