@@ -481,10 +481,13 @@ def embed(
 @handles_errors
 def status(
     as_json: Annotated[bool, typer.Option("--json", help="Machine-readable status.")] = False,
+    all_errors: Annotated[
+        bool, typer.Option("--all-errors", help="List every unreadable file, not the first 20.")
+    ] = False,
 ) -> None:
     """Roots, photos indexed, errors, model, store sizes, and the daemon's state."""
     with client() as pm:
-        info = pm.status()
+        info = pm.status(errors_limit=10_000_000 if all_errors else 20)
     if as_json:
         print_json(info)
         return
@@ -525,7 +528,10 @@ def status(
     for e in info["errors"]:
         line(f"error     {shown(e['path'])}: {shown(e['error'])}")
     if p["errors"] > len(info["errors"]):
-        line(f"          … the first {len(info['errors'])} of {p['errors']} unreadable files (by path)")
+        line(
+            f"          … the first {len(info['errors'])} of {p['errors']} unreadable files (by path); "
+            "`photoman status --all-errors` lists them all"
+        )
 
 
 @app.command()

@@ -242,16 +242,17 @@ class Client:
         """Path of a (cached) heat-map PNG of where ``text`` is in the photo."""
         return self._call("heatmap", {"path": _abs(path), "content_hash": content_hash, "text": text})
 
-    def status(self) -> dict[str, Any]:
-        """Roots, counts, errors, model, store sizes; ``daemon`` is its state, or None when none runs."""
+    def status(self, errors_limit: int = 20) -> dict[str, Any]:
+        """Roots, counts, the first ``errors_limit`` unreadable files, model, store sizes; ``daemon`` is
+        its state, or None when none runs."""
         if self.mode != "direct" and self._use_daemon("status"):
-            return self._call("status", {})
-        return self._local_status()
+            return self._call("status", {"errors_limit": errors_limit})
+        return self._local_status(errors_limit)
 
-    def _local_status(self) -> dict[str, Any]:
+    def _local_status(self, errors_limit: int = 20) -> dict[str, Any]:
         from photoman import ops
 
-        return ops.status(self._open_lib("busy-ok"))  # type: ignore[arg-type]
+        return ops.status(self._open_lib("busy-ok"), errors_limit=errors_limit)  # type: ignore[arg-type]
 
     def roots(self) -> list[dict[str, Any]]:
         """The library's folders with photo counts, whether each is online, and how it is watched."""

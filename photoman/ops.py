@@ -140,11 +140,12 @@ def heatmap(lib: Library, *, path: str, content_hash: str, text: str) -> str:
                        _str(content_hash, "content_hash"), _str(text, "text"))[0]  # fmt: skip
 
 
-def status(lib: Library) -> dict[str, Any]:
-    """Roots, counts, errors, model and store sizes (the daemon adds its own state)."""
+def status(lib: Library, *, errors_limit: int = 20) -> dict[str, Any]:
+    """Roots, counts, errors (the first ``errors_limit``), model and store sizes (the daemon adds its
+    own state)."""
     from photoman.status import library_status
 
-    info = library_status(lib)
+    info = library_status(lib, errors_limit=_int(errors_limit, "errors_limit", 0, 10_000_000))
     info["daemon"] = None
     return info
 

@@ -170,9 +170,13 @@ def test_status_caption_dupes_and_errors(hostile: Path) -> None:
     assert "11 indexed" in text and "25 unreadable" in text
     error_lines = [ln for ln in text.splitlines() if ln.startswith("error ")]
     assert len(error_lines) == 20 and error_lines[0].startswith(f"error     {hostile}/{JUNK[1]}: ")
-    assert "… the first 20 of 25 unreadable files (by path)" in text
+    assert "… the first 20 of 25 unreadable files (by path); `photoman status --all-errors`" in text
     info = json.loads(run("status", "--json").stdout_bytes)
     assert info["photos"]["errors"] == 25 and info["errors"][0]["path"] == path_of(hostile, JUNK[0])
+    every = json.loads(run("status", "--json", "--all-errors").stdout_bytes)
+    assert len(every["errors"]) == 25
+    listed = run("status", "--all-errors").stdout.splitlines()
+    assert len([ln for ln in listed if ln.startswith("error ")]) == 25
 
     target = path_of(hostile, MARKUP)
     res = run("caption", target, CAPTION)
@@ -281,7 +285,7 @@ def test_non_utf8_names_through_every_output(
                    "indexed_since_start": 0, "errors_since_start": 0,
                    "watching": {os.fsdecode(os.fsencode(tmp_path) + b"/r\xe9"): "inotify"}},
     }  # fmt: skip
-    monkeypatch.setattr(Client, "status", lambda self: status)
+    monkeypatch.setattr(Client, "status", lambda self, **kw: status)
     text = assert_inert(run("status").stdout_bytes)
     assert f"root      {tmp_path}/r\\xe9: 1 photos" in text
     assert f"watching  {tmp_path}/r\\xe9 (inotify)" in text

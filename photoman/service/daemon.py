@@ -172,8 +172,8 @@ class Daemon:
         with self.gate.query():
             return ops.run(self.lib, op, args)
 
-    def _status(self) -> dict[str, Any]:
-        info = ops.status(self.lib)
+    def _status(self, errors_limit: int = 20) -> dict[str, Any]:
+        info = ops.status(self.lib, errors_limit=errors_limit)
         info["daemon"] = self.daemon_status()
         return info
 
