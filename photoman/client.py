@@ -182,51 +182,11 @@ class Client:
         """Results of a parsed query (what `find` builds from its words and options)."""
         return self._call("find", {"query": query.check().to_json()})
 
-    def find(
-        self,
-        query: str | Sequence[str] | None = None,
-        *,
-        image: str | os.PathLike[str] | Sequence[str | os.PathLike[str]] | None = None,
-        mode: str = "auto",
-        limit: int = 10,
-        since: str | None = None,
-        until: str | None = None,
-        folder: str | None = None,
-        camera: str | None = None,
-        tags: Sequence[str] | None = None,
-        near: str | None = None,
-        radius: float | None = None,
-        formats: Sequence[str] | None = None,
-        all: bool = False,  # noqa: A002 - the CLI's --all
-        threshold: float | None = None,
-        sort: str = "score",
-        explain: bool = False,
-        include_offline: bool = False,
-        stdin: bytes | None = None,
-    ) -> list[dict[str, Any]]:
-        """Search by description, example images, or both (the query algebra of `photoman find`)."""
-        return self.search(
-            build_query(
-                query,
-                image=image,
-                mode=mode,
-                limit=limit,
-                since=since,
-                until=until,
-                folder=folder,
-                camera=camera,
-                tags=tags,
-                near=near,
-                radius=radius,
-                formats=formats,
-                all=all,
-                threshold=threshold,
-                sort=sort,
-                explain=explain,
-                include_offline=include_offline,
-                stdin=stdin,
-            )  # fmt: skip
-        )
+    def find(self, query: str | Sequence[str] | None = None, **options: Any) -> list[dict[str, Any]]:
+        """Search by description, example images (``image=``), or both, with `photoman find`'s
+        options as keywords (see :func:`build_query`: ``limit``, ``since``, ``folder``, ``tags``,
+        ``all``, ``threshold``, ``sort``, ``explain``…)."""
+        return self.search(build_query(query, **options))
 
     def caption(
         self, path: str | os.PathLike[str], text: str | None = None, clear: bool = False

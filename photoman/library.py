@@ -124,17 +124,9 @@ class Models:
 
     @property
     def dim(self) -> int:
-        if self._encoder is not None:
-            return self._encoder.dim
-        pack = self._text_pack()
-        if pack is not None:
-            return pack.dim
-        from photoman.embedding.model import ModelNotCached, model_dim
-
-        try:
-            return model_dim(self.settings.model)
-        except ModelNotCached:  # first use: the model downloads (and says so) as it loads
-            return self.encoder.dim
+        known = self.dim_if_known()
+        # first use of a hub model: it downloads (and says so) as it loads
+        return known if known is not None else self.encoder.dim
 
     def dim_if_known(self) -> int | None:
         """The vector size when it is known without loading or downloading anything (for status)."""
