@@ -12,7 +12,6 @@ or Pillow): a `photoman find` answered by a running daemon costs little more tha
 from __future__ import annotations
 
 import os
-import sys
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -20,6 +19,7 @@ from typing import TYPE_CHECKING, Any
 from photoman.config import Settings, load_settings
 from photoman.errors import BadInputError, PhotomanError
 from photoman.service import protocol
+from photoman.textsafe import print_notice
 
 if TYPE_CHECKING:
     from photoman.library import Models
@@ -33,10 +33,6 @@ AUTOSTART_OPS = frozenset(
     {"find", "caption", "photo", "heatmap", "tags", "tag", "dupes", "classify", "locate", "embed"}
 )
 LONG_OPS = {"tag": 3600.0, "dupes": 3600.0, "index": 60.0}
-
-
-def _stderr(msg: str) -> None:
-    print(msg, file=sys.stderr, flush=True)
 
 
 def _abs(path: str | os.PathLike[str]) -> str:
@@ -57,7 +53,7 @@ class Client:
         *,
         daemon: bool | None = None,
         purpose: str = "photoman",
-        notify: Notify = _stderr,
+        notify: Notify = print_notice,
     ) -> None:
         self.settings = settings or load_settings()
         self.purpose = purpose

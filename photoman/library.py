@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import fcntl
 import os
-import sys
 import threading
 from collections.abc import Callable
 from pathlib import Path
@@ -13,6 +12,7 @@ from typing import IO, TYPE_CHECKING
 from photoman.config import Settings
 from photoman.embedding.checkpoint import model_identity
 from photoman.errors import StoreBusyError
+from photoman.textsafe import print_notice
 
 if TYPE_CHECKING:
     from photoman.embedding.model import ClipEncoder
@@ -57,11 +57,7 @@ class DataDirLock:
             self._fh = None
 
 
-def _stderr(msg: str) -> None:
-    print(msg, file=sys.stderr, flush=True)
-
-
-def open_encoder(settings: Settings, notify: Notify = _stderr) -> ClipEncoder:
+def open_encoder(settings: Settings, notify: Notify = print_notice) -> ClipEncoder:
     """The CLIP encoder these settings ask for (model, device, precision, int8 text tower)."""
     from photoman.embedding.model import load_encoder
 
@@ -82,7 +78,7 @@ class Models:
     text query never waits for (or imports) torch; ``encoder`` is the full CLIP model.
     """
 
-    def __init__(self, settings: Settings, notify: Notify = _stderr) -> None:
+    def __init__(self, settings: Settings, notify: Notify = print_notice) -> None:
         self.settings = settings
         self.notify = notify
         self.model_id = model_identity(settings.model)
@@ -162,7 +158,7 @@ class Library(Models):
         *,
         write: bool = True,
         allow_busy: bool = False,
-        notify: Notify = _stderr,
+        notify: Notify = print_notice,
     ) -> None:
         super().__init__(settings, notify)
         self._lock = DataDirLock(settings.lock_file)

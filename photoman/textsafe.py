@@ -57,3 +57,11 @@ def safe_text(text: str, style: str = "") -> Text:
     from rich.text import Text
 
     return Text(shown(text), style=style)
+
+
+def print_notice(message: str) -> None:
+    """A library notice (model download, encoder fallback) on stderr, shown safely: the default
+    ``notify`` of the client and the library when no front end passes its own."""
+    import sys
+
+    print(shown(message), file=sys.stderr, flush=True)
