@@ -3,13 +3,33 @@
 from __future__ import annotations
 
 from datetime import datetime
+from typing import Any
 
 from sqlalchemy import BigInteger, DateTime, Float, ForeignKey, Integer, String, Text, UniqueConstraint
+from sqlalchemy.engine import Dialect
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
+from sqlalchemy.types import TypeDecorator
+
+from photoman.catalog.paths import from_store, to_store
 
 
 class Base(DeclarativeBase):
     pass
+
+
+class PathString(TypeDecorator[str]):
+    """A file path column: names that are not UTF-8 are stored losslessly (see catalog/paths.py).
+
+    Comparisons (``==``, ``in_``, ``startswith``) pass their operands through the same mapping."""
+
+    impl = String(4096)
+    cache_ok = True
+
+    def process_bind_param(self, value: Any, dialect: Dialect) -> Any:
+        return to_store(value) if isinstance(value, str) else value
+
+    def process_result_value(self, value: Any, dialect: Dialect) -> Any:
+        return from_store(value) if isinstance(value, str) else value
 
 
 class Root(Base):
@@ -18,8 +38,12 @@ class Root(Base):
     __tablename__ = "roots"
 
     id: Mapped[int] = mapped_column(Integer, primary_key=True)
-    path: Mapped[str] = mapped_column(String(4096), unique=True)
+    path: Mapped[str] = mapped_column(PathString, unique=True)
     added_at: Mapped[datetime] = mapped_column(DateTime)
+    # when last seen online: its device (st_dev) and the mount point holding it ("/" when on the system
+    # disk); a root whose mount point is no longer mounted is offline (indexing/mounts.py)
+    device: Mapped[int | None] = mapped_column(BigInteger)
+    mount: Mapped[str | None] = mapped_column(PathString)
 
     photos: Mapped[list[Photo]] = relationship(back_populates="root", cascade="all, delete-orphan")
 
@@ -31,7 +55,7 @@ class Photo(Base):
 
     id: Mapped[int] = mapped_column(Integer, primary_key=True)
     root_id: Mapped[int] = mapped_column(ForeignKey("roots.id", ondelete="CASCADE"), index=True)
-    path: Mapped[str] = mapped_column(String(4096), unique=True)
+    path: Mapped[str] = mapped_column(PathString, unique=True)
     content_hash: Mapped[str | None] = mapped_column(String(64), index=True)
     size: Mapped[int] = mapped_column(BigInteger)
     mtime: Mapped[float] = mapped_column(Float)
@@ -51,6 +75,8 @@ class Photo(Base):
     status: Mapped[str] = mapped_column(String(16), default="ok", index=True)  # ok | error
     error: Mapped[str | None] = mapped_column(Text)
     indexed_at: Mapped[datetime | None] = mapped_column(DateTime)
+    # set when a scan finds the file gone but keeps the row: a mass deletion waits for a second scan
+    missing_since: Mapped[datetime | None] = mapped_column(DateTime)
 
     root: Mapped[Root] = relationship(back_populates="photos")
 

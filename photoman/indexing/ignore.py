@@ -6,11 +6,14 @@ and state folders. Matching is pathspec's gitignore implementation."""
 from __future__ import annotations
 
 import os
+import stat
 from functools import lru_cache
 from typing import Any
 
 import pathspec
 
+from photoman.errors import DecodeError
+from photoman.media.decode import read_regular
 from photoman.paths import is_inside
 
 IGNORE_FILE = ".photomanignore"
@@ -18,18 +21,21 @@ IGNORE_FILE = ".photomanignore"
 
 @lru_cache(maxsize=4096)
 def _ignore_file(folder: str, mtime: float) -> pathspec.GitIgnoreSpec | None:
-    """The `.photomanignore` of a folder, parsed (cached by its modification time)."""
+    """The `.photomanignore` of a folder, parsed (cached by its modification time); at most 64 KB of
+    a regular file is read (a FIFO or device by that name is never opened)."""
     try:
-        with open(os.path.join(folder, IGNORE_FILE), encoding="utf-8", errors="replace") as fh:
-            return pathspec.GitIgnoreSpec.from_lines(fh.read(64 * 1024).splitlines())
-    except OSError:
+        data = read_regular(os.path.join(folder, IGNORE_FILE), 64 * 1024)
+    except (DecodeError, OSError):
         return None
+    return pathspec.GitIgnoreSpec.from_lines(data.decode("utf-8", "replace").splitlines())
 
 
 def _spec_of(folder: str) -> pathspec.GitIgnoreSpec | None:
     try:
         st = os.stat(os.path.join(folder, IGNORE_FILE))
     except OSError:
+        return None
+    if not stat.S_ISREG(st.st_mode):
         return None
     return _ignore_file(folder, st.st_mtime)
 

@@ -5,13 +5,14 @@ from __future__ import annotations
 import os
 from collections import defaultdict
 from collections.abc import Iterable
-from datetime import datetime
 from typing import Any
 
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from photoman.catalog.models import Photo, Root, Tag
+from photoman.catalog.paths import to_store
+from photoman.media.exif import datetime_from_timestamp
 from photoman.vectors.base import rfc3339
 
 
@@ -28,18 +29,22 @@ def ancestors(path: str, root: str) -> list[str]:
 
 
 def payload_for(rows: list[Photo], roots: dict[int, str], tags: list[str] | None = None) -> dict[str, Any]:
-    """Filter fields for one point; the first row by path gives the per-photo fields."""
+    """Filter fields for one point; the first row by path gives the per-photo fields.
+
+    Paths, folders and roots are in their stored spelling (:func:`photoman.catalog.paths.to_store`):
+    a filter value compared with them must be spelt the same way. A file time outside what a date
+    can hold leaves ``taken_at`` unknown (None)."""
     rows = sorted(rows, key=lambda r: r.path)
     first = rows[0]
-    taken = first.taken_at or datetime.fromtimestamp(first.mtime)
-    folders = sorted({f for r in rows for f in ancestors(r.path, roots[r.root_id])})
+    taken = first.taken_at or datetime_from_timestamp(first.mtime)
+    folders = sorted({to_store(f) for r in rows for f in ancestors(r.path, roots[r.root_id])})
     located = next((r for r in rows if r.gps_lat is not None and r.gps_lon is not None), None)
     return {
         "hash": first.content_hash,
-        "paths": [r.path for r in rows],
+        "paths": [to_store(r.path) for r in rows],
         "folders": folders,
-        "roots": sorted({roots[r.root_id] for r in rows}),
-        "taken_at": rfc3339(taken),
+        "roots": sorted({to_store(roots[r.root_id]) for r in rows}),
+        "taken_at": rfc3339(taken) if taken else None,
         "camera": first.camera,
         "camera_terms": camera_terms(first.camera),
         "format": (first.format or "").lower() or None,

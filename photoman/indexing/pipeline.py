@@ -11,28 +11,35 @@ import multiprocessing as mp
 import os
 import time
 from collections.abc import Callable, Iterable, Iterator, Sequence
-from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wait
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
 
 import numpy as np
-from sqlalchemy import or_, select
+from sqlalchemy import or_, select, update
 
 from photoman.catalog.models import Photo, Root
 from photoman.embedding.model import checkpoint_spec
 from photoman.embedding.preprocess import PreprocessSpec
 from photoman.errors import BadInputError
 from photoman.indexing.ignore import IgnoreRules
+from photoman.indexing.mounts import mount_points, root_online, root_state
 from photoman.indexing.payload import caption_vectors, payloads_for_hashes
-from photoman.indexing.prepare import Prepared, init_worker, prepare
+from photoman.indexing.prepare import Prepared, prepare
 from photoman.indexing.reconcile import reconcile
 from photoman.indexing.scanner import FileStat, make_plan, normalise, scan, stat_photo
+from photoman.indexing.workers import DecodePool
 from photoman.library import Library
 from photoman.media.decode import is_image_path
 from photoman.vectors import CAPTION, IMAGE, VectorPoint, point_id
 
+__all__ = ["IndexReport", "index", "offline_roots", "register_roots", "root_online", "sync", "forget"]
+
 Progress = Callable[[int, int], None]  # (files done, files to do)
+DECODE_TIMEOUT = 300.0  # seconds one file may take in a decode worker before it is stopped and recorded
+# a scan that finds more than this share of a root's photos gone (and more than MASS_MIN of them)
+# keeps them, pending removal, until a later scan still finds them gone
+MASS_SHARE, MASS_MIN = 0.2, 10
 Encode = Callable[[np.ndarray], np.ndarray]  # uint8 pixel batch -> unit vectors
 
 
@@ -45,6 +52,7 @@ class IndexReport:
     embedded: int = 0  # new vectors computed
     reused: int = 0  # new or moved paths whose content already had a vector
     removed: int = 0  # catalog rows whose file is gone
+    pending_removal: int = 0  # gone too, but kept until a second scan confirms (a mass deletion)
     errors: list[tuple[str, str]] = field(default_factory=list)
     requeued: int = 0  # rows found without a vector on start
     orphans_removed: int = 0
@@ -57,17 +65,24 @@ class IndexReport:
 
 
 def _check_folder(folder: Path | str) -> str:
+    from photoman.catalog.paths import has_reserved
+
     path = normalise(folder)
     if not os.path.exists(path):
         raise BadInputError(f"no such folder: {folder}")
     if not os.path.isdir(path):
         raise BadInputError(f"not a folder: {folder} (give the folder that holds your photos)")
+    if has_reserved(path):
+        raise BadInputError(f"{path!a}: the name uses characters U+10FF80..U+10FFFF, which photoman reserves "
+                            "for names that are not UTF-8; rename it")  # fmt: skip
     return path
 
 
 def register_roots(lib: Library, folders: Sequence[str]) -> dict[str, int]:
-    """Root id per folder: a folder inside a known root joins it; a new root adopts roots inside it."""
+    """Root id per folder: a folder inside a known root joins it; a new root adopts roots inside it.
+    A new root remembers its device and mount point (what :func:`root_online` later checks)."""
     out: dict[str, int] = {}
+    mounts = mount_points()
     with lib.catalog.session() as s:
         for folder in folders:
             roots = list(s.scalars(select(Root)))
@@ -75,7 +90,10 @@ def register_roots(lib: Library, folders: Sequence[str]) -> dict[str, int]:
                 (r for r in roots if folder == r.path or folder.startswith(r.path.rstrip("/") + "/")), None
             )
             if parent is None:
+                state = root_state(folder, mounts)
                 parent = Root(path=folder, added_at=datetime.now())
+                if state is not None:
+                    parent.device, parent.mount = state
                 s.add(parent)
                 s.flush()
                 for inner in roots:
@@ -98,34 +116,29 @@ def _stream(
     workers: int,
     captions: tuple[str, ...],
 ) -> Iterator[Prepared]:
-    """Prepared files in completion order, decoded by a process pool that runs ahead of the model."""
-    if workers < 1 or len(work) <= 4:
-        for f in work:
+    """Prepared files in completion order, decoded by worker processes that run ahead of the model.
+
+    What the scan already found unreadable (a FIFO, a device link...) is answered without opening it.
+    A worker that dies or hangs costs the file it was on (see :mod:`photoman.indexing.workers`)."""
+    todo = []
+    for f in work:
+        if f.problem is not None:
+            yield Prepared(f, error=f.problem)
+        else:
+            todo.append(f)
+    if workers < 1 or not todo:  # in this process only when asked to: a file may crash its decoder
+        for f in todo:
             yield prepare(f, spec, known, captions)
         return
     ctx = mp.get_context("forkserver")
     _start_forkserver_deaf_to_ctrl_c()
-    with ProcessPoolExecutor(
-        workers, mp_context=ctx, initializer=init_worker, initargs=(spec, known, captions)
-    ) as pool:
-        todo = iter(work)
-        pending: set[Future[Prepared]] = set()
-        window = max(8 * workers, 64)
-        try:
-            while True:
-                while len(pending) < window:
-                    f = next(todo, None)
-                    if f is None:
-                        break
-                    pending.add(pool.submit(prepare, f))
-                if not pending:
-                    return
-                done, pending = wait(pending, return_when=FIRST_COMPLETED)
-                for fut in done:
-                    yield fut.result()
-        finally:
-            for fut in pending:
-                fut.cancel()
+    pool = DecodePool(ctx, min(workers, len(todo)), (spec, known, captions), prepare, DECODE_TIMEOUT)
+    graceful = False
+    try:
+        yield from pool.run(todo)
+        graceful = True
+    finally:
+        pool.close(graceful)
 
 
 def _start_forkserver_deaf_to_ctrl_c() -> None:
@@ -267,24 +280,68 @@ def forget(lib: Library, rows: Iterable[Photo], extra_stale: set[str]) -> int:
     return len(ids)
 
 
-def root_online(path: str, has_photos: bool) -> bool:
-    """A root is offline when its folder is gone, or empty while the catalog has photos there (unmounted)."""
-    if not os.path.isdir(path):
-        return False
-    if not has_photos:
-        return True
-    try:
-        with os.scandir(path) as it:
-            return next(it, None) is not None
-    except OSError:
-        return False
-
-
 def offline_roots(lib: Library) -> list[str]:
-    """Roots whose drive is not there right now: their photos are kept but hidden from results."""
+    """Roots whose drive is not there right now: their photos are kept but hidden from results.
+
+    The one rule (:func:`photoman.indexing.mounts.root_online`) for `index`, `find`, `status`,
+    `roots` and the daemon: decided from the mount that held the root when it was last seen online,
+    never from the folder being empty."""
     with lib.catalog.session() as s:
-        roots = s.execute(select(Root.path, select(Photo.id).where(Photo.root_id == Root.id).exists())).all()
-    return [path for path, has in roots if not root_online(path, bool(has))]
+        roots = s.execute(
+            select(Root.path, Root.mount, select(Photo.id).where(Photo.root_id == Root.id).exists())
+        ).all()
+    mounts = mount_points()
+    return [path for path, mount, has in roots if not root_online(path, mount, bool(has), mounts)]
+
+
+def remember_roots(lib: Library, paths: Iterable[str], offline: set[str]) -> None:
+    """Record the device and mount point of each online root (a root from before they were recorded
+    learns them here; a drive mounted again, maybe under another device number, updates them)."""
+    mounts = mount_points()
+    with lib.catalog.session() as s:
+        for root in s.scalars(select(Root).where(Root.path.in_([p for p in paths if p not in offline]))):
+            state = root_state(root.path, mounts)
+            if state is not None and (root.device, root.mount) != state:
+                root.device, root.mount = state
+
+
+def _settle_removals(lib: Library, gone: list[Photo], report: IndexReport) -> list[Photo]:
+    """The rows to forget now. A mass deletion (more than MASS_SHARE of a root's photos and more than
+    MASS_MIN, in one scan) is kept pending removal until a later scan still finds it gone: a glitch
+    (a drive half there, a share that answers empty) must not cost the catalog and the store."""
+    if not gone:
+        return []
+    from sqlalchemy import func
+
+    with lib.catalog.session() as s:
+        sizes = dict(s.execute(select(Photo.root_id, func.count()).group_by(Photo.root_id)).all())
+    new_by_root: dict[int, list[Photo]] = {}
+    now: list[Photo] = []
+    for row in gone:
+        if row.missing_since is not None:
+            now.append(row)  # gone on an earlier scan too: confirmed
+        else:
+            new_by_root.setdefault(row.root_id, []).append(row)
+    pending: list[int] = []
+    for root_id, rows in new_by_root.items():
+        if len(rows) > MASS_MIN and len(rows) > MASS_SHARE * sizes.get(root_id, 0):
+            pending.extend(r.id for r in rows)
+        else:
+            now.extend(rows)
+    if pending:
+        stamp = datetime.now()
+        with lib.catalog.session() as s:
+            for i in range(0, len(pending), 500):
+                s.execute(update(Photo).where(Photo.id.in_(pending[i : i + 500])).values(missing_since=stamp))
+    report.pending_removal += len(pending)
+    return now
+
+
+def _back(lib: Library, ids: list[int]) -> None:
+    """Rows pending removal whose file is there again: no longer pending."""
+    with lib.catalog.session() as s:
+        for i in range(0, len(ids), 500):
+            s.execute(update(Photo).where(Photo.id.in_(ids[i : i + 500])).values(missing_since=None))
 
 
 def _known_hashes(lib: Library, missing: set[int]) -> frozenset[str]:
@@ -318,16 +375,19 @@ def _run(
     known = _known_hashes(lib, missing) if work else frozenset()
     captions = tuple(c for c in lib.settings.caption_sources if c != "user")
     stream = _stream(work, checkpoint_spec(lib.settings.model), known, lib.settings.decode_workers, captions)
-    for done, prep in enumerate(stream, 1):
-        writer.add(prep)
-        if progress:
-            progress(done, total)
+    try:
+        for done, prep in enumerate(stream, 1):
+            writer.add(prep)
+            if progress:
+                progress(done, total)
+    finally:
+        stream.close()  # stops the decode workers now, whatever happened
     writer.flush()
     if lib.settings.auto_tag and writer.new_hashes:
         from photoman.zeroshot.tagging import label_set, tag_library
 
         tag_library(lib, label_set(), hashes=sorted(writer.new_hashes))
-    report.removed += forget(lib, gone, writer.stale_hashes)
+    report.removed += forget(lib, _settle_removals(lib, gone, report), writer.stale_hashes)
     lib.store.flush()
     lib.store.optimize()
 
@@ -341,7 +401,9 @@ def index(
     """Index the given folders (added as roots), or every known root when none are given.
 
     Starts by reconciling catalog and vectors, so it also repairs what a crash left behind.
-    A root whose drive is missing (or mounted empty) is skipped: its photos stay, marked offline.
+    A root whose drive is unmounted is skipped: its photos stay, marked offline (:func:`offline_roots`).
+    A file that cannot be read costs its own error row, never the run; a mass deletion waits for a
+    second scan to confirm it (:func:`_settle_removals`).
     """
     started = time.perf_counter()
     report = IndexReport()
@@ -356,11 +418,13 @@ def index(
     root_ids = register_roots(lib, [p for p in paths if os.path.isdir(p)])
     offline = set(offline_roots(lib))
     report.offline_roots = sorted(offline)
+    remember_roots(lib, root_ids, offline)
     rec = reconcile(lib)
     report.requeued, report.orphans_removed = len(rec.missing), rec.orphans_removed
 
     work: list[FileStat] = []
     gone: list[Photo] = []
+    back: list[int] = []
     roots_of: dict[str, int] = {}
     rules = IgnoreRules.for_library(lib.settings, list(root_ids))
     seen: set[tuple[int, int]] = set()  # one physical file is one photo, across every root
@@ -375,7 +439,9 @@ def index(
         report.unchanged += plan.unchanged
         work.extend(plan.work)
         gone.extend(plan.gone)
+        back.extend(plan.back)
         roots_of.update((f.path, root_ids[folder]) for f in plan.work)
+    _back(lib, back)
     _run(lib, work, gone, roots_of, rec.missing, report, progress, encode)
     report.seconds = time.perf_counter() - started
     return report
@@ -429,6 +495,7 @@ def sync(
         report.unchanged += plan.unchanged
         work.extend(plan.work)
         gone.extend(plan.gone)
+        _back(lib, plan.back)
         roots_of.update((f.path, roots[root]) for f in plan.work)
     _run(lib, work, gone, roots_of, set(), report, progress, encode)
     report.seconds = time.perf_counter() - started

@@ -11,9 +11,9 @@ from photoman.embedding.preprocess import PreprocessSpec, resize_crop
 from photoman.errors import DecodeError
 from photoman.indexing.scanner import FileStat
 from photoman.media.captions import read_embedded, read_sidecar
-from photoman.media.decode import decode_rgb, open_image
+from photoman.media.decode import decode_rgb, open_image_file, open_regular, plan_decode
 from photoman.media.exif import PhotoMeta, read_meta
-from photoman.media.hashing import content_hash
+from photoman.media.hashing import hash_fd
 
 _SPEC = PreprocessSpec()
 _KNOWN: frozenset[str] = frozenset()
@@ -33,17 +33,78 @@ class Prepared:
     caption_source: str | None = None  # sidecar | embedded
 
 
-def init_worker(spec: PreprocessSpec, known_hashes: frozenset[str], captions: tuple[str, ...]) -> None:
-    """Pool initializer: preprocessing numbers, hashes that need no embedding, caption sources in order."""
+def init_worker(
+    spec: PreprocessSpec,
+    known_hashes: frozenset[str],
+    captions: tuple[str, ...],
+    parent_pid: int | None = None,
+) -> None:
+    """Worker initializer: preprocessing numbers, hashes that need no embedding, caption sources in
+    order; and, given the indexing process's pid, the worker dies with it (see :func:`die_with`)."""
     global _SPEC, _KNOWN, _CAPTIONS
     _SPEC, _KNOWN, _CAPTIONS = spec, known_hashes, captions
     import signal
-    import warnings
 
     # Ctrl-C reaches the whole process group: the parent reports it once; a worker just stops
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     # Pillow's "Corrupt EXIF data" and similar: the reason goes to the catalog, not the terminal
     warnings.simplefilter("ignore")
+    if parent_pid is not None:
+        die_with(parent_pid)
+
+
+def die_with(pid: int) -> None:
+    """End this process as soon as process ``pid`` (the indexing command or daemon) ends, even by
+    `kill -9`. A decode worker is forked by multiprocessing's fork server, not by that process, so
+    the kernel's parent-death signal (prctl PR_SET_PDEATHSIG, set too) only covers the fork server
+    dying; the sure way is a thread that waits on a pidfd of ``pid`` (Linux 5.3+), else polls it."""
+    import os
+    import sys
+    import threading
+
+    if sys.platform.startswith("linux"):
+        try:
+            import ctypes
+
+            libc = ctypes.CDLL(None, use_errno=True)
+            libc.prctl(1, 9, 0, 0, 0)  # PR_SET_PDEATHSIG = 1, SIGKILL = 9
+        except (OSError, AttributeError):
+            pass
+    if not _alive(pid):
+        os._exit(1)
+    try:
+        fd = os.pidfd_open(pid)  # type: ignore[attr-defined]
+    except (AttributeError, OSError):
+        fd = None
+
+    def watch() -> None:
+        if fd is not None:
+            import select
+
+            poller = select.poll()
+            poller.register(fd, select.POLLIN)
+            while not poller.poll(None):
+                pass
+        else:
+            import time
+
+            while _alive(pid):
+                time.sleep(0.5)
+        os._exit(1)  # nobody left to hand results to
+
+    threading.Thread(target=watch, name="photoman-parent-watch", daemon=True).start()
+
+
+def _alive(pid: int) -> bool:
+    import os
+
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
 
 
 def prepare(
@@ -52,43 +113,52 @@ def prepare(
     known: frozenset[str] | None = None,
     captions: tuple[str, ...] | None = None,
 ) -> Prepared:
-    """Never raises for a bad file: the error text is returned so one bad photo never stops a run."""
+    """Never raises for a bad file: the error text is returned so one bad photo never stops a run.
+
+    Bounded whatever the file: only a regular file is opened (never a FIFO, socket or device), its
+    size is checked before reading, it is hashed in chunks, and the header is checked (pixels, shape)
+    before any pixel is decoded (:func:`photoman.media.decode.plan_decode`)."""
     spec = spec or _SPEC
     known = _KNOWN if known is None else known
     captions = _CAPTIONS if captions is None else captions
+    if file.problem is not None:
+        return Prepared(file, error=file.problem)
     try:
-        with open(file.path, "rb") as fh:
-            data = fh.read()
-    except OSError as exc:
-        return Prepared(file, error=f"cannot read: {exc.strerror or exc}")
-    digest = content_hash(data)
-    try:
-        with warnings.catch_warnings():  # Pillow's "Corrupt EXIF data" and the like: not for the terminal
-            warnings.simplefilter("ignore")
-            img = open_image(data, "file")
+        fh = open_regular(file.path, "file")
+    except DecodeError as exc:
+        return Prepared(file, error=str(exc).removeprefix("file: "))
+    with fh, warnings.catch_warnings():  # Pillow's "Corrupt EXIF data" and the like: not for the terminal
+        warnings.simplefilter("ignore")
+        digest: str | None = None
+        try:
+            img = open_image_file(fh, "file")
             meta = read_meta(img)
+            plan_decode(img, spec.size, "file")
+            digest = hash_fd(fh.fileno())
             pixels = None
             if digest not in known:
                 pixels = resize_crop(decode_rgb(img, min_side=spec.size, name="file"), spec)
-    except DecodeError as exc:
-        return Prepared(file, content_hash=digest, error=str(exc).removeprefix("file: "))
-    except Exception as exc:  # noqa: BLE001 - any decoder failure is the file's problem, not the run's
-        return Prepared(
-            file, content_hash=digest, error=f"cannot decode image ({exc.__class__.__name__}: {exc})"
-        )
-    prep = Prepared(file, digest, meta, pixels)
-    for source in captions:
-        try:
-            text = (
-                read_sidecar(file.path)
-                if source == "sidecar"
-                else read_embedded(img)
-                if source == "embedded"
-                else None
+        except DecodeError as exc:
+            return Prepared(file, content_hash=digest, error=str(exc).removeprefix("file: "))
+        except OSError as exc:
+            return Prepared(file, content_hash=digest, error=f"cannot read: {exc.strerror or exc}")
+        except Exception as exc:  # noqa: BLE001 - any decoder failure is the file's problem, not the run's
+            return Prepared(
+                file, content_hash=digest, error=f"cannot decode image ({exc.__class__.__name__}: {exc})"
             )
-        except Exception:  # noqa: BLE001 - a bad caption field never costs the photo
-            text = None
-        if text:
-            prep.caption, prep.caption_source = text, source
-            break
+        prep = Prepared(file, digest, meta, pixels)
+        for source in captions:
+            try:
+                text = (
+                    read_sidecar(file.path)
+                    if source == "sidecar"
+                    else read_embedded(img)
+                    if source == "embedded"
+                    else None
+                )
+            except Exception:  # noqa: BLE001 - a bad caption field never costs the photo
+                text = None
+            if text:
+                prep.caption, prep.caption_source = text, source
+                break
     return prep

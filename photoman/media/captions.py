@@ -14,6 +14,9 @@ from pathlib import Path
 
 from PIL import ExifTags, Image, IptcImagePlugin
 
+from photoman.errors import DecodeError
+from photoman.media.decode import MAX_SIDECAR_BYTES, read_regular
+
 MAX_CAPTION = 2000
 _BOILERPLATE = re.compile(
     r"^(.*digital (still )?camera|sony dsc|default|untitled|image|picture|photo|samsung|exif_jpeg_\d+|"
@@ -73,13 +76,14 @@ def xmp_description(xml: bytes | str) -> str | None:
 
 
 def read_sidecar(photo: Path | str) -> str | None:
-    """Caption from the first sidecar that has one."""
+    """Caption from the first sidecar that has one. Only regular files are read, at most 4 MB each:
+    a sidecar that is a FIFO, a socket or a link to /dev/zero is passed over (the scan records it)."""
     photo = Path(photo)
     for name in sidecar_names(photo.name):
         side = photo.with_name(name)
         try:
-            data = side.read_bytes()[:4_000_000]
-        except OSError:
+            data = read_regular(side, MAX_SIDECAR_BYTES)
+        except (DecodeError, OSError):
             continue
         text = xmp_description(data) if name.endswith(".xmp") else clean(data)
         if text:

@@ -47,6 +47,17 @@ def parse_exif_datetime(value: object) -> datetime | None:
     return None
 
 
+def datetime_from_timestamp(stamp: float | None) -> datetime | None:
+    """Local time of a file timestamp, or None when it is outside what datetime holds (a file dated
+    year -1199 or 11476 exists on filesystems with 64-bit times): an unknown date, never an error."""
+    if stamp is None:
+        return None
+    try:
+        return datetime.fromtimestamp(stamp)
+    except (ValueError, OverflowError, OSError):
+        return None
+
+
 def _dms_to_degrees(dms: object, ref: object) -> float | None:
     try:
         d, m, s = (float(x) for x in dms)  # type: ignore[union-attr]
