@@ -19,19 +19,21 @@ import sys
 import threading
 import time
 import zlib
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import replace
 from pathlib import Path
+from typing import TypeVar
 
 import pytest
 from PIL import Image
 from sqlalchemy import select, update
 
 from photoman.catalog.models import Photo, Root
+from photoman.catalog.queries import pending_removals
 from photoman.config import Settings
 from photoman.errors import DecodeError
 from photoman.indexing import pipeline
-from photoman.indexing.pipeline import IndexReport, index, offline_roots
+from photoman.indexing.pipeline import IndexReport, index, offline_roots, sync
 from photoman.indexing.prepare import Prepared, prepare
 from photoman.indexing.scanner import FileStat
 from photoman.library import Library
@@ -53,6 +55,7 @@ SMALL_SET = [
     "palapeli-data--castle-maintenon.jpg",
     "mate-backgrounds--Storm.jpg",
 ]
+T = TypeVar("T")
 HANG = 30.0  # seconds after which an index run counts as hung
 
 
@@ -65,14 +68,14 @@ def errors_by_name(report: IndexReport) -> dict[str, str]:
     return {os.path.basename(p): e for p, e in report.errors}
 
 
-def index_or_fail(lib: Library, folders: list[Path], unblock: list[Path] = ()) -> IndexReport:  # type: ignore[assignment]
-    """index() in a thread: a run that hangs fails the test (and FIFOs are then opened for writing,
-    so whatever blocks on them gets end-of-file and the suite can go on)."""
+def no_hang(call: Callable[[], T], unblock: Sequence[Path] = ()) -> T:
+    """call() in a thread: one that hangs fails the test (and FIFOs are then opened for writing, so
+    whatever blocks on them gets end-of-file and the suite can go on)."""
     out: dict[str, object] = {}
 
     def run() -> None:
         try:
-            out["report"] = index(lib, folders)
+            out["value"] = call()
         except BaseException as exc:  # noqa: BLE001 - handed to the test
             out["error"] = exc
 
@@ -86,10 +89,15 @@ def index_or_fail(lib: Library, folders: list[Path], unblock: list[Path] = ()) -
                 with contextlib.suppress(OSError):
                     os.close(os.open(fifo, os.O_WRONLY | os.O_NONBLOCK))
             t.join(0.2)
-        pytest.fail(f"index hung for more than {HANG:.0f} s")
+        pytest.fail(f"hung for more than {HANG:.0f} s")
     if "error" in out:
         raise out["error"]  # type: ignore[misc]
-    return out["report"]  # type: ignore[return-value]
+    return out["value"]  # type: ignore[return-value]
+
+
+def index_or_fail(lib: Library, folders: list[Path], unblock: Sequence[Path] = ()) -> IndexReport:
+    """index() that fails the test, rather than hanging it, should the run hang."""
+    return no_hang(lambda: index(lib, folders), unblock)
 
 
 def png_bomb(path: Path, side: int = 40_000) -> None:
@@ -300,6 +308,25 @@ def test_over_long_paths_are_recorded_not_skipped(
         assert again.unchanged == 11 and not again.errors
 
 
+def test_the_watchers_sync_records_hostile_files_too(
+    settings: Settings, library_dir: Path, photos_src: Path
+) -> None:
+    trips = library_dir / "trips"
+    with Library(settings) as lib:
+        index_or_fail(lib, [library_dir])
+        os.mkfifo(trips / "late.jpg")
+        os.symlink("/dev/zero", trips / "zero.jpg")
+        shutil.copy(photos_src / "palapeli-data--citrus-fruits.jpg", os.fsencode(trips) + b"/\xe9t\xe9.jpg")
+        rep, postponed = no_hang(lambda: sync(lib, [str(trips)]), unblock=[trips / "late.jpg"])
+        errs = errors_by_name(rep)
+        assert postponed == [] and rep.embedded == 1 and set(errs) == {"late.jpg", "zero.jpg"}
+        assert "FIFO" in errs["late.jpg"] and "character device" in errs["zero.jpg"]
+        assert os.fsencode(trips) + b"/\xe9t\xe9.jpg" in {os.fsencode(p) for p in rows(lib)}
+        # a single-file event (what the watcher reports for a photo name)
+        rep, _ = no_hang(lambda: sync(lib, [str(trips / "late.jpg")]), unblock=[trips / "late.jpg"])
+        assert rep.unchanged == 1 and not rep.errors
+
+
 # ---- 4. absurd modification times ------------------------------------------------------------------
 
 
@@ -492,6 +519,7 @@ def test_mass_deletion_waits_for_a_second_scan(settings: Settings, tmp_path: Pat
         with lib.catalog.session() as s:
             pending = s.scalars(select(Photo.path).where(Photo.missing_since.is_not(None))).all()
         assert sorted(pending) == sorted(str(v) for v in victims)
+        assert pending_removals(lib, limit=3) == (16, sorted(pending)[:3])
         shutil.copy(photos_src / SMALL_SET[0], victims[0])  # one came back meanwhile: kept
         second = index_or_fail(lib, [lib_dir])
         assert second.removed == 15 and second.pending_removal == 0

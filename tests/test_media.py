@@ -97,3 +97,85 @@ def test_bad_files_raise_decode_error(tmp_path: Path, photos_src: Path) -> None:
             load_image(path)
     with pytest.raises(DecodeError, match="cannot read"):
         load_image(tmp_path / "missing.jpg")
+
+
+def _png_header_only(path: Path, w: int, h: int) -> None:
+    """A PNG whose header claims w x h RGB pixels, followed by one row of image data (a few bytes)."""
+    import struct
+    import zlib
+
+    def chunk(kind: bytes, data: bytes) -> bytes:
+        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
+
+    ihdr = struct.pack(">IIBBBBB", w, h, 8, 2, 0, 0, 0)
+    idat = zlib.compress(bytes(1 + 3 * w))
+    path.write_bytes(b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", ihdr) + chunk(b"IDAT", idat) + chunk(b"IEND", b""))
+
+
+def test_pixel_and_shape_bounds_are_checked_before_decoding(tmp_path: Path) -> None:
+    from photoman.media.decode import MAX_DECODE_PIXELS
+
+    claims = tmp_path / "claims.png"
+    _png_header_only(claims, 30_000, 30_000)  # 900 MP claimed: refused from the header, not "truncated"
+    with pytest.raises(DecodeError, match="too many pixels.*900 megapixels"):
+        load_image(claims)
+    strip = tmp_path / "strip.png"
+    _png_header_only(strip, 1, 5_000)
+    with pytest.raises(DecodeError, match="absurd aspect ratio"):
+        load_image(strip)
+    panorama = tmp_path / "panorama.png"  # 40:1 is a panorama, not an attack
+    Image.new("RGB", (4000, 100), (10, 120, 200)).save(panorama)
+    assert load_image(panorama).size == (4000, 100)
+    assert MAX_DECODE_PIXELS > 100 * 10**6  # a 102 MP medium-format frame still decodes
+
+
+def test_large_jpeg_is_bounded_after_draft_scaling(tmp_path: Path) -> None:
+    """A JPEG decodes at 1/8 scale when the caller needs little: its bound is on the drafted size."""
+    from photoman.media import decode
+
+    big = tmp_path / "big.jpg"
+    Image.new("RGB", (4000, 3000), (90, 90, 90)).save(big, quality=50)
+    limit = decode.MAX_DECODE_PIXELS
+    try:
+        decode.MAX_DECODE_PIXELS = 1_000_000  # 12 MP full size, 0.19 MP at 1/8
+        assert max(load_image(big, min_side=224).size) < 4000
+        with pytest.raises(DecodeError, match="too many pixels"):
+            load_image(big)
+    finally:
+        decode.MAX_DECODE_PIXELS = limit
+
+
+def test_only_regular_files_are_opened(tmp_path: Path, photos_src: Path) -> None:
+    import os
+
+    from photoman.media.captions import read_sidecar
+    from photoman.media.decode import read_regular
+    from photoman.media.hashing import content_hash, hash_fd
+
+    fifo = tmp_path / "pipe.jpg"
+    os.mkfifo(fifo)  # open() on it would wait for a writer forever
+    with pytest.raises(DecodeError, match=r"not a regular file \(FIFO\)"):
+        load_image(fifo)
+    with pytest.raises(DecodeError, match=r"character device"):
+        read_regular("/dev/zero")
+    with pytest.raises(DecodeError, match="folder"):
+        load_image(tmp_path)
+    text = tmp_path / "big.txt"
+    text.write_bytes(b"x" * 5000)
+    assert read_regular(text, 100) == b"x" * 100
+    photo = tmp_path / "photo.jpg"
+    photo.write_bytes((photos_src / "scikit-image--rocket.jpg").read_bytes())
+    os.mkfifo(tmp_path / "photo.jpg.txt")  # the first sidecar tried is a FIFO, the next one /dev/zero
+    os.symlink("/dev/zero", tmp_path / "photo.txt")
+    (tmp_path / "photo.xmp").write_text(
+        '<x:xmpmeta xmlns:x="adobe:ns:meta/"><rdf:RDF xmlns:rdf="http://www.w3.org/1999/02/22-rdf-syntax-ns#">'
+        '<rdf:Description xmlns:dc="http://purl.org/dc/elements/1.1/"><dc:description><rdf:Alt>'
+        '<rdf:li xml:lang="x-default">rocket on the pad</rdf:li></rdf:Alt></dc:description>'
+        "</rdf:Description></rdf:RDF></x:xmpmeta>"
+    )
+    assert read_sidecar(photo) == "rocket on the pad"
+    fd = os.open(photo, os.O_RDONLY)
+    try:
+        assert hash_fd(fd, chunk=4096) == content_hash(photo.read_bytes())  # same identity as before
+    finally:
+        os.close(fd)

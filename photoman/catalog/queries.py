@@ -45,3 +45,18 @@ def lookup_photo(lib: Any, path: str) -> dict[str, Any]:
         ).all()
         details["tags"] = [label for label, _ in tags]
         return details
+
+
+def pending_removals(lib: Any, limit: int | None = None) -> tuple[int, list[str]]:
+    """Photos a scan found gone but kept until a later scan confirms it (a mass deletion may be a
+    glitch): how many, and their paths (the first ``limit`` by path), for `photoman status`."""
+    from sqlalchemy import func
+
+    with lib.catalog.session() as s:
+        n = s.scalar(select(func.count()).where(Photo.missing_since.is_not(None))) or 0
+        paths = list(
+            s.scalars(
+                select(Photo.path).where(Photo.missing_since.is_not(None)).order_by(Photo.path).limit(limit)
+            )
+        )
+    return n, paths
