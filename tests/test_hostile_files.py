@@ -414,12 +414,15 @@ def test_kill_9_of_index_leaves_no_decode_workers(
 def crash_on_marker(file: FileStat, *args: object) -> Prepared:
     """Stands in for `prepare` in the decode workers (this module is imported there by name): a file
     named crash-* makes the worker really segfault (a NULL read through ctypes), as a decoder bug
-    would; hang-* makes it hang. Every other file goes through the real prepare."""
+    would; hang-* makes it hang; alloc-* asks for 5 GB. Every other file goes through the real prepare."""
     name = os.path.basename(file.path)
     if name.startswith("crash-"):
         ctypes.string_at(0)
     if name.startswith("hang-"):
         time.sleep(300)
+    if name.startswith("alloc-"):  # an allocation no bound foresaw: 5 GB, written so it is real
+        block = bytearray(5 << 30)
+        block[:: 1 << 12] = b"\1" * len(block[:: 1 << 12])
     return prepare(file, *args)  # type: ignore[arg-type]
 
 
@@ -431,16 +434,18 @@ def test_a_worker_that_dies_costs_its_file_and_the_run_goes_on(
     shutil.copy(photos_src / "scikit-image--astronaut.png", library_dir / "crash-astronaut.png")
     shutil.copy(photos_src / "palapeli-data--citrus-fruits.jpg", library_dir / "trips" / "crash-citrus.jpg")
     shutil.copy(photos_src / "scikit-learn--flower.jpg", library_dir / "hang-flower.jpg")
+    shutil.copy(photos_src / "imgaug--quokka.jpg", library_dir / "alloc-quokka.jpg")
     with Library(replace(settings, workers=2)) as lib:
         rep = index_or_fail(lib, [library_dir])
         errs = errors_by_name(rep)
         assert rep.embedded == 10, errs
-        assert set(errs) == {"crash-astronaut.png", "crash-citrus.jpg", "hang-flower.jpg"}
+        assert set(errs) == {"crash-astronaut.png", "crash-citrus.jpg", "hang-flower.jpg", "alloc-quokka.jpg"}
         assert "SIGSEGV" in errs["crash-astronaut.png"] and "SIGSEGV" in errs["crash-citrus.jpg"]
         assert "longer than 3 s" in errs["hang-flower.jpg"]
+        assert "out of memory" in errs["alloc-quokka.jpg"]  # the worker's memory cap, not the OOM killer
         # a crash may be the machine's fault (the OOM killer): those files are tried again next run
         again = index_or_fail(lib, [library_dir])
-        assert again.unchanged == 10 and len(again.errors) == 3
+        assert again.unchanged == 11 and len(again.errors) == 3
 
 
 # ---- 6. a drive that is gone is not a deletion -------------------------------------------------------

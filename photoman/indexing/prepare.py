@@ -18,6 +18,8 @@ from photoman.media.hashing import hash_fd
 _SPEC = PreprocessSpec()
 _KNOWN: frozenset[str] = frozenset()
 _CAPTIONS: tuple[str, ...] = ("sidecar", "embedded")
+# a decode worker's memory beyond what it maps once started (the decode bounds need well under half)
+WORKER_MEMORY = 3 << 30
 
 
 @dataclass
@@ -51,6 +53,26 @@ def init_worker(
     warnings.simplefilter("ignore")
     if parent_pid is not None:
         die_with(parent_pid)
+        limit_memory(WORKER_MEMORY)
+
+
+def limit_memory(extra: int) -> None:
+    """Cap this worker's data memory at what it maps now plus ``extra`` (RLIMIT_DATA, Linux): past
+    the decode bounds, an allocation nobody foresaw fails with MemoryError, recorded against its
+    file, instead of the kernel's OOM killer choosing a victim (maybe the indexing process itself)."""
+    import resource
+    import sys
+
+    if not sys.platform.startswith("linux"):
+        return
+    try:
+        with open("/proc/self/status", "rb") as fh:
+            now = next(int(line.split()[1]) * 1024 for line in fh if line.startswith(b"VmData:"))
+        _, hard = resource.getrlimit(resource.RLIMIT_DATA)
+        cap = now + extra if hard == resource.RLIM_INFINITY else min(now + extra, hard)
+        resource.setrlimit(resource.RLIMIT_DATA, (cap, hard))
+    except (OSError, ValueError, StopIteration):
+        pass
 
 
 def die_with(pid: int) -> None:

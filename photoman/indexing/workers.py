@@ -47,7 +47,11 @@ def _worker_main(conn: Connection, fn: Prepare, init_args: tuple[Any, ...], pare
             return
         try:
             result = fn(item)
-        except BaseException as exc:  # noqa: BLE001 - MemoryError and the like: the file's line, not the worker
+        except MemoryError:
+            result = Prepared(
+                item, error="out of memory while reading it (a decode worker's memory is capped)"
+            )
+        except BaseException as exc:  # noqa: BLE001 - whatever it is: the file's line, not the worker
             result = Prepared(item, error=f"cannot read ({exc.__class__.__name__}: {exc})")
         try:
             conn.send(result)
