@@ -220,6 +220,40 @@ def test_bombs_giant_files_and_endless_sidecars_cost_one_line_each(
         assert again.unchanged == 15 and not again.errors
 
 
+def test_hostile_images_are_refused_before_any_memory_is_spent(tmp_path: Path) -> None:
+    """In a fresh process (its peak RSS is the figure): the bomb, the strips, the sparse file, an
+    endless sidecar, each through prepare() and the query-image path. Pillow decodes a whole PNG to
+    look for EXIF, so the bounds must come before any metadata is read."""
+    png_bomb(tmp_path / "bomb.png")
+    Image.new("RGB", (1, 65_500), (30, 200, 30)).save(tmp_path / "tall.jpg")
+    with open(tmp_path / "huge.jpg", "wb") as fh:
+        os.truncate(fh.fileno(), 8 << 30)
+    os.symlink("/dev/zero", tmp_path / "bomb.png.txt")
+    script = """
+import resource, sys
+from photoman.errors import DecodeError
+from photoman.indexing.prepare import prepare
+from photoman.indexing.scanner import stat_photo
+from photoman.media.decode import image_size, load_image
+base = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+for name in ("bomb.png", "tall.jpg", "huge.jpg"):
+    p = sys.argv[1] + "/" + name
+    assert prepare(stat_photo(p)).error, name
+    for call in (load_image, image_size):
+        try:
+            call(p)
+            raise SystemExit(name + " decoded")
+        except DecodeError:
+            pass
+print((resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - base) // 1024)
+"""
+    res = subprocess.run(
+        [sys.executable, "-c", script, str(tmp_path)], capture_output=True, text=True, timeout=60
+    )
+    assert res.returncode == 0, res.stderr
+    assert int(res.stdout.split()[-1]) < 64, f"{res.stdout.strip()} MB spent on files that are refused"
+
+
 # ---- 3. FIFOs, sockets, device links: never opened, never waited on, recorded (issue 20) -----------
 
 

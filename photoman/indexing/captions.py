@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from pathlib import Path
 
 from sqlalchemy import select
 
@@ -13,7 +12,7 @@ from photoman.indexing.payload import caption_vectors
 from photoman.indexing.scanner import normalise
 from photoman.library import Library
 from photoman.media.captions import MAX_CAPTION, clean, read_embedded, read_sidecar
-from photoman.media.decode import open_image
+from photoman.media.decode import open_image_file, open_regular, plan_decode
 from photoman.vectors import CAPTION, VectorPoint, point_id
 
 
@@ -44,8 +43,11 @@ def _file_caption(path: str, sources: list[str]) -> tuple[str, str | None]:
         if source == "sidecar":
             text = read_sidecar(path)
         elif source == "embedded":
-            try:
-                text = read_embedded(open_image(Path(path).read_bytes(), path))
+            try:  # a regular file, bounded like the indexer's reads (Pillow decodes a PNG to find EXIF)
+                with open_regular(path) as fh:
+                    img = open_image_file(fh, path)
+                    plan_decode(img, None, path)
+                    text = read_embedded(img)
             except Exception:  # noqa: BLE001 - unreadable now: no embedded caption
                 text = None
         else:

@@ -154,8 +154,9 @@ def prepare(
         digest: str | None = None
         try:
             img = open_image_file(fh, "file")
-            meta = read_meta(img)
-            plan_decode(img, spec.size, "file")
+            size = img.size
+            plan_decode(img, spec.size, "file")  # bounds first: Pillow decodes a PNG to read its EXIF
+            meta = read_meta(img, size)
             digest = hash_fd(fh.fileno())
             pixels = None
             if digest not in known:

@@ -199,6 +199,7 @@ def image_size(path: Path | str) -> tuple[int, int]:
         try:
             with Image.open(fh) as im:
                 w, h = im.size
+                plan_decode(im, None, str(path))  # Pillow decodes a whole PNG to find its EXIF
                 orientation = im.getexif().get(0x0112, 1)
         except (OSError, UnidentifiedImageError, ValueError, Image.DecompressionBombError) as exc:
             raise DecodeError(f"{path}: not a readable image ({exc})") from None

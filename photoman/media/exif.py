@@ -69,9 +69,14 @@ def _dms_to_degrees(dms: object, ref: object) -> float | None:
     return round(deg, 7)
 
 
-def read_meta(img: Image.Image) -> PhotoMeta:
-    """Read size, format and EXIF fields; a broken EXIF block yields what could be read."""
-    meta = PhotoMeta(width=img.width, height=img.height, format=img.format)
+def read_meta(img: Image.Image, size: tuple[int, int] | None = None) -> PhotoMeta:
+    """Read size, format and EXIF fields; a broken EXIF block yields what could be read.
+
+    ``size``: the stored pixel size when ``img`` was already set to decode at a reduced scale (JPEG
+    draft). Pillow reads a PNG's EXIF by decoding the whole image: check the decode bounds
+    (:func:`photoman.media.decode.plan_decode`) before calling this on an untrusted file."""
+    w, h = size or img.size
+    meta = PhotoMeta(width=w, height=h, format=img.format)
     try:
         exif = img.getexif()
     except Exception:  # noqa: BLE001 - malformed EXIF must never stop indexing
@@ -83,7 +88,7 @@ def read_meta(img: Image.Image) -> PhotoMeta:
     if isinstance(orientation, int) and 1 <= orientation <= 8:
         meta.orientation = orientation
         if orientation >= 5:  # rotated 90/270: report upright dimensions
-            meta.width, meta.height = img.height, img.width
+            meta.width, meta.height = h, w
     meta.camera_make = _text(exif.get(tags.Make))
     meta.camera_model = _text(exif.get(tags.Model))
     try:
