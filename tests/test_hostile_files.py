@@ -568,6 +568,11 @@ def test_mass_deletion_waits_for_a_second_scan(settings: Settings, tmp_path: Pat
         few = sorted(lib_dir.iterdir())[:1]  # a small share goes at once
         few[0].unlink()
         assert index_or_fail(lib, [lib_dir]).removed == 1
+        for f in lib_dir.iterdir():  # a whole root emptied, however small: confirmed by a second scan
+            f.unlink()
+        emptied = index_or_fail(lib, [lib_dir])
+        assert emptied.removed == 0 and emptied.pending_removal == 4
+        assert index_or_fail(lib, [lib_dir]).removed == 4 and rows(lib) == {}
 
 
 def test_regular_file_check_is_on_the_file_not_the_name(tmp_path: Path) -> None:

@@ -307,8 +307,9 @@ def remember_roots(lib: Library, paths: Iterable[str], offline: set[str]) -> Non
 
 def _settle_removals(lib: Library, gone: list[Photo], report: IndexReport) -> list[Photo]:
     """The rows to forget now. A mass deletion (more than MASS_SHARE of a root's photos and more than
-    MASS_MIN, in one scan) is kept pending removal until a later scan still finds it gone: a glitch
-    (a drive half there, a share that answers empty) must not cost the catalog and the store."""
+    MASS_MIN, or every photo of a root, in one scan) is kept pending removal until a later scan still
+    finds it gone: a glitch (a drive half there, a share that answers empty) must not cost the
+    catalog and the store."""
     if not gone:
         return []
     from sqlalchemy import func
@@ -324,7 +325,8 @@ def _settle_removals(lib: Library, gone: list[Photo], report: IndexReport) -> li
             new_by_root.setdefault(row.root_id, []).append(row)
     pending: list[int] = []
     for root_id, rows in new_by_root.items():
-        if len(rows) > MASS_MIN and len(rows) > MASS_SHARE * sizes.get(root_id, 0):
+        size = sizes.get(root_id, 0)
+        if (len(rows) > MASS_MIN and len(rows) > MASS_SHARE * size) or len(rows) == size:
             pending.extend(r.id for r in rows)
         else:
             now.extend(rows)
