@@ -16,7 +16,7 @@ from datetime import datetime
 from pathlib import Path
 
 import numpy as np
-from sqlalchemy import or_, select, update
+from sqlalchemy import func, or_, select, update
 
 from photoman.catalog.models import Photo, Root
 from photoman.embedding.model import checkpoint_spec
@@ -312,8 +312,6 @@ def _settle_removals(lib: Library, gone: list[Photo], report: IndexReport) -> li
     catalog and the store."""
     if not gone:
         return []
-    from sqlalchemy import func
-
     with lib.catalog.session() as s:
         sizes = dict(s.execute(select(Photo.root_id, func.count()).group_by(Photo.root_id)).all())
     new_by_root: dict[int, list[Photo]] = {}
