@@ -49,9 +49,9 @@ class Settings:
     data_dir: Path = field(default_factory=_default_data_dir)
     model: str = DEFAULT_MODEL
     device: str = "auto"  # auto | cpu | cuda | cuda:N | mps
-    precision: str = (
-        "auto"  # auto (fp16 on GPU, bf16 on CPUs with bf16 units, else fp32) | fp32 | bf16 | fp16
-    )
+    # auto: fp16 on a GPU; on CPU the image runtime measured fastest here at parity (once per machine and
+    # model, cached) | fp32 | bf16 | fp16 (torch) | onnx (ONNX Runtime fp32) | int8 (opt-in, may miss parity)
+    precision: str = "auto"
     text_int8: int = 1  # on CPU (fp32), run the text encoder with int8 weights: queries ~2x faster
     batch_size: int = 32
     workers: int = 0  # decode worker processes; 0 = pick from the CPU count

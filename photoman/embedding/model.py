@@ -66,17 +66,22 @@ def cpu_has_bf16() -> bool:
     return "avx512_bf16" in flags or "amx_bf16" in flags
 
 
+PRECISIONS = ("auto", "fp32", "bf16", "fp16", "onnx", "int8")
+
+
 def _autocast_dtype(device: str, precision: str) -> torch.dtype | None:
+    """torch's autocast type for the image model; on CPU `auto` starts at fp32 and is then measured."""
     import torch
 
-    if precision == "auto":
-        if device.startswith("cuda"):
-            precision = "fp16"
-        else:  # bf16 only pays on CPUs with bf16 instructions; on AVX2 alone it is ~7x slower than fp32
-            precision = "bf16" if device == "cpu" and cpu_has_bf16() else "fp32"
+    if precision not in PRECISIONS:
+        raise BadInputError(f"unknown precision {precision!r}; use {', '.join(PRECISIONS)}")
+    if precision in ("onnx", "int8"):
+        if device != "cpu":
+            raise BadInputError(f"precision {precision!r} runs on the CPU only (use --device cpu)")
+        return None
+    if precision == "auto":  # CPU: chosen by measurement (photoman.embedding.precision), not by flags
+        precision = "fp16" if device.startswith("cuda") else "fp32"
     table = {"fp32": None, "bf16": torch.bfloat16, "fp16": torch.float16}
-    if precision not in table:
-        raise BadInputError(f"unknown precision {precision!r}; use auto, fp32, bf16 or fp16")
     if precision == "fp16" and device == "cpu":
         return torch.bfloat16  # fp16 matmuls are slow or missing on CPUs
     return table[precision]
@@ -149,10 +154,14 @@ class ClipEncoder:
     text_int8: bool = False
     lean_text: Any = None  # LeanTextTower on CPU: one query's encoding without per-module overhead
     query_text: Any = None  # QueryTextEncoder: the same in ONNX Runtime, torch-free (preferred)
+    image_runtime: Any = None  # OrtImageEncoder when ONNX Runtime runs the image model (CPU)
+    single_fp32: bool = False  # one-image batches (image queries) on torch fp32: faster there at batch 1
+    precision_info: dict[str, Any] | None = None  # what runs the image model and why (precision_choice)
 
     def __post_init__(self) -> None:
         # the TUI re-runs the same words on every filter or mode change: those are free the 2nd time
         self._one_text = functools.lru_cache(maxsize=512)(self._encode_one_text)
+        self._norm: dict[str, Any] = {}  # mean/std tensors on the device, made once
 
     def clear_text_cache(self) -> None:
         """Forget cached text vectors (benchmarks that must time a real encoding)."""
@@ -188,18 +197,56 @@ class ClipEncoder:
 
     def encode_pixels(self, pixels: np.ndarray) -> np.ndarray:
         """Unit vectors for a uint8 batch (N, crop, crop, 3) produced by :func:`resize_crop`."""
-        import torch
-
         if len(pixels) == 0:
             return np.zeros((0, self.dim), dtype=np.float32)
-        x = torch.from_numpy(np.ascontiguousarray(pixels)).to(self.device)
-        x = x.permute(0, 3, 1, 2).float().div_(255.0)
-        mean = torch.tensor(self.spec.mean, device=self.device).view(1, 3, 1, 1)
-        std = torch.tensor(self.spec.std, device=self.device).view(1, 3, 1, 1)
-        x = (x - mean) / std
-        with torch.inference_mode(), self._autocast_ctx():
+        if len(pixels) == 1 and self.single_fp32:
+            return self.encode_pixels_torch(pixels, None)
+        if self.image_runtime is not None:
+            return self.encode_pixels_onnx(pixels)
+        return self.encode_pixels_torch(pixels, self.autocast)
+
+    def encode_pixels_onnx(self, pixels: np.ndarray, runtime: Any = None) -> np.ndarray:
+        """The batch through ONNX Runtime (``runtime``, default the chosen one); normalised here."""
+        feats = (runtime or self.image_runtime).features(pixels).astype(np.float32, copy=False)
+        return feats / np.maximum(np.linalg.norm(feats, axis=1, keepdims=True), 1e-12)
+
+    def encode_pixels_torch(self, pixels: np.ndarray, autocast: Any = None) -> np.ndarray:
+        """The batch through the torch model, under ``autocast`` (a dtype, or None for fp32)."""
+        import contextlib
+
+        import torch
+
+        x = torch.from_numpy(np.ascontiguousarray(pixels))
+        if self.device.startswith("cuda"):
+            # uint8 over the bus (a quarter of float32's bytes) from pinned memory, without a sync;
+            # the conversion and normalisation run on the GPU
+            x = x.pin_memory().to(self.device, non_blocking=True)
+        else:
+            x = x.to(self.device)
+        mean, std = self._norm_tensors()
+        x = (x.permute(0, 3, 1, 2).float().div_(255.0) - mean) / std
+        ctx = (
+            contextlib.nullcontext()
+            if autocast is None
+            else torch.autocast(device_type=self.device.split(":")[0], dtype=autocast)
+        )
+        with torch.inference_mode(), ctx:
             feats = self._pooled(self.model.get_image_features(pixel_values=x))
         return self._finish(feats)
+
+    def _norm_tensors(self) -> tuple[Any, Any]:
+        if not self._norm:
+            import torch
+
+            self._norm["mean"] = torch.tensor(self.spec.mean, device=self.device).view(1, 3, 1, 1)
+            self._norm["std"] = torch.tensor(self.spec.std, device=self.device).view(1, 3, 1, 1)
+        return self._norm["mean"], self._norm["std"]
+
+    def preferred_batch_size(self, configured: int) -> int:
+        """Images per model call for indexing: the setting on CPU; on a CUDA GPU, enough to fill it."""
+        if not self.device.startswith("cuda"):
+            return configured
+        return max(configured, gpu_batch_size(self.model, self.device))
 
     def encode_images(self, images: Sequence[Image.Image]) -> np.ndarray:
         """Unit vectors for decoded RGB images."""
@@ -313,7 +360,11 @@ def load_encoder(
     """Load model, tokenizer and preprocessing config the same way for the hub and local folders.
 
     On CPU a single query text takes the fastest path available: the int8 ONNX Runtime session
-    (``text_int8``, built once per checkpoint into ``cache_dir``), else the lean torch tower.
+    (``text_int8``, built once per checkpoint into ``cache_dir``), else the lean torch tower; this
+    holds whatever runs the image model. Images on CPU: ``precision="auto"`` runs the runtime measured
+    fastest here at parity (see :mod:`photoman.embedding.precision`), ``"onnx"`` ONNX Runtime fp32,
+    ``"int8"`` ONNX Runtime with int8 weights (opt-in: below photoman's parity bound), ``"fp32"`` and
+    ``"bf16"`` torch.
     """
     source = _resolve_source(model, notify)
     dev = pick_device(device)
@@ -337,7 +388,9 @@ def load_encoder(
 
     lean: Any = None
     fast: Any = None
-    if dev == "cpu" and autocast is None and LeanTextTower.supports(clip):
+    # query texts on CPU never depend on the image precision: a bf16 image model once sent every query
+    # through torch's bf16 path (58 ms instead of 17 ms, issue 16)
+    if dev == "cpu" and LeanTextTower.supports(clip):
         if text_int8:
             fast = _onnx_tower(clip, processor.tokenizer, model, cache_dir, notify)
         if fast is None:
@@ -348,7 +401,7 @@ def load_encoder(
     else:
         text_int8 = bool(text_int8 and dev == "cpu" and autocast is None and _quantize_text_tower(clip))
     dim = int(clip.config.projection_dim)
-    return ClipEncoder(
+    enc = ClipEncoder(
         model_id=model_identity(model),
         model=clip,
         tokenizer=processor.tokenizer,
@@ -360,6 +413,160 @@ def load_encoder(
         lean_text=lean,
         query_text=fast,
     )
+    _choose_image_runtime(enc, model, precision, cache_dir, notify)
+    return enc
+
+
+def _runtime_name(device: str, autocast: Any) -> str:
+    """torch-fp32, torch-bf16, torch-cuda-fp16, …: what runs the image model, as status shows it."""
+    kind = "cuda" if device.startswith("cuda") else device
+    prefix = "torch" if kind == "cpu" else f"torch-{kind}"
+    dtype = str(autocast).replace("torch.", "") if autocast is not None else "fp32"
+    return f"{prefix}-{ {'bfloat16': 'bf16', 'float16': 'fp16'}.get(dtype, dtype) }"
+
+
+def _choose_image_runtime(
+    enc: ClipEncoder, model: str, precision: str, cache_dir: Path | None, notify: Notify
+) -> None:
+    """Set what runs the image model: the setting, or on CPU for `auto` the one measured fastest here."""
+    import torch
+
+    from photoman.config import default_cache_dir
+
+    name = _runtime_name(enc.device, enc.autocast)
+    if enc.device != "cpu":
+        why = "fp16 autocast on the GPU" if enc.autocast is not None else "fp32"
+        enc.precision_info = {"runtime": name, "single": name, "reason": f"precision = {precision!r}: {why}"}
+        return
+    cache = cache_dir or default_cache_dir()
+    if precision in ("onnx", "int8"):
+        runtime = "onnx-int8" if precision == "int8" else "onnx-fp32"
+        chosen, failed = _onnx_image(enc, model, cache, runtime, notify)
+        if chosen is None:
+            why = f"precision = {precision!r}, but ONNX Runtime failed ({failed}): torch fp32"
+            enc.precision_info = {"runtime": name, "single": name, "reason": why}
+            return
+        enc.image_runtime = chosen
+        enc.precision_info = {
+            "runtime": runtime,
+            "single": runtime,
+            "reason": f"precision = {precision!r} in the settings",
+        }
+        if runtime == "onnx-int8":
+            enc.precision_info.update(_int8_parity(enc, chosen))
+            p = enc.precision_info["parity"]
+            bound = "within" if p <= 1e-3 else "beyond"
+            notify(
+                f'Image model in int8 (precision = "int8", opt-in): max cosine distance to fp32 {p:.1e} '
+                f"on a test batch, {bound} photoman's parity bound of 1e-3"
+            )
+        return
+    if precision != "auto":
+        enc.precision_info = {
+            "runtime": name,
+            "single": name,
+            "reason": f"precision = {precision!r} in the settings",
+        }
+        return
+    from photoman.embedding import onnx_image
+    from photoman.embedding import precision as prec
+
+    folder = onnx_image.cache_folder(cache, model, enc.model)
+    choice = prec.read_choice(folder)
+    cached = choice is not None
+    ort: Any = None
+    if choice is None:
+        notify("Measuring which runtime runs this model fastest on this CPU (once per machine and model)…")
+        runners: dict[str, Any] = {
+            "torch-fp32": lambda px: enc.encode_pixels_torch(px, None),
+            "torch-bf16": lambda px: enc.encode_pixels_torch(px, torch.bfloat16),
+        }
+        ort, failed = _onnx_image(enc, model, cache, "onnx-fp32", notify=lambda _m: None)
+        if ort is not None:
+            runners["onnx-fp32"] = lambda px: enc.encode_pixels_onnx(px, ort)
+            if enc.image_runtime is None and prec.cpu_identity()["arch"] in ("aarch64", "arm64"):
+                from photoman.embedding.onnx_image import OrtImageEncoder
+
+                fast = OrtImageEncoder(ort.model_file, "onnx-bf16-fastmath")
+                runners["onnx-bf16-fastmath"] = lambda px: enc.encode_pixels_onnx(px, fast)
+        choice = prec.calibrate(runners, enc.spec.crop, threads=torch.get_num_threads())
+        if ort is None:
+            choice["measured"]["onnx-fp32"] = {"failed": failed}
+        prec.write_choice(folder, choice)
+    runtime = choice["runtime"]
+    info = {**choice, "precision": "auto", "cached": cached}
+    if runtime.startswith("onnx"):
+        if ort is None:
+            ort, failed = _onnx_image(enc, model, cache, "onnx-fp32", notify)
+        if ort is None:  # the cache was removed and the export now fails: the reference runtime
+            runtime = "torch-fp32"
+            info.update(runtime=runtime, single=runtime, reason=f"ONNX Runtime failed ({failed}); torch fp32")
+        else:
+            if runtime != ort.runtime:
+                from photoman.embedding.onnx_image import OrtImageEncoder
+
+                ort = OrtImageEncoder(ort.model_file, runtime)
+            enc.image_runtime = ort
+    enc.autocast = torch.bfloat16 if runtime == "torch-bf16" else None
+    enc.single_fp32 = info.get("single") == "torch-fp32" and runtime != "torch-fp32"
+    enc.precision_info = info
+
+
+def _onnx_image(enc: ClipEncoder, model: str, cache: Path, runtime: str, notify: Notify) -> tuple[Any, str]:
+    """The exported image encoder for ``runtime``, or (None, why) when ONNX Runtime is missing or fails."""
+    from photoman.embedding import onnx_image
+
+    if not onnx_image.available():
+        return None, "onnxruntime is not installed"
+    try:
+        folder = onnx_image.cache_folder(cache, model, enc.model)
+        if not (folder / ("int8.onnx" if runtime == "onnx-int8" else "fp32.onnx")).is_file():
+            notify("Exporting the image model to ONNX Runtime for this machine (once, seconds)…")
+        return onnx_image.load(enc.model, enc.spec, model, cache, runtime), ""
+    except Exception as exc:  # noqa: BLE001 - any exporter/runtime failure: torch it is, and say why
+        return None, (str(exc).strip().splitlines() or [exc.__class__.__name__])[0]
+
+
+def _int8_parity(enc: ClipEncoder, ort: Any) -> dict[str, Any]:
+    """int8's max cosine distance to torch fp32 on a test batch (cached next to the int8 graph)."""
+    import contextlib
+    import json
+
+    from photoman.embedding import precision as prec
+
+    file = ort.model_file.with_name("int8-parity.json")
+    try:
+        saved = json.loads(file.read_text())
+        if saved.get("signature") == prec.signature():
+            return {"parity": float(saved["parity"])}
+    except (OSError, ValueError, KeyError, TypeError):
+        pass
+    pixels = prec.test_batch(8, enc.spec.crop)
+    parity = prec.max_cosine_distance(
+        enc.encode_pixels_onnx(pixels, ort), enc.encode_pixels_torch(pixels, None)
+    )
+    with contextlib.suppress(OSError):
+        file.write_text(json.dumps({"parity": parity, "signature": prec.signature()}))
+    return {"parity": parity}
+
+
+def gpu_batch_size(clip: Any, device: str) -> int:
+    """Images per call that keep a CUDA GPU busy without filling its memory: a power of two, 32–512."""
+    import torch
+
+    vc = clip.config.vision_config
+    tokens = (vc.image_size // vc.patch_size) ** 2 + 1
+    # fp16 activations alive at once in a layer: the MLP's hidden state and the attention scores, with slack
+    per_image = tokens * vc.intermediate_size * 2 * 4 + tokens * tokens * vc.num_attention_heads * 2 * 3
+    try:
+        free, _total = torch.cuda.mem_get_info(torch.device(device))
+    except Exception:  # noqa: BLE001 - no figure: a size any GPU photoman runs on can hold
+        return 128
+    fit = int(free * 0.25 / per_image)
+    size = 32
+    while size * 2 <= min(fit, 512):
+        size *= 2
+    return size
 
 
 def model_dim(model: str) -> int:
