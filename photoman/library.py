@@ -15,6 +15,7 @@ from photoman.errors import StoreBusyError
 from photoman.textsafe import print_notice
 
 if TYPE_CHECKING:
+    from photoman.catalog.lease import WriterLease
     from photoman.embedding.model import ClipEncoder
     from photoman.embedding.query_text import QueryTextEncoder
     from photoman.vectors import VectorStore
@@ -149,7 +150,14 @@ class Models:
 
 
 class Library(Models):
-    """Everything a command needs, opened lazily: torch and the model load only when something embeds."""
+    """Everything a command needs, opened lazily: torch and the model load only when something embeds.
+
+    One process writes a library at a time. With a SQLite catalog the data-dir lock says who; with a
+    shared (PostgreSQL) catalog the writer also holds the catalog's writer lease (catalog/lease.py),
+    which every machine sees. ``standby=True``: when another process holds that lease, open anyway,
+    read-only (``write`` is False, ``writer_busy`` says who writes), and call :meth:`take_over` now
+    and then to become the writer once that process is gone.
+    """
 
     def __init__(
         self,
@@ -158,12 +166,15 @@ class Library(Models):
         *,
         write: bool = True,
         allow_busy: bool = False,
+        standby: bool = False,
         notify: Notify = print_notice,
     ) -> None:
         super().__init__(settings, notify)
         self._lock = DataDirLock(settings.lock_file)
         self.write = write
         self.busy: StoreBusyError | None = None
+        self.lease: WriterLease | None = None
+        self.writer_busy: StoreBusyError | None = None
         if write or not settings.qdrant_url:
             # one writer per library; and Qdrant Edge admits a single opener, readers included
             try:
@@ -174,13 +185,51 @@ class Library(Models):
                 self.busy = exc  # catalog readable (SQLite WAL), vector store not
         try:
             from photoman.catalog import Catalog
+            from photoman.catalog.lease import is_shared
 
             self.catalog = Catalog(settings.catalog)
+            if is_shared(settings.catalog):
+                self._open_lease(purpose, standby or allow_busy)
         except BaseException:
+            if self.lease is not None:
+                self.lease.close()
+            if hasattr(self, "catalog"):
+                self.catalog.close()
             self._lock.release()
             raise
         self._store: VectorStore | None = None
         self._store_lock = threading.Lock()
+
+    def _open_lease(self, purpose: str, standby: bool) -> None:
+        from photoman.catalog.lease import WriterLease
+
+        self.lease = WriterLease(self.settings.catalog, purpose)
+        if self.busy is not None:  # the data dir is busy here (allow_busy): read-only
+            self.write, self.writer_busy = False, self.busy
+        elif self.write and not self.lease.try_acquire():
+            busy = self.lease.busy_error()
+            if not standby:
+                raise busy
+            self.write, self.writer_busy = False, busy
+        self.catalog.guard_writes(self._check_writer)
+
+    def _check_writer(self) -> None:
+        """Before each writing transaction on a shared catalog: still the lease holder, or refuse."""
+        assert self.lease is not None
+        if not self.write:
+            raise self.writer_busy or self.lease.busy_error()
+        self.lease.verify()
+
+    def take_over(self) -> bool:
+        """For a standby: take the writer lease if it is free; True once this process is the writer.
+
+        Cheap (one query, never blocks): poll it every few seconds. Always True for a writer."""
+        if self.write:
+            return True
+        if self.lease is None or self.busy is not None or not self.lease.try_acquire():
+            return False
+        self.write, self.writer_busy = True, None
+        return True
 
     @property
     def store(self) -> VectorStore:
@@ -201,7 +250,11 @@ class Library(Models):
                 self._store = None
             self.catalog.close()
         finally:
-            self._lock.release()
+            try:
+                if self.lease is not None:
+                    self.lease.close()
+            finally:
+                self._lock.release()
 
     def __enter__(self) -> Library:
         return self

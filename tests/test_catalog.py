@@ -1,26 +1,129 @@
-"""The catalog schema comes only from Alembic revisions, matches the models, and uses WAL on SQLite."""
+"""The catalog schema comes only from Alembic revisions, matches the models, and uses WAL on SQLite;
+the same on PostgreSQL (one server per session, see conftest), where types round-trip unchanged."""
 
 from __future__ import annotations
 
+import random
+import string
+import threading
+from datetime import datetime
 from pathlib import Path
 
+import pytest
 from alembic.autogenerate import compare_metadata
 from alembic.migration import MigrationContext
-from sqlalchemy import inspect, text
+from sqlalchemy import delete, inspect, select, text, update
+from sqlalchemy.engine import Connection
+from sqlalchemy.exc import IntegrityError
 
-from photoman.catalog import Base, Catalog
+from photoman.catalog import Base, Catalog, Photo, Root, Tag
+from photoman.catalog.db import head_revision
 
 
-def test_migrations_build_the_model_schema(tmp_path: Path) -> None:
-    cat = Catalog(f"sqlite:///{tmp_path / 'c.sqlite3'}")
-    with cat.engine.connect() as conn:
-        diff = compare_metadata(MigrationContext.configure(conn), Base.metadata)
+@pytest.fixture
+def empty_catalog_url(catalog_backend: str, tmp_path: Path, request: pytest.FixtureRequest) -> str:
+    """An empty database: a SQLite file, or a new PostgreSQL database with no schema at all."""
+    if catalog_backend == "sqlite":
+        return f"sqlite:///{tmp_path / 'c.sqlite3'}"
+    return request.getfixturevalue("pg_server").fresh_database(migrated=False)
+
+
+def assert_model_schema(conn: Connection) -> None:
+    """The database's schema is the models' (on PostgreSQL but for the one intended difference)."""
+    diff = compare_metadata(MigrationContext.configure(conn), Base.metadata)
+    if conn.dialect.name == "sqlite":
         assert diff == [], diff
-        assert conn.execute(text("PRAGMA journal_mode")).scalar() == "wal"
-        assert conn.execute(text("SELECT version_num FROM alembic_version")).scalar() == "0003"
+        return
+    # 0005: paths are unique through hash exclusion constraints (a btree entry holds 2704 bytes at most)
+    assert sorted((d[0], d[1].table.name, tuple(d[1].columns.keys())) for d in diff) == [
+        ("add_constraint", "photos", ("path",)), ("add_constraint", "roots", ("path",))
+    ], diff  # fmt: skip
+    kinds = conn.execute(text("SELECT conname, contype FROM pg_constraint WHERE conname LIKE '%path_key'"))
+    assert sorted(kinds) == [("photos_path_key", "x"), ("roots_path_key", "x")]
+
+
+@pytest.mark.catalogs
+def test_migrations_build_the_model_schema(empty_catalog_url: str, catalog_backend: str) -> None:
+    cat = Catalog(empty_catalog_url)
+    with cat.engine.connect() as conn:
+        assert_model_schema(conn)
+        if catalog_backend == "sqlite":
+            assert conn.execute(text("PRAGMA journal_mode")).scalar() == "wal"
+        assert conn.execute(text("SELECT version_num FROM alembic_version")).scalar() == head_revision()
     assert {"photos", "roots", "tags"} <= set(inspect(cat.engine).get_table_names())
     cat.close()
-    Catalog(f"sqlite:///{tmp_path / 'c.sqlite3'}").close()  # re-open: upgrade is a no-op
+    Catalog(empty_catalog_url).close()  # re-open: upgrade is a no-op
+
+
+@pytest.mark.catalogs
+def test_migrations_go_down_and_up_again(empty_catalog_url: str) -> None:
+    from alembic import command
+    from alembic.config import Config
+
+    from photoman.catalog.db import _migrations_dir
+
+    cat = Catalog(empty_catalog_url)
+    cfg = Config()
+    cfg.set_main_option("script_location", str(_migrations_dir()))
+    with cat.engine.begin() as conn:
+        cfg.attributes["connection"] = conn
+        command.downgrade(cfg, "base")
+    assert "photos" not in inspect(cat.engine).get_table_names()
+    cat.close()
+    cat = Catalog(empty_catalog_url)  # the next open builds it all again
+    with cat.engine.connect() as conn:
+        assert_model_schema(conn)
+    cat.close()
+
+
+@pytest.mark.catalogs
+def test_values_round_trip(empty_catalog_url: str) -> None:
+    """Paths (long, non-ASCII, private-use characters), datetimes, big sizes, float mtimes, captions."""
+    cat = Catalog(empty_catalog_url)
+    rng = random.Random(0)  # a long path that does not compress: 4000 bytes, past a btree entry's limit
+    odd = "/photos/ünïcødé 🐈/\U00100080\U001000ff name/" + "".join(rng.choices(string.ascii_letters, k=3940))
+    when = datetime(2013, 6, 1, 12, 30, 45, 123456)
+    with cat.session() as s:
+        root = Root(path="/photos", added_at=when)
+        s.add(root)
+        s.flush()
+        s.add(Photo(root_id=root.id, path=odd, content_hash="a" * 64, size=2**40, mtime=1700000000.123456,
+                    taken_at=when, caption="un chat 🐈 sur le toit", status="ok"))  # fmt: skip
+        s.add(Tag(content_hash="a" * 64, model="m", label="cat", score=0.5))
+    with cat.session() as s:
+        p = s.scalars(select(Photo)).one()
+        assert (p.path, p.size, p.taken_at, p.caption) == (odd, 2**40, when, "un chat 🐈 sur le toit")
+        assert p.mtime == 1700000000.123456 and p.root.path == "/photos"
+        assert s.scalars(select(Photo.path).where(Photo.path.startswith("/photos/ünïcødé"))).all() == [odd]
+    with pytest.raises(IntegrityError), cat.session() as s:  # one label per hash and model
+        s.add(Tag(content_hash="a" * 64, model="m", label="cat", score=0.9))
+    with pytest.raises(IntegrityError), cat.session() as s:  # one row per path, however long
+        s.add(Photo(root_id=root.id, path=odd, size=1, mtime=0.0))
+    with cat.session() as s:  # a root's photos go with it (ON DELETE CASCADE, foreign keys on)
+        s.execute(update(Photo).values(status="error"))
+        s.execute(delete(Root))
+    with cat.session() as s:
+        assert s.scalars(select(Photo)).all() == []
+    cat.close()
+
+
+def test_machines_opening_a_new_shared_catalog_at_once_upgrade_it_once(pg_server) -> None:  # noqa: ANN001
+    """Machines opening an empty shared catalog together (here threads): one migrates, all work."""
+    empty_catalog_url = pg_server.fresh_database(migrated=False)
+    errors: list[BaseException] = []
+
+    def open_it() -> None:
+        try:
+            Catalog(empty_catalog_url).close()
+        except BaseException as exc:  # noqa: BLE001 - reported below
+            errors.append(exc)
+
+    threads = [threading.Thread(target=open_it) for _ in range(3)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert errors == []
 
 
 def test_bad_catalog_url_is_a_clear_error(tmp_path: Path) -> None:
@@ -30,3 +133,7 @@ def test_bad_catalog_url_is_a_clear_error(tmp_path: Path) -> None:
 
     with pytest.raises(PhotomanError, match="cannot use catalog URL"):
         Catalog("nosuchdialect://x/y")
+    # the password never shows; a server that is not there is one clear line
+    with pytest.raises(PhotomanError, match=r"cannot open catalog postgresql://me:\*\*\*@") as e:
+        Catalog(f"postgresql://me:s3cret@/photoman?host={tmp_path}")  # plain postgresql:// means psycopg 3
+    assert "s3cret" not in str(e.value) and "\n" not in str(e.value)

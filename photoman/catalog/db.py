@@ -2,12 +2,12 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
 from sqlalchemy import create_engine, event
-from sqlalchemy.engine import Engine
+from sqlalchemy.engine import Engine, make_url
 from sqlalchemy.exc import ArgumentError, OperationalError
 from sqlalchemy.orm import Session, sessionmaker
 
@@ -29,12 +29,30 @@ def _sqlite_pragmas(dbapi_conn, _record) -> None:  # noqa: ANN001 - DBAPI connec
     cur.close()
 
 
-def make_engine(url: str) -> Engine:
-    """Engine for any SQLAlchemy URL; SQLite files get WAL mode and their folder created."""
+def shown_url(url: str) -> str:
+    """The URL as messages show it: the password masked."""
     try:
-        engine = create_engine(url, future=True)
-    except (ArgumentError, ImportError) as exc:
-        raise ConfigError(f"cannot use catalog URL {url!r}: {exc}") from None
+        return make_url(url).render_as_string(hide_password=True)
+    except ArgumentError:
+        return url
+
+
+def make_engine(url: str) -> Engine:
+    """Engine for any SQLAlchemy URL; SQLite files get WAL mode and their folder created.
+
+    A plain ``postgresql://`` URL means psycopg 3 (``pip install 'photoman[postgres]'``), not
+    SQLAlchemy's default psycopg2.
+    """
+    try:
+        parsed = make_url(url)
+        if parsed.drivername == "postgresql":
+            parsed = parsed.set(drivername="postgresql+psycopg")
+        engine = create_engine(parsed, future=True, pool_pre_ping=parsed.get_backend_name() != "sqlite")
+    except ImportError as exc:
+        hint = " (pip install 'photoman[postgres]')" if url.startswith("postgres") else ""
+        raise ConfigError(f"cannot use catalog URL {shown_url(url)!r}: {exc}{hint}") from None
+    except ArgumentError as exc:
+        raise ConfigError(f"cannot use catalog URL {shown_url(url)!r}: {exc}") from None
     if engine.dialect.name == "sqlite":
         db = engine.url.database
         if db and db != ":memory:":
@@ -50,8 +68,14 @@ def upgrade_schema(engine: Engine) -> None:
 
     cfg = Config()
     cfg.set_main_option("script_location", str(_migrations_dir()))
-    cfg.set_main_option("sqlalchemy.url", engine.url.render_as_string(hide_password=False))
+    # configparser reads % as interpolation: escape it (a socket dir or password in the URL has them)
+    url = engine.url.render_as_string(hide_password=False).replace("%", "%%")
+    cfg.set_main_option("sqlalchemy.url", url)
     with engine.begin() as conn:
+        if engine.dialect.name == "postgresql":  # machines sharing the catalog upgrade one at a time
+            from photoman.catalog.lease import MIGRATE_KEY
+
+            conn.exec_driver_sql(f"SELECT pg_advisory_xact_lock({MIGRATE_KEY})")
         cfg.attributes["connection"] = conn
         command.upgrade(cfg, "head")
 
@@ -98,8 +122,29 @@ class Catalog:
             if not schema_current(self.engine):
                 upgrade_schema(self.engine)
         except OperationalError as exc:
-            raise PhotomanError(f"cannot open catalog {url}: {exc.orig}") from None
+            reason = " ".join(str(exc.orig).split())  # one line (libpq's messages have several)
+            raise PhotomanError(f"cannot open catalog {shown_url(url)}: {reason}") from None
         self._sessions = sessionmaker(self.engine, expire_on_commit=False)
+        self._guard: Callable[[], None] | None = None
+
+    def guard_writes(self, check: Callable[[], None] | None) -> None:
+        """Call ``check`` before the first INSERT, UPDATE or DELETE of every transaction (it raises to
+        refuse the write): the fence of a shared catalog's writer lease. None removes it."""
+        if self._guard is None and check is not None:
+            event.listen(self.engine, "begin", _unfenced)
+            event.listen(self.engine, "before_cursor_execute", self._fence)
+        elif self._guard is not None and check is None:
+            event.remove(self.engine, "begin", _unfenced)
+            event.remove(self.engine, "before_cursor_execute", self._fence)
+        self._guard = check
+
+    def _fence(self, conn, _cursor, _statement, _params, context, _many) -> None:  # noqa: ANN001
+        check = self._guard
+        if check is None or context is None or conn.info.get("photoman_fenced"):
+            return
+        if context.isinsert or context.isupdate or context.isdelete:
+            check()
+            conn.info["photoman_fenced"] = True
 
     @contextmanager
     def session(self) -> Iterator[Session]:
@@ -113,4 +158,9 @@ class Catalog:
                 raise
 
     def close(self) -> None:
+        self.guard_writes(None)
         self.engine.dispose()
+
+
+def _unfenced(conn, *_: object) -> None:  # noqa: ANN001 - each transaction's first write is checked
+    conn.info["photoman_fenced"] = False
