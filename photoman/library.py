@@ -218,7 +218,13 @@ class Library(Models):
         assert self.lease is not None
         if not self.write:
             raise self.writer_busy or self.lease.busy_error()
-        self.lease.verify()
+        from photoman.catalog.lease import LeaseLost
+
+        try:
+            self.lease.verify()
+        except LeaseLost as exc:  # someone else writes now: this process is a standby from here on
+            self.write, self.writer_busy = False, exc
+            raise
 
     def take_over(self) -> bool:
         """For a standby: take the writer lease if it is free; True once this process is the writer.
