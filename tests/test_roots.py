@@ -7,8 +7,10 @@ import shutil
 from pathlib import Path
 
 import pytest
+from sqlalchemy import update
 from typer.testing import CliRunner
 
+from photoman.catalog.models import Root
 from photoman.cli import app
 from photoman.config import Settings
 from photoman.library import Library
@@ -133,7 +135,9 @@ def test_status_and_find_agree_on_offline_roots_and_relative_paths_work(
     assert run("caption", "exif--test1.jpg", "a holiday", "--json").exit_code == 0  # relative, from inside
     inside = json.loads(run("find", "a photo", "--in", ".", "--all", "--json").stdout)
     assert inside and all("/trips/" in r["path"] for r in inside)
-    for p in library_dir.rglob("*"):  # the drive "unmounted": its folder is there but empty
+    with Library(cli_env) as lib, lib.catalog.session() as s:  # the library was a drive mounted there...
+        s.execute(update(Root).values(mount=str(library_dir)))
+    for p in library_dir.rglob("*"):  # ...now unmounted: its mount point is there but empty
         if p.is_file():
             p.unlink()
     for d in sorted(library_dir.rglob("*"), reverse=True):

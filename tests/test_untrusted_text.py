@@ -304,7 +304,6 @@ def test_non_utf8_names_through_every_output(
     assert assert_inert(run("caption", "x.jpg").stdout_bytes) == f"{tmp_path}/{BAD_SHOWN}  [xmp]\n"
 
 
-@pytest.mark.xfail(reason="the catalog cannot store a non-UTF-8 name yet (UnicodeEncodeError)", strict=False)
 def test_non_utf8_name_indexed_end_to_end(cli_env: Settings, tmp_path: Path, photos_src: Path) -> None:
     lib = tmp_path / "Pictures"
     lib.mkdir()
@@ -315,6 +314,14 @@ def test_non_utf8_name_indexed_end_to_end(cli_env: Settings, tmp_path: Path, pho
     assert f"{lib}/{BAD_SHOWN}" in assert_inert(run("find", "cat", "--all").stdout_bytes)
     assert run("find", "cat", "--all", "-0").stdout_bytes == raw + b"\0"
     assert os.fsencode(json.loads(run("find", "cat", "--all", "--json").stdout_bytes)[0]["path"]) == raw
+    sub = os.path.join(os.fsencode(lib), BAD + b".d")  # a folder whose name is not UTF-8, as a filter
+    os.mkdir(sub)
+    shutil.copyfile(photos_src / "scikit-image--coffee.png", os.path.join(sub, b"coffee.png"))
+    assert run("index").exit_code == 0
+    res = run("find", "a photo", "--all", "--json", "--in", os.fsdecode(sub))
+    assert res.exit_code == 0, res.output
+    found = [os.fsencode(r["path"]) for r in json.loads(res.stdout_bytes)]
+    assert found == [os.path.join(sub, b"coffee.png")]
 
 
 # ---- the daemon log ----

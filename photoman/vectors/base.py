@@ -11,6 +11,7 @@ from typing import TYPE_CHECKING, Any, Protocol
 
 import numpy as np
 
+from photoman.catalog.paths import to_store
 from photoman.vectors.schema import CAPTION, IMAGE, SearchFilter, rfc3339
 
 if TYPE_CHECKING:
@@ -141,9 +142,9 @@ def translate_filter(flt: SearchFilter | None, m: Any, date_range: Any, has_id: 
 
     must: list[Any] = []
     if flt.roots:
-        must.append(field("roots", match=m.MatchAny(any=list(flt.roots))))
+        must.append(field("roots", match=m.MatchAny(any=[to_store(r) for r in flt.roots])))
     if flt.folder:
-        must.append(field("folders", match=m.MatchValue(value=flt.folder)))
+        must.append(field("folders", match=m.MatchValue(value=to_store(flt.folder))))
     must += [field("camera_terms", match=m.MatchValue(value=w)) for w in flt.camera or []]
     must += [field("tags", match=m.MatchValue(value=t)) for t in flt.tags or []]
     if flt.near:
@@ -159,7 +160,8 @@ def translate_filter(flt: SearchFilter | None, m: Any, date_range: Any, has_id: 
         must.append(field("taken_at", range=date_range(gte=since, lte=until)))
     if flt.ids is not None:
         must.append(has_id(list(flt.ids)))
-    must_not = [field("roots", match=m.MatchAny(any=list(flt.exclude_roots)))] if flt.exclude_roots else []
+    excluded = [to_store(r) for r in flt.exclude_roots or []]
+    must_not = [field("roots", match=m.MatchAny(any=excluded))] if excluded else []
     return m.Filter(must=must or None, must_not=must_not or None)
 
 

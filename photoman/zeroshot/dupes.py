@@ -17,6 +17,7 @@ from photoman.catalog.models import Photo
 from photoman.errors import PhotomanError
 from photoman.library import Library
 from photoman.media.decode import load_image
+from photoman.media.exif import datetime_from_timestamp
 from photoman.vectors import IMAGE, point_id
 
 ROTATIONS = (Image.Transpose.ROTATE_90, Image.Transpose.ROTATE_180, Image.Transpose.ROTATE_270)
@@ -49,7 +50,7 @@ class _Union:
 
 def _keeper_key(r: Photo) -> tuple:
     """Largest resolution first, then the oldest date, then the shortest path."""
-    when = r.taken_at or datetime.fromtimestamp(r.mtime)
+    when = r.taken_at or datetime_from_timestamp(r.mtime) or datetime.min  # out-of-range mtimes too
     return (-(r.width or 0) * (r.height or 0), when, len(r.path), r.path)
 
 
