@@ -98,6 +98,13 @@ def handles_errors(fn: F) -> F:
             raise fail(
                 "interrupted; what was committed is kept, run the command again to continue", 130
             ) from None
+        except Exception as exc:
+            from photoman.diskspace import as_disk_full, is_disk_full
+
+            if state.debug or not is_disk_full(exc):
+                raise
+            full = as_disk_full(exc, state.settings or Settings())
+            raise fail(str(full), full.exit_code) from None
 
     return wrapper  # type: ignore[return-value]
 

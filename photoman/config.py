@@ -69,6 +69,7 @@ class Settings:
     auto_tag: int = 0  # 1: tag new photos with the built-in vocabulary while indexing
     viewer: str | None = None  # command that opens a photo (TUI); default xdg-open / open
     tui_images: str = "auto"  # auto (kitty/sixel when supported) | halfcell | unicode
+    min_free_mb: int = 200  # indexing stops (one clear line, nothing lost) while less is free for the library
     autostart: int = 1  # 1: commands that need the model start the daemon when none runs; 0: in-process
     # gitignore patterns left out of every root (replaces the defaults: caches, dependency folders, venvs)
     exclude: list[str] = field(

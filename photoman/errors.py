@@ -29,3 +29,9 @@ class ModelError(PhotomanError):
 
 class DecodeError(PhotomanError):
     """A file could not be read as an image."""
+
+
+class DiskFullError(PhotomanError):
+    """The filesystem holding the library is (nearly) full: writing stopped before it could hurt."""
+
+    exit_code = 4

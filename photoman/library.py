@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import fcntl
 import os
 import threading
@@ -28,31 +29,30 @@ class DataDirLock:
 
     def __init__(self, path: Path) -> None:
         self.path = path
-        self._fh: IO[str] | None = None
+        self._fh: IO[bytes] | None = None
 
     def acquire(self, purpose: str) -> None:
         self.path.parent.mkdir(parents=True, exist_ok=True)
-        fh = open(self.path, "a+")  # noqa: SIM115 - held for the process's lifetime
+        fh = open(self.path, "a+b", buffering=0)  # noqa: SIM115 - held for the process's lifetime
         try:
             fcntl.flock(fh, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
-            fh.seek(0)
-            holder = fh.read().strip() or "another photoman process"
+            holder = os.pread(fh.fileno(), 4096, 0).decode(errors="replace").strip()
             fh.close()
             raise StoreBusyError(
-                f"the library in {self.path.parent} is busy: {holder} holds it; "
-                "wait for it to finish (or stop it), then retry"
+                f"the library in {self.path.parent} is busy: {holder or 'another photoman process'} "
+                "holds it; wait for it to finish (or stop it), then retry"
             ) from None
-        fh.seek(0)
-        fh.truncate()
-        fh.write(f"pid {os.getpid()} ({purpose})")
-        fh.flush()
+        # who holds it, for the "busy" message: worth a try, never worth failing on a full disk
+        with contextlib.suppress(OSError):
+            os.ftruncate(fh.fileno(), 0)
+            os.pwrite(fh.fileno(), f"pid {os.getpid()} ({purpose})".encode(), 0)
         self._fh = fh
 
     def release(self) -> None:
         if self._fh is not None:
-            self._fh.seek(0)
-            self._fh.truncate()
+            with contextlib.suppress(OSError):
+                os.ftruncate(self._fh.fileno(), 0)
             fcntl.flock(self._fh, fcntl.LOCK_UN)
             self._fh.close()
             self._fh = None

@@ -14,6 +14,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from photoman.diskspace import check_space
 from photoman.errors import BadInputError
 
 if TYPE_CHECKING:
@@ -122,6 +123,7 @@ def caption(lib: Library, *, path: str, text: str | None = None, clear: bool = F
         raise BadInputError("give a caption or --clear, not both")
     if text is None and not clear:
         return asdict(_any_spelling(get_caption, lib, path))
+    check_space(lib.settings)
     return asdict(_any_spelling(set_caption, lib, path, None if clear else text))
 
 
@@ -168,6 +170,7 @@ def roots_relocate(lib: Library, *, old: str, new: str) -> dict[str, Any]:
     """A root moved (a drive mounted elsewhere): paths change, nothing is re-embedded."""
     from photoman.catalog.roots import relocate_root
 
+    check_space(lib.settings)
     return relocate_root(lib, _str(old, "old"), _str(new, "new"))
 
 
@@ -190,6 +193,7 @@ def tag(
     """Zero-shot tagging of the library with the built-in vocabulary and/or label files."""
     from photoman.zeroshot.tagging import label_set, tag_library
 
+    check_space(lib.settings)
     files = [Path(f) for f in _paths(labels, "labels")]
     if _bool(no_builtin, "no_builtin") and not files:
         raise BadInputError("--no-builtin needs at least one --labels FILE")

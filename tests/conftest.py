@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import os
 import shutil
+import subprocess
 import tempfile
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
@@ -183,3 +185,22 @@ def catalog_backend(request: pytest.FixtureRequest) -> str:
 def catalog_url(catalog_backend: str, request: pytest.FixtureRequest) -> str | None:
     """None (the SQLite file in the data dir) or a fresh PostgreSQL database's URL."""
     return request.getfixturevalue("pg_url") if catalog_backend == "postgresql" else None
+
+
+@pytest.fixture
+def tmpfs() -> Iterator[Callable[..., Path]]:
+    """Mount a real tmpfs (root only; skipped where mount is refused); unmounted after the test."""
+    mounted: list[Path] = []
+
+    def mount(where: Path, size: str = "512m") -> Path:
+        where.mkdir(parents=True, exist_ok=True)
+        res = subprocess.run(["mount", "-t", "tmpfs", "-o", f"size={size}", "tmpfs", str(where)],
+                             capture_output=True, text=True)  # fmt: skip
+        if res.returncode != 0:
+            pytest.skip(f"cannot mount a tmpfs here: {res.stderr.strip() or res.returncode}")
+        mounted.append(where)
+        return where
+
+    yield mount
+    for where in reversed(mounted):
+        subprocess.run(["umount", "-l", str(where)], capture_output=True)

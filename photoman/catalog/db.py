@@ -11,7 +11,7 @@ from sqlalchemy.engine import Engine, make_url
 from sqlalchemy.exc import ArgumentError, OperationalError
 from sqlalchemy.orm import Session, sessionmaker
 
-from photoman.errors import ConfigError, PhotomanError
+from photoman.errors import ConfigError, DiskFullError, PhotomanError
 
 
 def _migrations_dir() -> Path:
@@ -118,14 +118,47 @@ class Catalog:
     def __init__(self, url: str) -> None:
         self.url = url
         self.engine = make_engine(url)
+        self.read_only = False  # opened read-only because its disk is full (see _read_only_when_full)
+        self._guard: Callable[[], None] | None = None
         try:
             if not schema_current(self.engine):
                 upgrade_schema(self.engine)
         except OperationalError as exc:
-            reason = " ".join(str(exc.orig).split())  # one line (libpq's messages have several)
-            raise PhotomanError(f"cannot open catalog {shown_url(url)}: {reason}") from None
+            if not self._read_only_when_full():
+                reason = " ".join(str(exc.orig).split())  # one line (libpq's messages have several)
+                raise PhotomanError(f"cannot open catalog {shown_url(url)}: {reason}") from None
         self._sessions = sessionmaker(self.engine, expire_on_commit=False)
-        self._guard: Callable[[], None] | None = None
+
+    def _read_only_when_full(self) -> bool:
+        """On a full disk SQLite cannot even open a WAL database (its shared-memory file needs a page).
+
+        Reading must go on, so the file is opened immutable and read-only instead, which needs no
+        space; that is exact only when no write-ahead log is left over (the last writer closed
+        cleanly), so with one there this refuses. Writes then fail with the disk-full line.
+        """
+        from photoman.diskspace import free_mb, message
+
+        db = self.engine.url.database if self.engine.dialect.name == "sqlite" else None
+        if not db or db == ":memory:" or not Path(db).is_file():
+            return False
+        folder = Path(db).parent
+        if free_mb(folder) >= 1.0:
+            return False
+        wal = Path(f"{db}-wal")
+        if wal.exists() and wal.stat().st_size > 0:
+            what = "the catalog needs a little room even to open after an unclean stop"
+            raise DiskFullError(message(folder, free_mb(folder), what=what))
+        self.engine.dispose()
+        self.engine = create_engine(f"sqlite:///file:{db}?mode=ro&immutable=1&uri=true", future=True)
+        if not schema_current(self.engine):
+            raise DiskFullError(message(folder, free_mb(folder)) + " (the catalog needs an upgrade first)")
+        self.read_only = True
+
+        def refuse() -> None:
+            raise DiskFullError(message(folder, free_mb(folder)))
+
+        self.guard_writes(refuse)
+        return True
 
     def guard_writes(self, check: Callable[[], None] | None) -> None:
         """Call ``check`` before the first INSERT, UPDATE or DELETE of every transaction (it raises to

@@ -19,6 +19,7 @@ import numpy as np
 from sqlalchemy import func, or_, select, update
 
 from photoman.catalog.models import Photo, Root
+from photoman.diskspace import check_space
 from photoman.embedding.model import checkpoint_spec
 from photoman.embedding.preprocess import PreprocessSpec
 from photoman.errors import BadInputError
@@ -182,6 +183,7 @@ class _Writer:
     def flush(self) -> None:
         if not self.pending:
             return
+        check_space(self.lib.settings)  # before any of this batch is written: all of it or none
         lib, model_id = self.lib, self.lib.model_id
         items, self.pending = self.pending, []
         pixels: dict[str, np.ndarray] = {}
@@ -407,6 +409,7 @@ def index(
     """
     started = time.perf_counter()
     report = IndexReport()
+    check_space(lib.settings)
     if folders:
         paths = [_check_folder(f) for f in folders]
     else:
@@ -468,6 +471,7 @@ def sync(
     """
     started = time.perf_counter()
     report = IndexReport()
+    check_space(lib.settings)
     with lib.catalog.session() as s:
         roots = dict(s.execute(select(Root.path, Root.id)).all())
     offline = set(offline_roots(lib))

@@ -22,8 +22,9 @@ from sqlalchemy import select
 from photoman import ops
 from photoman.catalog.models import Root
 from photoman.config import Settings
+from photoman.diskspace import as_disk_full, is_disk_full, space_ok
 from photoman.embedding import query_text
-from photoman.errors import BadInputError, PhotomanError
+from photoman.errors import BadInputError, DiskFullError, PhotomanError
 from photoman.indexing.pipeline import IndexReport, index, offline_roots, register_roots, sync
 from photoman.indexing.watcher import DirtyPaths, Watcher
 from photoman.library import Library
@@ -118,6 +119,7 @@ class Daemon:
     """Lifecycle: lock and open the stores, warm the model, serve, index; stop cleanly on a signal."""
 
     CHUNK = 8  # images per model call while indexing, so a query never waits behind a long batch
+    SPACE_POLL = 5.0  # seconds between free-space checks while indexing is paused on a full disk
 
     def __init__(self, settings: Settings) -> None:
         self.settings = settings
@@ -157,9 +159,14 @@ class Daemon:
         entry = ops.OPS.get(op)
         if entry is None:
             raise BadInputError(f"unknown request {op!r}")
-        if entry.model:
-            return self.query_pool.submit(self._model_op, op, args).result()
-        return ops.run(self.lib, op, args)
+        try:
+            if entry.model:
+                return self.query_pool.submit(self._model_op, op, args).result()
+            return ops.run(self.lib, op, args)
+        except Exception as exc:
+            if not is_disk_full(exc):
+                raise
+            raise as_disk_full(exc, self.settings) from None
 
     def _model_op(self, op: str, args: dict[str, Any]) -> Any:
         # all cores while the indexer rests; during indexing the indexer's share is taken, and an
@@ -320,10 +327,26 @@ class Daemon:
             except Abandon:
                 log.info("stopping: batch in flight abandoned (it is redone on the next start)")
                 return
-            except Exception:  # noqa: BLE001 - keep the daemon alive; the next scan retries
-                log.exception("indexing failed; retrying on the next scan")
-                self.activity.state = "error"
-                self.stop_event.wait(5.0)
+            except Exception as exc:  # noqa: BLE001 - sorted below: a full disk pauses, anything else retries
+                if not is_disk_full(exc):
+                    log.exception("indexing failed; retrying on the next scan")
+                    self.activity.state = "error"
+                    self.stop_event.wait(5.0)
+                    continue
+                self._wait_for_space(as_disk_full(exc, s))
+
+    def _wait_for_space(self, full: DiskFullError) -> None:
+        """Indexing pauses on a full disk (queries go on), and resumes by itself once space returns."""
+        a = self.activity
+        a.state, a.last_error = "disk full", str(full)
+        self.activity.run_total = self.activity.run_done = 0
+        log.warning("%s", full)
+        while not self.stop_event.is_set() and not space_ok(self.settings):
+            self.stop_event.wait(self.SPACE_POLL)
+        if not self.stop_event.is_set():
+            log.info("space is back in %s: indexing resumes", self.settings.data_dir)
+            a.state = "idle"
+            self.full_scan.set()  # what happened meanwhile, including the paths the failed run had taken
 
     # ---- lifecycle ----
     def run(self) -> int:

@@ -188,4 +188,4 @@ def open_store(settings: Settings, model_id: str, dim: int) -> VectorStore:
         return ServerStore.connect(settings.qdrant_url, name, dim, api_key=settings.qdrant_api_key)
     from photoman.vectors.edge import EdgeStore
 
-    return EdgeStore.open(settings.vectors_dir / name, name, dim)
+    return EdgeStore.open(settings.vectors_dir / name, name, dim, ballast_dir=settings.data_dir)

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import errno
+import os
+import stat
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -9,7 +12,7 @@ from typing import Any
 import numpy as np
 import qdrant_edge as qe
 
-from photoman.errors import PhotomanError, StoreBusyError
+from photoman.errors import DiskFullError, PhotomanError, StoreBusyError
 from photoman.vectors.base import (
     CAPTION,
     IMAGE,
@@ -66,6 +69,20 @@ def _persisted(path: Path, segment_kb: int) -> qe.EdgeConfig:
     return qe.EdgeConfig(vectors=vectors, **_segments(segment_kb))
 
 
+def _load(path: Path, segment_kb: int, ballast_dir: Path | None) -> qe.EdgeShard:
+    """Load with today's segment policy. Loading rewrites the shard's config file, so a disk full to
+    the last byte refuses it: then the data dir's set-aside room is freed and the shard loaded as it
+    was saved (photoman.diskspace.release_ballast)."""
+    try:
+        return qe.EdgeShard.load(str(path), _persisted(path, segment_kb))
+    except Exception as exc:
+        from photoman.diskspace import is_disk_full, release_ballast
+
+        if not is_disk_full(exc) or ballast_dir is None or not release_ballast(ballast_dir):
+            raise
+        return qe.EdgeShard.load(str(path))
+
+
 def _config(dim: int, segment_kb: int) -> qe.EdgeConfig:
     # float16 storage: an exact scan reads half the bytes (100k vectors: 19 -> 12 ms here) and CLIP
     # unit vectors keep ~1e-4 score precision. Shards made before keep their float32 config.
@@ -82,6 +99,49 @@ def edge_filter(flt: SearchFilter | None) -> qe.Filter | None:
     return translate_filter(flt, qe, qe.RangeDateTime, lambda ids: qe.HasIdCondition(point_ids=set(ids)))
 
 
+# Below this much free space (beyond the holes themselves), sparse store files get their blocks.
+BACK_WHEN_FREE_BELOW_MB = 1024
+
+
+def back_sparse_files(path: Path) -> None:
+    """Give the holes in the shard's files real blocks once the disk is getting full.
+
+    Qdrant Edge creates its vector chunks, payload pages and WAL segments as sparse 32 MB files
+    and writes into them through memory maps. On a full filesystem a write into a hole cannot be
+    backed and the kernel kills the process with SIGBUS; loading a shard writes into its appendable
+    chunk, so a full disk made even reading impossible. Called before loading and after every
+    optimize(): with plenty of space nothing is done (holes cost nothing, a fresh store stays
+    ~20 MB on disk); within ``BACK_WHEN_FREE_BELOW_MB`` of full, every hole is allocated (~200 MB
+    for a fresh store), so no later write into these files can need space. What still can, a new
+    chunk, is covered by the free-space reserve checked before each batch (photoman.diskspace).
+    """
+    from photoman.diskspace import free_mb, message
+
+    if not path.is_dir():
+        return
+    sparse: list[tuple[Path, int]] = []
+    for f in path.rglob("*"):
+        st = f.lstat()
+        if stat.S_ISREG(st.st_mode) and st.st_blocks * 512 < st.st_size:
+            sparse.append((f, st.st_size))
+    holes_mb = sum(size for _, size in sparse) / 1e6
+    if not sparse or free_mb(path) > holes_mb + BACK_WHEN_FREE_BELOW_MB:
+        return
+    for f, size in sparse:
+        try:
+            fd = os.open(f, os.O_RDWR)
+            try:
+                os.posix_fallocate(fd, 0, size)
+            finally:
+                os.close(fd)
+        except OSError as exc:
+            if exc.errno in (errno.ENOSPC, errno.EDQUOT):
+                what = "the vector store needs a little room even to open"
+                raise DiskFullError(message(path.parent.parent, free_mb(path), what=what)) from None
+            if exc.errno not in (errno.ENOENT, errno.EOPNOTSUPP, errno.EINVAL):  # gone, or no fallocate here
+                raise
+
+
 class EdgeStore:
     """A Qdrant Edge shard; only one process may hold it open (its WAL is locked)."""
 
@@ -92,12 +152,15 @@ class EdgeStore:
         self.dim = dim
 
     @classmethod
-    def open(cls, path: Path, name: str, dim: int, segment_kb: int = SEGMENT_KB) -> EdgeStore:
+    def open(
+        cls, path: Path, name: str, dim: int, segment_kb: int = SEGMENT_KB, ballast_dir: Path | None = None
+    ) -> EdgeStore:
         """Load the shard at path, creating it (with payload indexes) on first use."""
         path.mkdir(parents=True, exist_ok=True)
+        back_sparse_files(path)
         try:
             if (path / "edge_config.json").exists():
-                shard = qe.EdgeShard.load(str(path), _persisted(path, segment_kb))
+                shard = _load(path, segment_kb, ballast_dir)
             else:
                 shard = qe.EdgeShard.create(str(path), _config(dim, segment_kb))
         except Exception as exc:  # the bindings raise plain exceptions
@@ -216,9 +279,11 @@ class EdgeStore:
 
         Cheap when there is nothing to do (~0.3 ms); sealing one segment takes ~0.2 s, during which
         the bindings hold the GIL (the whole process waits), about once per 16k photos indexed.
-        Crash-safe: Qdrant builds the new segment aside and swaps it in.
+        Crash-safe: Qdrant builds the new segment aside and swaps it in. Files it creates sparse get
+        their blocks here (:func:`back_sparse_files`), ~1 ms.
         """
         self._shard.optimize()
+        back_sparse_files(self.path)
 
     def disk_bytes(self) -> int | None:
         # allocated blocks, not apparent size: the WAL preallocates sparse 32 MB segments
