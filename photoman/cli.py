@@ -1023,12 +1023,28 @@ def _invoked_command(argv: list[str]) -> str | None:
     return None
 
 
+def _shell_from_env_when_undetected() -> None:
+    """Typer finds the shell by walking parent processes; started from a program rather than a shell
+    (a script, an IDE terminal, ``bash -c`` that execs us) it finds none and refuses. ``$SHELL``
+    names the user's login shell: use it then."""
+    from typer import _completion_shared as completion
+
+    detect = completion._get_shell_name
+
+    def shell_name() -> str | None:
+        return detect() or (os.path.basename(os.environ.get("SHELL", "")) or None)
+
+    completion._get_shell_name = shell_name
+
+
 def main() -> None:
     """Console-script entry point: usage errors, like every user error, are one line on stderr."""
     from typer._click import exceptions as click_exc  # typer ships its own copy of click
 
     # Typer builds a click command from every registered function's signature on each run; a
     # command line that names one needs only that one (a fifth of a daemon-answered `find`)
+    if "--install-completion" in sys.argv or "--show-completion" in sys.argv:
+        _shell_from_env_when_undetected()
     name = _invoked_command(sys.argv[1:])
     chosen = [c for c in app.registered_commands if (c.name or c.callback.__name__) == name]  # type: ignore[union-attr]
     groups = [g for g in app.registered_groups if g.name == name]
