@@ -147,6 +147,25 @@ def test_kill_9_at_random_moments_loses_nothing_and_duplicates_nothing(
         assert lib.store.count() == len(names)  # the copy shares its original's vector
 
 
+def test_stop_while_the_model_loads_exits_at_once_and_cleanly(env: dict[str, str], tmp_path: Path) -> None:
+    """`photoman stop` right after a start must not wait for torch to finish loading a model it
+    would only throw away; the library is closed properly all the same."""
+    proc = start(env, tmp_path)  # returns as soon as text queries are answered
+    sock = settings_of(env).socket_path
+    loading = "model_ready_s" not in call(sock, "status")["daemon"]["timings"]
+    began = time.monotonic()
+    stopped = photoman(env, "stop")
+    assert stopped.returncode == 0 and "stopped daemon" in stopped.stdout, stopped.stderr
+    assert proc.wait(timeout=30) == 0
+    log = settings_of(env).log_file.read_text()
+    assert log.rstrip().endswith("stopped") and "Traceback" not in log
+    if loading:  # (on a machine that loads the tiny model within ~0.2 s there is nothing to cut short)
+        assert "the image model was still loading" in log and "image model ready" not in log
+        assert time.monotonic() - began < 5
+    with Library(settings_of(env)) as lib:  # lock released, stores open
+        assert lib.store.count() == 0
+
+
 def test_watch_once_and_detach_stop(env: dict[str, str], library_dir: Path, tmp_path: Path) -> None:
     assert photoman(env, "index", str(library_dir)).returncode == 0
     shutil.copy(library_dir / "scikit-image--coffee.png", library_dir / "coffee-2.png")

@@ -143,6 +143,7 @@ class Daemon:
             "roots_relocate": lambda old, new: self._then_rewatch(ops.roots_relocate, old=old, new=new),
         }
         self.timings: dict[str, float] = {}
+        self._shutdown = threading.Lock()  # held by whichever shutdown path runs
 
     # ---- requests (socket threads) ----
     def dispatch(self, op: str, args: dict[str, Any]) -> Any:
@@ -197,8 +198,30 @@ class Daemon:
         return self.add_roots(folders or [], force=bool(force))
 
     def _stop(self) -> str:
-        self.stop_event.set()
+        self.request_stop()
         return "stopping"
+
+    def request_stop(self) -> None:
+        """Stop now. While the image model still loads (seconds of torch import on the main thread,
+        which cannot be interrupted) nothing is being written: close the stores and exit at once
+        rather than make `photoman stop` wait for a model that would only be thrown away."""
+        self.stop_event.set()
+        if "model_ready_s" not in self.timings and self.lib is not None:
+            threading.Thread(target=self._exit_while_loading, name="quick-exit", daemon=True).start()
+
+    def _exit_while_loading(self) -> None:
+        time.sleep(0.2)  # a model that was just finishing shuts down the ordinary way
+        if "model_ready_s" in self.timings or not self._shutdown.acquire(blocking=False):
+            return
+        log.info("shutting down (the image model was still loading)")
+        self.watcher.stop()
+        if self.server is not None:
+            self.server.close()
+        if self.lib is not None:
+            self.lib.close()
+        log.info("stopped")
+        logging.shutdown()
+        os._exit(0)
 
     def daemon_status(self) -> dict[str, Any]:
         a = self.activity
@@ -362,6 +385,7 @@ class Daemon:
         except PhotomanError as exc:
             log.error("cannot start: %s", exc)
             raise
+        held = False
         try:
             log.info("starting (pid %d), data dir %s, model %s", os.getpid(), s.data_dir, s.model)
             cores = os.cpu_count() or 1
@@ -384,7 +408,7 @@ class Daemon:
                 self.timings["text_ready_s"],
             )
             for sig in (signal.SIGINT, signal.SIGTERM):
-                signal.signal(sig, lambda *_: self.stop_event.set())
+                signal.signal(sig, lambda *_: self.request_stop())
             self._watch_roots()  # events that happen while the model loads are kept for the indexer
             try:
                 self._load_model()
@@ -399,12 +423,16 @@ class Daemon:
             while not self.stop_event.wait(1.0):
                 if not indexer.is_alive():
                     break
+            self._shutdown.acquire()  # not while a quick exit (request_stop) is closing the stores
+            held = True
             log.info("shutting down")
             self.watcher.stop()
             indexer.join(timeout=60)
             self.query_pool.shutdown(wait=True)
             return 0
         finally:
+            if not held:  # an error path; a quick exit in progress ends the process while this waits
+                self._shutdown.acquire()
             if self.server is not None:
                 self.server.close()
             self.lib.close()
