@@ -322,6 +322,7 @@ def test_cli_search_outputs_and_errors(
     """Real processes, as a shell runs them; the first `find` starts the daemon, the rest use it."""
     assert run_cli(cli_env, "index", str(library_dir)).returncode == 0
     monkeypatch.setenv("PHOTOMAN_AUTOSTART", "1")
+    monkeypatch.setenv("PHOTOMAN_RUNTIME_DIR", str(cli_env.data_dir / "run"))  # in-process calls: same daemon
     try:
         _search_outputs_and_errors(cli_env, library_dir)
     finally:
@@ -345,18 +346,24 @@ def _search_outputs_and_errors(cli_env: Settings, library_dir: Path) -> None:
         (["find", "beach", "+"], "ends with an operator"),
         (["find", "cat", "--since", "2023-02-30"], "not a real date"),
         (["find", "cat", "--since", "2024", "--until", "2020"], "nothing can match"),
-        (["find", "cat", "--colour", "red"], "No such option"),
         (["find", "cat", "--mode", "sideways"], "unknown mode"),
         (["find", "cat", "--format", "psd"], "unknown format"),
         (["find", "cat", "--near", "91,0"], "off the globe"),
         (["find", "cat", "--in", "/somewhere/else"], "not inside the library"),
         (["find", "cat", "--all", "--threshold", "0.3"], "contradict"),
         (["caption", str(library_dir / "nope.jpg"), "x"], "not in the library"),
-    ):
-        res = run_cli(cli_env, *args)
-        err = res.stderr.decode().strip()
-        assert res.returncode != 0 and err.count("\n") == 0 and words in err, (args, err)
-        assert "Traceback" not in err
+    ):  # in-process (the same code as a process; the processes above and below cover the process)
+        from typer.testing import CliRunner
+
+        from photoman.cli import app
+
+        res = CliRunner().invoke(app, args)
+        err = res.stderr.strip()
+        assert res.exit_code != 0 and err.count("\n") == 0 and words in err, (args, err)
+        assert "Traceback" not in err and res.exception is None or isinstance(res.exception, SystemExit)
+    usage = run_cli(cli_env, "find", "cat", "--colour", "red")  # click's usage errors: main() words them
+    err = usage.stderr.decode().strip()
+    assert usage.returncode == 2 and err.count("\n") == 0 and "No such option" in err, err
     cap = run_cli(cli_env, "caption", str(chelsea), "a tabby cat looking up")
     assert cap.returncode == 0 and b"a tabby cat looking up  [user]" in cap.stdout
     shown = json.loads(run_cli(cli_env, "caption", str(chelsea), "--json").stdout)
