@@ -122,6 +122,27 @@ def test_edge_persists_and_admits_one_opener(tmp_path: Path) -> None:
     again.close()
 
 
+def test_payload_indexes_live_on_disk_and_older_ones_are_rebuilt(tmp_path: Path) -> None:
+    """In-memory payload indexes are rebuilt at every load (seconds at a million photos); photoman's are
+    on disk, and a store made with in-memory ones gets them rebuilt on disk once, filters intact."""
+    import qdrant_edge as qe
+
+    from photoman.vectors.base import INDEXED_FIELDS
+
+    s = EdgeStore.open(tmp_path / "shard", "test", DIM)
+    s.upsert(points())
+    s._shard.update(qe.UpdateOperation.delete_field_index("folders"))  # as an older photoman made it
+    s._shard.update(qe.UpdateOperation.create_field_index("folders", qe.PayloadSchemaType.Keyword))
+    assert s._shard.info().payload_schema["folders"].params is None
+    s.close()
+    again = EdgeStore.open(tmp_path / "shard", "test", DIM)
+    schema = again._shard.info().payload_schema
+    assert set(schema) == set(INDEXED_FIELDS) and all(i.params.on_disk for i in schema.values())
+    hits = again.search(unit(0), IMAGE, 10, SearchFilter(folder="/lib/a"))
+    assert len(hits) == 3 and all("/lib/a" in h.payload["folders"] for h in hits)
+    again.close()
+
+
 def test_names_carry_model_and_size() -> None:
     assert point_id("h", "a") == point_id("h", "a") != point_id("h", "b")
     name = collection_name("laion/CLIP-ViT-B-32-laion2B-s34B-b79K", 512)
