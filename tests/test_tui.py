@@ -101,7 +101,8 @@ async def test_search_navigate_details_caption_more_like_this(
         grid.focus()
         await pilot.press("m")
         await wait_until(pilot, lambda: grid.results and grid.results[0]["path"] == target)
-        assert app.query_one("#mode", Select).value == "image-image"
+        assert app.last_query.resolved_mode() == "image-image"
+        assert app.query_one("#mode", Select).value == "auto"  # the user's choice stays theirs
         assert grid.results[0]["score"] > 0.99
         # caption search through the mode switch
         app.query_one("#mode", Select).value = "text-caption"
@@ -231,8 +232,8 @@ def test_tui_starts_in_a_real_terminal(tui_settings: Settings, tmp_path: Path) -
 
         wait_for("10 photos")
         wait_for("daemon pid")  # the TUI started the daemon on demand and shows its state
-        subprocess.run([*tmux, "send-keys", "-t", session, "a harbour at dusk", "Enter"], check=True)
-        wait_for(r"┃-?\d\.\d{3}")  # a result tile with its score
+        subprocess.run([*tmux, "send-keys", "-t", session, "/", "a harbour at dusk", "Enter"], check=True)
+        wait_for(r"-?\d\.\d{3} [─━]*[╮┓]")  # a result tile, its score in the border
         subprocess.run([*tmux, "send-keys", "-t", session, "q"], check=True)
 
         def alive() -> bool:
@@ -286,3 +287,74 @@ async def test_tui_through_a_running_daemon(
     finally:
         proc.terminate()
         proc.wait(timeout=60)
+
+
+@pytest.mark.parametrize("size", [(80, 24), (160, 48)])
+async def test_what_users_hit_small_and_large(
+    tui_settings: Settings, library_dir: Path, size: tuple[int, int]
+) -> None:
+    """Each point users hit, at the smallest common terminal and a large one."""
+    from rich.console import Console
+
+    from photoman.tui.widgets import LABEL_WIDTH, fit
+
+    app = make_app(replace(tui_settings, viewer="no-such-viewer-for-photoman-tests"))
+    async with app.run_test(size=size) as pilot:
+        grid = app.query_one(ResultsGrid)
+        query = app.query_one("#query", Input)
+        await wait_until(pilot, lambda: "10 photos" in app.status_text)
+        # `/` is a key, not a character: the results have the focus at start
+        assert app.focused is grid
+        await pilot.press("slash")
+        assert app.focused is query and query.value == ""
+        app.query_one("#all", Checkbox).value = True  # no search yet: nothing re-runs
+        await pilot.press(*"a cat", "enter")
+        await wait_until(pilot, lambda: len(grid.results) == 10)
+        # tiles name their photo (cut in the middle when long); the score sits in the border
+        tile = grid.query_one("#tile-0")
+        label = str(tile.query_one(".label", Static).render())
+        name = os.path.basename(grid.results[0]["path"])
+        assert label == fit(name, LABEL_WIDTH) and label[:4] == name[:4] and label[-4:] == name[-4:]
+        assert str(tile.border_title) == f"{grid.results[0]['score']:.3f}"
+        # the details fit on screen, the caption box's hint too
+        pane = app.query_one(DetailPane)
+        await wait_until(pilot, lambda: pane.photo is not None)
+        await pilot.pause(0.2)
+        facts = app.query_one("#facts", Static)
+        assert facts.region.bottom <= size[1] - 2 and facts.region.height == 7, facts.region
+        assert facts.region.right <= size[0]
+        caption = app.query_one("#caption", Input)
+        assert caption.region.bottom <= size[1] - 2
+        assert len(caption.placeholder) <= caption.content_region.width
+        # more like this: the mode select stays, the results keep the keys, the next text search works
+        grid.action_jump(2)
+        target = grid.current["path"]
+        await pilot.press("m")
+        await wait_until(pilot, lambda: grid.results[0]["path"] == target)
+        assert app.query_one("#mode", Select).value == "auto" and app.focused is grid
+        await pilot.press("x")  # not a binding: must not land in the search box
+        assert query.value.endswith(os.path.basename(target))
+        await pilot.press("slash")
+        query.value = "a dog"
+        await pilot.press("enter")
+        await wait_until(pilot, lambda: app.last_query.terms[0].kind == "text" and len(grid.results) == 10)
+        # `o` without a viewer: the path is copied instead, with a word saying so
+        grid.focus()
+        await pilot.press("o")
+        assert app.clipboard == grid.current["path"]
+        # a new mode applies to the search on screen at once
+        app.query_one("#mode", Select).value = "text-caption"
+        await wait_until(pilot, lambda: app.last_query.mode == "text-caption")
+        # the help lists every key with its whole text, wrapped to the screen, never cut
+        grid.focus()
+        await pilot.press("question_mark")
+        assert isinstance(app.screen, HelpScreen)
+        help_static = app.screen.query_one("#help", Static)
+        assert help_static.region.right <= size[0]
+        with open(os.devnull, "w") as devnull:
+            console = Console(width=help_static.content_region.width, record=True, file=devnull)
+            console.print(help_static.content)
+        text = console.export_text()
+        for binding in app.BINDINGS:  # every word of every key's text, in order, whatever the wrapping
+            assert re.search(r"\s+".join(map(re.escape, binding.tooltip.split())), text), binding.tooltip
+        await pilot.press("escape")

@@ -14,8 +14,10 @@ from textual.app import App, ComposeResult
 from textual.binding import Binding
 from textual.containers import Horizontal
 from textual.notifications import SeverityLevel
+from textual.reactive import reactive
 from textual.widget import Widget
 from textual.widgets import Checkbox, Footer, Input, Select, Static
+from textual.worker import get_current_worker
 
 from photoman.client import Client
 from photoman.config import Settings
@@ -37,48 +39,32 @@ def image_widget_class(kind: str) -> type[Widget]:
 
 
 class PhotomanApp(App[None]):
-    CSS = """
-    #searchbar { height: 3; }
-    #query { width: 1fr; }
-    #mode { width: 22; }
-    #filters { height: 3; }
-    #filters Input { width: 1fr; }
-    #filters Checkbox { width: auto; }
-    #main { height: 1fr; }
-    #status { height: 1; background: $panel; color: $text; padding: 0 1; }
-    """
+    """The app: state in reactives (status line, the query in effect), work in thread workers that
+    never touch the DOM (they hand results back with ``call_from_thread``)."""
+
+    CSS_PATH = "photoman.tcss"
     TITLE = "photoman"
+    # `tooltip` is the help screen's text for each key (the help is built from these bindings)
     BINDINGS = [
-        Binding("slash", "focus_search", "search"),
-        Binding("escape", "focus_results", "results", show=False),
-        Binding("m", "more_like_this", "more like this"),
-        Binding("o", "open", "open"),
-        Binding("c", "copy_path", "copy path"),
-        Binding("r", "reveal", "reveal folder"),
-        Binding("e", "edit_caption", "caption"),
-        Binding("t", "toggle_heatmap", "heat map"),
-        Binding("f", "focus_filters", "filters", show=False),
-        Binding("question_mark", "help", "keys"),
-        Binding("q", "quit", "quit"),
-    ]
-    HELP_ROWS = [
-        ("/", "type a search (text, + / - algebra, weights 2:..., or an image path)"),
-        ("enter", "run the search (in the search box or a filter)"),
-        ("arrows / h j k l", "move in the results"),
-        ("page up / page down", "a screen of results"),
-        ("home / end", "first / last result"),
-        ("mouse click", "select a result"),
-        ("m", "more like this: photos similar to the selected one"),
-        ("o", "open the photo in the system viewer"),
-        ("c", "copy the photo's path"),
-        ("r", "reveal the photo's folder"),
-        ("e", "edit the caption (enter saves, empty enter clears yours)"),
-        ("t", "heat map: where the query's words are in the selected photo (toggle)"),
-        ("f", "jump to the filters (date, folder, camera, tag)"),
-        ("escape", "back to the results"),
-        ("?", "this list"),
-        ("q", "quit"),
-    ]
+        Binding("slash", "focus_search", "search",
+                tooltip="type a search: text, + / - algebra, weights 2:..., or an image path; Enter runs it"),
+        Binding("escape", "focus_results", "results", show=False, tooltip="back to the results"),
+        Binding("m", "more_like_this", "more like this", tooltip="photos similar to the selected one"),
+        Binding("o", "open", "open",
+                tooltip="open the photo in the viewer (no viewer: its path is copied instead)"),
+        Binding("c", "copy_path", "copy path", tooltip="copy the photo's path"),
+        Binding("r", "reveal", "reveal folder", tooltip="open the photo's folder"),
+        Binding("e", "edit_caption", "caption",
+                tooltip="edit the caption (Enter saves; Enter on an empty box clears yours)"),
+        Binding("t", "toggle_heatmap", "heat map",
+                tooltip="where the query's words are in the selected photo (toggle)"),
+        Binding("f", "focus_filters", "filters", show=False,
+                tooltip="jump to the filters (dates, folder, camera, tag; Enter applies)"),
+        Binding("question_mark", "help", "keys", tooltip="this list"),
+        Binding("q", "quit", "quit", tooltip="quit"),
+    ]  # fmt: skip
+
+    status_text: reactive[str] = reactive("starting…")
 
     def __init__(
         self,
@@ -93,7 +79,6 @@ class PhotomanApp(App[None]):
         self.client_factory = client_factory or self._client
         self.client: Client | None = None
         self.image_cls = image_cls or image_widget_class(settings.tui_images)
-        self.status_text = ""
         self.last_query: Query | None = None
         self.shown_query: tuple[str, str] | None = None  # (escaped path in the search box, real path)
 
@@ -116,7 +101,9 @@ class PhotomanApp(App[None]):
         yield Footer()
 
     def on_mount(self) -> None:
-        self.query_one("#query", Input).focus()
+        grid = self.query_one(ResultsGrid)
+        grid.show_message("Press / to describe a photo (or give an image path), Enter to search; ? for keys.")
+        grid.focus()
         self.connect()
         self.set_interval(2.0, self.refresh_status)
 
@@ -170,7 +157,9 @@ class PhotomanApp(App[None]):
 
     def _set_status(self, text: str) -> None:
         self.status_text = shown(text)  # the model may be a folder, an error may quote a file name
-        self.query_one("#status", Static).update(self.status_text)
+
+    def watch_status_text(self, text: str) -> None:
+        self.query_one("#status", Static).update(text)
 
     def _message(self, text: str) -> None:
         self.query_one(ResultsGrid).show_message(text)
@@ -210,6 +199,18 @@ class PhotomanApp(App[None]):
     def _submitted(self) -> None:
         self.start_search()
 
+    @on(Select.Changed, "#mode")
+    @on(Checkbox.Changed, "#all")
+    def _options_changed(self) -> None:
+        """A new mode or cutoff applies to the search on screen at once (not only to the next one)."""
+        if self.last_query is not None:
+            self.start_search()
+
+    @on(Input.Changed, "#query")
+    def _query_edited(self, event: Input.Changed) -> None:
+        if self.shown_query is not None and event.value.strip() != self.shown_query[0].strip():
+            self.shown_query = None  # the box no longer holds the more-like-this path
+
     def start_search(self, q: Query | None = None) -> None:
         try:
             q = q or self.build_query()
@@ -246,14 +247,14 @@ class PhotomanApp(App[None]):
 
     @work(thread=True, exclusive=True, group="thumbs")
     def load_thumbnails(self, results: list[dict[str, Any]]) -> None:
-        grid = self.query_one(ResultsGrid)
+        worker = get_current_worker()
         for i, r in enumerate(results):
+            if worker.is_cancelled:
+                return  # a newer search replaced these (exclusive workers cancel the older one)
             try:
                 path = thumbnail(self.settings.thumbs_dir, r["path"], r["content_hash"], 256)
             except PhotomanError:
                 continue
-            if grid.results is not results:
-                return  # a newer search replaced these
             self.call_from_thread(self._set_thumb, results, i, str(path))
 
     def _set_thumb(self, results: list[dict[str, Any]], index: int, path: str) -> None:
@@ -267,7 +268,7 @@ class PhotomanApp(App[None]):
         pane = self.query_one(DetailPane)
         pane.heatmap_shown = False
         if event.result is None:
-            pane.show(None)
+            pane.photo = None
             return
         self.load_details(event.result["path"], event.result["content_hash"])
 
@@ -281,12 +282,19 @@ class PhotomanApp(App[None]):
         except PhotomanError as exc:
             self.call_from_thread(self.say, str(exc), "error")
             return
-        self.call_from_thread(self.query_one(DetailPane).show, photo)
+        self.call_from_thread(self._show_photo, photo)
         try:
             preview = str(thumbnail(self.settings.thumbs_dir, path, content_hash, 512))
         except PhotomanError:
             return
-        self.call_from_thread(self.query_one(DetailPane).show_preview, preview)
+        self.call_from_thread(self._show_preview, preview, False)
+
+    def _show_photo(self, photo: dict[str, Any]) -> None:
+        self.query_one(DetailPane).photo = photo
+
+    def _show_preview(self, path: str, heatmap: bool) -> None:
+        pane = self.query_one(DetailPane)
+        pane.preview_path, pane.heatmap_shown = path, heatmap
 
     @on(Input.Submitted, "#caption")
     def _caption_submitted(self, event: Input.Submitted) -> None:
@@ -330,9 +338,8 @@ class PhotomanApp(App[None]):
         current = self._current()
         if current is None:
             return
+        self.query_one("#query", Input).value = shown(current["path"])
         self.shown_query = (shown(current["path"]), current["path"])
-        self.query_one("#query", Input).value = self.shown_query[0]
-        self.query_one("#mode", Select).value = "image-image"
         base = self.last_query or Query([])
         q = Query([Term("image", current["path"])], mode="image-image", limit=base.limit,
                   filters=base.filters, cutoff=base.cutoff)  # fmt: skip
@@ -344,8 +351,13 @@ class PhotomanApp(App[None]):
             quiet = subprocess.DEVNULL
             subprocess.Popen([*shlex.split(viewer), target], stdin=quiet, stdout=quiet, stderr=quiet,
                              start_new_session=True)  # fmt: skip
-        except OSError as exc:
-            self.say(f"cannot run {viewer!r}: {exc.strerror or exc} (set `viewer` in config.toml)", "error")
+        except OSError as exc:  # no viewer here (a server, a container): the path is the next best thing
+            self.copy_to_clipboard(target)
+            self.say(
+                f"cannot run {viewer!r} ({exc.strerror or exc}); copied the path instead: {target} "
+                "(set `viewer` in config.toml)",
+                "warning",
+            )
 
     def action_open(self) -> None:
         current = self._current()
@@ -391,12 +403,23 @@ class PhotomanApp(App[None]):
         except PhotomanError as exc:
             self.call_from_thread(self.say, str(exc), "error")
             return
-        pane = self.query_one(DetailPane)
-        pane.heatmap_shown = True
-        self.call_from_thread(pane.show_preview, png)
+        self.call_from_thread(self._show_preview, png, True)
+
+    def help_rows(self) -> list[tuple[str, str]]:
+        """The help screen's rows, from the app's and the grid's bindings (one source of truth)."""
+        rows = [("enter", "run the search (search box or a filter); a new mode or 'all' re-runs it")]
+        moves: list[str] = []
+        for b in ResultsGrid.BINDINGS:
+            assert isinstance(b, Binding)
+            moves.append(" / ".join(self.get_key_display(Binding(k, b.action)) for k in b.key.split(",")))
+        rows.append((", ".join(moves), "move in the results (or click a tile)"))
+        for b in self.BINDINGS:
+            assert isinstance(b, Binding)
+            rows.append((self.get_key_display(b), b.tooltip or b.description))
+        return rows
 
     def action_help(self) -> None:
-        self.push_screen(HelpScreen(self.HELP_ROWS))
+        self.push_screen(HelpScreen(self.help_rows()))
 
 
 def run_tui(settings: Settings, daemon: bool | None = None) -> None:

@@ -16,16 +16,26 @@ from textual.message import Message
 from textual.reactive import reactive
 from textual.screen import ModalScreen
 from textual.widget import Widget
-from textual.widgets import DataTable, Input, Static
+from textual.widgets import Input, Static
 
 from photoman.textsafe import shown
 
+LABEL_WIDTH = 22  # a tile's inner width
+
+
+def fit(name: str, width: int) -> str:
+    """A name cut in the middle to ``width`` cells: both its start and its extension stay readable."""
+    if len(name) <= width:
+        return name
+    head = (width - 1) // 2
+    return f"{name[:head]}…{name[len(name) - (width - 1 - head):]}"
+
 
 class Tile(Vertical):
-    """One result: thumbnail, score and file name. Clicking selects it."""
+    """One result: thumbnail, file name, and its score in the border. Clicking selects it."""
 
     DEFAULT_CSS = """
-    Tile { width: 24; height: 12; border: round $panel; padding: 0; }
+    Tile { width: 24; height: 12; border: round $panel; border-title-align: right; padding: 0; }
     Tile.-selected { border: heavy $accent; background: $boost; }
     Tile > .thumb { width: 22; height: 9; }
     Tile > .label { width: 22; height: 1; color: $text-muted; }
@@ -43,9 +53,10 @@ class Tile(Vertical):
         self.image_cls = image_cls
 
     def compose(self) -> ComposeResult:
+        self.border_title = f"{self.result['score']:.3f}"
         yield self.image_cls(None, classes="thumb")  # type: ignore[call-arg]
-        name = shown(os.path.basename(self.result["path"]))
-        yield Static(f"{self.result['score']:.3f} {name}", classes="label", markup=False)
+        name = fit(shown(os.path.basename(self.result["path"])), LABEL_WIDTH)
+        yield Static(name, classes="label", markup=False)
 
     def on_click(self) -> None:
         self.post_message(self.Clicked(self.index))
@@ -144,35 +155,37 @@ class ResultsGrid(VerticalScroll, can_focus=True):
 
 
 class DetailPane(VerticalScroll):
-    """The selected photo: larger preview, facts, and its caption (editable in place)."""
+    """The selected photo: preview, facts, and its caption (editable in place).
+
+    State is reactive: setting ``photo`` or ``preview_path`` (on the UI thread) redraws what shows it."""
 
     DEFAULT_CSS = """
-    DetailPane { width: 48; height: 1fr; border-left: solid $panel; padding: 0 1; }
-    DetailPane > .preview { width: 44; height: 18; }
-    DetailPane > #facts { height: auto; }
+    DetailPane { height: 1fr; border-left: solid $panel; padding: 0 1; }
+    DetailPane > .preview { width: 1fr; height: 1fr; max-height: 18; }
+    DetailPane > #facts { height: auto; text-wrap: nowrap; text-overflow: ellipsis; }
     DetailPane > #caption { margin-top: 1; }
     """
+
+    photo: reactive[dict[str, Any] | None] = reactive(None, always_update=True)
+    preview_path: reactive[str | None] = reactive(None)
+    heatmap_shown: reactive[bool] = reactive(False)
 
     def __init__(self, image_cls: type[Widget], **kwargs: Any) -> None:
         super().__init__(**kwargs)
         self.image_cls = image_cls
-        self.photo: dict[str, Any] | None = None
-        self.heatmap_shown = False
-        self.preview_path: str | None = None
 
     def compose(self) -> ComposeResult:
         yield self.image_cls(None, classes="preview")  # type: ignore[call-arg]
         yield Static("", id="facts", markup=False)
-        yield Input(placeholder="caption (Enter saves, empty Enter clears yours)", id="caption")
+        yield Input(placeholder="caption: Enter saves", id="caption")
 
-    def show(self, photo: dict[str, Any] | None) -> None:
-        self.photo = photo
+    def watch_photo(self, photo: dict[str, Any] | None) -> None:
         facts = self.query_one("#facts", Static)
         caption = self.query_one("#caption", Input)
         if photo is None:
             facts.update("")
             caption.value = ""
-            self.query_one(".preview").image = None  # type: ignore[attr-defined]
+            self.preview_path = None
             return
         gps = photo.get("gps")
         lines = [
@@ -188,6 +201,9 @@ class DetailPane(VerticalScroll):
         facts.update("\n".join(lines))
         caption.value = shown(photo.get("caption") or "")
 
+    def watch_preview_path(self, path: str | None) -> None:
+        self.query_one(".preview").image = path  # type: ignore[attr-defined]
+
     def entered_caption(self, value: str) -> str | None:
         """The caption to save from the box: its escaped form left as it was means the caption itself."""
         current = (self.photo or {}).get("caption") or ""
@@ -195,17 +211,15 @@ class DetailPane(VerticalScroll):
             return current.strip() or None
         return value.strip() or None
 
-    def show_preview(self, path: str | None) -> None:
-        self.preview_path = path
-        self.query_one(".preview").image = path  # type: ignore[attr-defined]
-
 
 class HelpScreen(ModalScreen[None]):
-    """`?`: every key binding of the app, in one table."""
+    """`?`: every key binding of the app (built from the bindings themselves), wrapped to the screen."""
 
     DEFAULT_CSS = """
     HelpScreen { align: center middle; }
-    HelpScreen > DataTable { width: 70; height: auto; max-height: 80%; border: round $accent; }
+    HelpScreen > VerticalScroll { width: 90%; max-width: 100; height: auto; max-height: 90%;
+                                  border: round $accent; padding: 0 1; }
+    HelpScreen #help { height: auto; }
     """
     BINDINGS = [Binding("escape,q,question_mark", "dismiss", "close")]
 
@@ -214,7 +228,12 @@ class HelpScreen(ModalScreen[None]):
         self.rows = rows
 
     def compose(self) -> ComposeResult:
-        table: DataTable[str] = DataTable(show_cursor=False, id="help")
-        table.add_columns("key", "action")
-        table.add_rows(self.rows)
-        yield table
+        from rich.table import Table
+
+        table = Table(show_header=True, header_style="bold", box=None, expand=True, padding=(0, 1))
+        table.add_column("key", no_wrap=True, style="bold")
+        table.add_column("action", ratio=1, overflow="fold")
+        for key, action in self.rows:
+            table.add_row(key, action)
+        with VerticalScroll():
+            yield Static(table, id="help")
