@@ -17,6 +17,7 @@ def test_the_wheel_carries_migrations_vocabulary_and_the_entry_point(tmp_path: P
     names = set(zipfile.ZipFile(wheel).namelist())
     for needed in ("migrations/alembic.ini", "migrations/script.py.mako", "migrations/env.py",
                    "migrations/versions/0001_initial.py", "photoman/zeroshot/vocabulary.txt",
+                   "photoman/tui/photoman.tcss",
                    "photoman/cli.py", "photoman/client.py"):  # fmt: skip
         assert needed in names, needed
     entry = zipfile.ZipFile(wheel).read(next(n for n in names if n.endswith("entry_points.txt"))).decode()
