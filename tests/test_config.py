@@ -36,8 +36,11 @@ def test_bad_config_is_a_config_error(tmp_path: Path) -> None:
         load_settings(env={"PHOTOMAN_WORKERS": "lots", "PHOTOMAN_CONFIG": ""})
 
 
-def test_default_model_is_laion_b32() -> None:
-    assert DEFAULT_MODEL == "laion/CLIP-ViT-B-32-laion2B-s34B-b79K"
+def test_default_model_is_laion_b32(tmp_path: Path) -> None:
+    """With no config file and no environment, the LAION checkpoint is what a library uses."""
+    (tmp_path / "empty.toml").write_text("")
+    settings = load_settings(tmp_path / "empty.toml", env={})
+    assert settings.model == DEFAULT_MODEL == "laion/CLIP-ViT-B-32-laion2B-s34B-b79K"
 
 
 def test_config_shows_each_setting_and_its_source(tmp_path, monkeypatch) -> None:  # noqa: ANN001

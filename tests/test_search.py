@@ -53,17 +53,16 @@ def with_iptc_caption(jpeg: bytes, caption: str) -> bytes:
 # ---------- grammar, algebra, cutoff (pure) ----------
 
 
-def test_query_grammar() -> None:
-    img = "/work/shared/photos/exif--test1.jpg" if os.path.exists("/work/shared/photos") else None
+def test_query_grammar(photos_src: Path) -> None:
+    img = str(photos_src / "exif--test1.jpg")
     terms = parse_query(["beach", "+", "2:red car", "-", "0.5:people"])
     assert [(t.kind, t.value, t.weight, t.sign) for t in terms] == [
         ("text", "beach", 1.0, 1), ("text", "red car", 2.0, 1), ("text", "people", 0.5, -1)
     ]  # fmt: skip
     assert [t.value for t in parse_query(["beach + 'red car' - people"])] == ["beach", "red car", "people"]
     assert parse_query(["two", "dogs", "running"])[0].value == "two dogs running"
-    if img:
-        mixed = parse_query(["sunset", "+", img])
-        assert [t.kind for t in mixed] == ["text", "image"] and mixed[1].value == img
+    mixed = parse_query(["sunset", "+", img])
+    assert [t.kind for t in mixed] == ["text", "image"] and mixed[1].value == img
     stdin = parse_query(["-"], stdin=b"bytes")
     assert stdin[0].kind == "image" and stdin[0].data == b"bytes"
     for bad, words in (

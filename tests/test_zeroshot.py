@@ -202,7 +202,10 @@ def test_cli_commands(cli_env: Settings, library_dir: Path, tmp_path: Path) -> N
     assert 0 <= x0 < x1 <= 640 and 0 <= y0 < y1 <= 427
     res = runner.invoke(app, ["tag"])
     assert res.exit_code == 0 and "of 10 photos" in res.stdout
-    assert runner.invoke(app, ["tags", "--json"]).exit_code == 0
+    counts = json.loads(runner.invoke(app, ["tags", "--json"]).stdout)
+    assert counts and all(isinstance(n, int) and 1 <= n <= 10 for n in counts.values())
+    table = runner.invoke(app, ["tags"]).stdout  # the human listing says the same
+    assert all(tag in table for tag in counts)
     res = runner.invoke(app, ["dupes", "--json", "--threshold", "0.9995", "--no-rotations"])
     assert json.loads(res.stdout) == {"groups": [], "trashed": []}
     bad = runner.invoke(app, ["classify", str(library_dir / "scikit-image--chelsea.png"), "-l", "cat"])
