@@ -202,8 +202,12 @@ def test_cli_commands(cli_env: Settings, library_dir: Path, tmp_path: Path) -> N
     assert 0 <= x0 < x1 <= 640 and 0 <= y0 < y1 <= 427
     res = runner.invoke(app, ["tag"])
     assert res.exit_code == 0 and "of 10 photos" in res.stdout
+    labels = library_dir.parent / "labels.txt"
+    labels.write_text("cat\ndog\n")  # two labels: even the random model gives each photo one
+    res = runner.invoke(app, ["tag", "--labels", str(labels), "--no-builtin", "--retag"])
+    assert res.exit_code == 0, res.output
     counts = json.loads(runner.invoke(app, ["tags", "--json"]).stdout)
-    assert counts and all(isinstance(n, int) and 1 <= n <= 10 for n in counts.values())
+    assert set(counts) <= {"cat", "dog"} and sum(counts.values()) >= 10, counts  # each photo has one at least
     table = runner.invoke(app, ["tags"]).stdout  # the human listing says the same
     assert all(tag in table for tag in counts)
     res = runner.invoke(app, ["dupes", "--json", "--threshold", "0.9995", "--no-rotations"])
