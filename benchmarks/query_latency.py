@@ -25,8 +25,10 @@ from pathlib import Path
 import numpy as np
 from _common import vit_b32_model
 
+from photoman.library import Library
 
-def fill(lib, n: int, rng: np.random.Generator) -> None:
+
+def fill(lib: Library, n: int, rng: np.random.Generator) -> None:
     """n rows in the catalog and n points in the store, written the way the pipeline writes them."""
     from sqlalchemy import insert
 
@@ -154,7 +156,9 @@ def main() -> None:
         )
 
 
-def daemon_vs_cold(data: Path, model: Path, words: list[str], queries: int, cold_runs: int):
+def daemon_vs_cold(
+    data: Path, model: Path, words: list[str], queries: int, cold_runs: int
+) -> tuple[list[float], list[float]]:
     """Warm: socket round trips to a running daemon. Cold: one `photoman find` process per query."""
     from photoman.config import Settings
     from photoman.search.query import Query, Term

@@ -9,7 +9,7 @@ import sys
 from pathlib import Path
 
 import pytest
-from typer.testing import CliRunner
+from typer.testing import CliRunner, Result
 
 from photoman.cli import app
 from photoman.config import Settings
@@ -18,11 +18,11 @@ from photoman.library import DataDirLock
 runner = CliRunner()
 
 
-def run(*args: str):
+def run(*args: str) -> Result:
     return runner.invoke(app, list(args))
 
 
-def one_line_error(result, code: int, words: str) -> None:
+def one_line_error(result: Result, code: int, words: str) -> None:
     assert result.exit_code == code, (result.exit_code, result.output)
     lines = [ln for ln in result.stderr.splitlines() if ln.strip()]
     assert len(lines) == 1 and lines[0].startswith("photoman: ") and words in lines[0], result.stderr

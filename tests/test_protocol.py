@@ -116,7 +116,9 @@ def closed_by_peer(sock: socket.socket, within: float) -> bool:
 # ---- framing (issue 20) ----
 
 
-def test_pipelined_requests_in_one_write_each_get_a_reply_in_order(serve) -> None:
+def test_pipelined_requests_in_one_write_each_get_a_reply_in_order(
+    serve: Callable[..., SocketServer],
+) -> None:
     srv = serve()
     with connect(srv.path) as s:
         s.sendall(b"".join(encode({"op": "ping", "args": {"i": i}}) for i in range(1000)))
@@ -125,7 +127,7 @@ def test_pipelined_requests_in_one_write_each_get_a_reply_in_order(serve) -> Non
     assert [r and r["result"] for r in got] == list(range(1000))
 
 
-def test_requests_split_anywhere_across_writes(serve) -> None:
+def test_requests_split_anywhere_across_writes(serve: Callable[..., SocketServer]) -> None:
     srv = serve()
     data = b"".join(encode({"op": "ping", "args": {"i": i}}) for i in range(50))
     with connect(srv.path) as s:
@@ -140,7 +142,7 @@ def test_requests_split_anywhere_across_writes(serve) -> None:
         assert [lines.next()["result"] for _ in range(50)] == list(range(50))  # type: ignore[index]
 
 
-def test_oversize_frame_gets_one_error_then_the_connection_closes(serve) -> None:
+def test_oversize_frame_gets_one_error_then_the_connection_closes(serve: Callable[..., SocketServer]) -> None:
     srv = serve(max_line=1024)
     with connect(srv.path) as s:
         with contextlib.suppress(OSError):  # the server stops reading: the send may hit a closed socket
@@ -153,7 +155,7 @@ def test_oversize_frame_gets_one_error_then_the_connection_closes(serve) -> None
         assert ask(s, b'{"op": "ping"}') == {"ok": True, "result": "pong"}
 
 
-def test_frame_just_under_the_limit_is_read(serve) -> None:
+def test_frame_just_under_the_limit_is_read(serve: Callable[..., SocketServer]) -> None:
     srv = serve(max_line=1024)
     line = encode({"op": "ping", "args": {"i": "y" * 900}})
     assert len(line) <= 1024
@@ -185,7 +187,9 @@ BAD_REQUESTS = [
 @pytest.mark.parametrize(
     ("raw", "why"), BAD_REQUESTS, ids=[w + str(i) for i, (_, w) in enumerate(BAD_REQUESTS)]
 )
-def test_bad_request_shapes_answer_bad_request_and_keep_the_connection(serve, raw: bytes, why: str) -> None:
+def test_bad_request_shapes_answer_bad_request_and_keep_the_connection(
+    serve: Callable[..., SocketServer], raw: bytes, why: str
+) -> None:
     srv = serve()
     with connect(srv.path) as s:
         reply = ask(s, raw)
@@ -195,7 +199,7 @@ def test_bad_request_shapes_answer_bad_request_and_keep_the_connection(serve, ra
         assert ask(s, b'{"op": "ping"}') == {"ok": True, "result": "pong"}
 
 
-def test_args_may_be_left_out_or_null(serve) -> None:
+def test_args_may_be_left_out_or_null(serve: Callable[..., SocketServer]) -> None:
     srv = serve()
     with connect(srv.path) as s:
         assert ask(s, b'{"op": "ping"}') == {"ok": True, "result": "pong"}
@@ -216,7 +220,7 @@ def test_args_may_be_left_out_or_null(serve) -> None:
     ],
 )
 def test_errors_raised_by_dispatch_become_one_line_replies(
-    serve, caplog: pytest.LogCaptureFixture, op: str, code: int, message: str
+    serve: Callable[..., SocketServer], caplog: pytest.LogCaptureFixture, op: str, code: int, message: str
 ) -> None:
     srv = serve()
     caplog.set_level(logging.ERROR, logger="photoman")
@@ -230,7 +234,9 @@ def test_errors_raised_by_dispatch_become_one_line_replies(
         assert not [r for r in logged if r.exc_info]
 
 
-def test_unserialisable_result_is_an_internal_error_not_a_dropped_connection(serve) -> None:
+def test_unserialisable_result_is_an_internal_error_not_a_dropped_connection(
+    serve: Callable[..., SocketServer],
+) -> None:
     srv = serve(lambda op, args: {"x": object()} if op == "odd" else "pong")
     with connect(srv.path) as s:
         reply = ask(s, b'{"op": "odd"}')
@@ -238,7 +244,7 @@ def test_unserialisable_result_is_an_internal_error_not_a_dropped_connection(ser
         assert ask(s, b'{"op": "ping"}') == {"ok": True, "result": "pong"}
 
 
-def test_abusive_clients_do_not_disturb_a_good_client(serve) -> None:
+def test_abusive_clients_do_not_disturb_a_good_client(serve: Callable[..., SocketServer]) -> None:
     srv = serve(max_line=64 * 1024, idle_timeout=1.5)
     path = srv.path
     stop = threading.Event()
@@ -314,7 +320,9 @@ def test_abusive_clients_do_not_disturb_a_good_client(serve) -> None:
 # ---- load and bounded work per connection (issue 17) ----
 
 
-def test_a_burst_of_300_connections_waits_in_the_backlog_instead_of_being_refused(serve) -> None:
+def test_a_burst_of_300_connections_waits_in_the_backlog_instead_of_being_refused(
+    serve: Callable[..., SocketServer],
+) -> None:
     srv = serve(run=False)  # nobody accepts yet: every connection must queue in the listen backlog
     socks, refused = [], 0
     try:
@@ -340,7 +348,7 @@ def test_a_burst_of_300_connections_waits_in_the_backlog_instead_of_being_refuse
             s.close()
 
 
-def test_call_waits_for_room_in_a_full_backlog_instead_of_failing(serve) -> None:
+def test_call_waits_for_room_in_a_full_backlog_instead_of_failing(serve: Callable[..., SocketServer]) -> None:
     srv = serve(run=False, backlog=2)
     filler = []
     try:
@@ -362,7 +370,7 @@ def test_call_waits_for_room_in_a_full_backlog_instead_of_failing(serve) -> None
             s.close()
 
 
-def test_an_idle_client_is_disconnected_after_the_idle_timeout(serve) -> None:
+def test_an_idle_client_is_disconnected_after_the_idle_timeout(serve: Callable[..., SocketServer]) -> None:
     srv = serve(idle_timeout=0.5)
     with connect(srv.path) as s:
         assert ask(s, b'{"op": "ping"}') == {"ok": True, "result": "pong"}
@@ -371,7 +379,7 @@ def test_an_idle_client_is_disconnected_after_the_idle_timeout(serve) -> None:
         assert 0.4 < time.monotonic() - t0 < 2.0
 
 
-def test_a_slow_trickle_cannot_hold_a_connection_past_the_timeout(serve) -> None:
+def test_a_slow_trickle_cannot_hold_a_connection_past_the_timeout(serve: Callable[..., SocketServer]) -> None:
     srv = serve(idle_timeout=0.5)
     with connect(srv.path) as s:
         t0 = time.monotonic()
@@ -382,12 +390,12 @@ def test_a_slow_trickle_cannot_hold_a_connection_past_the_timeout(serve) -> None
         assert time.monotonic() - t0 < 1.5
 
 
-def test_a_long_request_is_not_cut_by_the_idle_timeout(serve) -> None:
+def test_a_long_request_is_not_cut_by_the_idle_timeout(serve: Callable[..., SocketServer]) -> None:
     srv = serve(idle_timeout=0.3)
     assert call(srv.path, "sleep", {"s": 0.8}, timeout=5) == "slept"
 
 
-def test_connections_over_the_cap_are_told_busy_and_closed(serve) -> None:
+def test_connections_over_the_cap_are_told_busy_and_closed(serve: Callable[..., SocketServer]) -> None:
     srv = serve(max_connections=3)
     held = [connect(srv.path) for _ in range(3)]
     try:
@@ -407,7 +415,7 @@ def test_connections_over_the_cap_are_told_busy_and_closed(serve) -> None:
             s.close()
 
 
-def test_requests_are_answered_by_a_bounded_number_of_threads(serve) -> None:
+def test_requests_are_answered_by_a_bounded_number_of_threads(serve: Callable[..., SocketServer]) -> None:
     srv = serve(workers=4)
     before = threading.active_count()
     socks = [connect(srv.path, timeout=20) for _ in range(40)]
@@ -422,7 +430,7 @@ def test_requests_are_answered_by_a_bounded_number_of_threads(serve) -> None:
             s.close()
 
 
-def test_a_half_closed_client_still_gets_its_replies(serve) -> None:
+def test_a_half_closed_client_still_gets_its_replies(serve: Callable[..., SocketServer]) -> None:
     srv = serve()
     with connect(srv.path) as s:
         s.sendall(b'{"op": "ping", "args": {"i": 1}}\n{"op": "ping", "args": {"i": 2}}\n{"op": "pi')
@@ -434,7 +442,7 @@ def test_a_half_closed_client_still_gets_its_replies(serve) -> None:
         assert lines.next() is None  # and then the server closes
 
 
-def test_listen_backlog_is_large(serve) -> None:
+def test_listen_backlog_is_large(serve: Callable[..., SocketServer]) -> None:
     srv = serve(run=False)
     assert srv.request_queue_size >= 1024
 
@@ -472,7 +480,9 @@ def test_runtime_dir_open_to_others_is_refused(tmp_path: Path, mode: int) -> Non
     assert not (d / "s.sock").exists()
 
 
-def test_client_refuses_a_socket_in_a_runtime_dir_others_can_write(serve) -> None:
+def test_client_refuses_a_socket_in_a_runtime_dir_others_can_write(
+    serve: Callable[..., SocketServer],
+) -> None:
     from photoman.service.runtime import UnsafeRuntimeError
 
     srv = serve()
@@ -609,7 +619,9 @@ def attacker(other_user: pwd.struct_passwd) -> Iterator[tuple[Path, subprocess.P
         shutil.rmtree(base, ignore_errors=True)
 
 
-def test_client_refuses_a_daemon_run_by_another_user(attacker, tmp_path: Path, other_user) -> None:
+def test_client_refuses_a_daemon_run_by_another_user(
+    attacker: tuple[Path, subprocess.Popen[str]], tmp_path: Path, other_user: pwd.struct_passwd
+) -> None:
     from photoman.service.runtime import UnsafeRuntimeError
 
     evil, proc = attacker
@@ -636,7 +648,9 @@ def test_client_refuses_a_daemon_run_by_another_user(attacker, tmp_path: Path, o
     assert seen == [["got", "0"], ["got", "0"]]  # it never saw a byte of either request
 
 
-def test_daemon_refuses_to_serve_in_a_dir_another_user_owns(attacker) -> None:
+def test_daemon_refuses_to_serve_in_a_dir_another_user_owns(
+    attacker: tuple[Path, subprocess.Popen[str]],
+) -> None:
     from photoman.service.runtime import UnsafeRuntimeError
 
     evil, _ = attacker

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from collections.abc import Iterator
 from datetime import datetime
 from pathlib import Path
 
@@ -18,7 +19,7 @@ DIM = 8
 
 
 @pytest.fixture(params=["edge", "server"])
-def store(request: pytest.FixtureRequest, tmp_path: Path):
+def store(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[EdgeStore | ServerStore]:
     if request.param == "edge":
         s = EdgeStore.open(tmp_path / "shard", "test", DIM)
     else:
@@ -56,7 +57,7 @@ def points() -> list[VectorPoint]:
     return out
 
 
-def test_upsert_search_count_ids(store) -> None:
+def test_upsert_search_count_ids(store: EdgeStore | ServerStore) -> None:
     pts = points()
     store.upsert(pts)
     store.upsert(pts)  # idempotent
@@ -90,14 +91,16 @@ def test_upsert_search_count_ids(store) -> None:
         (SearchFilter(ids=[point_id("hash0", "m")]), {0}),
     ],
 )
-def test_filters_run_inside_qdrant(store, flt: SearchFilter, expected: set[int]) -> None:
+def test_filters_run_inside_qdrant(
+    store: EdgeStore | ServerStore, flt: SearchFilter, expected: set[int]
+) -> None:
     pts = points()
     store.upsert(pts)
     hits = store.search(unit(0), limit=10, flt=flt)
     assert {h.id for h in hits} == {pts[i].id for i in expected}
 
 
-def test_set_payload_retrieve_delete(store) -> None:
+def test_set_payload_retrieve_delete(store: EdgeStore | ServerStore) -> None:
     pts = points()
     store.upsert(pts)
     store.set_payload([pts[0].id], {"folders": ["/moved"]})
@@ -150,7 +153,7 @@ def test_names_carry_model_and_size() -> None:
     assert collection_name("openai/clip-vit-base-patch32", 512) != name
 
 
-def test_caption_vectors_update_alone_and_fuse_by_rank(store) -> None:
+def test_caption_vectors_update_alone_and_fuse_by_rank(store: EdgeStore | ServerStore) -> None:
     from photoman.vectors import CAPTION
 
     pts = points()

@@ -17,7 +17,7 @@ from typer.testing import CliRunner
 from photoman.catalog.models import Photo, Tag
 from photoman.cli import app
 from photoman.config import Settings
-from photoman.embedding.model import load_encoder
+from photoman.embedding.model import ClipEncoder, load_encoder
 from photoman.indexing.pipeline import index
 from photoman.library import Library
 from photoman.media.decode import load_image
@@ -39,11 +39,13 @@ from photoman.zeroshot.tagging import label_set, tag_counts, tag_library
 
 
 @pytest.fixture(scope="module")
-def encoder(tiny_model: Path):
+def encoder(tiny_model: Path) -> ClipEncoder:
     return load_encoder(str(tiny_model), device="cpu", precision="fp32")
 
 
-def test_prompt_ensemble_is_the_normalised_mean_of_template_embeddings(encoder, tmp_path: Path) -> None:
+def test_prompt_ensemble_is_the_normalised_mean_of_template_embeddings(
+    encoder: ClipEncoder, tmp_path: Path
+) -> None:
     names = ["dog", "red car"]
     vecs = label_vectors(encoder, names, tmp_path)
     for i, name in enumerate(names):
@@ -114,7 +116,9 @@ def test_windows_cover_the_image_and_stay_inside() -> None:
     assert len(windows(1024, 683)) < 100  # bounded work per photo
 
 
-def test_locate_finds_the_window_a_query_was_built_from(encoder, photos_src: Path, tmp_path: Path) -> None:
+def test_locate_finds_the_window_a_query_was_built_from(
+    encoder: ClipEncoder, photos_src: Path, tmp_path: Path
+) -> None:
     image = load_image(photos_src / "palapeli-data--castle-maintenon.jpg")
     wins = windows(image.width, image.height)
     target = wins[len(wins) // 3]
@@ -136,8 +140,8 @@ def rotated_copy(src: Path, dest: Path) -> None:
 
 
 def test_duplicates_exact_rotated_and_trash(
-    settings: Settings, library_dir: Path, tmp_path: Path, monkeypatch
-) -> None:  # noqa: ANN001
+    settings: Settings, library_dir: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     monkeypatch.setenv("XDG_DATA_HOME", str(tmp_path / "xdg"))  # the trash lives here for the test
     chelsea = library_dir / "scikit-image--chelsea.png"
     shutil.copy(chelsea, library_dir / "trips" / "chelsea-copy.png")  # exact copy

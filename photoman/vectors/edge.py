@@ -167,7 +167,7 @@ class EdgeStore:
                 shard = _load(path, segment_kb, ballast_dir)
             else:
                 shard = qe.EdgeShard.create(str(path), _config(dim, segment_kb))
-        except Exception as exc:  # the bindings raise plain exceptions
+        except Exception as exc:  # noqa: BLE001 - the bindings raise plain exceptions: sorted below
             text = str(exc)
             if "WouldBlock" in text or "lock" in text.lower():
                 raise StoreBusyError(

@@ -59,7 +59,7 @@ class ServerStore:
             store._ensure_collection()
         except PhotomanError:
             raise
-        except Exception as exc:  # connection refused, timeouts, bad URLs
+        except Exception as exc:  # noqa: BLE001 - connection refused, timeouts, bad URLs: one line
             raise PhotomanError(f"cannot reach Qdrant at {url}: {str(exc).splitlines()[0]}") from None
         return store
 
