@@ -73,7 +73,7 @@ def set_caption(lib: Library, path: str, text: str | None) -> CaptionInfo:
             row.caption, row.caption_source = _file_caption(row.path, lib.settings.caption_sources)
             row.caption = clean(row.caption) or ""
         s.flush()
-        digest = row.content_hash
+        digest = str(row.content_hash)  # an ok row always has its hash (_row refuses others)
         pid = point_id(digest, lib.model_id)
         vecs = caption_vectors(lib, s, [digest])
         if digest in vecs:  # vector first, catalog commit second (DESIGN.md order of writes)

@@ -95,6 +95,8 @@ def chosen_captions(session: Session, hashes: Iterable[str], model_id: str) -> d
             )
         )
         for digest, path, caption, source in rows:
+            if digest is None:
+                continue
             key = (source != "user", path, caption)
             if digest not in out or key < out[digest]:
                 out[digest] = key

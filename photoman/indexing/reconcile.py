@@ -29,7 +29,7 @@ def reconcile(lib: Library) -> ReconcileReport:
             )
         ).all()
     for row_id, digest in rows:
-        pid = point_id(digest, lib.model_id)
+        pid = point_id(str(digest), lib.model_id)  # never None: the query asks for a hash
         expected.add(pid)
         if pid not in store_ids:
             report.missing.add(row_id)

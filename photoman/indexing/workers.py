@@ -36,7 +36,7 @@ Prepare = Callable[..., Prepared]
 
 def _worker_main(conn: Connection, fn: Prepare, init_args: tuple[Any, ...], parent_pid: int) -> None:
     """A worker's life: initialise, say ready, then answer one file at a time until told to stop."""
-    init_worker(*init_args, parent_pid=parent_pid)
+    init_worker(*init_args, parent_pid=parent_pid)  # type: ignore[misc]  # init_args: the leading three
     conn.send(_READY)
     while True:
         try:

@@ -327,7 +327,7 @@ def find(
     term = (
         Term("image", str(Path(image).expanduser().absolute()))
         if image is not None
-        else Term("text", text.strip())
+        else Term("text", (text or "").strip())
     )
     q = Query([term], limit=limit, filters=flt or SearchFilter(), cutoff=cutoff)
     q.include_offline = include_offline

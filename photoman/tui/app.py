@@ -236,7 +236,7 @@ class PhotomanApp(App[None]):
             self.call_from_thread(self._message, str(exc))
             return
         message = "" if results else "No results above the relevance cutoff (tick 'all' to see everything)."
-        self.call_from_thread(self._show_results, results, message)
+        self.call_from_thread(self._show_results, results, message)  # type: ignore[arg-type]  # awaited there
 
     async def _show_results(self, results: list[dict[str, Any]], message: str) -> None:
         grid = self.query_one(ResultsGrid)

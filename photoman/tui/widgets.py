@@ -28,7 +28,7 @@ def fit(name: str, width: int) -> str:
     if len(name) <= width:
         return name
     head = (width - 1) // 2
-    return f"{name[:head]}…{name[len(name) - (width - 1 - head):]}"
+    return f"{name[:head]}…{name[len(name) - (width - 1 - head) :]}"
 
 
 class Tile(Vertical):
@@ -54,7 +54,7 @@ class Tile(Vertical):
 
     def compose(self) -> ComposeResult:
         self.border_title = f"{self.result['score']:.3f}"
-        yield self.image_cls(None, classes="thumb")  # type: ignore[call-arg]
+        yield self.image_cls(None, classes="thumb")  # type: ignore[call-arg,arg-type]  # textual-image's (image, …)
         name = fit(shown(os.path.basename(self.result["path"])), LABEL_WIDTH)
         yield Static(name, classes="label", markup=False)
 
@@ -175,7 +175,7 @@ class DetailPane(VerticalScroll):
         self.image_cls = image_cls
 
     def compose(self) -> ComposeResult:
-        yield self.image_cls(None, classes="preview")  # type: ignore[call-arg]
+        yield self.image_cls(None, classes="preview")  # type: ignore[call-arg,arg-type]  # textual-image's (image, …)
         yield Static("", id="facts", markup=False)
         yield Input(placeholder="caption: Enter saves", id="caption")
 

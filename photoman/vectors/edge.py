@@ -5,9 +5,9 @@ from __future__ import annotations
 import errno
 import os
 import stat
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import numpy as np
 import qdrant_edge as qe
@@ -31,7 +31,7 @@ from photoman.vectors.base import (
 # which at 100k photos cost ~0.3 s of each daemon start and each `--no-daemon` command (~0.9 -> ~0.6 s
 # for the whole shard load, measured) and grows with the library; filtered scans read the same pages
 # from the page cache.
-_INDEX_PARAMS = {
+_INDEX_PARAMS: dict[str, Callable[[], Any]] = {
     "keyword": lambda: qe.KeywordIndexParams(on_disk=True),
     "datetime": lambda: qe.DatetimeIndexParams(on_disk=True),
     "geo": lambda: qe.GeoIndexParams(on_disk=True),
@@ -235,7 +235,7 @@ class EdgeStore:
                             params=qe.SearchParams(exact=True), score_threshold=thresholds.get(name))
                 for name, v in queries.items()
             ],
-            query=qe.Fusion.Rrf(k=RRF_K),
+            query=qe.Fusion.Rrf(k=RRF_K),  # type: ignore[arg-type]  # a Fusion; the stubs miss the variant
             filter=f,
             with_payload=True,
         )  # fmt: skip
@@ -265,7 +265,7 @@ class EdgeStore:
         return [
             VectorPoint(
                 str(r.id),
-                {k: np.asarray(v, dtype=np.float32) for k, v in (r.vector or {}).items()}
+                {k: np.asarray(v, dtype=np.float32) for k, v in cast(dict[str, Any], r.vector or {}).items()}
                 if with_vectors
                 else {},
                 dict(r.payload or {}),
