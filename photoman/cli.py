@@ -503,6 +503,8 @@ def status(
     line = functools.partial(out_print, highlight=False, markup=False)  # every value escaped: `shown`
     line(f"data dir  {shown(info['data_dir'])}")
     line(f"model     {shown(info['model'])}")
+    if info.get("runtime") is not None:
+        line(f"runtime   {shown(info['runtime']['line'])}")
     line(f"catalog   {shown(info['catalog']['url'])} ({mb(info['catalog']['bytes'])})")
     if "error" in vec:
         line(f"vectors   {vec['backend']}: {shown(vec['error'])}")
@@ -928,7 +930,7 @@ def roots_relocate(
     )
 
 
-models_app = typer.Typer(help="The CLIP models photoman knows, and which this library uses.")
+models_app = typer.Typer(help="The CLIP and SigLIP models photoman knows, and which this library uses.")
 app.add_typer(models_app, name="models")
 
 
@@ -938,9 +940,9 @@ def models(
     ctx: typer.Context,
     as_json: Annotated[bool, typer.Option("--json", help="Machine-readable list.")] = False,
 ) -> None:
-    """List models: vector size, resolution, download size, languages, relative CPU cost, a published
-    retrieval figure (MSCOCO text→image recall@5), and for this machine and library: downloaded,
-    collection present, photos embedded, current."""
+    """List models: vector size, resolution, download size, languages, relative CPU cost, published
+    retrieval figures (MSCOCO text→image recall@1 and @5), and for this machine and library:
+    downloaded, collection present, photos embedded, current."""
     if ctx.invoked_subcommand is not None:
         return
     with client() as pm:
@@ -951,21 +953,22 @@ def models(
     from rich.table import Table
 
     table = Table(box=None, header_style="bold")
-    for col in ("", "model", "dim", "px", "MB", "languages", "cost", "COCO R@5", "here", "photos"):
+    for col in ("", "model", "dim", "px", "MB", "languages", "cost", "COCO R@1", "R@5", "here", "photos"):
         table.add_column(col, no_wrap=col == "model")
     for m in info["models"]:
-        r5 = f"{m['coco_t2i_r5']:.3f}" if m.get("coco_t2i_r5") else "—"
+        r1, r5 = (f"{m[k]:.3f}" if m.get(k) else "—" for k in ("coco_t2i_r1", "coco_t2i_r5"))
         here = ", ".join(
             w for w, on in (("downloaded", m["downloaded"]), ("collection", m["collection"])) if on
         )
         cost = f"{m['relative_cost']:g}x" if m.get("relative_cost") else "?"
         sizes = [str(m.get(k, "?")) for k in ("dim", "resolution", "download_mb")]
         table.add_row("*" if m["current"] else "", safe_text(m["name"]), *sizes, m.get("languages", "?"),
-                      cost, r5, here or "—", str(m["photos"]))  # fmt: skip
+                      cost, r1, r5, here or "—", str(m["photos"]))  # fmt: skip
     print_table(table)
     out_print(
-        "* current model.  cost: compute per image relative to ViT-B/32.  COCO R@5: MSCOCO 5k text→image "
-        "recall@5 from OpenCLIP's retrieval table (docs/openclip_retrieval_results.csv).",
+        "* current model.  cost: compute per image relative to ViT-B/32.  COCO R@1, R@5: MSCOCO 5k "
+        "text→image recall from OpenCLIP's retrieval table (docs/openclip_retrieval_results.csv); "
+        "SigLIP 2's R@1 from its paper (arXiv:2502.14786, Table 1).",
         highlight=False,
     )
 

@@ -96,7 +96,7 @@ def recall_at(ranking: np.ndarray, relevant: list[set[int]], k: int) -> float:
 def evaluate(models: Any, data: EvalSet) -> dict[str, Any]:
     """The figures for one model (``models``: a :class:`photoman.library.Models`)."""
     from photoman.media.decode import load_image
-    from photoman.zeroshot.labels import label_vectors, softmax_probs
+    from photoman.zeroshot.labels import label_vectors, zero_shot_probs
 
     started = time.perf_counter()
     encoder = models.encoder
@@ -115,7 +115,7 @@ def evaluate(models: Any, data: EvalSet) -> dict[str, Any]:
     }
     if data.labels is not None:
         vecs = label_vectors(encoder, data.queries, None)
-        predicted = softmax_probs(image_vecs, vecs, encoder.logit_scale).argmax(axis=1)
+        predicted = zero_shot_probs(image_vecs, vecs, encoder).argmax(axis=1)
         out["zero_shot_accuracy"] = round(float(np.mean(predicted == np.array(data.labels))), 4)
     out["seconds"] = round(time.perf_counter() - started, 2)
     return out

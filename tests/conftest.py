@@ -62,6 +62,14 @@ def tiny_model(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return build_random_clip(tmp_path_factory.mktemp("tiny-clip"), BPE_DIR, shape="tiny")
 
 
+@pytest.fixture(scope="session")
+def tiny_siglip(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """Random SigLIP (224 px, patch 32) + a Gemma-style BPE tokenizer trained offline, via save_pretrained."""
+    from photoman.embedding.offline import build_random_siglip
+
+    return build_random_siglip(tmp_path_factory.mktemp("tiny-siglip"), shape="tiny")
+
+
 @pytest.fixture
 def library_dir(tmp_path: Path, photos_src: Path) -> Path:
     """A temp library holding copies of SMALL_SET, the TRIPS ones in the sub-folder trips/."""

@@ -1,4 +1,5 @@
-"""Load a CLIP checkpoint (hub id or local folder) and encode images and text into one unit-norm space."""
+"""Load a CLIP or SigLIP checkpoint (hub id or local folder) and encode images and text into one unit-norm
+space. What differs between the two families is looked up in :mod:`photoman.embedding.family`."""
 
 from __future__ import annotations
 
@@ -14,6 +15,7 @@ import numpy as np
 from PIL import Image
 
 from photoman.embedding.checkpoint import model_identity
+from photoman.embedding.family import CLIP, SIGLIP, Family, embedding_dim, family_of, read_config
 from photoman.embedding.preprocess import PreprocessSpec, resize_crop
 from photoman.errors import BadInputError, ModelError
 
@@ -92,7 +94,9 @@ def _resolve_source(model: str, notify: Notify) -> str:
     path = Path(model).expanduser()
     if path.is_dir():
         if not (path / "config.json").exists():
-            raise ModelError(f"model folder {path} has no config.json (not a saved CLIP checkpoint)")
+            raise ModelError(
+                f"model folder {path} has no config.json (not a saved CLIP or SigLIP checkpoint)"
+            )
         return str(path.resolve())
     if path.suffix or model.startswith((".", "/", "~")) or model.count("/") > 1:
         raise ModelError(f"model {model!r} is neither a folder nor a Hugging Face model id")
@@ -104,7 +108,7 @@ def _resolve_source(model: str, notify: Notify) -> str:
     if offline:
         raise ModelError(f"model {model!r} is not in the local Hugging Face cache and HF_HUB_OFFLINE is set")
     size = _download_size(model)
-    notify(f"Downloading CLIP model {model} from the Hugging Face Hub{size} (first use only)…")
+    notify(f"Downloading {_kind(model)} {model} from the Hugging Face Hub{size} (first use only)…")
     return model
 
 
@@ -114,7 +118,13 @@ KNOWN_SIZES_MB = {
     "openai/clip-vit-base-patch32": 605,
     "openai/clip-vit-base-patch16": 599,
     "openai/clip-vit-large-patch14": 1710,
+    "google/siglip2-base-patch16-224": 1500,
 }
+
+
+def _kind(model: str) -> str:
+    """What to call a model in a message before its config is on disk (it says which family it is)."""
+    return "SigLIP model" if "siglip" in model.lower() else "CLIP model"
 
 
 def _download_size(model: str) -> str:
@@ -127,7 +137,7 @@ def _download_size(model: str) -> str:
         size = f" (about {known} MB)" if known else ""
         reason = str(exc).splitlines()[0] if str(exc).strip() else exc.__class__.__name__
         raise ModelError(
-            f"cannot download the CLIP model {model}{size} from the Hugging Face Hub ({reason}); "
+            f"cannot download the {_kind(model)} {model}{size} from the Hugging Face Hub ({reason}); "
             "connect to the internet once (it is cached for good), or set PHOTOMAN_MODEL to a folder "
             "holding a saved copy, or HTTPS_PROXY if you are behind a proxy"
         ) from None
@@ -142,7 +152,7 @@ class ModelNotCached(ModelError):
 
 @dataclass
 class ClipEncoder:
-    """A loaded CLIP model with its tokenizer and preprocessing numbers, ready to encode."""
+    """A loaded CLIP or SigLIP model with its tokenizer and preprocessing numbers, ready to encode."""
 
     model_id: str
     model: Any
@@ -157,6 +167,7 @@ class ClipEncoder:
     image_runtime: Any = None  # OrtImageEncoder when ONNX Runtime runs the image model (CPU)
     single_fp32: bool = False  # one-image batches (image queries) on torch fp32: faster there at batch 1
     precision_info: dict[str, Any] | None = None  # what runs the image model and why (precision_choice)
+    family: Family = CLIP
 
     def __post_init__(self) -> None:
         # the TUI re-runs the same words on every filter or mode change: those are free the 2nd time
@@ -171,8 +182,39 @@ class ClipEncoder:
 
     @property
     def logit_scale(self) -> float:
-        """CLIP's learned temperature (about 100), for zero-shot softmax."""
+        """The model's learned temperature (CLIP's is about 100), for zero-shot scores."""
         return float(self.model.logit_scale.exp().item())
+
+    @property
+    def logit_bias(self) -> float:
+        """SigLIP's learned bias of its sigmoid zero-shot scores (CLIP has none: 0)."""
+        bias = getattr(self.model, "logit_bias", None)
+        return float(bias.item()) if bias is not None else 0.0
+
+    @property
+    def templates(self) -> tuple[str, ...]:
+        """The zero-shot prompt(s) this model's family uses."""
+        return self.family.templates
+
+    @property
+    def max_text_length(self) -> int:
+        """Tokens the text tower takes (CLIP 77, SigLIP 64); longer texts are truncated."""
+        return int(getattr(self.model.config.text_config, "max_position_embeddings", 77))
+
+    def tokenize(self, texts: Sequence[str], **kw: Any) -> dict[str, Any]:
+        """Token ids (and a mask when the tokenizer gives one) exactly as the model card's reference.
+
+        CLIP: padded to the longest text of the batch. SigLIP: ``padding="max_length"`` to 64, as the
+        model was trained; the mask is passed only if the checkpoint's tokenizer returns one (SigLIP 2's
+        does not), as transformers does with ``model(**processor(text=...))``.
+        """
+        padding: Any = kw.pop("padding", True)
+        if self.family.pad_to_max_length:
+            padding = "max_length"
+        out = self.tokenizer(
+            list(texts), padding=padding, truncation=True, max_length=self.max_text_length, **kw
+        )
+        return {k: v for k, v in out.items() if k in ("input_ids", "attention_mask")}
 
     def _autocast_ctx(self) -> Any:
         import contextlib
@@ -255,7 +297,7 @@ class ClipEncoder:
         return self.encode_pixels(np.stack([resize_crop(im, self.spec) for im in images]))
 
     def encode_texts(self, texts: Sequence[str]) -> np.ndarray:
-        """Unit vectors for texts (CLIP's 77-token context; longer text is truncated)."""
+        """Unit vectors for texts (77 tokens for CLIP, 64 for SigLIP; longer text is truncated)."""
         import torch
 
         if not texts:
@@ -268,11 +310,7 @@ class ClipEncoder:
             return np.stack([self._one_text(t) for t in texts])
         if self.text_int8 and len(texts) > 1:
             return np.concatenate([self.encode_texts([t]) for t in texts])
-        max_len = getattr(self.model.config.text_config, "max_position_embeddings", 77)
-        tok = self.tokenizer(
-            list(texts), padding=True, truncation=True, max_length=max_len, return_tensors="pt"
-        )
-        tok = {k: v.to(self.device) for k, v in tok.items() if k in ("input_ids", "attention_mask")}
+        tok = {k: v.to(self.device) for k, v in self.tokenize(texts, return_tensors="pt").items()}
         with torch.inference_mode(), self._autocast_ctx():
             feats = self._pooled(self.model.get_text_features(**tok))
         return self._finish(feats)
@@ -280,8 +318,7 @@ class ClipEncoder:
     def _encode_one_text(self, text: str) -> np.ndarray:
         import torch
 
-        max_len = getattr(self.model.config.text_config, "max_position_embeddings", 77)
-        ids = self.tokenizer([text], truncation=True, max_length=max_len, return_tensors="pt")["input_ids"]
+        ids = self.tokenize([text], padding=False, return_tensors="pt")["input_ids"]
         with torch.inference_mode():
             vec = self._finish(self.lean_text(ids.to(self.device)))[0]
         vec.flags.writeable = False  # shared by every caller of the cache
@@ -307,13 +344,18 @@ def _quantize_text_tower(clip: Any) -> bool:
         warnings.simplefilter("ignore")
         # in place: embeddings and LayerNorms stay the very objects the lean tower shares
         clip.text_model = quantize(clip.text_model, {torch.nn.Linear}, dtype=torch.qint8, inplace=True)
-        clip.text_projection = quantize(torch.nn.Sequential(clip.text_projection), {torch.nn.Linear},
-                                        dtype=torch.qint8, inplace=True)[0]  # fmt: skip
+        if hasattr(clip, "text_projection"):  # SigLIP's projection (`head`) is inside text_model
+            clip.text_projection = quantize(torch.nn.Sequential(clip.text_projection), {torch.nn.Linear},
+                                            dtype=torch.qint8, inplace=True)[0]  # fmt: skip
     return True
 
 
 def _onnx_tower(clip: Any, tokenizer: Any, model: str, cache_dir: Path | None, notify: Notify) -> Any:
-    """The int8 ONNX Runtime text encoder, or None (not installed, or the export failed: torch it is)."""
+    """The int8 ONNX Runtime text encoder, or None (not installed, or the export failed: torch it is).
+
+    SigLIP checkpoints get one too (texts padded to 64 tokens, attention both ways, last position
+    pooled); a checkpoint whose tokenizer has no `tokenizers` form says so here and keeps torch.
+    """
     from photoman.config import default_cache_dir
     from photoman.embedding import onnx_text, query_text
 
@@ -332,6 +374,11 @@ def _onnx_tower(clip: Any, tokenizer: Any, model: str, cache_dir: Path | None, n
 
 
 def _spec_from_processor(image_processor: Any) -> PreprocessSpec:
+    """The resize/crop/normalise numbers of a loaded image processor (or its JSON, via _DictProcessor).
+
+    ``size`` with a shortest edge: CLIP's resize-then-centre-crop. ``size`` as height × width with no
+    centre crop: SigLIP's plain resize to a square.
+    """
     size = getattr(image_processor, "size", None) or {}
     crop = getattr(image_processor, "crop_size", None) or {}
 
@@ -339,13 +386,26 @@ def _spec_from_processor(image_processor: Any) -> PreprocessSpec:
         value = d.get(key) if isinstance(d, dict) else getattr(d, key, None)
         return int(value) if value else default
 
-    shortest = get(size, "shortest_edge", 0) or get(size, "height", 224)
+    resample = int(getattr(image_processor, "resample", None) or Image.Resampling.BICUBIC)
+    mean = tuple(float(v) for v in image_processor.image_mean)
+    std = tuple(float(v) for v in image_processor.image_std)
+    shortest = get(size, "shortest_edge", 0)
+    if not shortest and not getattr(image_processor, "do_center_crop", None) and get(size, "height", 0):
+        side = get(size, "height", 0)
+        if get(size, "width", side) != side:
+            width = get(size, "width", side)
+            raise ModelError(f"the model takes {width}x{side} images; photoman needs square ones")
+        # decoders keep 1.5x the side: a JPEG drafted down to just the side, then resized with SigLIP's
+        # bilinear filter, drifted up to 4.8e-3 from the full decode on a test photo; at 1.5x, 4e-4
+        return PreprocessSpec(size=(side * 3 + 1) // 2, crop=side, resample=resample, mean=mean,  # type: ignore[arg-type]
+                              std=std, square=True)  # fmt: skip
+    shortest = shortest or get(size, "height", 224)
     return PreprocessSpec(
         size=shortest,
         crop=get(crop, "height", shortest),
-        resample=int(getattr(image_processor, "resample", Image.Resampling.BICUBIC)),
-        mean=tuple(float(v) for v in image_processor.image_mean),  # type: ignore[arg-type]
-        std=tuple(float(v) for v in image_processor.image_std),  # type: ignore[arg-type]
+        resample=resample,
+        mean=mean,  # type: ignore[arg-type]
+        std=std,  # type: ignore[arg-type]
     )
 
 
@@ -372,17 +432,19 @@ def load_encoder(
     import logging
 
     import transformers
-    from transformers import AutoProcessor, CLIPModel
+    from transformers import AutoConfig, AutoProcessor, CLIPModel, SiglipModel
 
     transformers.logging.set_verbosity_error()
     transformers.utils.logging.disable_progress_bar()
     logging.getLogger("transformers").setLevel(logging.ERROR)
     try:
-        clip = CLIPModel.from_pretrained(source)
+        family = family_of(AutoConfig.from_pretrained(source).to_dict(), repr(model))
+        model_class = {CLIP: CLIPModel, SIGLIP: SiglipModel}[family]
+        clip = model_class.from_pretrained(source)
         processor = AutoProcessor.from_pretrained(source)
-    except (OSError, ValueError, KeyError) as exc:
+    except (OSError, ValueError, KeyError, ImportError) as exc:
         first = str(exc).strip().splitlines()[0] if str(exc).strip() else exc.__class__.__name__
-        raise ModelError(f"cannot load CLIP model {model!r}: {first}") from None
+        raise ModelError(f"cannot load the {_kind(model)} {model!r}: {first}") from None
     clip.eval().to(dev)
     from photoman.embedding.text_tower import LeanTextTower
 
@@ -390,7 +452,7 @@ def load_encoder(
     fast: Any = None
     # query texts on CPU never depend on the image precision: a bf16 image model once sent every query
     # through torch's bf16 path (58 ms instead of 17 ms, issue 16)
-    if dev == "cpu" and LeanTextTower.supports(clip):
+    if dev == "cpu" and LeanTextTower.supports(clip, processor.tokenizer):
         if text_int8:
             fast = _onnx_tower(clip, processor.tokenizer, model, cache_dir, notify)
         if fast is None:
@@ -399,8 +461,12 @@ def load_encoder(
             _quantize_text_tower(clip)
         text_int8 = fast.int8 if fast is not None else lean.int8
     else:
+        if dev == "cpu" and text_int8 and family is SIGLIP:
+            # torch's per-tensor int8 drifts past 1e-3 on SigLIP's text tower: the fallback stays fp32
+            notify("fast text encoder unavailable (this tokenizer masks padding); using the torch one")
+            text_int8 = False
         text_int8 = bool(text_int8 and dev == "cpu" and autocast is None and _quantize_text_tower(clip))
-    dim = int(clip.config.projection_dim)
+    dim = embedding_dim(clip.config.to_dict())
     enc = ClipEncoder(
         model_id=model_identity(model),
         model=clip,
@@ -412,6 +478,7 @@ def load_encoder(
         text_int8=text_int8,
         lean_text=lean,
         query_text=fast,
+        family=family,
     )
     _choose_image_runtime(enc, model, precision, cache_dir, notify)
     return enc
@@ -574,8 +641,6 @@ def model_dim(model: str) -> int:
 
     Raises :class:`ModelNotCached` for a hub id that is not downloaded yet.
     """
-    import json
-
     path = Path(model).expanduser()
     if path.is_dir():
         cfg_file: str | Path | None = path / "config.json"
@@ -589,11 +654,11 @@ def model_dim(model: str) -> int:
             known = KNOWN_SIZES_MB.get(model)
             size = f" (about {known} MB)" if known else ""
             raise ModelNotCached(f"model {model}{size} is not downloaded yet; `photoman index` downloads it")
+    cfg = read_config(cfg_file)  # type: ignore[arg-type]
     try:
-        cfg = json.loads(Path(cfg_file).read_text())  # type: ignore[arg-type]
-        return int(cfg["projection_dim"])
-    except (OSError, ValueError, KeyError, TypeError):
-        raise ModelError(f"model {model!r} has no CLIP config.json (projection_dim missing)") from None
+        return embedding_dim(cfg)
+    except (ValueError, KeyError, TypeError, AttributeError):
+        raise ModelError(f"model {model!r} has an incomplete config.json (no vector size in it)") from None
 
 
 def checkpoint_spec(model: str) -> PreprocessSpec:
@@ -626,6 +691,7 @@ class _DictProcessor:
         d = PreprocessSpec()
         self.size = cfg.get("size") or {"shortest_edge": d.size}
         self.crop_size = cfg.get("crop_size") or {"height": d.crop}
+        self.do_center_crop = cfg.get("do_center_crop")
         self.resample = cfg.get("resample", d.resample)
         self.image_mean = cfg.get("image_mean") or d.mean
         self.image_std = cfg.get("image_std") or d.std

@@ -1,9 +1,10 @@
-"""CLIP's image tower in ONNX Runtime on CPU: the indexing hot path when it beats torch here.
+"""The image tower (CLIP or SigLIP) in ONNX Runtime on CPU: the indexing hot path when it beats torch here.
 
 Indexing is bound by the image model (ViT-B/32: ~4.4 GFLOP a photo), so its runtime is the lever.
 The graph is exported from the very modules the model loaded (``get_image_features``: vision
-transformer + projection), with the processor's normalisation inside it, so it takes the uint8
-crops the decode workers make (N, crop, crop, 3) and returns the projected, unnormalised features.
+transformer + projection, or SigLIP's attention-pooling head), with the processor's normalisation
+inside it, so it takes the uint8 crops the decode workers make (N, crop, crop, 3) and returns the
+projected, unnormalised features.
 It is exported once per checkpoint and torch/ONNX Runtime versions into ``cache_dir`` and run at
 graph optimisation level ALL. In fp32 it equals the transformers forward to ~1e-6 cosine distance.
 
@@ -68,10 +69,14 @@ def fingerprint(clip: Any) -> str:
     h = hashlib.sha256()
     h.update(json.dumps(clip.config.vision_config.to_dict(), sort_keys=True, default=str).encode())
     vm = clip.vision_model
-    for name, p in list(vm.named_parameters()) + list(clip.visual_projection.named_parameters()):
+    # CLIP projects with visual_projection; SigLIP's pooling head sits inside the vision model
+    proj = getattr(clip, "visual_projection", None)
+    params = list(vm.named_parameters()) + (list(proj.named_parameters()) if proj is not None else [])
+    for name, p in params:
         h.update(f"{name}{tuple(p.shape)}".encode())
+    last = proj.weight if proj is not None else params[-1][1]
     for t in (vm.post_layernorm.weight, vm.encoder.layers[0].self_attn.q_proj.bias,
-              vm.encoder.layers[-1].mlp.fc2.weight[:8], clip.visual_projection.weight):  # fmt: skip
+              vm.encoder.layers[-1].mlp.fc2.weight[:8], last):  # fmt: skip
         h.update(t.detach().float().contiguous().numpy().tobytes())
     return h.hexdigest()[:20]
 

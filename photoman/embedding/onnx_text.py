@@ -1,4 +1,4 @@
-"""The query hot path on CPU: CLIP's text tower as an int8 ONNX Runtime session.
+"""The query hot path on CPU: the text tower (CLIP or SigLIP) as an int8 ONNX Runtime session.
 
 One search query is ~10 tokens, so encoding it is ~50 small matrix products, each bound by
 per-call overhead rather than arithmetic. torch's int8 kernels (fbgemm) take ~150 µs per product
@@ -6,7 +6,10 @@ and more once a vector-store scan has pushed the weights out of the CPU cache; O
 int8 kernels take a fraction of that: one ViT-B/32 query encodes in ~6 ms instead of ~15 ms on two
 cores. The graph is exported from the very modules the model loaded (the lean tower's forward, fp32),
 quantised once per checkpoint (int8 weights in a 7-bit range, one scale per output row: AVX2's
-int8 products then cannot saturate) and cached on disk.
+int8 products then cannot saturate) and cached on disk. For SigLIP the graph attends both ways and
+pools the last position, and the pack pads every query to the model's 64 tokens with its pad token,
+as the model card's reference does (``padding="max_length"``); a SigLIP tokenizer that returns an
+attention mask gets no pack (its reference masks the padding, which this graph does not).
 """
 
 from __future__ import annotations
@@ -24,8 +27,9 @@ import numpy as np
 import torch
 
 from photoman.embedding.checkpoint import model_identity
+from photoman.embedding.family import embedding_dim
 from photoman.embedding.query_text import QueryTextEncoder, pack_dir, pack_ready
-from photoman.embedding.text_tower import LeanTextTower
+from photoman.embedding.text_tower import LeanTextTower, _projection
 
 FORMAT = 5  # bump when the exported graph changes: old cache files are then ignored
 
@@ -62,10 +66,11 @@ def fingerprint(clip: Any) -> str:
     h.update(json.dumps(clip.config.text_config.to_dict(), sort_keys=True, default=str).encode())
     h.update(f"{FORMAT} {torch.__version__}".encode())
     tm = clip.text_model
-    for name, p in list(tm.named_parameters()) + list(clip.text_projection.named_parameters()):
+    proj = _projection(clip)
+    for name, p in list(tm.named_parameters()) + list(proj.named_parameters()):
         h.update(f"{name}{tuple(p.shape)}".encode())
     for t in (tm.final_layer_norm.weight, tm.encoder.layers[0].self_attn.q_proj.bias,
-              tm.encoder.layers[-1].mlp.fc2.weight[:8], clip.text_projection.weight):  # fmt: skip
+              tm.encoder.layers[-1].mlp.fc2.weight[:8], proj.weight):  # fmt: skip
         h.update(t.detach().float().contiguous().numpy().tobytes())
     return h.hexdigest()[:20]
 
@@ -124,6 +129,8 @@ def build_pack(clip: Any, tokenizer: Any, model_id: str, pack: Path, quantize: b
     backend = getattr(tokenizer, "backend_tokenizer", None)
     if backend is None:
         raise ValueError("the checkpoint's tokenizer has no `tokenizers` form")
+    if not LeanTextTower.supports(clip, tokenizer):
+        raise ValueError("this text tower's layout (or its attention mask) is not one the pack mirrors")
     lean = LeanTextTower(clip, int8=False)
     pack.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=".build-", dir=pack.parent))
@@ -135,10 +142,12 @@ def build_pack(clip: Any, tokenizer: Any, model_id: str, pack: Path, quantize: b
         meta = {
             "format": PACK_FORMAT,
             "model_id": model_id,
-            "dim": int(clip.config.projection_dim),
+            "dim": embedding_dim(clip.config.to_dict()),
             "int8": quantize,
             "max_length": int(getattr(clip.config.text_config, "max_position_embeddings", 77)),
-            "eos_token_id": int(lean.eos_token_id),
+            # CLIP: the end token's position is pooled; SigLIP: the last one, texts padded to max_length
+            "eos_token_id": int(lean.eos_token_id) if lean.causal else None,
+            "pad_token_id": None if lean.causal else int(tokenizer.pad_token_id),
         }
         (tmp / "meta.json").write_text(json.dumps(meta))
         if pack.exists():  # a broken pack from a crash or another runtime

@@ -26,7 +26,7 @@ import numpy as np
 
 from photoman.embedding.checkpoint import checkpoint_key
 
-FORMAT = 6  # bump when the pack's contents change: old packs are then ignored
+FORMAT = 7  # bump when the pack's contents change: old packs are then ignored
 _threads = threading.local()
 
 
@@ -65,7 +65,10 @@ class QueryTextEncoder:
         self.dim: int = int(meta["dim"])
         self.int8: bool = bool(meta["int8"])
         self.max_length: int = int(meta["max_length"])
-        self.eos_token_id: int = int(meta["eos_token_id"])
+        # CLIP packs name the end token (pooled there); SigLIP packs the pad token instead (padded to
+        # max_length, the last position pooled)
+        self.eos_token_id: int | None = meta.get("eos_token_id")
+        self.pad_token_id: int | None = meta.get("pad_token_id")
         self.model_file = pack / "model.onnx"
         self.tokenizer = Tokenizer.from_file(str(pack / "tokenizer.json"))
         self.tokenizer.no_padding()
@@ -98,11 +101,18 @@ class QueryTextEncoder:
             self._session(max(1, n))
 
     def token_ids(self, text: str) -> list[int]:
-        """The checkpoint's own tokenisation (lower-casing, BPE, start/end tokens, truncation)."""
-        return self.tokenizer.encode(text).ids
+        """The checkpoint's own tokenisation (normalisation, BPE, start/end tokens, truncation; SigLIP:
+        padded to max_length with the pad token)."""
+        ids = self.tokenizer.encode(text).ids
+        if self.pad_token_id is not None:
+            ids = ids + [self.pad_token_id] * (self.max_length - len(ids))
+        return ids
 
     def eos_position(self, ids: Sequence[int]) -> int:
-        """Where the end token is (transformers' rule, legacy configs included)."""
+        """The position pooled: CLIP's end token (transformers' rule, legacy configs included), SigLIP's
+        last position."""
+        if self.eos_token_id is None:
+            return len(ids) - 1
         if self.eos_token_id == 2:  # legacy configs: the end token has the highest id
             return int(np.argmax(ids))
         try:

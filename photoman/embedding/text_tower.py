@@ -1,11 +1,14 @@
-"""A lean forward pass of CLIP's text tower for one query at a time: the daemon's hot path.
+"""A lean forward pass of a CLIP or SigLIP text tower for one query at a time: the daemon's hot path.
 
 A single search query is ~10 tokens, so its cost is not arithmetic but per-module overhead: the
 transformers forward spends about half of a 17 ms int8 encoding in Python wrappers (output capture,
 mask builders, attention dispatch). This runs the very same modules (embeddings, LayerNorms, the
-possibly int8-quantised Linears, the activation) with plain functional glue and the same causal
+possibly int8-quantised Linears, the activation) with plain functional glue and the same
 scaled-dot-product attention, so its vectors equal the transformers ones (a test holds them to
-1e-5). Batches and padded inputs keep the transformers forward.
+1e-5). CLIP: causal attention, the end token's state through ``text_projection``. SigLIP: attention
+both ways over the 64 tokens it was trained on (text padded with the pad token, no mask: the
+transformers reference passes none, SigLIP 2's tokenizer returning no mask), the last position's state
+through the text model's ``head``. Batches keep the transformers forward.
 """
 
 from __future__ import annotations
@@ -46,8 +49,18 @@ def int8_available() -> bool:
     return True
 
 
+def _projection(clip: Any) -> Any:
+    """The text projection: CLIP's ``text_projection``, SigLIP's ``text_model.head``."""
+    proj = getattr(clip, "text_projection", None)
+    return proj if proj is not None else getattr(getattr(clip, "text_model", None), "head", None)
+
+
+def _siglip(clip: Any) -> bool:
+    return getattr(clip, "text_projection", None) is None
+
+
 class LeanTextTower:
-    """CLIP text tower + projection for one unpadded token sequence.
+    """A text tower + projection for one token sequence (CLIP: unpadded; SigLIP: padded to 64).
 
     With ``int8`` the Linears run with int8 weights (dynamic quantisation, per output row): one
     query's encoding reads ~38 MB of weights instead of ~150 MB, about twice as fast on a CPU, at a
@@ -61,9 +74,10 @@ class LeanTextTower:
         self.token_embedding = tm.embeddings.token_embedding
         self.position_embedding = tm.embeddings.position_embedding
         self.final_ln = tm.final_layer_norm
-        proj = clip.text_projection
+        proj = _projection(clip)
         self.projection = _int8(proj) if self.int8 else proj
-        self.eos_token_id = tm.eos_token_id
+        self.causal = not _siglip(clip)  # SigLIP attends both ways and pools the last position
+        self.eos_token_id = getattr(tm, "eos_token_id", None) if self.causal else None
         self.layers = []
         for layer in tm.encoder.layers:
             attn = layer.self_attn
@@ -83,9 +97,12 @@ class LeanTextTower:
             )
 
     @staticmethod
-    def supports(clip: Any) -> bool:
-        """Only the standard CLIP text layout (the one this forward mirrors) takes the lean path."""
+    def supports(clip: Any, tokenizer: Any = None) -> bool:
+        """Only the standard CLIP and SigLIP text layouts (the ones this forward mirrors) take the lean
+        path; for SigLIP only when its tokenizer gives no attention mask (then none is used)."""
         tm = getattr(clip, "text_model", None)
+        if _siglip(clip) and "attention_mask" in (getattr(tokenizer, "model_input_names", None) or []):
+            return False
         try:
             layer = tm.encoder.layers[0]
             attn = layer.self_attn
@@ -93,7 +110,7 @@ class LeanTextTower:
                 all(isinstance(m, torch.nn.Linear) for m in (attn.q_proj, attn.k_proj, attn.v_proj))
                 and attn.q_proj.bias is not None
                 and isinstance(layer.mlp.fc1, torch.nn.Linear)
-                and isinstance(clip.text_projection, torch.nn.Linear)
+                and isinstance(_projection(clip), torch.nn.Linear)
                 and hasattr(tm.embeddings, "position_embedding")
                 and hasattr(tm, "final_layer_norm")
             )
@@ -105,7 +122,7 @@ class LeanTextTower:
         length = x.shape[1]
         for ln1, qkv, out_proj, heads, head_dim, scale, ln2, fc1, act, fc2 in self.layers:
             q, k, v = qkv(ln1(x)).view(1, length, 3, heads, head_dim).permute(2, 0, 3, 1, 4)
-            a = F.scaled_dot_product_attention(q, k, v, is_causal=True, scale=scale)
+            a = F.scaled_dot_product_attention(q, k, v, is_causal=self.causal, scale=scale)
             x = x + out_proj(a.transpose(1, 2).reshape(1, length, heads * head_dim))
             x = x + fc2(act(fc1(ln2(x))))
         return self.final_ln(x)
@@ -115,8 +132,11 @@ class LeanTextTower:
         return self.projection(x[:, eos])
 
     def eos_position(self, input_ids: torch.Tensor) -> int:
-        """Where the end token is (transformers' rule, legacy configs included)."""
+        """The position pooled: CLIP's end token (transformers' rule, legacy configs included); SigLIP's
+        last position, whatever token is there."""
         ids = input_ids[0]
+        if not self.causal:
+            return len(ids) - 1
         if self.eos_token_id == 2:  # legacy configs: the end token has the highest id (as transformers does)
             return int(ids.argmax())
         where = (ids == self.eos_token_id).nonzero()
@@ -128,5 +148,6 @@ class LeanTextTower:
         return self.token_embedding(input_ids) + self.position_embedding(pos)[None]
 
     def __call__(self, input_ids: torch.Tensor) -> torch.Tensor:
-        """Projected (unnormalised) text features, shape (1, dim), for input_ids of shape (1, L)."""
+        """Projected (unnormalised) text features, shape (1, dim), for input_ids of shape (1, L)
+        (for SigLIP already padded to its length, as :meth:`ClipEncoder.tokenize` does)."""
         return self.project(self.hidden(self.embed(input_ids)), self.eos_position(input_ids))

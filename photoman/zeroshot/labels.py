@@ -1,4 +1,9 @@
-"""Label sets and prompt ensembles: a label's embedding is the mean of its prompts' embeddings."""
+"""Label sets and prompts: a label's embedding is the mean of its prompts' embeddings.
+
+CLIP takes an ensemble of eight prompts and a softmax over the labels; SigLIP its own single prompt
+("This is a photo of {}.") and an independent sigmoid per label with its learned scale and bias,
+which is how each family was trained to score (see :mod:`photoman.embedding.family`).
+"""
 
 from __future__ import annotations
 
@@ -8,18 +13,10 @@ from pathlib import Path
 
 import numpy as np
 
+from photoman.embedding.family import CLIP_TEMPLATES
 from photoman.errors import BadInputError
 
-TEMPLATES = (
-    "a photo of a {}.",
-    "a close-up photo of a {}.",
-    "a photo of the {}.",
-    "a good photo of a {}.",
-    "a cropped photo of a {}.",
-    "a bright photo of a {}.",
-    "a dark photo of a {}.",
-    "a photo of many {}.",
-)
+TEMPLATES = CLIP_TEMPLATES  # CLIP's ensemble (a SigLIP encoder brings its own: encoder.templates)
 
 Label = tuple[str, float | None]  # name, its own probability threshold (None: the default)
 
@@ -65,25 +62,51 @@ def load_labels(path: Path | str) -> list[Label]:
 
 def ensemble(prompt_vectors: np.ndarray, n_labels: int) -> np.ndarray:
     """(labels × templates, dim) unit vectors → (labels, dim): mean over templates, re-normalised."""
-    v = prompt_vectors.reshape(n_labels, len(TEMPLATES), -1).mean(axis=1)
+    v = prompt_vectors.reshape(n_labels, len(prompt_vectors) // n_labels, -1).mean(axis=1)
     return v / np.linalg.norm(v, axis=1, keepdims=True)
 
 
+def templates_of(encoder) -> tuple[str, ...]:  # noqa: ANN001
+    """The zero-shot prompt(s) of the encoder's model family (CLIP's ensemble by default)."""
+    return tuple(getattr(encoder, "templates", None) or TEMPLATES)
+
+
 def label_vectors(encoder, names: list[str], cache_dir: Path | None) -> np.ndarray:  # noqa: ANN001
-    """Ensembled text embeddings for labels, cached on disk per model and label set."""
-    key = hashlib.sha1("\n".join([encoder.model_id, *TEMPLATES, *names]).encode()).hexdigest()[:16]
+    """Ensembled text embeddings for labels, cached on disk per model, prompts and label set."""
+    templates = templates_of(encoder)
+    key = hashlib.sha1("\n".join([encoder.model_id, *templates, *names]).encode()).hexdigest()[:16]
     cache = cache_dir / f"labels-{key}.npy" if cache_dir else None
     if cache is not None and cache.exists():
         vecs = np.load(cache)
         if vecs.shape == (len(names), encoder.dim):
             return vecs
-    prompts = [t.format(n) for n in names for t in TEMPLATES]
+    prompts = [t.format(n) for n in names for t in templates]
     vecs = np.concatenate([encoder.encode_texts(prompts[i : i + 256]) for i in range(0, len(prompts), 256)])
     out = ensemble(vecs, len(names)).astype(np.float32)
     if cache is not None:
         cache.parent.mkdir(parents=True, exist_ok=True)
         np.save(cache, out)
     return out
+
+
+def zero_shot_probs(image_vecs: np.ndarray, label_vecs: np.ndarray, encoder) -> np.ndarray:  # noqa: ANN001
+    """Label probabilities the way the encoder's model family scores them (rows: images).
+
+    CLIP: a softmax over the labels (rows sum to 1). SigLIP: sigmoid(scale × cosine + bias) for each
+    label on its own, as ``SiglipModel`` computes ``logits_per_image``; rows need not sum to 1.
+    """
+    family = getattr(encoder, "family", None)
+    if family is not None and family.sigmoid:
+        return sigmoid_probs(image_vecs, label_vecs, encoder.logit_scale, encoder.logit_bias)
+    return softmax_probs(image_vecs, label_vecs, encoder.logit_scale)
+
+
+def sigmoid_probs(
+    image_vecs: np.ndarray, label_vecs: np.ndarray, logit_scale: float, logit_bias: float
+) -> np.ndarray:
+    """SigLIP's zero-shot probabilities: an independent sigmoid of logit_scale × cosine + logit_bias."""
+    logits = logit_scale * (np.atleast_2d(image_vecs) @ label_vecs.T) + logit_bias
+    return 1.0 / (1.0 + np.exp(-logits))
 
 
 def softmax_probs(image_vecs: np.ndarray, label_vecs: np.ndarray, logit_scale: float) -> np.ndarray:

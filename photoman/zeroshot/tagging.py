@@ -18,7 +18,7 @@ from photoman.zeroshot.labels import (
     choose_tags,
     label_vectors,
     load_labels,
-    softmax_probs,
+    zero_shot_probs,
 )
 
 MIN_PROB = 0.1
@@ -74,7 +74,7 @@ def tag_library(
         present = [h for h in chunk if stored.get(h) is not None]
         if not present:
             continue
-        probs = softmax_probs(np.stack([stored[h] for h in present]), vecs, lib.encoder.logit_scale)
+        probs = zero_shot_probs(np.stack([stored[h] for h in present]), vecs, lib.encoder)
         picks = choose_tags(probs, labels, min_prob, top_k)
         with lib.catalog.session() as s:
             s.execute(
@@ -112,9 +112,10 @@ def tag_counts(lib: Library) -> list[tuple[str, int]]:
 
 
 def classify(lib_or_encoder, image, labels: list[str]) -> list[tuple[str, float]]:  # noqa: ANN001
-    """Probabilities of one image over the given labels (softmax with CLIP's logit scale), best first."""
+    """Probabilities of one image over the given labels (CLIP: softmax over them; SigLIP: a sigmoid for
+    each), best first."""
     encoder = getattr(lib_or_encoder, "encoder", lib_or_encoder)
     vecs = label_vectors(encoder, labels, None)
     img = encoder.encode_images([image])
-    probs = softmax_probs(img, vecs, encoder.logit_scale)[0]
+    probs = zero_shot_probs(img, vecs, encoder)[0]
     return sorted(zip(labels, (float(p) for p in probs), strict=True), key=lambda x: -x[1])
