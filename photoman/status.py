@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 from typing import Any
 
@@ -10,6 +11,25 @@ from sqlalchemy import func, select
 from photoman.catalog.models import Photo, Root
 from photoman.errors import PhotomanError
 from photoman.library import Library
+
+
+def image_runtime(lib: Library) -> dict[str, Any]:
+    """What runs the image model and why (issue: `auto` is decided by measurement, so say its result).
+
+    From the loaded encoder when there is one, else from the cached measurement: status never loads
+    torch or the model for this."""
+    from photoman.embedding import precision
+
+    s = lib.settings
+    if lib.encoder_loaded:
+        info = precision.precision_choice(lib.encoder)
+    elif s.precision == "auto" and s.device in ("auto", "cpu"):
+        info = precision.cached_choice(s.cache_dir, s.model) or {}
+    else:
+        info = {"runtime": s.precision, "reason": f"precision = {s.precision!r} in the settings"}
+    info = json.loads(json.dumps(info, default=str))  # a torch.device and the like, as text
+    info["line"] = precision.summary(info or None)
+    return info
 
 
 def library_status(lib: Library, errors_limit: int = 20) -> dict[str, Any]:
@@ -60,6 +80,7 @@ def library_status(lib: Library, errors_limit: int = 20) -> dict[str, Any]:
     return {
         "data_dir": str(lib.settings.data_dir),
         "model": lib.model_id,
+        "runtime": image_runtime(lib),
         "catalog": {
             "url": lib.catalog.engine.url.render_as_string(hide_password=True),
             "bytes": catalog_bytes,
