@@ -142,7 +142,7 @@ def main_options(
         Path | None, typer.Option(help="Where catalog and vectors live [env PHOTOMAN_DATA_DIR].")
     ] = None,
     model: Annotated[
-        str | None, typer.Option(help="CLIP model: Hugging Face id or local folder [env PHOTOMAN_MODEL].")
+        str | None, typer.Option(help="CLIP or SigLIP model: Hugging Face id or folder [env PHOTOMAN_MODEL].")
     ] = None,
     device: Annotated[
         str | None, typer.Option(help="auto, cpu, cuda, cuda:N or mps [env PHOTOMAN_DEVICE].")

@@ -229,7 +229,7 @@ class PhotomanApp(App[None]):
             self.call_from_thread(self.connect)
             return
         if not client.model_loaded:
-            self.call_from_thread(self._message, "Loading the CLIP model (the first search may download it)…")
+            self.call_from_thread(self._message, "Loading the model (the first search may download it)…")
         try:
             results = client.search(q)
         except PhotomanError as exc:
