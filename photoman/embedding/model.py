@@ -398,7 +398,7 @@ def _spec_from_processor(image_processor: Any) -> PreprocessSpec:
         # decoders keep 1.5x the side: a JPEG drafted down to just the side, then resized with SigLIP's
         # bilinear filter, drifted up to 4.8e-3 from the full decode on a test photo; at 1.5x, 4e-4
         return PreprocessSpec(size=(side * 3 + 1) // 2, crop=side, resample=resample, mean=mean,  # type: ignore[arg-type]
-                              std=std, square=True)  # fmt: skip
+                              std=std, square=True)  # type: ignore[arg-type]  # fmt: skip
     shortest = shortest or get(size, "height", 224)
     return PreprocessSpec(
         size=shortest,
@@ -439,7 +439,7 @@ def load_encoder(
     logging.getLogger("transformers").setLevel(logging.ERROR)
     try:
         family = family_of(AutoConfig.from_pretrained(source).to_dict(), repr(model))
-        model_class = {CLIP: CLIPModel, SIGLIP: SiglipModel}[family]
+        model_class: Any = {CLIP: CLIPModel, SIGLIP: SiglipModel}[family]
         clip = model_class.from_pretrained(source)
         processor = AutoProcessor.from_pretrained(source)
     except (OSError, ValueError, KeyError, ImportError) as exc:

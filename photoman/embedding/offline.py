@@ -25,7 +25,7 @@ MULTILINGUAL_WORDS = (
     "قطة كلب شاطئ 고양이 개 바다 "
 )
 
-SHAPES = {
+SHAPES: dict[str, dict[str, Any]] = {
     "tiny": dict(
         text=dict(hidden_size=32, intermediate_size=64, num_hidden_layers=2, num_attention_heads=2),
         vision=dict(hidden_size=32, intermediate_size=64, num_hidden_layers=2, num_attention_heads=2),
@@ -82,7 +82,8 @@ def _siglip_tokenizer(vocab_size: int) -> object:
     trained = json.loads(bpe.to_str())["model"]
     merges = [tuple(m) if isinstance(m, list) else tuple(m.split(" ")) for m in trained["merges"]]
     return GemmaTokenizer(
-        vocab=trained["vocab"], merges=merges, add_bos_token=False, add_eos_token=True,
+        vocab=trained["vocab"], merges=merges,  # type: ignore[arg-type]  # pairs, as tokenizers takes them
+        add_bos_token=False, add_eos_token=True,
         padding_side="right", model_input_names=["input_ids"],
     )  # fmt: skip
 

@@ -146,8 +146,8 @@ def build_pack(clip: Any, tokenizer: Any, model_id: str, pack: Path, quantize: b
             "int8": quantize,
             "max_length": int(getattr(clip.config.text_config, "max_position_embeddings", 77)),
             # CLIP: the end token's position is pooled; SigLIP: the last one, texts padded to max_length
-            "eos_token_id": int(lean.eos_token_id) if lean.causal else None,
-            "pad_token_id": None if lean.causal else int(tokenizer.pad_token_id),
+            "eos_token_id": int(lean.eos_token_id or 0) if lean.causal else None,
+            "pad_token_id": None if lean.causal else int(tokenizer.pad_token_id or 0),
         }
         (tmp / "meta.json").write_text(json.dumps(meta))
         if pack.exists():  # a broken pack from a crash or another runtime

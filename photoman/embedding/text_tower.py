@@ -77,7 +77,7 @@ class LeanTextTower:
         proj = _projection(clip)
         self.projection = _int8(proj) if self.int8 else proj
         self.causal = not _siglip(clip)  # SigLIP attends both ways and pools the last position
-        self.eos_token_id = getattr(tm, "eos_token_id", None) if self.causal else None
+        self.eos_token_id: Any = getattr(tm, "eos_token_id", None) if self.causal else None
         self.layers = []
         for layer in tm.encoder.layers:
             attn = layer.self_attn
@@ -100,7 +100,7 @@ class LeanTextTower:
     def supports(clip: Any, tokenizer: Any = None) -> bool:
         """Only the standard CLIP and SigLIP text layouts (the ones this forward mirrors) take the lean
         path; for SigLIP only when its tokenizer gives no attention mask (then none is used)."""
-        tm = getattr(clip, "text_model", None)
+        tm: Any = getattr(clip, "text_model", None)
         if _siglip(clip) and "attention_mask" in (getattr(tokenizer, "model_input_names", None) or []):
             return False
         try:
@@ -139,7 +139,7 @@ class LeanTextTower:
             return len(ids) - 1
         if self.eos_token_id == 2:  # legacy configs: the end token has the highest id (as transformers does)
             return int(ids.argmax())
-        where = (ids == self.eos_token_id).nonzero()
+        where = torch.eq(ids, self.eos_token_id).nonzero()
         return int(where[0, 0]) if len(where) else len(ids) - 1
 
     def embed(self, input_ids: torch.Tensor) -> torch.Tensor:

@@ -59,7 +59,7 @@ def tag_library(
             .where(Photo.status == "ok", Photo.indexed_model == lib.model_id)
             .distinct()
         )
-        todo = set(s.scalars(q)) if hashes is None else set(hashes)
+        todo = {h for h in s.scalars(q) if h is not None} if hashes is None else set(hashes)
         if not retag:
             done = set(
                 s.scalars(select(Tag.content_hash).where(Tag.model == lib.model_id, Tag.source == "zeroshot"))
@@ -74,7 +74,7 @@ def tag_library(
         present = [h for h in chunk if stored.get(h) is not None]
         if not present:
             continue
-        probs = zero_shot_probs(np.stack([stored[h] for h in present]), vecs, lib.encoder)
+        probs = zero_shot_probs(np.stack([np.asarray(stored[h]) for h in present]), vecs, lib.encoder)
         picks = choose_tags(probs, labels, min_prob, top_k)
         with lib.catalog.session() as s:
             s.execute(
