@@ -98,7 +98,7 @@ def main() -> None:
 
     from photoman.config import Settings
     from photoman.library import Library
-    from photoman.search.engine import join, search, text_vector
+    from photoman.search.engine import join, search
     from photoman.search.query import Query, Term
 
     model = vit_b32_model()
@@ -126,7 +126,7 @@ def main() -> None:
                     t1 = time.perf_counter()
                     lib.encoder.clear_text_cache()
                     t1b = time.perf_counter()
-                    vec = text_vector(lib, q)
+                    vec = lib.encoder.encode_texts([q])[0]
                     t2 = time.perf_counter()
                     hits = lib.store.search(vec, limit=20)
                     t3 = time.perf_counter()

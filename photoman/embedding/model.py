@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import functools
 import os
-import sys
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -18,15 +17,12 @@ from photoman.embedding.checkpoint import model_identity
 from photoman.embedding.family import CLIP, SIGLIP, Family, embedding_dim, family_of, read_config
 from photoman.embedding.preprocess import PreprocessSpec, resize_crop
 from photoman.errors import BadInputError, ModelError
+from photoman.textsafe import print_notice
 
 if TYPE_CHECKING:
     import torch
 
 Notify = Callable[[str], None]
-
-
-def _stderr(msg: str) -> None:
-    print(msg, file=sys.stderr, flush=True)
 
 
 def pick_device(requested: str = "auto") -> str:
@@ -413,7 +409,7 @@ def load_encoder(
     model: str,
     device: str = "auto",
     precision: str = "auto",
-    notify: Notify = _stderr,
+    notify: Notify = print_notice,
     text_int8: bool = False,
     cache_dir: Path | None = None,
 ) -> ClipEncoder:

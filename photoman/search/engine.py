@@ -124,13 +124,6 @@ def combine(vectors: np.ndarray, terms: list[Term]) -> tuple[np.ndarray, np.ndar
     return raw / norm, coef / norm
 
 
-def text_vector(lib: Library, text: str) -> np.ndarray:
-    """CLIP text embedding of a non-empty query."""
-    if not text or not text.strip():
-        raise BadInputError("empty query: describe what you are looking for, or pass --image PATH")
-    return lib.encoder.encode_texts([text.strip()])[0]
-
-
 def search(lib: Library, q: Query) -> list[Result]:
     """Run a query end to end; filters go into Qdrant, the cutoff applies to this query's own scores."""
     from photoman.indexing.pipeline import offline_roots
