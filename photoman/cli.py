@@ -1030,14 +1030,16 @@ def _shell_from_env_when_undetected() -> None:
     """Typer finds the shell by walking parent processes; started from a program rather than a shell
     (a script, an IDE terminal, ``bash -c`` that execs us) it finds none and refuses. ``$SHELL``
     names the user's login shell: use it then."""
-    from typer import _completion_shared as completion
+    from typer import _completion_shared, completion
 
-    detect = completion._get_shell_name
+    detect = _completion_shared._get_shell_name
 
     def shell_name() -> str | None:
         return detect() or (os.path.basename(os.environ.get("SHELL", "")) or None)
 
-    completion._get_shell_name = shell_name
+    # --install-completion looks it up in the one module, --show-completion imported its own name
+    _completion_shared._get_shell_name = shell_name
+    completion._get_shell_name = shell_name  # type: ignore[attr-defined]
 
 
 def main() -> None:

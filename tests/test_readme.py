@@ -95,7 +95,7 @@ def test_every_readme_example_runs(
                PHOTOMAN_STATE_DIR=str(tmp_path / "state"), PHOTOMAN_RUNTIME_DIR=str(tmp_path / "run"),
                PHOTOMAN_CONFIG=str(tmp_path / "none.toml"), PHOTOMAN_WORKERS="1", HF_HUB_OFFLINE="1",
                XDG_DATA_HOME=str(tmp_path / "xdg"))  # fmt: skip
-    env.setdefault("SHELL", "/bin/bash")  # a user has a login shell; --install-completion falls back to it
+    env["SHELL"] = env.get("SHELL") or "/bin/bash"  # a user has a login shell; completion falls back to it
     env["PATH"] = f"{bindir}{os.pathsep}{env.get('PATH', '')}"
     env["PHOTOMAN_VIEWER"] = "true"  # `--open` examples: a viewer that opens nothing, and exists
     (tmp_path / "none.toml").write_text("")
