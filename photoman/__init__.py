@@ -11,7 +11,7 @@ if TYPE_CHECKING:
 __version__ = "0.1.0"
 
 
-def open(settings: Settings | None = None, *, daemon: bool | None = None, **overrides: Any) -> Client:  # noqa: A001
+def open(settings: Settings | None = None, *, daemon: bool | None = None, **overrides: Any) -> Client:
     """The library as a :class:`photoman.client.Client`: ``with photoman.open() as pm: pm.find("a red car")``.
 
     Uses the daemon when one runs (starting it unless ``autostart`` is off; ``daemon=False`` keeps

@@ -36,7 +36,7 @@ F = TypeVar("F", bound=Callable[..., Any])
 class _State:
     settings: Settings | None = None
     config: Path | None = None
-    options: dict[str, Any] = {}  # noqa: RUF012 - one per process
+    options: dict[str, Any] = {}
     debug: bool = False
     daemon: bool | None = None  # --no-daemon: False
 

@@ -375,7 +375,7 @@ def build_query(
     near: str | None = None,
     radius: float | None = None,
     formats: Sequence[str] | None = None,
-    all: bool = False,  # noqa: A002
+    all: bool = False,
     threshold: float | None = None,
     sort: str = "score",
     explain: bool = False,

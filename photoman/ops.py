@@ -358,7 +358,7 @@ def models(lib: Library) -> dict[str, Any]:
     extra = [m for m in [lib.model_id, *counts] if m and m not in names]
     rows = []
     for name in names + sorted(set(extra), key=extra.index):
-        entry = next((m.to_json() for m in KNOWN_MODELS if m.name == name), {"name": name})
+        entry: dict[str, Any] = next((m.to_json() for m in KNOWN_MODELS if m.name == name), {"name": name})
         if "dim" not in entry:  # a folder or another hub id: its config says (no download, no network)
             from photoman.embedding.model import model_dim
             from photoman.errors import PhotomanError
@@ -367,10 +367,10 @@ def models(lib: Library) -> dict[str, Any]:
                 entry["dim"] = model_dim(name)
             except PhotomanError:
                 entry["dim"] = None
-        dim = entry.get("dim")
+        dim = int(entry.get("dim") or 0)
         entry.update(
             downloaded=_downloaded(name),
-            collection=bool(dim) and (lib.settings.vectors_dir / collection_name(name, int(dim))).is_dir()
+            collection=bool(dim) and (lib.settings.vectors_dir / collection_name(name, dim)).is_dir()
             if not lib.settings.qdrant_url
             else None,
             photos=int(counts.get(name, 0)),

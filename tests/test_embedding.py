@@ -10,7 +10,7 @@ import pytest
 import torch
 from transformers import AutoProcessor
 
-from photoman.embedding.model import checkpoint_spec, load_encoder, model_dim
+from photoman.embedding.model import ClipEncoder, checkpoint_spec, load_encoder, model_dim
 from photoman.errors import ModelError
 from photoman.media.decode import load_image
 
@@ -18,11 +18,11 @@ PHOTO_EXTS = (".jpg", ".png")
 
 
 @pytest.fixture(scope="module")
-def encoder(tiny_model: Path):
+def encoder(tiny_model: Path) -> ClipEncoder:
     return load_encoder(str(tiny_model), device="cpu", precision="fp32")
 
 
-def test_loads_tokenizer_and_config_like_a_real_checkpoint(encoder, tiny_model: Path) -> None:
+def test_loads_tokenizer_and_config_like_a_real_checkpoint(encoder: ClipEncoder, tiny_model: Path) -> None:
     assert encoder.dim == 16 == model_dim(str(tiny_model))
     assert encoder.spec.size == 224 and encoder.spec.crop == 224
     assert checkpoint_spec(str(tiny_model)) == encoder.spec
@@ -30,7 +30,7 @@ def test_loads_tokenizer_and_config_like_a_real_checkpoint(encoder, tiny_model: 
     assert ids == [49406, 320, 1125, 539, 320, 2368, 49407]  # OpenAI CLIP BPE ids
 
 
-def test_vectors_are_unit_norm_and_deterministic(encoder, photos_src: Path) -> None:
+def test_vectors_are_unit_norm_and_deterministic(encoder: ClipEncoder, photos_src: Path) -> None:
     img = load_image(photos_src / "scikit-image--chelsea.png")
     a = encoder.encode_images([img, img])
     t = encoder.encode_texts(["a cat", "two dogs running across a frosty field", "x " * 200])
@@ -41,14 +41,16 @@ def test_vectors_are_unit_norm_and_deterministic(encoder, photos_src: Path) -> N
     assert not np.allclose(t[0], t[1])
 
 
-def test_bf16_autocast_stays_close_to_fp32(tiny_model: Path, encoder, photos_src: Path) -> None:
+def test_bf16_autocast_stays_close_to_fp32(tiny_model: Path, encoder: ClipEncoder, photos_src: Path) -> None:
     bf16 = load_encoder(str(tiny_model), device="cpu", precision="bf16")
     img = load_image(photos_src / "scikit-learn--china.jpg")
     cos = float(bf16.encode_images([img])[0] @ encoder.encode_images([img])[0])
     assert cos > 0.99
 
 
-def test_fast_path_matches_reference_pipeline(encoder, tiny_model: Path, photos_src: Path) -> None:
+def test_fast_path_matches_reference_pipeline(
+    encoder: ClipEncoder, tiny_model: Path, photos_src: Path
+) -> None:
     """Draft decode + our resize/crop vs CLIPProcessor on the full image: ≤ 1e-3 cosine distance."""
     processor = AutoProcessor.from_pretrained(str(tiny_model))
     worst = 0.0
@@ -76,7 +78,9 @@ def test_unknown_model_offline_is_a_clear_error(tmp_path: Path) -> None:
         load_encoder(str(tmp_path / "missing-folder"))
 
 
-def test_int8_text_tower_is_close_to_fp32_and_batch_independent(tiny_model: Path, encoder) -> None:
+def test_int8_text_tower_is_close_to_fp32_and_batch_independent(
+    tiny_model: Path, encoder: ClipEncoder
+) -> None:
     int8 = load_encoder(str(tiny_model), device="cpu", precision="fp32", text_int8=True)
     assert int8.text_int8 and not encoder.text_int8
     texts = ["a cat", "two dogs running across a frosty field", "sunset"]
@@ -87,7 +91,7 @@ def test_int8_text_tower_is_close_to_fp32_and_batch_independent(tiny_model: Path
     assert cos.min() > 0.99
 
 
-def test_lean_text_tower_equals_the_transformers_forward(encoder) -> None:
+def test_lean_text_tower_equals_the_transformers_forward(encoder: ClipEncoder) -> None:
     """One query at a time skips transformers' per-module overhead; the vectors must not change."""
     import torch
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import io
 from datetime import datetime
 from pathlib import Path
+from typing import Any
 
 import pillow_heif
 import pytest
@@ -15,7 +16,7 @@ from photoman.media.decode import decode_rgb, is_image_path, load_image, open_im
 from photoman.media.exif import parse_exif_datetime, read_meta
 
 
-def meta_of(path: Path):
+def meta_of(path: Path) -> Any:
     return read_meta(open_image(path.read_bytes(), str(path)))
 
 

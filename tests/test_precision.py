@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import time
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
@@ -14,7 +15,7 @@ from transformers import AutoProcessor, CLIPModel
 
 from photoman.embedding import onnx_image
 from photoman.embedding import precision as prec
-from photoman.embedding.model import load_encoder
+from photoman.embedding.model import ClipEncoder, load_encoder
 from photoman.embedding.precision import cached_choice, calibrate, precision_choice
 from photoman.embedding.query_text import QueryTextEncoder
 from photoman.media.decode import load_image
@@ -35,7 +36,7 @@ def _reference(model_dir: Path, files: list[Path]) -> np.ndarray:
     return np.concatenate(out)
 
 
-def _parity(enc, files: list[Path], reference: np.ndarray) -> float:
+def _parity(enc: ClipEncoder, files: list[Path], reference: np.ndarray) -> float:
     fast = np.concatenate(
         [
             enc.encode_images([load_image(f, min_side=enc.spec.size) for f in files[i : i + 8]])
@@ -117,7 +118,7 @@ def test_auto_measures_once_per_machine_and_caches_the_choice(tiny_model: Path, 
     assert json.loads(file.read_text())["signature"] == prec.signature()
 
 
-def _runner(seconds_per_image: float, noise: float = 0.0, single_s: float | None = None):
+def _runner(seconds_per_image: float, noise: float = 0.0, single_s: float | None = None) -> Any:
     base = np.random.default_rng(1).normal(size=(8, 16)).astype(np.float32)
 
     def run(px: np.ndarray) -> np.ndarray:
@@ -151,7 +152,9 @@ def test_auto_keeps_the_fastest_runtime_at_parity_and_never_a_slower_one() -> No
     assert split["runtime"] == "onnx-fp32" and split["single"] == "torch-fp32"
 
 
-def test_without_onnx_runtime_auto_falls_back_to_torch(tiny_model: Path, tmp_path: Path, monkeypatch) -> None:
+def test_without_onnx_runtime_auto_falls_back_to_torch(
+    tiny_model: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     monkeypatch.setattr(onnx_image, "available", lambda: False)
     enc = load_encoder(str(tiny_model), device="cpu", cache_dir=tmp_path / "a", notify=lambda _m: None)
     choice = precision_choice(enc)
@@ -161,7 +164,9 @@ def test_without_onnx_runtime_auto_falls_back_to_torch(tiny_model: Path, tmp_pat
     assert prec.max_cosine_distance(enc.encode_pixels(px), enc.encode_pixels_torch(px)) < 1e-2
 
 
-def test_a_failing_export_falls_back_to_torch(tiny_model: Path, tmp_path: Path, monkeypatch) -> None:
+def test_a_failing_export_falls_back_to_torch(
+    tiny_model: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     # auto measured ONNX Runtime fastest, then its cached graph is lost and the export now fails
     load_encoder(str(tiny_model), device="cpu", cache_dir=tmp_path, notify=lambda _m: None)
     folder = onnx_image.cache_folder(tmp_path, str(tiny_model))
@@ -170,7 +175,7 @@ def test_a_failing_export_falls_back_to_torch(tiny_model: Path, tmp_path: Path, 
     (folder / prec.CHOICE_FILE).write_text(json.dumps(choice))
     (folder / "fp32.onnx").unlink()
 
-    def broken(*_a, **_k):
+    def broken(*_a: object, **_k: object) -> None:
         raise RuntimeError("exporter exploded")
 
     monkeypatch.setattr(onnx_image, "export", broken)

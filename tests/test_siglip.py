@@ -11,6 +11,7 @@ import shutil
 import subprocess
 import sys
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
@@ -24,7 +25,7 @@ from photoman.config import Settings
 from photoman.embedding import onnx_image
 from photoman.embedding.family import SIGLIP
 from photoman.embedding.known_models import known
-from photoman.embedding.model import checkpoint_spec, load_encoder, model_dim
+from photoman.embedding.model import ClipEncoder, checkpoint_spec, load_encoder, model_dim
 from photoman.embedding.precision import precision_choice
 from photoman.embedding.query_text import QueryTextEncoder
 from photoman.errors import ModelError
@@ -52,12 +53,12 @@ def reference(tiny_siglip: Path) -> tuple[SiglipModel, object]:
 
 
 @pytest.fixture(scope="module")
-def encoder(tiny_siglip: Path):
+def encoder(tiny_siglip: Path) -> ClipEncoder:
     """What queries use on a CPU by default: fp32 images, the int8 ONNX text pack."""
     return load_encoder(str(tiny_siglip), device="cpu", precision="fp32", text_int8=True)
 
 
-def _reference_texts(reference, texts: list[str]) -> np.ndarray:
+def _reference_texts(reference: Any, texts: list[str]) -> np.ndarray:
     model, processor = reference
     # the model card: processor(text=..., padding="max_length", max_length=64) and get_text_features
     inputs = processor(text=texts, padding="max_length", max_length=64, truncation=True, return_tensors="pt")
@@ -69,7 +70,9 @@ def _cos_dist(a: np.ndarray, b: np.ndarray) -> float:
     return float((1.0 - (a * b).sum(axis=1)).max())
 
 
-def test_a_siglip_checkpoint_loads_like_a_hub_one(encoder, tiny_siglip: Path, tmp_path: Path) -> None:
+def test_a_siglip_checkpoint_loads_like_a_hub_one(
+    encoder: ClipEncoder, tiny_siglip: Path, tmp_path: Path
+) -> None:
     assert encoder.family is SIGLIP and encoder.dim == 32 == model_dim(str(tiny_siglip))
     spec = encoder.spec  # read from the processor config: a square resize, bilinear, mean/std 0.5
     assert spec.square and spec.crop == 224 and spec.resample == Image.Resampling.BILINEAR
@@ -100,7 +103,7 @@ def test_a_siglip_checkpoint_loads_like_a_hub_one(encoder, tiny_siglip: Path, tm
 
 
 def test_image_vectors_match_transformers_on_the_real_photos(
-    tiny_siglip: Path, reference, photos_src: Path, tmp_path: Path
+    tiny_siglip: Path, reference: Any, photos_src: Path, tmp_path: Path
 ) -> None:
     """Draft decode + photoman's square resize vs SiglipProcessor on the full image, torch and ONNX
     Runtime (and the runtime `auto` measures): at most 1e-3 cosine distance on every photo."""
@@ -131,7 +134,7 @@ def test_image_vectors_match_transformers_on_the_real_photos(
 
 
 def test_text_vectors_match_transformers_on_every_path(
-    encoder, tiny_siglip: Path, reference, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    encoder: ClipEncoder, tiny_siglip: Path, reference: Any, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """Queries (the int8 ONNX pack; the int8 lean tower without ONNX Runtime), the lean torch tower and
     batches vs get_text_features."""
@@ -159,7 +162,7 @@ def test_text_vectors_match_transformers_on_every_path(
     assert _cos_dist(no_ort.encode_texts(TEXTS), ref) <= 1e-3
 
 
-def test_the_query_pack_encodes_without_torch(encoder, tiny_siglip: Path) -> None:
+def test_the_query_pack_encodes_without_torch(encoder: ClipEncoder, tiny_siglip: Path) -> None:
     """A cold query process (no daemon) finds the SigLIP pack and never imports torch."""
     want = encoder.encode_texts(["собака на пляже"])[0]
     code = (
@@ -190,7 +193,9 @@ def test_a_tokenizer_that_masks_padding_keeps_the_torch_path(tiny_siglip: Path, 
     assert _cos_dist(enc.encode_texts(TEXTS), ref) <= 1e-3
 
 
-def test_zero_shot_is_siglips_sigmoid_with_its_own_prompt(encoder, reference, photos_src: Path) -> None:
+def test_zero_shot_is_siglips_sigmoid_with_its_own_prompt(
+    encoder: ClipEncoder, reference: Any, photos_src: Path
+) -> None:
     """classify = sigmoid(logits_per_image) of SiglipModel's forward on "This is a photo of {}."."""
     model, processor = reference
     labels = ["cat", "dog", "rocket", "coffee cup"]

@@ -10,13 +10,13 @@ from __future__ import annotations
 import multiprocessing as mp
 import os
 import time
-from collections.abc import Callable, Iterable, Iterator, Sequence
+from collections.abc import Callable, Generator, Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
 
 import numpy as np
-from sqlalchemy import func, or_, select, update
+from sqlalchemy import func, or_, select, true, update
 
 from photoman.catalog.models import Photo, Root
 from photoman.diskspace import check_space
@@ -116,7 +116,7 @@ def _stream(
     known: frozenset[str],
     workers: int,
     captions: tuple[str, ...],
-) -> Iterator[Prepared]:
+) -> Generator[Prepared, None, None]:
     """Prepared files in completion order, decoded by worker processes that run ahead of the model.
 
     What the scan already found unreadable (a FIFO, a device link...) is answered without opening it.
@@ -242,7 +242,7 @@ class _Writer:
             self.report.embedded += len(vectors)
             self.embedded.update(vectors)
             self.new_hashes.update(vectors)
-            ok_hashes = {p.content_hash for p in items if p.error is None}
+            ok_hashes = {p.content_hash for p in items if p.error is None and p.content_hash is not None}
             payloads = payloads_for_hashes(s, ok_hashes, model_id)
             captions = caption_vectors(lib, s, ok_hashes)
             lib.store.upsert(
@@ -349,14 +349,16 @@ def _back(lib: Library, ids: list[int]) -> None:
 def _known_hashes(lib: Library, missing: set[int]) -> frozenset[str]:
     with lib.catalog.session() as s:
         return frozenset(
-            s.scalars(
+            h
+            for h in s.scalars(
                 select(Photo.content_hash).where(
                     Photo.status == "ok",
                     Photo.indexed_model == lib.model_id,
                     Photo.content_hash.is_not(None),
-                    Photo.id.not_in(missing) if missing else True,
+                    Photo.id.not_in(missing) if missing else true(),
                 )
             )
+            if h is not None
         )
 
 

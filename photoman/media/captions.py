@@ -113,7 +113,7 @@ def read_embedded(img: Image.Image) -> str | None:
         if text:
             return text
     try:
-        iptc = IptcImagePlugin.getiptcinfo(img) or {}
+        iptc = IptcImagePlugin.getiptcinfo(img) or {}  # type: ignore[arg-type]  # any opened image
     except Exception:  # noqa: BLE001 - malformed IPTC blocks are common and harmless
         iptc = {}
     value = iptc.get((2, 120))

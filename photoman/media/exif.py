@@ -60,7 +60,7 @@ def datetime_from_timestamp(stamp: float | None) -> datetime | None:
 
 def _dms_to_degrees(dms: object, ref: object) -> float | None:
     try:
-        d, m, s = (float(x) for x in dms)  # type: ignore[union-attr]
+        d, m, s = (float(x) for x in dms)  # type: ignore[attr-defined,union-attr]  # EXIF rationals
     except (TypeError, ValueError, ZeroDivisionError):
         return None
     deg = d + m / 60 + s / 3600

@@ -138,12 +138,18 @@ class Daemon:
             "status": self._status,
             "index": self._index,
             "stop": self._stop,
-            "roots": lambda: ops.roots(self.lib, watching=dict(self.watcher.kinds)),
+            "roots": lambda: ops.roots(self.library, watching=dict(self.watcher.kinds)),
             "roots_remove": lambda path: self._then_rewatch(ops.roots_remove, path=path),
             "roots_relocate": lambda old, new: self._then_rewatch(ops.roots_relocate, old=old, new=new),
         }
         self.timings: dict[str, float] = {}
         self._shutdown = threading.Lock()  # held by whichever shutdown path runs
+
+    @property
+    def library(self) -> Library:
+        """The open library: requests are served only once it is (the socket opens after it)."""
+        assert self.lib is not None
+        return self.lib
 
     # ---- requests (socket threads) ----
     def dispatch(self, op: str, args: dict[str, Any]) -> Any:
@@ -163,7 +169,7 @@ class Daemon:
         try:
             if entry.model:
                 return self.query_pool.submit(self._model_op, op, args).result()
-            return ops.run(self.lib, op, args)
+            return ops.run(self.library, op, args)
         except Exception as exc:
             if not is_disk_full(exc):
                 raise
@@ -178,10 +184,10 @@ class Daemon:
         if self.lib is not None and self.lib.encoder_loaded:
             torch_threads(n)
         with self.gate.query():
-            return ops.run(self.lib, op, args)
+            return ops.run(self.library, op, args)
 
     def _status(self, errors_limit: int = 20) -> dict[str, Any]:
-        info = ops.status(self.lib, errors_limit=errors_limit)
+        info = ops.status(self.library, errors_limit=errors_limit)
         info["daemon"] = self.daemon_status()
         return info
 
@@ -350,7 +356,7 @@ class Daemon:
             except Abandon:
                 log.info("stopping: batch in flight abandoned (it is redone on the next start)")
                 return
-            except Exception as exc:  # noqa: BLE001 - sorted below: a full disk pauses, anything else retries
+            except Exception as exc:
                 if not is_disk_full(exc):
                     log.exception("indexing failed; retrying on the next scan")
                     self.activity.state = "error"

@@ -169,7 +169,7 @@ class SocketServer:
                         if events & selectors.EVENT_READ and not conn.closed:
                             self._read(conn)
                         self._update(conn)
-                    except Exception:  # noqa: BLE001 - never let one connection stop the loop
+                    except Exception:
                         log.exception("socket connection failed")
                         self._close(conn)
             self._replies()
@@ -315,7 +315,7 @@ class SocketServer:
                 self._send(conn, reply)
                 self._next(conn)
                 self._update(conn)
-            except Exception:  # noqa: BLE001 - never let one connection stop the loop
+            except Exception:
                 log.exception("socket connection failed")
                 self._close(conn)
 
