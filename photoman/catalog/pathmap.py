@@ -17,6 +17,7 @@ from collections.abc import Mapping
 from typing import Any
 
 from photoman.errors import ConfigError
+from photoman.paths import is_inside
 
 
 def parse_path_map(value: str | Mapping[str, Any] | None) -> dict[str, str]:
@@ -53,7 +54,7 @@ def _swap(path: str, pairs: list[tuple[str, str]]) -> str:
     for src, dst in pairs:  # longest prefix first
         if path == src:
             return dst
-        if path.startswith(src.rstrip("/") + "/"):
+        if is_inside(path, src):
             return dst.rstrip("/") + "/" + path[len(src.rstrip("/")) + 1 :]
     return path
 

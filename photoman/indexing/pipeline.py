@@ -32,6 +32,7 @@ from photoman.indexing.scanner import FileStat, make_plan, normalise, scan, stat
 from photoman.indexing.workers import DecodePool
 from photoman.library import Library
 from photoman.media.decode import is_image_path
+from photoman.paths import is_inside
 from photoman.vectors import CAPTION, IMAGE, VectorPoint, point_id
 
 __all__ = ["IndexReport", "index", "offline_roots", "register_roots", "root_online", "sync", "forget"]
@@ -87,9 +88,7 @@ def register_roots(lib: Library, folders: Sequence[str]) -> dict[str, int]:
     with lib.catalog.session() as s:
         for folder in folders:
             roots = list(s.scalars(select(Root)))
-            parent = next(
-                (r for r in roots if folder == r.path or folder.startswith(r.path.rstrip("/") + "/")), None
-            )
+            parent = next((r for r in roots if is_inside(folder, r.path)), None)
             if parent is None:
                 state = root_state(folder, mounts)
                 parent = Root(path=folder, added_at=datetime.now())
@@ -98,7 +97,7 @@ def register_roots(lib: Library, folders: Sequence[str]) -> dict[str, int]:
                 s.add(parent)
                 s.flush()
                 for inner in roots:
-                    if inner.path.startswith(folder.rstrip("/") + "/"):
+                    if is_inside(inner.path, folder):
                         for photo in s.scalars(select(Photo).where(Photo.root_id == inner.id)):
                             photo.root_id = parent.id
                         s.delete(inner)
@@ -484,9 +483,7 @@ def sync(
     roots_of: dict[str, int] = {}
     postponed: list[str] = []
     for folder in sorted(set(normalise(f) for f in folders)):
-        root = max(
-            (r for r in roots if folder == r or folder.startswith(r.rstrip("/") + "/")), key=len, default=None
-        )
+        root = max((r for r in roots if is_inside(folder, r)), key=len, default=None)
         if root is None or root in offline:
             continue
         files = list(scan(folder, rules)) if os.path.isdir(folder) else _stat_file(folder, rules)

@@ -19,6 +19,7 @@ from watchdog.observers.api import BaseObserver
 from watchdog.observers.polling import PollingObserver
 
 from photoman.media.decode import is_image_path
+from photoman.paths import is_inside
 
 log = logging.getLogger("photoman.watcher")
 
@@ -60,7 +61,7 @@ class DirtyPaths:
                 self.changed.clear()
         out: list[str] = []
         for p in ready:  # sorted, so a folder comes before what is inside it
-            if not any(p.startswith(q.rstrip("/") + "/") for q in out):
+            if not any(is_inside(p, q) for q in out):
                 out.append(p)
         return out
 

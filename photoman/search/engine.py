@@ -14,6 +14,7 @@ from photoman.catalog.models import Photo
 from photoman.errors import BadInputError, PhotomanError
 from photoman.library import Library
 from photoman.media.decode import decode_rgb, load_image, open_image
+from photoman.paths import is_inside
 from photoman.search.cutoff import POOL, adaptive_threshold
 from photoman.search.query import Query, Term
 from photoman.vectors import CAPTION, IMAGE, Hit, SearchFilter
@@ -138,7 +139,7 @@ def search(lib: Library, q: Query) -> list[Result]:
 
         with lib.catalog.session() as s:
             roots = list(s.scalars(select(Root.path)))
-        if not any(flt.folder == r or flt.folder.startswith(r.rstrip("/") + "/") for r in roots):
+        if not any(is_inside(flt.folder, r) for r in roots):
             raise BadInputError(
                 f"--in {flt.folder}: not inside the library (roots: {', '.join(roots) or 'none'})"
             )
@@ -256,9 +257,8 @@ def join(lib: Library, hits: list[Hit], folder: str | None = None) -> list[Resul
         if not group:
             continue
         if folder:
-            prefix = folder.rstrip("/") + "/"
-            inside = [r for r in group if r.path.startswith(prefix)]
-            group = inside + [r for r in group if not r.path.startswith(prefix)] if inside else group
+            inside = [r for r in group if is_inside(r.path, folder) and r.path != folder]
+            group = inside + [r for r in group if r not in inside] if inside else group
         first = group[0]
         results.append(
             Result(

@@ -67,9 +67,9 @@ def build_filter(
     near: str | None = None,
     radius_km: float | None = None,
     formats: list[str] | None = None,
-    roots: list[str] | None = None,
 ) -> SearchFilter:
-    """Validate and translate filter options; `roots` (known library roots) checks that --in is inside one."""
+    """Validate and translate filter options (whether --in lies inside a root is checked where the
+    roots are known: :func:`photoman.search.engine.search`)."""
     flt = SearchFilter()
     if since:
         flt.since = parse_date(since, "--since")
@@ -78,12 +78,7 @@ def build_filter(
     if flt.since and flt.until and flt.since > flt.until:
         raise BadInputError(f"--since {since} is after --until {until}: nothing can match")
     if folder:
-        path = os.path.normpath(os.path.abspath(os.path.expanduser(folder)))
-        if roots is not None and not any(path == r or path.startswith(r.rstrip("/") + "/") for r in roots):
-            raise BadInputError(
-                f"--in {folder}: not inside the library (roots: {', '.join(roots) or 'none'})"
-            )
-        flt.folder = path
+        flt.folder = os.path.normpath(os.path.abspath(os.path.expanduser(folder)))
     if camera:
         words = camera.lower().replace(",", " ").split()
         if not words:
