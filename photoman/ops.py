@@ -342,7 +342,7 @@ def models(lib: Library) -> dict[str, Any]:
     how many photos carry its vectors? which one is current."""
     from sqlalchemy import func, select
 
-    from photoman.catalog.models import Photo
+    from photoman.catalog.models import OK, Photo
     from photoman.embedding.known_models import KNOWN_MODELS
     from photoman.vectors import collection_name
 
@@ -350,7 +350,7 @@ def models(lib: Library) -> dict[str, Any]:
         counts = dict(
             s.execute(
                 select(Photo.indexed_model, func.count(func.distinct(Photo.content_hash)))
-                .where(Photo.status == "ok")
+                .where(Photo.status == OK)
                 .group_by(Photo.indexed_model)
             ).all()
         )

@@ -8,7 +8,7 @@ from typing import Any
 
 from sqlalchemy import func, select
 
-from photoman.catalog.models import Photo, Root
+from photoman.catalog.models import ERROR, OK, Photo, Root
 from photoman.errors import PhotomanError
 from photoman.library import Library
 
@@ -40,23 +40,19 @@ def library_status(lib: Library, errors_limit: int = 20) -> dict[str, Any]:
     with lib.catalog.session() as s:
         roots = []
         for root in s.scalars(select(Root).order_by(Root.path)):
-            n = s.scalar(select(func.count()).where(Photo.root_id == root.id, Photo.status == "ok"))
+            n = s.scalar(select(func.count()).where(Photo.root_id == root.id, Photo.status == OK))
             roots.append({"path": root.path, "photos": n, "online": root.path not in offline})
-        indexed = s.scalar(select(func.count()).where(Photo.status == "ok")) or 0
-        current = s.scalar(
-            select(func.count()).where(Photo.status == "ok", Photo.indexed_model == lib.model_id)
-        )
+        indexed = s.scalar(select(func.count()).where(Photo.status == OK)) or 0
+        current = s.scalar(select(func.count()).where(Photo.indexed_with(lib.model_id)))
         unique = s.scalar(
-            select(func.count(func.distinct(Photo.content_hash))).where(
-                Photo.status == "ok", Photo.indexed_model == lib.model_id
-            )
+            select(func.count(func.distinct(Photo.content_hash))).where(Photo.indexed_with(lib.model_id))
         )
-        n_errors = s.scalar(select(func.count()).where(Photo.status == "error")) or 0
+        n_errors = s.scalar(select(func.count()).where(Photo.status == ERROR)) or 0
         errors = [
             {"path": p, "error": e}
             for p, e in s.execute(
                 select(Photo.path, Photo.error)
-                .where(Photo.status == "error")
+                .where(Photo.status == ERROR)
                 .order_by(Photo.path)
                 .limit(errors_limit)
             )

@@ -3,9 +3,20 @@
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Any
+from typing import Any, Literal
 
-from sqlalchemy import BigInteger, DateTime, Float, ForeignKey, Integer, String, Text, UniqueConstraint
+from sqlalchemy import (
+    BigInteger,
+    ColumnElement,
+    DateTime,
+    Float,
+    ForeignKey,
+    Integer,
+    String,
+    Text,
+    UniqueConstraint,
+    and_,
+)
 from sqlalchemy.engine import Dialect
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
 from sqlalchemy.types import TypeDecorator
@@ -48,6 +59,11 @@ class Root(Base):
     photos: Mapped[list[Photo]] = relationship(back_populates="root", cascade="all, delete-orphan")
 
 
+PhotoStatus = Literal["ok", "error"]  # ok: read and embedded; error: unreadable, with the reason
+OK: PhotoStatus = "ok"
+ERROR: PhotoStatus = "error"
+
+
 class Photo(Base):
     """One file on disk. Identity for vectors is content_hash; several files may share one."""
 
@@ -72,13 +88,19 @@ class Photo(Base):
     caption_source: Mapped[str | None] = mapped_column(String(16))  # user | sidecar | embedded
     sidecar_mtime: Mapped[float | None] = mapped_column(Float)
     indexed_model: Mapped[str | None] = mapped_column(String(512))
-    status: Mapped[str] = mapped_column(String(16), default="ok", index=True)  # ok | error
+    status: Mapped[str] = mapped_column(String(16), default=OK, index=True)  # a PhotoStatus
     error: Mapped[str | None] = mapped_column(Text)
     indexed_at: Mapped[datetime | None] = mapped_column(DateTime)
     # set when a scan finds the file gone but keeps the row: a mass deletion waits for a second scan
     missing_since: Mapped[datetime | None] = mapped_column(DateTime)
 
     root: Mapped[Root] = relationship(back_populates="photos")
+
+    @classmethod
+    def indexed_with(cls, model_id: str) -> ColumnElement[bool]:
+        """Rows searchable with this model: read fine and embedded into its collection (the one
+        predicate every query, count and reconciliation uses)."""
+        return and_(cls.status == OK, cls.indexed_model == model_id)
 
     @property
     def camera(self) -> str | None:

@@ -8,7 +8,7 @@ from typing import Any
 
 from sqlalchemy import func, select
 
-from photoman.catalog.models import Photo, Root
+from photoman.catalog.models import OK, Photo, Root
 from photoman.errors import BadInputError
 from photoman.paths import absolute, canonical, is_inside
 
@@ -32,7 +32,7 @@ def list_roots(lib: Any, watching: dict[str, str] | None = None) -> list[dict[st
     with lib.catalog.session() as s:
         counts = dict(
             s.execute(
-                select(Photo.root_id, func.count()).where(Photo.status == "ok").group_by(Photo.root_id)
+                select(Photo.root_id, func.count()).where(Photo.status == OK).group_by(Photo.root_id)
             ).all()
         )
         rows = [(r.id, r.path) for r in s.scalars(select(Root).order_by(Root.path))]

@@ -6,7 +6,7 @@ from dataclasses import dataclass
 
 from sqlalchemy import select
 
-from photoman.catalog.models import Photo
+from photoman.catalog.models import OK, Photo
 from photoman.errors import BadInputError
 from photoman.indexing.payload import caption_vectors
 from photoman.indexing.scanner import normalise
@@ -27,7 +27,7 @@ def _row(session, path: str) -> Photo:  # noqa: ANN001
     row = session.scalar(select(Photo).where(Photo.path == normalise(path)))
     if row is None:
         raise BadInputError(f"not in the library: {path} (index its folder first)")
-    if row.status != "ok":
+    if row.status != OK:
         raise BadInputError(f"{path} could not be read when it was indexed: {row.error}")
     return row
 

@@ -10,7 +10,7 @@ from typing import Any
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from photoman.catalog.models import Photo, Root, Tag
+from photoman.catalog.models import OK, Photo, Root, Tag
 from photoman.catalog.paths import to_store
 from photoman.media.exif import datetime_from_timestamp
 from photoman.vectors.base import rfc3339
@@ -68,7 +68,7 @@ def payloads_for_hashes(session: Session, hashes: Iterable[str], model_id: str) 
     for i in range(0, len(hashes), 500):
         # the hash index alone: extra conditions can make SQLite pick a worse index
         for r in session.scalars(select(Photo).where(Photo.content_hash.in_(hashes[i : i + 500]))):
-            if r.status == "ok" and r.indexed_model == model_id:
+            if r.status == OK and r.indexed_model == model_id:
                 by_hash[r.content_hash].append(r)  # type: ignore[index]
     tags: dict[str, list[str]] = defaultdict(list)
     for i in range(0, len(hashes), 500):
@@ -89,8 +89,7 @@ def chosen_captions(session: Session, hashes: Iterable[str], model_id: str) -> d
         rows = session.execute(
             select(Photo.content_hash, Photo.path, Photo.caption, Photo.caption_source).where(
                 Photo.content_hash.in_(hashes[i : i + 500]),
-                Photo.status == "ok",
-                Photo.indexed_model == model_id,
+                Photo.indexed_with(model_id),
                 Photo.caption != "",
             )
         )

@@ -18,7 +18,7 @@ from pathlib import Path
 import numpy as np
 from sqlalchemy import func, or_, select, true, update
 
-from photoman.catalog.models import Photo, Root
+from photoman.catalog.models import ERROR, OK, Photo, Root
 from photoman.diskspace import check_space
 from photoman.embedding.model import checkpoint_spec
 from photoman.embedding.preprocess import PreprocessSpec
@@ -221,12 +221,12 @@ class _Writer:
                     row.caption, row.caption_source = p.caption or "", p.caption_source
                 row.indexed_at = now
                 if p.error is not None:
-                    row.status, row.error, row.indexed_model = "error", p.error, None
+                    row.status, row.error, row.indexed_model = ERROR, p.error, None
                     self.report.errors.append((p.file.path, p.error))
                     continue
                 m = p.meta
                 assert m is not None
-                row.status, row.error, row.indexed_model = "ok", None, model_id
+                row.status, row.error, row.indexed_model = OK, None, model_id
                 row.width, row.height, row.format, row.orientation = (
                     m.width,
                     m.height,
@@ -351,8 +351,7 @@ def _known_hashes(lib: Library, missing: set[int]) -> frozenset[str]:
             h
             for h in s.scalars(
                 select(Photo.content_hash).where(
-                    Photo.status == "ok",
-                    Photo.indexed_model == lib.model_id,
+                    Photo.indexed_with(lib.model_id),
                     Photo.content_hash.is_not(None),
                     Photo.id.not_in(missing) if missing else true(),
                 )

@@ -25,7 +25,7 @@ def reconcile(lib: Library) -> ReconcileReport:
     with lib.catalog.session() as s:
         rows = s.execute(
             select(Photo.id, Photo.content_hash).where(
-                Photo.status == "ok", Photo.indexed_model == lib.model_id, Photo.content_hash.is_not(None)
+                Photo.indexed_with(lib.model_id), Photo.content_hash.is_not(None)
             )
         ).all()
     for row_id, digest in rows:

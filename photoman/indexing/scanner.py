@@ -11,7 +11,7 @@ from pathlib import Path
 
 from blake3 import blake3
 
-from photoman.catalog.models import Photo
+from photoman.catalog.models import ERROR, Photo
 from photoman.catalog.paths import displayable, has_reserved
 from photoman.indexing.ignore import IgnoreRules
 from photoman.media.captions import SIDECAR_SUFFIXES, sidecar_names
@@ -214,7 +214,7 @@ def make_plan(files: Iterable[FileStat], rows: Iterable[Photo], model_id: str, m
             same_file
             and row is not None
             and (
-                (row.status == "error" and not (row.error or "").startswith(TRANSIENT_ERRORS))
+                (row.status == ERROR and not (row.error or "").startswith(TRANSIENT_ERRORS))
                 or (row.status != "error" and row.indexed_model == model_id and row.id not in missing)
             )
         ):

@@ -10,7 +10,7 @@ from typing import Any
 import numpy as np
 from sqlalchemy import select
 
-from photoman.catalog.models import Photo
+from photoman.catalog.models import OK, Photo
 from photoman.errors import BadInputError, PhotomanError
 from photoman.library import Library
 from photoman.media.decode import decode_rgb, load_image, open_image
@@ -226,9 +226,7 @@ def _check_tags(lib: Library, tags: list[str]) -> None:
 
 def _library_empty(lib: Library) -> bool:
     with lib.catalog.engine.connect() as conn:
-        row = conn.execute(
-            select(Photo.id).where(Photo.status == "ok", Photo.indexed_model == lib.model_id).limit(1)
-        ).first()
+        row = conn.execute(select(Photo.id).where(Photo.indexed_with(lib.model_id)).limit(1)).first()
     return row is None
 
 
@@ -246,7 +244,7 @@ def join(lib: Library, hits: list[Hit], folder: str | None = None) -> list[Resul
             select(*_JOIN_COLUMNS, Photo.status, Photo.indexed_model).where(Photo.content_hash.in_(hashes))
         ).all()
     rows = sorted(
-        (r for r in rows if r.status == "ok" and r.indexed_model == lib.model_id), key=lambda r: r.path
+        (r for r in rows if r.status == OK and r.indexed_model == lib.model_id), key=lambda r: r.path
     )
     by_hash: dict[str, list[Any]] = {}
     for r in rows:

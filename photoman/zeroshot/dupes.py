@@ -59,7 +59,7 @@ def find_duplicates(
 ) -> list[DupeGroup]:
     """Groups of copies, each with a suggested keeper; exact groups share bytes, near groups share looks."""
     with lib.catalog.session() as s:
-        rows = list(s.scalars(select(Photo).where(Photo.status == "ok", Photo.indexed_model == lib.model_id)))
+        rows = list(s.scalars(select(Photo).where(Photo.indexed_with(lib.model_id))))
     by_hash: dict[str, list[Photo]] = {}
     for r in rows:
         by_hash.setdefault(r.content_hash, []).append(r)  # type: ignore[arg-type]

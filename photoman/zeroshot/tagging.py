@@ -8,7 +8,7 @@ from pathlib import Path
 import numpy as np
 from sqlalchemy import delete, func, select
 
-from photoman.catalog.models import Photo, Tag
+from photoman.catalog.models import OK, Photo, Tag
 from photoman.indexing.payload import payloads_for_hashes
 from photoman.library import Library
 from photoman.vectors import IMAGE, point_id
@@ -54,11 +54,7 @@ def tag_library(
     names = [n for n, _ in labels]
     vecs = label_vectors(lib.encoder, names, lib.settings.data_dir / "zeroshot")
     with lib.catalog.session() as s:
-        q = (
-            select(Photo.content_hash)
-            .where(Photo.status == "ok", Photo.indexed_model == lib.model_id)
-            .distinct()
-        )
+        q = select(Photo.content_hash).where(Photo.indexed_with(lib.model_id)).distinct()
         todo = {h for h in s.scalars(q) if h is not None} if hashes is None else set(hashes)
         if not retag:
             done = set(
@@ -104,7 +100,7 @@ def tag_counts(lib: Library) -> list[tuple[str, int]]:
         rows = s.execute(
             select(Tag.label, func.count(func.distinct(Photo.id)))
             .join(Photo, Photo.content_hash == Tag.content_hash)
-            .where(Tag.model == lib.model_id, Photo.status == "ok")
+            .where(Tag.model == lib.model_id, Photo.status == OK)
             .group_by(Tag.label)
             .order_by(func.count(func.distinct(Photo.id)).desc(), Tag.label)
         ).all()
