@@ -22,13 +22,15 @@ def status() -> dict:
 
 
 def test_status_names_the_image_runtime_and_why(
-    cli_env: Settings, library_dir: Path, monkeypatch: pytest.MonkeyPatch
+    cli_env: Settings, library_dir: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     fixed = status()["runtime"]
     assert fixed["runtime"] == "fp32" and "precision = 'fp32'" in fixed["line"]  # cli_env sets fp32
     monkeypatch.setenv("PHOTOMAN_PRECISION", "auto")
+    monkeypatch.setenv("PHOTOMAN_CACHE_DIR", str(tmp_path / "fresh-cache"))  # no earlier test's measurement
     assert "not measured yet" in status()["runtime"]["line"]
-    with Library(replace(cli_env, precision="auto")) as lib:  # the first model load measures, once
+    auto = replace(cli_env, precision="auto", cache_dir=tmp_path / "fresh-cache")
+    with Library(auto) as lib:  # the first model load measures, once
         index(lib, [library_dir])
     measured = status()["runtime"]
     assert measured["runtime"].startswith(("onnx-", "torch-")) and "parity" in measured["line"]

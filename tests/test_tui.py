@@ -307,6 +307,9 @@ async def test_what_users_hit_small_and_large(
         assert app.focused is grid
         await pilot.press("slash")
         assert app.focused is query and query.value == ""
+        await pilot.press(*"x/y")  # in a box `/` is a character (image paths), in order
+        assert query.value == "x/y"
+        query.value = ""
         app.query_one("#all", Checkbox).value = True  # no search yet: nothing re-runs
         await pilot.press(*"a cat", "enter")
         await wait_until(pilot, lambda: len(grid.results) == 10)

@@ -362,7 +362,7 @@ async def test_tui_shows_names_and_captions_as_text(
     from photoman.indexing.pipeline import index
     from photoman.library import Library
     from photoman.tui.app import PhotomanApp, image_widget_class
-    from photoman.tui.widgets import DetailPane, ResultsGrid
+    from photoman.tui.widgets import LABEL_WIDTH, DetailPane, ResultsGrid, fit
 
     lib = make_library(tmp_path, photos_src)
     with Library(settings) as library:
@@ -387,7 +387,8 @@ async def test_tui_shows_names_and_captions_as_text(
         grid = app.query_one(ResultsGrid)
         await until(pilot, lambda: len(grid.results) == len(HOSTILE))
         labels = [str(t.query_one(".label", Static).render()) for t in grid.query("Tile")]
-        assert sorted(label.split(" ", 1)[1] for label in labels) == sorted(w for _, w in HOSTILE.values())
+        # tile labels: the escaped name, cut in the middle to the tile's width (score in the border)
+        assert sorted(labels) == sorted(fit(w, LABEL_WIDTH) for _, w in HOSTILE.values())
         # the detail pane of the photo whose name and caption hold markup and escapes
         grid.selected = next(i for i, r in enumerate(grid.results) if r["path"] == target)
         pane = app.query_one(DetailPane)
@@ -417,7 +418,7 @@ async def test_tui_shows_names_and_captions_as_text(
         query.focus()
         await pilot.press("enter")
         await until(pilot, lambda: app.last_query is not before)
-        assert app.last_query is not None and app.last_query.mode == "image-image"
+        assert app.last_query is not None and app.last_query.resolved_mode() == "image-image"
         assert [(t.kind, t.value) for t in app.last_query.terms] == [("image", csi)]
         await until(pilot, lambda: bool(grid.results) and grid.results[0]["path"] in copies)
         # messages, toasts and the status line quote names escaped, never as markup

@@ -9,7 +9,7 @@ import sys
 from collections.abc import Callable
 from typing import Any
 
-from textual import on, work
+from textual import events, on, work
 from textual.app import App, ComposeResult
 from textual.binding import Binding
 from textual.containers import Horizontal
@@ -46,7 +46,9 @@ class PhotomanApp(App[None]):
     TITLE = "photoman"
     # `tooltip` is the help screen's text for each key (the help is built from these bindings)
     BINDINGS = [
-        Binding("slash", "focus_search", "search",
+        # priority: handled as the key arrives, so what is typed right after it lands in the box (a
+        # key that bubbles up from the grid is handled late, after the keys that followed it)
+        Binding("slash", "focus_search", "search", priority=True,
                 tooltip="type a search: text, + / - algebra, weights 2:..., or an image path; Enter runs it"),
         Binding("escape", "focus_results", "results", show=False, tooltip="back to the results"),
         Binding("m", "more_like_this", "more like this", tooltip="photos similar to the selected one"),
@@ -321,18 +323,27 @@ class PhotomanApp(App[None]):
             self.notify("select a photo first", severity="warning")
         return current
 
+    def focus_now(self, widget: Widget) -> None:
+        """Move the focus before the next key is handled: Widget.focus() defers it, so the keys
+        typed right after `/` (fast typing, a paste, tmux send-keys) still went to the grid."""
+        self.screen.set_focus(widget)
+
     def action_focus_search(self) -> None:
-        self.query_one("#query", Input).focus()
+        focused = self.focused
+        if isinstance(focused, Input):  # typing a path: `/` is a character there, handed on in order
+            focused.post_message(events.Key("slash", "/"))  # (after the keys already on their way to it)
+            return
+        self.focus_now(self.query_one("#query", Input))
 
     def action_focus_results(self) -> None:
-        self.query_one(ResultsGrid).focus()
+        self.focus_now(self.query_one(ResultsGrid))
 
     def action_focus_filters(self) -> None:
-        self.query_one("#since", Input).focus()
+        self.focus_now(self.query_one("#since", Input))
 
     def action_edit_caption(self) -> None:
         if self._current() is not None:
-            self.query_one("#caption", Input).focus()
+            self.focus_now(self.query_one("#caption", Input))
 
     def action_more_like_this(self) -> None:
         current = self._current()
