@@ -153,19 +153,9 @@ def test_cpu_queries_use_the_onnx_tower_by_default(tiny_model: Path) -> None:
 
 def test_the_text_pack_encodes_without_torch(tiny_model: Path) -> None:
     """A cold query process finds the pack by the checkpoint's files and never imports torch."""
-    import json
-    import subprocess
-    import sys
+    from .reference import cold_pack_query
 
     enc = load_encoder(str(tiny_model), device="cpu", precision="fp32", text_int8=True)
     want = enc.encode_texts(["a red car"])[0]
-    code = (
-        "import json, os, sys; from pathlib import Path; from photoman.embedding.query_text import open_pack;"
-        f"e = open_pack(Path(os.environ['PHOTOMAN_CACHE_DIR']), {str(tiny_model)!r});"
-        "v = e.encode_texts(['a red car'])[0].tolist();"
-        "print(json.dumps({'v': v, 'torch': 'torch' in sys.modules, 'tf': 'transformers' in sys.modules}))"
-    )
-    out = json.loads(subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
-                                    check=True).stdout)  # fmt: skip
-    assert not out["torch"] and not out["tf"]
-    assert np.allclose(out["v"], want, atol=1e-6)
+    vec, heavy = cold_pack_query(tiny_model, "a red car")
+    assert not heavy and np.allclose(vec, want, atol=1e-6)

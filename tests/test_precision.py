@@ -20,20 +20,15 @@ from photoman.embedding.precision import cached_choice, calibrate, precision_cho
 from photoman.embedding.query_text import QueryTextEncoder
 from photoman.media.decode import load_image
 
+from .reference import reference_image_vectors
+
 PHOTO_EXTS = (".jpg", ".png")
 
 
 def _reference(model_dir: Path, files: list[Path]) -> np.ndarray:
     """transformers' own pipeline: full decode, CLIPProcessor, get_image_features, fp32."""
     clip = CLIPModel.from_pretrained(str(model_dir)).eval()
-    processor = AutoProcessor.from_pretrained(str(model_dir))
-    out = []
-    for i in range(0, len(files), 8):
-        inputs = processor(images=[load_image(f) for f in files[i : i + 8]], return_tensors="pt")
-        with torch.inference_mode():
-            feats = clip.get_image_features(pixel_values=inputs["pixel_values"]).pooler_output
-        out.append(torch.nn.functional.normalize(feats, dim=-1).numpy())
-    return np.concatenate(out)
+    return reference_image_vectors(clip, AutoProcessor.from_pretrained(str(model_dir)), files)
 
 
 def _parity(enc: ClipEncoder, files: list[Path], reference: np.ndarray) -> float:

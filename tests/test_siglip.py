@@ -8,8 +8,6 @@ from __future__ import annotations
 
 import json
 import shutil
-import subprocess
-import sys
 from pathlib import Path
 from typing import Any
 
@@ -32,6 +30,8 @@ from photoman.errors import ModelError
 from photoman.media.decode import load_image
 from photoman.zeroshot.labels import label_vectors
 from photoman.zeroshot.tagging import classify
+
+from .reference import cold_pack_query, reference_image_vectors
 
 PHOTO_EXTS = (".jpg", ".png")
 # English with capitals and punctuation, other scripts, bytes the tokenizer never saw, a truncated one
@@ -110,13 +110,7 @@ def test_image_vectors_match_transformers_on_the_real_photos(
     model, processor = reference
     files = sorted(p for p in photos_src.iterdir() if p.suffix in PHOTO_EXTS)
     assert len(files) >= 30
-    ref = []
-    for i in range(0, len(files), 8):
-        inputs = processor(images=[load_image(f) for f in files[i : i + 8]], return_tensors="pt")
-        with torch.inference_mode():
-            feats = model.get_image_features(pixel_values=inputs["pixel_values"]).pooler_output
-        ref.append(torch.nn.functional.normalize(feats, dim=-1).numpy())
-    reference_vecs = np.concatenate(ref)
+    reference_vecs = reference_image_vectors(model, processor, files)
     for precision in ("fp32", "onnx", "auto"):
         enc = load_encoder(str(tiny_siglip), device="cpu", precision=precision, cache_dir=tmp_path,
                            notify=lambda _m: None)  # fmt: skip
@@ -165,15 +159,8 @@ def test_text_vectors_match_transformers_on_every_path(
 def test_the_query_pack_encodes_without_torch(encoder: ClipEncoder, tiny_siglip: Path) -> None:
     """A cold query process (no daemon) finds the SigLIP pack and never imports torch."""
     want = encoder.encode_texts(["собака на пляже"])[0]
-    code = (
-        "import json, os, sys; from pathlib import Path; from photoman.embedding.query_text import open_pack;"
-        f"e = open_pack(Path(os.environ['PHOTOMAN_CACHE_DIR']), {str(tiny_siglip)!r});"
-        "v = e.encode_texts(['собака на пляже'])[0].tolist();"
-        "print(json.dumps({'v': v, 'torch': 'torch' in sys.modules}))"
-    )
-    out = json.loads(subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
-                                    check=True).stdout)  # fmt: skip
-    assert not out["torch"] and np.allclose(out["v"], want, atol=1e-6)
+    vec, heavy = cold_pack_query(tiny_siglip, "собака на пляже")
+    assert not heavy and np.allclose(vec, want, atol=1e-6)
 
 
 def test_a_tokenizer_that_masks_padding_keeps_the_torch_path(tiny_siglip: Path, tmp_path: Path) -> None:
