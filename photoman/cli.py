@@ -383,6 +383,8 @@ def print_results(
         # no EXIF date: the file's time is what --since/--sort date used, so show it, marked
         date = (r["taken_at"] or "")[:10] or (f"{r['file_time'][:10]} (file)" if r.get("file_time") else "")
         extra = f" (+{len(r['duplicates'])} copies)" if r["duplicates"] else ""
+        if r.get("raw"):  # the RAW of a RAW+JPEG pair: one photo, two files
+            extra += f" (+RAW {os.path.basename(r['raw'])})"
         # cells as Text, never markup: a name holding [bold] or [link=…] prints as written
         table.add_row(str(r["rank"]), f"{r['score']:.3f}", safe_text(r["path"] + extra), safe_text(date))
         if explain:

@@ -52,7 +52,8 @@ def test_index_find_status_embed(indexed: Path) -> None:
     )
     data = json.loads(res.stdout)
     assert data[0]["path"] == str(indexed / "scikit-image--chelsea.png") and data[0]["rank"] == 1
-    schema = "rank score path content_hash taken_at width height camera format caption duplicates file_time"
+    schema = "rank score path content_hash taken_at width height camera format caption duplicates raw"
+    schema += " file_time"
     assert set(data[0]) == set(schema.split())
     assert len(data) == 10 and all(-1 <= d["score"] <= 1.0001 for d in data)
     dated = next(d for d in data if d["path"].endswith("exif--test1.jpg"))

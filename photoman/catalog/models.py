@@ -87,6 +87,8 @@ class Photo(Base):
     caption: Mapped[str] = mapped_column(Text, default="")
     caption_source: Mapped[str | None] = mapped_column(String(16))  # user | sidecar | embedded
     sidecar_mtime: Mapped[float | None] = mapped_column(Float)
+    # the RAW file of the same shot, when this is the JPEG of a RAW+JPEG pair (indexing/pairs.py)
+    raw_path: Mapped[str | None] = mapped_column(PathString)
     indexed_model: Mapped[str | None] = mapped_column(String(512))
     status: Mapped[str] = mapped_column(String(16), default=OK, index=True)  # a PhotoStatus
     error: Mapped[str | None] = mapped_column(Text)

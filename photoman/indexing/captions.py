@@ -13,6 +13,7 @@ from photoman.indexing.scanner import normalise
 from photoman.library import Library
 from photoman.media.captions import MAX_CAPTION, clean, read_embedded, read_sidecar
 from photoman.media.decode import open_image_file, open_regular, plan_decode
+from photoman.media.formats import is_raw_path
 from photoman.vectors import CAPTION, VectorPoint, point_id
 
 
@@ -42,7 +43,7 @@ def _file_caption(path: str, sources: list[str]) -> tuple[str, str | None]:
     for source in sources:
         if source == "sidecar":
             text = read_sidecar(path)
-        elif source == "embedded":
+        elif source == "embedded" and not is_raw_path(path):  # as when indexing: RAW captions from sidecars
             try:  # a regular file, bounded like the indexer's reads (Pillow decodes a PNG to find EXIF)
                 with open_regular(path) as fh:
                     img = open_image_file(fh, path)

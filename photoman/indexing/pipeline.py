@@ -25,6 +25,7 @@ from photoman.embedding.preprocess import PreprocessSpec
 from photoman.errors import BadInputError
 from photoman.indexing.ignore import IgnoreRules
 from photoman.indexing.mounts import mount_points, root_online, root_state
+from photoman.indexing.pairs import fold_raw_pairs, same_shot
 from photoman.indexing.payload import caption_vectors, payloads_for_hashes
 from photoman.indexing.prepare import Prepared, prepare
 from photoman.indexing.reconcile import reconcile
@@ -217,6 +218,7 @@ class _Writer:
                     self.stale_hashes.add(row.content_hash)
                 row.size, row.mtime, row.content_hash = p.file.size, p.file.mtime, p.content_hash
                 row.sidecar_mtime = p.file.sidecar_mtime
+                row.raw_path = p.file.raw
                 if row.caption_source != "user":
                     row.caption, row.caption_source = p.caption or "", p.caption_source
                 row.indexed_at = now
@@ -369,6 +371,7 @@ def _run(
     report: IndexReport,
     progress: Progress | None,
     encode: Encode | None,
+    paired: Sequence[Photo] = (),
 ) -> None:
     total = len(work)
     if progress:
@@ -389,7 +392,8 @@ def _run(
         from photoman.zeroshot.tagging import label_set, tag_library
 
         tag_library(lib, label_set(), hashes=sorted(writer.new_hashes))
-    report.removed += forget(lib, _settle_removals(lib, gone, report), writer.stale_hashes)
+    # a RAW file's own row goes at once when it becomes half of a pair: the file is there, no mass deletion
+    report.removed += forget(lib, _settle_removals(lib, gone, report) + list(paired), writer.stale_hashes)
     lib.store.flush()
     lib.store.optimize()
 
@@ -427,6 +431,7 @@ def index(
 
     work: list[FileStat] = []
     gone: list[Photo] = []
+    paired: list[Photo] = []
     back: list[int] = []
     roots_of: dict[str, int] = {}
     rules = IgnoreRules.for_library(lib.settings, list(root_ids))
@@ -442,18 +447,20 @@ def index(
         report.unchanged += plan.unchanged
         work.extend(plan.work)
         gone.extend(plan.gone)
+        paired.extend(plan.paired)
         back.extend(plan.back)
         roots_of.update((f.path, root_ids[folder]) for f in plan.work)
     _back(lib, back)
-    _run(lib, work, gone, roots_of, rec.missing, report, progress, encode)
+    _run(lib, work, gone, roots_of, rec.missing, report, progress, encode, paired)
     report.seconds = time.perf_counter() - started
     return report
 
 
 def _stat_file(path: str, rules: IgnoreRules) -> list[FileStat]:
-    """The file itself as a one-element scan, or nothing if it is gone, not a photo, or excluded."""
-    stat = stat_photo(path) if is_image_path(path) and not rules.ignored(path, False) else None
-    return [stat] if stat else []
+    """The file itself as a one-element scan, or nothing if it is gone, not a photo, or excluded; with
+    the other half of its RAW+JPEG pair, if it has one (:func:`photoman.indexing.pairs.same_shot`)."""
+    stats = [stat_photo(p) for p in same_shot(path) if is_image_path(p) and not rules.ignored(p, False)]
+    return fold_raw_pairs(s for s in stats if s)
 
 
 def sync(
@@ -479,8 +486,10 @@ def sync(
     now = time.time()
     work: list[FileStat] = []
     gone: list[Photo] = []
+    paired: list[Photo] = []
     roots_of: dict[str, int] = {}
     postponed: list[str] = []
+    handled: set[str] = set()  # files already planned (both halves of a pair may have changed)
     for folder in sorted(set(normalise(f) for f in folders)):
         root = max((r for r in roots if is_inside(folder, r)), key=len, default=None)
         if root is None or root in offline:
@@ -490,15 +499,22 @@ def sync(
         if fresh:
             postponed.append(folder)
             continue
+        shot = [] if os.path.isdir(folder) else [p for p in same_shot(folder) if p != folder]
         with lib.catalog.session() as s:
             rows = list(s.scalars(select(Photo).where(_under(folder))))
+            if shot:  # the other half of a RAW+JPEG pair: its row may change too
+                rows += list(s.scalars(select(Photo).where(Photo.path.in_(shot))))
+        files = [f for f in files if f.path not in handled]
+        rows = [r for r in rows if r.path not in handled]
+        handled.update([f.path for f in files] + [f.raw for f in files if f.raw] + [r.path for r in rows])
         plan = make_plan(files, rows, lib.model_id, set())
         report.scanned += len(files)
         report.unchanged += plan.unchanged
         work.extend(plan.work)
         gone.extend(plan.gone)
+        paired.extend(plan.paired)
         _back(lib, plan.back)
         roots_of.update((f.path, roots[root]) for f in plan.work)
-    _run(lib, work, gone, roots_of, set(), report, progress, encode)
+    _run(lib, work, gone, roots_of, set(), report, progress, encode, paired)
     report.seconds = time.perf_counter() - started
     return report, postponed

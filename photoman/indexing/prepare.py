@@ -6,6 +6,7 @@ import warnings
 from dataclasses import dataclass
 
 import numpy as np
+from PIL import Image
 
 from photoman.embedding.preprocess import PreprocessSpec, resize_crop
 from photoman.errors import DecodeError
@@ -13,7 +14,9 @@ from photoman.indexing.scanner import FileStat
 from photoman.media.captions import read_embedded, read_sidecar
 from photoman.media.decode import decode_rgb, open_image_file, open_regular, plan_decode
 from photoman.media.exif import PhotoMeta, read_meta
-from photoman.media.hashing import hash_fd
+from photoman.media.formats import is_raw_path
+from photoman.media.hashing import content_hash, hash_fd
+from photoman.media.raw import raw_format, read_raw
 
 _SPEC = PreprocessSpec()
 _KNOWN: frozenset[str] = frozenset()
@@ -51,6 +54,11 @@ def init_worker(
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     # Pillow's "Corrupt EXIF data" and similar: the reason goes to the catalog, not the terminal
     warnings.simplefilter("ignore")
+    # the pool already runs one file per worker on every core: LibRaw's OpenMP demosaic must not
+    # start a thread per core in each of them too (read when its first parallel region starts)
+    import os
+
+    os.environ.setdefault("OMP_NUM_THREADS", "1")
     if parent_pid is not None:
         die_with(parent_pid)
         limit_memory(WORKER_MEMORY)
@@ -138,8 +146,9 @@ def prepare(
     """Never raises for a bad file: the error text is returned so one bad photo never stops a run.
 
     Bounded whatever the file: only a regular file is opened (never a FIFO, socket or device), its
-    size is checked before reading, it is hashed in chunks, and the header is checked (pixels, shape)
-    before any pixel is decoded (:func:`photoman.media.decode.plan_decode`)."""
+    size is checked before reading, it is hashed in chunks (a RAW file, which LibRaw reads whole, from
+    those bytes), and the header is checked (pixels, shape) before any pixel is decoded
+    (:func:`photoman.media.decode.plan_decode`; for RAW, :mod:`photoman.media.raw`)."""
     spec = spec or _SPEC
     known = _KNOWN if known is None else known
     captions = _CAPTIONS if captions is None else captions
@@ -152,15 +161,24 @@ def prepare(
     with fh, warnings.catch_warnings():  # Pillow's "Corrupt EXIF data" and the like: not for the terminal
         warnings.simplefilter("ignore")
         digest: str | None = None
+        img: Image.Image | None = None  # what an embedded caption is read from (not a RAW file)
         try:
-            img = open_image_file(fh, "file")
-            size = img.size
-            plan_decode(img, spec.size, "file")  # bounds first: Pillow decodes a PNG to read its EXIF
-            meta = read_meta(img, size)
-            digest = hash_fd(fh.fileno())
             pixels = None
-            if digest not in known:
-                pixels = resize_crop(decode_rgb(img, min_side=spec.size, name="file"), spec)
+            if is_raw_path(file.path):  # LibRaw reads the whole file: hash those same bytes
+                data = fh.read()
+                digest = content_hash(data)
+                raw = read_raw(data, "file", spec.size, decode=digest not in known, fmt=raw_format(file.path))
+                meta = raw.meta
+                if raw.image is not None:
+                    pixels = resize_crop(raw.image, spec)
+            else:
+                img = open_image_file(fh, "file")
+                size = img.size
+                plan_decode(img, spec.size, "file")  # bounds first: Pillow decodes a PNG to read its EXIF
+                meta = read_meta(img, size)
+                digest = hash_fd(fh.fileno())
+                if digest not in known:
+                    pixels = resize_crop(decode_rgb(img, min_side=spec.size, name="file"), spec)
         except DecodeError as exc:
             return Prepared(file, content_hash=digest, error=str(exc).removeprefix("file: "))
         except OSError as exc:
@@ -176,7 +194,7 @@ def prepare(
                     read_sidecar(file.path)
                     if source == "sidecar"
                     else read_embedded(img)
-                    if source == "embedded"
+                    if source == "embedded" and img is not None
                     else None
                 )
             except Exception:  # noqa: BLE001 - a bad caption field never costs the photo

@@ -14,6 +14,7 @@ from blake3 import blake3
 from photoman.catalog.models import ERROR, Photo
 from photoman.catalog.paths import displayable, has_reserved
 from photoman.indexing.ignore import IgnoreRules
+from photoman.indexing.pairs import fold_raw_pairs
 from photoman.media.captions import SIDECAR_SUFFIXES, sidecar_names
 from photoman.media.decode import file_kind, is_image_path
 from photoman.paths import is_inside
@@ -39,6 +40,7 @@ class FileStat:
     file_id: tuple[int, int] | None = None  # (device, inode): one physical file, however it is reached
     problem: str | None = None  # why it is recorded unread (a FIFO, a device link, a path too long...)
     folder: bool = False  # a folder that could not be listed: what the catalog has under it stays
+    raw: str | None = None  # the RAW file of the same shot (IMG_0001.CR2 beside IMG_0001.JPG): pairs.py
 
 
 def _problem(path: str, why: str, mtime: float = 0.0, folder: bool = False) -> FileStat:
@@ -74,6 +76,8 @@ def scan(
 
     With ``seen``, a physical file already met (a hard link, a symlinked file, the same folder
     through a bind mount) is yielded once, under its first path: it is one photo, not a duplicate.
+    A RAW file with a JPEG of the same shot beside it is not yielded either: it is that JPEG's ``raw``
+    (:func:`photoman.indexing.pairs.fold_raw_pairs`).
 
     What cannot be read is yielded too, with its reason in ``problem`` (never opened): a photo name
     that is a FIFO, socket, device or broken link, a caption sidecar of a photo that is not a regular
@@ -88,6 +92,7 @@ def scan(
         )  # fmt: skip
         sidecars = {n for n in filenames if n.lower().endswith(SIDECAR_SUFFIXES)}
         photos: list[str] = []
+        here: list[FileStat] = []
         for name in sorted(filenames):
             if name.startswith(".") or not is_image_path(name):
                 continue
@@ -96,7 +101,7 @@ def scan(
                 continue
             photos.append(name)
             if has_reserved(path):
-                yield _problem(normalise(path), _RESERVED_WHY, _lstat_mtime(path))
+                here.append(_problem(normalise(path), _RESERVED_WHY, _lstat_mtime(path)))
                 continue
             stat = stat_photo(path, sidecars)
             if stat is None:
@@ -105,7 +110,8 @@ def scan(
                 if stat.file_id in seen:
                     continue
                 seen.add(stat.file_id)
-            yield stat
+            here.append(stat)
+        yield from fold_raw_pairs(here)
         yield from _bad_sidecars(dirpath, photos, sidecars)
     yield from _unlisted(failed)
 
@@ -186,19 +192,25 @@ class Plan:
     gone: list[Photo] = field(default_factory=list)  # rows whose file is no longer there
     unchanged: int = 0
     back: list[int] = field(default_factory=list)  # ids of rows pending removal whose file is back
+    paired: list[Photo] = field(default_factory=list)  # rows of RAW files now half of a RAW+JPEG pair
 
 
 def make_plan(files: Iterable[FileStat], rows: Iterable[Photo], model_id: str, missing: set[int]) -> Plan:
     """Diff disk against catalog rows; ``missing`` holds row ids whose vector the store lacks.
 
     Rows under a folder that could not be listed are not gone: unreadable is not deleted. An error
-    that may have been the machine's (a decode worker killed, a timeout) is tried again."""
+    that may have been the machine's (a decode worker killed, a timeout) is tried again. A RAW file's
+    own row goes (``paired``, not ``gone``: the file is there) once it is half of a RAW+JPEG pair, and
+    a photo whose RAW came or went is read again (its row records the RAW)."""
     plan = Plan()
     by_path = {r.path: r for r in rows}
     seen: set[str] = set()
     unlisted: list[str] = []
+    raws: set[str] = set()
     for f in files:
         seen.add(f.path)
+        if f.raw is not None:
+            raws.add(f.raw)
         if f.folder:
             unlisted.append(f.path)
         row = by_path.get(f.path)
@@ -209,6 +221,7 @@ def make_plan(files: Iterable[FileStat], rows: Iterable[Photo], model_id: str, m
             and row.size == f.size
             and abs(row.mtime - f.mtime) < 1e-6
             and (row.sidecar_mtime or 0.0) == (f.sidecar_mtime or 0.0)
+            and row.raw_path == f.raw
         )
         if (
             same_file
@@ -221,7 +234,10 @@ def make_plan(files: Iterable[FileStat], rows: Iterable[Photo], model_id: str, m
             plan.unchanged += 1
         else:
             plan.work.append(f)
+    plan.paired = [r for p, r in by_path.items() if p not in seen and p in raws]
     plan.gone = [
-        r for p, r in by_path.items() if p not in seen and not any(is_inside(p, u) for u in unlisted)
+        r
+        for p, r in by_path.items()
+        if p not in seen and p not in raws and not any(is_inside(p, u) for u in unlisted)
     ]
     return plan

@@ -1,4 +1,5 @@
-"""Decode any supported image fast: JPEG draft mode, EXIF orientation, HEIC/AVIF via pillow-heif."""
+"""Decode any supported image fast: JPEG draft mode, EXIF orientation, HEIC/AVIF via pillow-heif, camera
+RAW files via LibRaw (media/raw.py); and the bounds every decode is held to, RAW included."""
 
 from __future__ import annotations
 
@@ -12,7 +13,7 @@ from typing import BinaryIO
 from PIL import Image, ImageOps, UnidentifiedImageError
 
 from photoman.errors import DecodeError
-from photoman.media.formats import IMAGE_EXTENSIONS, is_image_path  # noqa: F401 - re-exported
+from photoman.media.formats import IMAGE_EXTENSIONS, is_image_path, is_raw_path  # noqa: F401 - re-exported
 
 try:  # HEIC/HEIF (and AVIF on Pillow builds without it) through libheif
     import pillow_heif
@@ -130,12 +131,7 @@ def plan_decode(img: Image.Image, min_side: int | None = None, name: str = "imag
     Raises DecodeError for an absurd shape or more pixels than :data:`MAX_DECODE_PIXELS`.
     """
     w, h = img.size
-    if w < 1 or h < 1:
-        raise DecodeError(f"{name}: not a readable image (size {w}x{h})")
-    if max(w, h) > MAX_ASPECT * min(w, h):
-        raise DecodeError(
-            f"{name}: absurd aspect ratio ({w}x{h} pixels; at most {MAX_ASPECT}:1); not decoded"
-        )
+    check_shape(w, h, name)
     try:
         if min_side and img.format in ("JPEG", "MPO"):
             scale = min(w, h) / min_side
@@ -144,7 +140,22 @@ def plan_decode(img: Image.Image, min_side: int | None = None, name: str = "imag
     except (OSError, ValueError) as exc:
         raise DecodeError(f"{name}: cannot decode image ({exc})") from None
     dw, dh = img.size
-    if dw * dh > MAX_DECODE_PIXELS:
+    check_pixels(dw * dh, w, h, name)
+
+
+def check_shape(w: int, h: int, name: str) -> None:
+    """Refuse an empty size or an absurd shape (:data:`MAX_ASPECT`) before anything is decoded."""
+    if w < 1 or h < 1:
+        raise DecodeError(f"{name}: not a readable image (size {w}x{h})")
+    if max(w, h) > MAX_ASPECT * min(w, h):
+        raise DecodeError(
+            f"{name}: absurd aspect ratio ({w}x{h} pixels; at most {MAX_ASPECT}:1); not decoded"
+        )
+
+
+def check_pixels(pixels: int, w: int, h: int, name: str) -> None:
+    """Refuse to decode more than :data:`MAX_DECODE_PIXELS` (``w`` x ``h``: the size to report)."""
+    if pixels > MAX_DECODE_PIXELS:
         raise DecodeError(
             f"{name}: too many pixels to decode ({w}x{h} = {w * h / 1e6:.0f} megapixels; "
             f"at most {MAX_DECODE_PIXELS / 1e6:.0f}); not decoded"
@@ -190,11 +201,19 @@ def load_image(path: Path | str, min_side: int | None = None) -> Image.Image:
     the bounds of :func:`plan_decode` apply; each refusal is a one-line DecodeError."""
     name = str(path)
     with open_regular(path, name) as fh:
+        if is_raw_path(path):
+            from photoman.media.raw import raw_image
+
+            return raw_image(fh.read(), name, min_side=min_side)
         return decode_rgb(open_image_file(fh, name), min_side=min_side, name=name)
 
 
 def image_size(path: Path | str) -> tuple[int, int]:
     """Width and height as displayed (EXIF orientation applied), from the header alone."""
+    if is_raw_path(path):
+        from photoman.media.raw import raw_size
+
+        return raw_size(path)
     with open_regular(path) as fh:
         try:
             with Image.open(fh) as im:

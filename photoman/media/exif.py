@@ -76,11 +76,17 @@ def read_meta(img: Image.Image, size: tuple[int, int] | None = None) -> PhotoMet
     draft). Pillow reads a PNG's EXIF by decoding the whole image: check the decode bounds
     (:func:`photoman.media.decode.plan_decode`) before calling this on an untrusted file."""
     w, h = size or img.size
-    meta = PhotoMeta(width=w, height=h, format=img.format)
     try:
         exif = img.getexif()
     except Exception:  # noqa: BLE001 - malformed EXIF must never stop indexing
-        return meta
+        exif = None
+    return meta_from_exif(exif, w, h, img.format)
+
+
+def meta_from_exif(exif: Image.Exif | None, w: int, h: int, fmt: str | None) -> PhotoMeta:
+    """The catalog's fields from an EXIF block (a JPEG's, or a TIFF-based RAW file's own tags), for an
+    image of ``w`` x ``h`` stored pixels; what is missing or malformed stays unknown."""
+    meta = PhotoMeta(width=w, height=h, format=fmt)
     if not exif:
         return meta
     tags = ExifTags.Base

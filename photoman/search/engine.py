@@ -45,6 +45,7 @@ class Result:
     duplicates: list[str] = field(default_factory=list)
     explain: list[dict[str, Any]] | None = None
     mtime: float = 0.0
+    raw: str | None = None  # the RAW file of the same shot, when ``path`` is the JPEG of a RAW+JPEG pair
 
     def to_json(self) -> dict[str, Any]:
         """The JSON schema of `photoman find --json` (stable: scripts depend on it)."""
@@ -61,6 +62,7 @@ class Result:
             "format": self.format,
             "caption": self.caption,
             "duplicates": list(self.duplicates),
+            "raw": self.raw,  # the RAW file beside this JPEG (IMG_0001.CR2 for IMG_0001.JPG), or null
             # the file's modification time: what --since/--until and --sort date use without taken_at
             "file_time": _iso_time(self.mtime),
         }
@@ -202,6 +204,7 @@ _JOIN_COLUMNS = (
     Photo.format,
     Photo.caption,
     Photo.mtime,
+    Photo.raw_path,
 )
 
 
@@ -272,6 +275,7 @@ def join(lib: Library, hits: list[Hit], folder: str | None = None) -> list[Resul
                 caption=next((r.caption for r in group if r.caption), ""),
                 duplicates=[r.path for r in group[1:]],
                 mtime=first.mtime,
+                raw=first.raw_path,
             )
         )
     return results

@@ -9,6 +9,7 @@ import re
 from datetime import datetime, timedelta
 
 from photoman.errors import BadInputError
+from photoman.media.formats import RAW_EXTENSIONS
 from photoman.vectors.schema import SearchFilter
 
 _DATE = re.compile(r"^(\d{4})(?:-(\d{1,2})(?:-(\d{1,2})(?:[T ](\d{1,2}):(\d{2})(?::(\d{2}))?)?)?)?$")
@@ -25,6 +26,15 @@ FORMATS = {
     "tif": ["tiff"],
     "bmp": ["bmp"],
 }
+# RAW files are stored under their extension (CR2, NEF, DNG...); --format raw means any of them
+_RAW_FORMATS = sorted(ext.lstrip(".") for ext in RAW_EXTENSIONS)
+FORMATS.update({name: [name] for name in _RAW_FORMATS}, raw=_RAW_FORMATS)
+
+
+def _known_formats() -> str:
+    """The --format names for an error message, the RAW extensions summed up as one."""
+    plain = sorted(f for f in FORMATS if f not in _RAW_FORMATS)
+    return ", ".join(plain) + f" (raw: any of {', '.join(_RAW_FORMATS)})"
 
 
 def parse_date(value: str, option: str, end: bool = False) -> datetime:
@@ -95,7 +105,7 @@ def build_filter(
         for f in formats:
             key = f.lower().lstrip(".")
             if key not in FORMATS:
-                raise BadInputError(f"--format {f}: unknown format (known: {', '.join(sorted(FORMATS))})")
+                raise BadInputError(f"--format {f}: unknown format (known: {_known_formats()})")
             out.extend(FORMATS[key])
         flt.formats = sorted(set(out))
     return flt

@@ -15,6 +15,7 @@ from sqlalchemy import select
 
 from photoman.catalog.models import Photo
 from photoman.errors import PhotomanError
+from photoman.indexing.pairs import raw_sibling
 from photoman.library import Library
 from photoman.media.decode import load_image
 from photoman.media.exif import datetime_from_timestamp
@@ -49,9 +50,10 @@ class _Union:
 
 
 def _keeper_key(r: Photo) -> tuple:
-    """Largest resolution first, then the oldest date, then the shortest path."""
+    """The JPEG of a RAW+JPEG pair first (its RAW is the original), then the largest resolution, then
+    the oldest date, then the shortest path."""
     when = r.taken_at or datetime_from_timestamp(r.mtime) or datetime.min  # out-of-range mtimes too
-    return (-(r.width or 0) * (r.height or 0), when, len(r.path), r.path)
+    return (r.raw_path is None, -(r.width or 0) * (r.height or 0), when, len(r.path), r.path)
 
 
 def find_duplicates(
@@ -100,6 +102,7 @@ def find_duplicates(
                         "height": r.height,
                         "taken_at": r.taken_at.isoformat() if r.taken_at else None,
                         "size": r.size,
+                        "raw": r.raw_path,  # the RAW of a RAW+JPEG pair: this file is never trashed
                     }
                     for r in photos
                 ],  # fmt: skip
@@ -152,7 +155,8 @@ def trash_plan(groups: list[DupeGroup]) -> list[TrashStep]:
     """What the trash step would do, checked against the files as they are now.
 
     A copy is trashed only if it is still there with the bytes that were indexed and is a different
-    physical file from every file kept; so the last physical copy of a photo is never removed.
+    physical file from every file kept; so the last physical copy of a photo is never removed. Nor is
+    half of a RAW+JPEG pair (the catalog's, or one on disk now): the RAW would be left on its own.
     """
     steps: list[TrashStep] = []
     for g in groups:
@@ -167,8 +171,13 @@ def trash_plan(groups: list[DupeGroup]) -> list[TrashStep]:
             if path == g.keeper:
                 continue
             here = _physical(path)
+            raw = p.get("raw") or raw_sibling(path)
             if here is None:
                 steps.append(TrashStep(path, "skip", "no longer there (or not a regular file)"))
+            elif raw:
+                why = f"half of a RAW+JPEG pair (with {os.path.basename(raw)}); never trashed alone"
+                steps.append(TrashStep(path, "skip", why))
+                kept.add(here)
             elif here in kept:
                 steps.append(
                     TrashStep(path, "keep", "the same file as one kept (symlink, hard link or mount)")
