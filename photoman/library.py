@@ -12,7 +12,7 @@ from typing import IO, TYPE_CHECKING
 
 from photoman.config import Settings
 from photoman.embedding.checkpoint import model_identity
-from photoman.errors import StoreBusyError
+from photoman.errors import PhotomanError, StoreBusyError
 from photoman.textsafe import print_notice
 
 if TYPE_CHECKING:
@@ -32,8 +32,14 @@ class DataDirLock:
         self._fh: IO[bytes] | None = None
 
     def acquire(self, purpose: str) -> None:
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        fh = open(self.path, "a+b", buffering=0)  # noqa: SIM115 - held for the process's lifetime
+        try:  # a data dir that cannot be made (another user's path, a read-only disk) is one line
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            fh = open(self.path, "a+b", buffering=0)  # noqa: SIM115 - held for the process's lifetime
+        except OSError as exc:
+            raise PhotomanError(
+                f"cannot use the data dir {self.path.parent}: {exc.strerror or exc} (set PHOTOMAN_DATA_DIR "
+                "or --data-dir to a folder you can write)"
+            ) from None
         try:
             fcntl.flock(fh, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
