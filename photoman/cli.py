@@ -508,6 +508,11 @@ def status(
     if info.get("runtime") is not None:
         line(f"runtime   {shown(info['runtime']['line'])}")
     line(f"catalog   {shown(info['catalog']['url'])} ({mb(info['catalog']['bytes'])})")
+    lease = info["catalog"].get("lease")
+    if lease is not None:  # a shared catalog: one writer, anywhere
+        holder = lease["holder"]
+        line(f"writer    {shown(holder)} holds the writer lease" if holder else "writer    nobody holds the "
+             "writer lease now (the next daemon or `photoman index` to start takes it)")  # fmt: skip
     if "error" in vec:
         line(f"vectors   {vec['backend']}: {shown(vec['error'])}")
     else:
@@ -534,6 +539,9 @@ def status(
             f"{d['errors_since_start']} errors since start",
             highlight=False,
         )
+        if d.get("role") == "standby":
+            out_print("          standby: answers queries read-only, indexes nothing, and becomes the writer "
+                      "once the lease is free", highlight=False)  # fmt: skip
         for root, kind in d["watching"].items():
             line(f"watching  {shown(root)} ({kind})")
     for e in info["errors"]:

@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from photoman.config import Settings, load_settings
-from photoman.errors import BadInputError, PhotomanError
+from photoman.errors import BadInputError, PhotomanError, StoreBusyError
 from photoman.service import protocol
 from photoman.textsafe import print_notice
 
@@ -93,7 +93,10 @@ class Client:
         """Decide now (the TUI does, at start): the daemon, started unless autostart is off, or the
         stores opened in this process; returns "daemon" or "direct"."""
         if not self._use_daemon("find"):
-            self._open_lib("write")
+            try:
+                self._open_lib("write")
+            except StoreBusyError:  # another machine writes this shared library: read it (or say why not)
+                self._open_lib("read")
         assert self.mode is not None
         return self.mode
 
@@ -126,7 +129,9 @@ class Client:
         entry = ops.OPS.get(op)
         if entry is None:
             raise BadInputError(f"{op} needs the daemon (`photoman watch --detach`)")
-        lib = self._open_lib("models" if not entry.library else "write" if entry.writes else "read")
+        # a request that only reads opens the library read-only: it answers even while another
+        # machine writes a shared library
+        lib = self._open_lib("models" if not entry.library else "write" if entry.changes(args) else "read")
         if op == "index":
             return ops.index(lib, **args, progress=progress)  # type: ignore[arg-type]
         return ops.run(lib, op, args)  # type: ignore[arg-type]

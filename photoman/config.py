@@ -65,6 +65,8 @@ class Settings:
     debounce: float = 0.5  # seconds to gather a burst of file events into one unit of work
     rescan_interval: float = 900.0  # seconds between full reconcile scans in the daemon
     poll_roots: list[str] = field(default_factory=list)  # roots watched by polling (network shares)
+    # a shared library's stored roots → where this machine mounts them (pathmap.py)
+    path_map: dict[str, str] = field(default_factory=dict)
     caption_sources: list[str] = field(default_factory=lambda: ["user", "sidecar", "embedded"])
     auto_tag: int = 0  # 1: tag new photos with the built-in vocabulary while indexing
     viewer: str | None = None  # command that opens a photo (TUI); default xdg-open / open
@@ -141,6 +143,10 @@ def _coerce(name: str, value: Any) -> Any:
             return int(value)
         if kind == "float":
             return float(value)
+        if kind.startswith("dict"):  # path_map: a TOML table, or STORED=LOCAL[:STORED=LOCAL...] from the env
+            from photoman.pathmap import parse_path_map
+
+            return parse_path_map(value)
         if kind.startswith("list"):
             if isinstance(value, str):
                 return [v for v in value.split(os.pathsep) if v]

@@ -176,6 +176,9 @@ class Library(Models):
         notify: Notify = print_notice,
     ) -> None:
         super().__init__(settings, notify)
+        from photoman.pathmap import PathMap
+
+        self.path_map = PathMap.from_settings(settings)  # this machine's mounts of a shared library's roots
         self._lock = DataDirLock(settings.lock_file)
         self.write = write
         self.busy: StoreBusyError | None = None
@@ -193,7 +196,7 @@ class Library(Models):
             from photoman.catalog import Catalog
             from photoman.catalog.lease import is_shared
 
-            self.catalog = Catalog(settings.catalog)
+            self.catalog = Catalog(settings.catalog, self.path_map)
             if is_shared(settings.catalog):
                 self._open_lease(purpose, standby or allow_busy)
         except BaseException:
@@ -242,6 +245,46 @@ class Library(Models):
             return False
         self.write, self.writer_busy = True, None
         return True
+
+    def check_lease(self) -> bool:
+        """For a writer: whether it still holds the writer lease (one round trip on a shared catalog).
+
+        The daemon asks every few seconds, so a lost lease (its connection cut, someone else took it)
+        turns it into a standby at once rather than at its next write. A dead connection with the
+        lease still free is mended (the lease taken again). False, and read-only from here on, when it
+        is gone; always True for a writer of a SQLite catalog, always False for a standby."""
+        if not self.write:
+            return False
+        if self.lease is None:
+            return True
+        from photoman.catalog.lease import LeaseLost
+
+        try:
+            self.lease.verify()
+        except LeaseLost as exc:
+            self.write, self.writer_busy = False, exc
+            return False
+        return True
+
+    def writer_name(self) -> str | None:
+        """Who holds a shared catalog's writer lease now ("pid 4242 on gpu-box (photoman watch)"); None
+        for a SQLite catalog, when nobody holds it, or while the catalog cannot be reached."""
+        if self.lease is None:
+            return None
+        if self.write:
+            return self.lease.name
+        from sqlalchemy.exc import DBAPIError
+
+        try:
+            return self.lease.holder()
+        except DBAPIError:
+            return None
+
+    def read_only_error(self) -> StoreBusyError:
+        """What a standby says to a request that would write: who writes the library now, instead."""
+        if self.lease is not None and self.busy is None:
+            return self.lease.busy_error()
+        return self.writer_busy or self.busy or StoreBusyError("this process opened the library read-only")
 
     @property
     def store(self) -> VectorStore:

@@ -412,11 +412,20 @@ class Op:
     model: bool = False  # runs model work: the daemon gives it the query thread
     writes: bool = False  # changes the catalog or the store
     library: bool = True  # False: only the encoder (no catalog, no store, no lock)
+    # of a writing op, the requests that only read (a caption shown, duplicates listed): these are
+    # answered where the library may only be read (a standby of a shared library)
+    reads_only: Callable[[dict[str, Any]], bool] | None = None
+
+    def changes(self, args: dict[str, Any]) -> bool:
+        """Whether this request may change the library (it then needs the writer)."""
+        return self.writes and not (self.reads_only is not None and self.reads_only(args))
 
 
 OPS: dict[str, Op] = {
     "find": Op(find, model=True),
-    "caption": Op(caption, model=True, writes=True),
+    "caption": Op(
+        caption, model=True, writes=True, reads_only=lambda a: a.get("text") is None and not a.get("clear")
+    ),
     "photo": Op(photo),
     "heatmap": Op(heatmap, model=True),
     "status": Op(status),
@@ -425,7 +434,7 @@ OPS: dict[str, Op] = {
     "roots_relocate": Op(roots_relocate, writes=True),
     "tags": Op(tags),
     "tag": Op(tag, model=True, writes=True),
-    "dupes": Op(dupes, model=True, writes=True),
+    "dupes": Op(dupes, model=True, writes=True, reads_only=lambda a: not a.get("trash")),
     "classify": Op(classify, model=True, library=False),
     "locate": Op(locate, model=True, library=False),
     "embed": Op(embed, model=True, library=False),

@@ -80,6 +80,8 @@ def library_status(lib: Library, errors_limit: int = 20) -> dict[str, Any]:
         "catalog": {
             "url": lib.catalog.engine.url.render_as_string(hide_password=True),
             "bytes": catalog_bytes,
+            # a shared (PostgreSQL) catalog: who holds its writer lease now (None: nobody); no lease on SQLite
+            "lease": {"holder": lib.writer_name()} if lib.lease is not None else None,
         },
         "vectors": store,
         "roots": roots,

@@ -9,7 +9,9 @@ catalog side is shared, which is where the lease lives.
 
 from __future__ import annotations
 
+import contextlib
 import os
+import re
 import signal
 import socket
 import subprocess
@@ -23,10 +25,10 @@ from sqlalchemy import select
 
 from photoman.catalog import Root
 from photoman.catalog.lease import LeaseLost
-from photoman.catalog.pathmap import PathMap, parse_path_map
 from photoman.config import Settings
 from photoman.errors import ConfigError, StoreBusyError
 from photoman.library import Library
+from photoman.pathmap import PathMap, parse_path_map
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -155,6 +157,139 @@ def test_sqlite_catalog_keeps_the_data_dir_lock(tmp_path: Path) -> None:
             Library(cfg, "photoman watch", standby=True)  # standby concerns shared catalogs only
 
 
+def test_a_pure_query_answers_while_another_machine_writes(
+    tmp_path: Path, pg_url: str, tiny_model: Path, library_dir: Path
+) -> None:
+    """Showing a caption or listing duplicates only reads: a laptop answers them in-process while the
+    GPU box holds the writer lease; only the requests that change something are refused, by name."""
+    from photoman import ops
+    from photoman.client import Client
+
+    kw = {"model": str(tiny_model), "precision": "fp32", "workers": 1, "batch_size": 4}
+    gpu_box = Library(machine(tmp_path, "gpu-box", pg_url, **kw), "photoman watch")
+    try:
+        assert ops.index(gpu_box, folders=[str(library_dir)])["embedded"] == 10
+        photo = str(library_dir / "scikit-image--chelsea.png")
+        ops.caption(gpu_box, path=photo, text="a tabby cat")
+        writer = gpu_box.lease.name  # type: ignore[union-attr]
+        with Client(machine(tmp_path, "laptop", pg_url, **kw), daemon=False) as laptop:
+            assert laptop.connect() == "direct"  # what the TUI does first: read-only here, not refused
+            assert laptop.caption(photo)["caption"] == "a tabby cat"
+            assert laptop.photo(photo)["caption"] == "a tabby cat"
+            assert laptop.dupes(threshold=0.9995, rotations=False)["trashed"] == []
+            assert laptop.status()["catalog"]["lease"] == {"holder": writer}
+            for change in (lambda: laptop.caption(photo, "a dog"), lambda: laptop.dupes(trash=True)):
+                with pytest.raises(StoreBusyError, match=f"busy: {re.escape(writer)} holds its writer lease"):
+                    change()
+        assert ops.caption(gpu_box, path=photo)["caption"] == "a tabby cat"
+    finally:
+        gpu_box.close()
+
+
+SPINNER = """
+import sys, time
+from photoman.catalog.lease import WriterLease
+
+lease = WriterLease(sys.argv[1], "photoman watch")
+while not lease.try_acquire():
+    time.sleep(0.005)
+print("holding", flush=True)
+time.sleep(600)
+"""
+
+
+def lease_holder(url: str) -> subprocess.Popen[str]:
+    """Another machine's writer: a process that takes the writer lease as soon as it is free."""
+    return subprocess.Popen([sys.executable, "-c", SPINNER, url], stdout=subprocess.PIPE, text=True)
+
+
+def holds(proc: subprocess.Popen[str], timeout: float) -> bool:
+    """Whether the lease_holder process says it holds the lease within ``timeout`` seconds."""
+    import select
+
+    assert proc.stdout is not None
+    ready, _, _ = select.select([proc.stdout], [], [], timeout)
+    return bool(ready) and proc.stdout.readline().strip() == "holding"
+
+
+def test_a_standby_daemon_answers_takes_over_and_steps_back(
+    tmp_path: Path,
+    pg_url: str,
+    pg_server,  # noqa: ANN001
+    tiny_model: Path,
+    library_dir: Path,
+    env: dict[str, str],
+) -> None:
+    """The laptop's first query starts its daemon while the GPU box writes: it comes up as a standby
+    (answers, refuses writes, watches nothing), becomes the writer within seconds of the GPU box's
+    death (watches the roots, catches up its own vectors), and steps back when its lease is lost."""
+    import json
+
+    from photoman import ops
+    from photoman.client import Client
+    from photoman.errors import PhotomanError
+    from photoman.service.protocol import call
+
+    from .daemon_helpers import photoman, settings_of, wait_for
+
+    kw = {"model": str(tiny_model), "precision": "fp32", "workers": 1, "batch_size": 4}
+    with Library(machine(tmp_path, "gpu-box", pg_url, **kw), "photoman index") as lib:
+        ops.index(lib, folders=[str(library_dir)])
+    gpu_box = lease_holder(pg_url)
+    assert holds(gpu_box, 30)
+    gpu_name = f"pid {gpu_box.pid} on {socket.gethostname()} (photoman watch)"
+    laptop = {**env, "PHOTOMAN_CATALOG_URL": pg_url, "PHOTOMAN_AUTOSTART": "1"}
+    sock = settings_of(laptop).socket_path
+    daemon = lambda: call(sock, "status")["daemon"]  # noqa: E731
+    others: list[subprocess.Popen[str]] = [gpu_box]
+    try:
+        res = photoman(laptop, "find", "a cat", "--all", "--json")  # starts the daemon: a standby
+        assert res.returncode == 0 and json.loads(res.stdout) == [], res.stderr  # its own vectors: none yet
+        assert "started the photoman daemon" in res.stderr
+        d = daemon()
+        assert (d["role"], d["state"], d["writer"], d["watching"]) == ("standby", "standby", gpu_name, {})
+        text = photoman(laptop, "status").stdout
+        assert f"writer    {gpu_name} holds the writer lease" in text and "standby: answers queries" in text
+        photo = str(library_dir / "scikit-image--chelsea.png")
+        assert call(sock, "caption", {"path": photo})["caption"] == ""
+        refused = photoman(laptop, "caption", photo, "a dog")
+        assert refused.returncode != 0 and len(refused.stderr.strip().splitlines()) == 1
+        assert f"busy: {gpu_name} holds its writer lease" in refused.stderr
+
+        gpu_box.kill()  # the writer dies: the standby takes over and catches up
+        gpu_box.wait()
+        wait_for(lambda: daemon()["role"] == "writer", 15, "the standby to take the lease over")
+        wait_for(lambda: len(call(sock, "find", {"text": "a cat", "limit": 20})) == 10, 60, "its catch-up")
+        d = daemon()
+        mine = f"pid {d['pid']} on {socket.gethostname()} (photoman watch)"
+        assert d["writer"] == mine and list(d["watching"]) == [str(library_dir)]
+        call(sock, "caption", {"path": photo, "text": "a tabby cat"})
+
+        # its lease session is cut and another machine takes the lease meanwhile: back to standby
+        thief = lease_holder(pg_url)
+        others.append(thief)
+        cut = f"SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE application_name = '{mine}'"
+        deadline = time.monotonic() + 20
+        while True:
+            pg_server.admin(cut)
+            if holds(thief, 0.5):
+                break
+            assert time.monotonic() < deadline, "the other process never got the lease"
+        thief_name = f"pid {thief.pid} on {socket.gethostname()} (photoman watch)"
+        wait_for(lambda: daemon()["role"] == "standby", 15, "the daemon to step back")
+        d = daemon()
+        assert (d["state"], d["writer"], d["watching"]) == ("standby", thief_name, {})
+        assert len(call(sock, "find", {"text": "a cat", "limit": 20})) == 10  # still answering
+        assert call(sock, "caption", {"path": photo})["caption"] == "a tabby cat"
+    finally:
+        with contextlib.suppress(PhotomanError):  # none if it never started
+            Client(settings_of(laptop)).stop()
+        for proc in others:
+            if proc.poll() is None:
+                proc.kill()
+                proc.wait()
+
+
 # ---------- per-machine mount mapping ----------
 
 
@@ -181,6 +316,137 @@ def test_path_map_turns_stored_paths_into_local_ones_and_back(tmp_path: Path) ->
     (tmp_path / "Volumes" / "photos").symlink_to(nas)
     laptop = PathMap({"/mnt/nas/photos": str(tmp_path / "Volumes" / "photos")})
     assert Path(laptop.to_local("/mnt/nas/photos/a.jpg")).read_bytes() == b"x"
+
+
+def test_path_map_setting_from_the_file_the_env_and_to_a_started_daemon(tmp_path: Path) -> None:
+    """config.toml's table, the env form, one-line errors, and the launcher hands it on unchanged."""
+    from typer.testing import CliRunner
+
+    from photoman.cli import app
+    from photoman.config import load_settings
+    from photoman.service.launcher import settings_env
+
+    cfg = tmp_path / "config.toml"
+    cfg.write_text('[path_map]\n"/mnt/nas/photos/" = "/Volumes/photos"\n')
+    assert load_settings(cfg, env={}).path_map == {"/mnt/nas/photos": "/Volumes/photos"}
+    env = {"PHOTOMAN_PATH_MAP": f"/mnt/nas/photos=/Volumes/photos{os.pathsep}/srv/raw=/Volumes/raw"}
+    both = load_settings(cfg, env=env)  # the env wins over the file, as for every setting
+    assert both.path_map == {"/mnt/nas/photos": "/Volumes/photos", "/srv/raw": "/Volumes/raw"}
+    odd = both.with_overrides(path_map={"/srv/a=b:c": "/Volumes/x:y"})  # not expressible as pairs
+    for settings in (both, odd):
+        child = load_settings(cfg, env=settings_env(settings, base={}))
+        assert child.path_map == settings.path_map
+    for bad, words in [('path_map = "/mnt/nas/photos"', "is not STORED=LOCAL"),
+                       ("path_map = 3", "must be a table"),
+                       ('path_map = { photos = "/Volumes/photos" }', "both must be absolute"),
+                       ('path_map = { "/a" = "/x", "/b" = "/x" }', "both map to '/x'")]:  # fmt: skip
+        cfg.write_text(bad + "\n")
+        with pytest.raises(ConfigError, match=words):
+            load_settings(cfg, env={})
+        res = CliRunner().invoke(app, ["--config", str(cfg), "config"])
+        lines = res.stderr.strip().splitlines()
+        assert res.exit_code == 1 and len(lines) == 1 and "path_map" in lines[0]
+        assert "Traceback" not in res.output
+
+
+@pytest.mark.catalogs
+def test_a_machine_that_mounts_the_share_elsewhere_works_in_its_own_paths(
+    cli_env: Settings, library_dir: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The GPU box indexes the share at mnt-a/photos; the laptop mounts the same files at mnt-b/photos
+    and maps one to the other: every path it prints, takes, lists, indexes and trashes is its own,
+    while the catalog and the vector payloads keep the stored spelling."""
+    import json
+    import shutil
+
+    from typer.testing import CliRunner
+
+    from photoman.catalog import Catalog, Photo
+    from photoman.client import open_client
+    from photoman.config import load_settings
+
+    run = lambda *args: CliRunner().invoke(app, [str(a) for a in args])  # noqa: E731
+    from photoman.cli import app
+
+    def ok(*args: object) -> str:
+        res = run(*args)
+        assert res.exit_code == 0, res.output
+        return res.stdout
+
+    def stored_rows() -> list[str]:
+        """Photo paths as the catalog holds them (read with no mapping), after checking its roots."""
+        raw = Catalog(cli_env.catalog)
+        try:
+            with raw.session() as s:
+                assert sorted(s.scalars(select(Root.path))) == sorted([str(stored), str(local_only)])
+                return list(s.scalars(select(Photo.path)))
+        finally:
+            raw.close()
+
+    stored = tmp_path / "mnt-a" / "photos"
+    stored.parent.mkdir()
+    library_dir.rename(stored)
+    shutil.copy2(stored / "scikit-image--coffee.png", stored / "trips" / "coffee-copy.png")  # an exact copy
+    local_only = tmp_path / "local"  # a root no mapping covers
+    local_only.mkdir()
+    shutil.copy2(stored / "scikit-image--camera.png", local_only / "camera.png")
+    ok("index", stored, local_only)
+
+    # the laptop: the share is mounted elsewhere (the GPU box's path does not exist here)
+    here = tmp_path / "mnt-b" / "photos"
+    here.parent.mkdir()
+    stored.rename(here)
+    offline = json.loads(ok("status", "--json"))["roots"]
+    assert {r["path"]: r["online"] for r in offline} == {str(stored): False, str(local_only): True}
+    config = cli_env.data_dir.parent / "no-config.toml"
+    config.write_text(f'[path_map]\n"{stored}" = "{here}"\n')
+
+    roots = {r["path"]: r for r in json.loads(ok("status", "--json"))["roots"]}
+    assert set(roots) == {str(here), str(local_only)} and all(r["online"] for r in roots.values())
+    assert roots[str(here)]["photos"] == 11
+    listed = json.loads(ok("roots", "--json"))
+    assert [r["path"] for r in listed] == sorted([str(here), str(local_only)])
+    assert all(r["online"] for r in listed)
+
+    found = json.loads(ok("find", "a cup of coffee", "--all", "--json"))
+    paths = [f["path"] for f in found] + [d for f in found for d in f["duplicates"]]
+    assert len(paths) == 12 and all(os.path.isfile(p) for p in paths)
+    assert {os.path.dirname(p) for p in paths} == {str(here), str(here / "trips"), str(local_only)}
+    assert ok("find", "a cup of coffee", "--all", "-0").split("\0")[:-1] == [f["path"] for f in found]
+    trips = json.loads(ok("find", "a rocket", "--all", "--json", "--in", here / "trips"))
+    assert len(trips) == 5 and all(f["path"].startswith(f"{here}/trips/") for f in trips)
+
+    rocket = here / "trips" / "scikit-image--rocket.jpg"
+    ok("caption", rocket, "a rocket on its launch pad")
+    assert "a rocket on its launch pad" in ok("caption", rocket)
+    with open_client(load_settings(), daemon=False) as pm:
+        assert pm.photo(rocket)["caption"] == "a rocket on its launch pad"
+
+    report = json.loads(ok("index", here, "--json"))  # the same root, named by this machine's path
+    assert (report["embedded"], report["removed"], report["unchanged"]) == (0, 0, 11)
+    shutil.copy2(local_only / "camera.png", here / "camera-new.png")
+    assert json.loads(ok("index", "--json"))["reused"] == 1
+    rows = stored_rows()  # indexed here, stored in the GPU box's spelling
+    assert str(stored / "camera-new.png") in rows
+    assert str(stored / "trips" / "scikit-image--rocket.jpg") in rows
+
+    dupes = json.loads(ok("dupes", "--json", "--no-rotations", "--threshold", "0.9995"))
+    group_paths = {p["path"] for g in dupes["groups"] for p in g["photos"]}
+    assert str(here / "trips" / "coffee-copy.png") in group_paths
+    assert all(os.path.isfile(p) for p in group_paths)
+    monkeypatch.setenv("XDG_DATA_HOME", str(tmp_path / "xdg"))  # the trash lives here for the test
+    trashed = json.loads(ok("dupes", "--trash", "--yes", "--json", "--no-rotations", "--threshold", "0.9995"))
+    assert trashed["trashed"] and all(p.startswith(f"{here}/") for p in trashed["trashed"])
+    assert not any(os.path.exists(p) for p in trashed["trashed"])
+
+    # what the stores hold is still the GPU box's spelling (as any other machine expects it)
+    rows = stored_rows()
+    assert not any(p.startswith(str(here)) for p in rows) and len(rows) == 13 - len(trashed["trashed"])
+    with Library(load_settings(), "test") as lib:
+        payloads = [p.payload for p in lib.store.retrieve(list(lib.store.all_ids()))]
+    assert all(r == str(local_only) or r == str(stored) for p in payloads for r in p["roots"])
+    spelt = [x for p in payloads for x in p["paths"] + p["folders"]]
+    assert spelt and all(x.startswith((str(stored), str(local_only))) for x in spelt)
 
 
 # ---------- the documented server set-up ----------

@@ -5,13 +5,18 @@ from __future__ import annotations
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from sqlalchemy import create_engine, event
 from sqlalchemy.engine import Engine, make_url
 from sqlalchemy.exc import ArgumentError, OperationalError
 from sqlalchemy.orm import Session, sessionmaker
 
+from photoman.catalog.paths import bind_path_map
 from photoman.errors import ConfigError, DiskFullError, PhotomanError
+
+if TYPE_CHECKING:
+    from photoman.pathmap import PathMap
 
 
 def _migrations_dir() -> Path:
@@ -113,9 +118,12 @@ def schema_current(engine: Engine) -> bool:
 
 
 class Catalog:
-    """The catalog database: an engine plus a session factory, schema upgraded on open."""
+    """The catalog database: an engine plus a session factory, schema upgraded on open.
 
-    def __init__(self, url: str) -> None:
+    ``path_map``: this machine's mount mapping of a shared library (its path columns read and
+    compare in this machine's paths; see catalog/paths.py)."""
+
+    def __init__(self, url: str, path_map: PathMap | None = None) -> None:
         self.url = url
         self.engine = make_engine(url)
         self.read_only = False  # opened read-only because its disk is full (see _read_only_when_full)
@@ -127,6 +135,7 @@ class Catalog:
             if not self._read_only_when_full():
                 reason = " ".join(str(exc.orig).split())  # one line (libpq's messages have several)
                 raise PhotomanError(f"cannot open catalog {shown_url(url)}: {reason}") from None
+        bind_path_map(self.engine, path_map)  # after the migrations: they work in stored paths
         self._sessions = sessionmaker(self.engine, expire_on_commit=False)
 
     def _read_only_when_full(self) -> bool:

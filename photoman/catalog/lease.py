@@ -121,7 +121,10 @@ class WriterLease:
 
     def busy_error(self, error: type[StoreBusyError] = StoreBusyError) -> StoreBusyError:
         """The error to show when someone else holds the lease, naming them."""
-        who = self.holder() or "another photoman process"
+        try:
+            who = self.holder() or "another photoman process"
+        except DBAPIError:  # the catalog is out of reach: the refusal still says why, without a name
+            who = "another photoman process"
         where = self.url.render_as_string(hide_password=True)
         return error(
             f"the library in {where} is busy: {who} holds its writer lease; this process may read "

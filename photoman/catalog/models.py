@@ -16,12 +16,14 @@ from sqlalchemy import (
     Text,
     UniqueConstraint,
     and_,
+    bindparam,
+    or_,
 )
 from sqlalchemy.engine import Dialect
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
 from sqlalchemy.types import TypeDecorator
 
-from photoman.catalog.paths import from_store, to_store
+from photoman.catalog.paths import from_store, path_map_of, to_store
 
 
 class Base(DeclarativeBase):
@@ -31,16 +33,36 @@ class Base(DeclarativeBase):
 class PathString(TypeDecorator[str]):
     """A file path column: names that are not UTF-8 are stored losslessly (see catalog/paths.py).
 
-    Comparisons (``==``, ``in_``, ``startswith``) pass their operands through the same mapping."""
+    Comparisons (``==``, ``in_``) pass their operands through the same mapping, and so does the
+    engine's per-machine ``path_map`` (this machine's paths in Python, the stored ones in the
+    database). A prefix match must use :func:`path_under`: an escaped LIKE pattern is no longer a path
+    either mapping could recognise."""
 
     impl = String(4096)
     cache_ok = True
 
     def process_bind_param(self, value: Any, dialect: Dialect) -> Any:
-        return to_store(value) if isinstance(value, str) else value
+        return to_store(value, path_map_of(dialect)) if isinstance(value, str) else value
 
     def process_result_value(self, value: Any, dialect: Dialect) -> Any:
-        return from_store(value) if isinstance(value, str) else value
+        return from_store(value, path_map_of(dialect)) if isinstance(value, str) else value
+
+
+class _UnderPattern(TypeDecorator[str]):
+    """A folder (as this machine spells it) bound as the LIKE pattern of every stored path under it:
+    spelt for the store first, escaped after (with ``/`` as the escape character)."""
+
+    impl = String(4096)
+    cache_ok = True
+
+    def process_bind_param(self, value: Any, dialect: Dialect) -> Any:
+        prefix = to_store(value, path_map_of(dialect)).rstrip("/") + "/"
+        return prefix.replace("/", "//").replace("%", "/%").replace("_", "/_") + "%"
+
+
+def path_under(column: Any, folder: str) -> ColumnElement[bool]:
+    """``column`` (a path column) is ``folder`` or lies under it, in SQL (cf. photoman.paths.is_inside)."""
+    return or_(column == folder, column.like(bindparam(None, folder, type_=_UnderPattern()), escape="/"))
 
 
 class Root(Base):

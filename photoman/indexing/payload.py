@@ -5,15 +5,18 @@ from __future__ import annotations
 import os
 from collections import defaultdict
 from collections.abc import Iterable
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from photoman.catalog.models import OK, Photo, Root, Tag
-from photoman.catalog.paths import to_store
+from photoman.catalog.paths import path_map_of, to_store
 from photoman.media.exif import datetime_from_timestamp
 from photoman.vectors.base import rfc3339
+
+if TYPE_CHECKING:
+    from photoman.pathmap import PathMap
 
 
 def ancestors(path: str, root: str) -> list[str]:
@@ -28,22 +31,24 @@ def ancestors(path: str, root: str) -> list[str]:
     return out
 
 
-def payload_for(rows: list[Photo], roots: dict[int, str], tags: list[str] | None = None) -> dict[str, Any]:
+def payload_for(
+    rows: list[Photo], roots: dict[int, str], tags: list[str] | None = None, path_map: PathMap | None = None
+) -> dict[str, Any]:
     """Filter fields for one point; the first row by path gives the per-photo fields.
 
-    Paths, folders and roots are in their stored spelling (:func:`photoman.catalog.paths.to_store`):
-    a filter value compared with them must be spelt the same way. A file time outside what a date
-    can hold leaves ``taken_at`` unknown (None)."""
+    Paths, folders and roots are in their stored spelling (:func:`photoman.catalog.paths.to_store`,
+    through this machine's ``path_map``): a filter value compared with them must be spelt the same
+    way. A file time outside what a date can hold leaves ``taken_at`` unknown (None)."""
     rows = sorted(rows, key=lambda r: r.path)
     first = rows[0]
     taken = first.taken_at or datetime_from_timestamp(first.mtime)
-    folders = sorted({to_store(f) for r in rows for f in ancestors(r.path, roots[r.root_id])})
+    folders = sorted({to_store(f, path_map) for r in rows for f in ancestors(r.path, roots[r.root_id])})
     located = next((r for r in rows if r.gps_lat is not None and r.gps_lon is not None), None)
     return {
         "hash": first.content_hash,
-        "paths": [to_store(r.path) for r in rows],
+        "paths": [to_store(r.path, path_map) for r in rows],
         "folders": folders,
-        "roots": sorted({to_store(roots[r.root_id]) for r in rows}),
+        "roots": sorted({to_store(roots[r.root_id], path_map) for r in rows}),
         "taken_at": rfc3339(taken) if taken else None,
         "camera": first.camera,
         "camera_terms": camera_terms(first.camera),
@@ -78,7 +83,8 @@ def payloads_for_hashes(session: Session, hashes: Iterable[str], model_id: str) 
             )
         ):
             tags[digest].append(label)
-    return {h: payload_for(rows, roots, tags.get(h)) for h, rows in by_hash.items()}
+    path_map = path_map_of(session.get_bind())  # the rows hold this machine's paths; payloads the stored
+    return {h: payload_for(rows, roots, tags.get(h), path_map) for h, rows in by_hash.items()}
 
 
 def chosen_captions(session: Session, hashes: Iterable[str], model_id: str) -> dict[str, str]:

@@ -16,9 +16,9 @@ from datetime import datetime
 from pathlib import Path
 
 import numpy as np
-from sqlalchemy import func, or_, select, true, update
+from sqlalchemy import func, select, true, update
 
-from photoman.catalog.models import ERROR, OK, Photo, Root
+from photoman.catalog.models import ERROR, OK, Photo, Root, path_under
 from photoman.diskspace import check_space
 from photoman.embedding.model import checkpoint_spec
 from photoman.embedding.preprocess import PreprocessSpec
@@ -107,7 +107,7 @@ def register_roots(lib: Library, folders: Sequence[str]) -> dict[str, int]:
 
 
 def _under(folder: str):  # noqa: ANN202 - SQL expression
-    return or_(Photo.path == folder, Photo.path.startswith(folder.rstrip("/") + "/", autoescape=True))
+    return path_under(Photo.path, folder)
 
 
 def _stream(

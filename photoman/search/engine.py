@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import datetime
 from pathlib import Path
 from typing import Any
@@ -14,6 +14,7 @@ from photoman.catalog.models import OK, Photo
 from photoman.errors import BadInputError, PhotomanError
 from photoman.library import Library
 from photoman.media.decode import decode_rgb, load_image, open_image
+from photoman.pathmap import PathMap
 from photoman.paths import is_inside
 from photoman.search.cutoff import POOL, adaptive_threshold
 from photoman.search.query import Query, Term
@@ -149,6 +150,7 @@ def search(lib: Library, q: Query) -> list[Result]:
         _check_tags(lib, flt.tags)
     if not q.include_offline:
         flt.exclude_roots = offline_roots(lib) or None
+    store_flt = stored_filter(flt, lib.path_map)
     kind = "image" if all(t.kind == "image" for t in q.terms) else "text"
     names = MODE_VECTORS[mode]
     thresholds: dict[str, float] = {}
@@ -161,7 +163,7 @@ def search(lib: Library, q: Query) -> list[Result]:
         else:
             # the pool only needs scores: reading 100 payloads from disk would cost more than the scan
             pools[name] = lib.store.search(
-                qvec, using=name, limit=max(POOL, q.limit), flt=flt, with_payload=False
+                qvec, using=name, limit=max(POOL, q.limit), flt=store_flt, with_payload=False
             )
             thresholds[name] = adaptive_threshold([h.score for h in pools[name]], kind)
     if len(names) == 1:
@@ -169,10 +171,11 @@ def search(lib: Library, q: Query) -> list[Result]:
         if name in pools:
             hits = with_payloads(lib, [h for h in pools[name] if h.score >= thresholds[name]][: q.limit])
         else:
-            hits = lib.store.search(qvec, using=name, limit=q.limit, flt=flt)
+            hits = lib.store.search(qvec, using=name, limit=q.limit, flt=store_flt)
             hits = [h for h in hits if h.score >= thresholds[name]][: q.limit]
     else:
-        hits = lib.store.fused_search({n: qvec for n in names}, limit=q.limit, flt=flt, thresholds=thresholds)
+        hits = lib.store.fused_search({n: qvec for n in names}, limit=q.limit, flt=store_flt,
+                                      thresholds=thresholds)  # fmt: skip
     results = join(lib, hits, folder=flt.folder)
     if not results and _library_empty(lib):
         raise PhotomanError("the library is empty: run `photoman index FOLDER` first")
@@ -185,6 +188,16 @@ def search(lib: Library, q: Query) -> list[Result]:
     for i, r in enumerate(results, 1):
         r.rank = i
     return results
+
+
+def stored_filter(flt: SearchFilter, path_map: PathMap) -> SearchFilter:
+    """The filter with its folders and roots as the store spells them: this machine's paths (``--in``,
+    offline roots) under a shared library's mapped roots become the stored ones."""
+    if not path_map:
+        return flt
+    many = lambda paths: [path_map.to_stored(p) for p in paths] if paths is not None else None  # noqa: E731
+    return replace(flt, roots=many(flt.roots), exclude_roots=many(flt.exclude_roots),
+                   folder=path_map.to_stored(flt.folder) if flt.folder else flt.folder)  # fmt: skip
 
 
 def with_payloads(lib: Library, hits: list[Hit]) -> list[Hit]:

@@ -1,5 +1,10 @@
 """`photoman watch`: the single writer. Owns the stores, keeps the model warm, indexes as files change,
-and answers queries over the Unix socket while it does."""
+and answers queries over the Unix socket while it does.
+
+On a shared library (PostgreSQL catalog) whose writer lease another process holds, possibly on
+another machine, the daemon runs as a standby: it answers every query read-only, watches and indexes
+nothing, and tries for the lease every few seconds; once it has it, it is the writer (watches,
+catches up, indexes). A writer that loses its lease goes back to being a standby."""
 
 from __future__ import annotations
 
@@ -120,10 +125,12 @@ class Daemon:
 
     CHUNK = 8  # images per model call while indexing, so a query never waits behind a long batch
     SPACE_POLL = 5.0  # seconds between free-space checks while indexing is paused on a full disk
+    LEASE_POLL = 2.0  # seconds between a standby's tries for the writer lease (and a writer's checks)
 
     def __init__(self, settings: Settings) -> None:
         self.settings = settings
         self.stop_event = threading.Event()
+        self.writing = threading.Event()  # set while this daemon is the writer and its indexer runs
         self.full_scan = threading.Event()
         self.gate = QueryGate()
         self.dirty = DirtyPaths()
@@ -142,6 +149,7 @@ class Daemon:
             "roots_remove": lambda path: self._then_rewatch(ops.roots_remove, path=path),
             "roots_relocate": lambda old, new: self._then_rewatch(ops.roots_relocate, old=old, new=new),
         }
+        self.writer_ops = {"index", "roots_remove", "roots_relocate"}  # own ops a standby refuses
         self.timings: dict[str, float] = {}
         self._shutdown = threading.Lock()  # held by whichever shutdown path runs
 
@@ -162,10 +170,14 @@ class Daemon:
         if own is not None:
             if not isinstance(args, dict):
                 raise BadInputError("request arguments must be an object")
+            if op in self.writer_ops and not self.library.write:
+                raise self.library.read_only_error()
             return own(**args)
         entry = ops.OPS.get(op)
         if entry is None:
             raise BadInputError(f"unknown request {op!r}")
+        if isinstance(args, dict) and entry.changes(args) and not self.library.write:
+            raise self.library.read_only_error()  # a standby: refused before anything is written
         try:
             if entry.model:
                 return self.query_pool.submit(self._model_op, op, args).result()
@@ -179,7 +191,7 @@ class Daemon:
         # all cores while the indexer rests; during indexing the indexer's share is taken, and an
         # oversubscribed thread team makes a query several times slower
         cores = os.cpu_count() or 1
-        n = cores if self.activity.state == "idle" else max(1, cores - self.index_threads)
+        n = cores if self.activity.state in ("idle", "standby") else max(1, cores - self.index_threads)
         query_text.use_threads(n)
         if self.lib is not None and self.lib.encoder_loaded:
             torch_threads(n)
@@ -231,12 +243,15 @@ class Daemon:
 
     def daemon_status(self) -> dict[str, Any]:
         a = self.activity
+        lib = self.library
         elapsed = time.time() - a.run_started if a.state == "indexing" and a.run_started else 0.0
         rate = a.run_done / elapsed if elapsed > 0 and a.run_done else a.last_rate
         return {
             "pid": os.getpid(),
             "uptime_s": round(time.time() - a.started, 1),
             "state": a.state,
+            "role": "writer" if lib.write else "standby",
+            "writer": lib.writer_name(),  # a shared catalog's lease holder: this daemon or another
             "queue": len(self.dirty) + max(0, a.run_total - a.run_done),
             "rate": round(rate, 2),
             "indexed_since_start": a.indexed,
@@ -266,14 +281,14 @@ class Daemon:
         parts = []
         for i in range(0, len(pixels), self.CHUNK):
             self.gate.wait_idle()
-            if self.stop_event.is_set():
+            if self.stop_event.is_set() or not self.writing.is_set():
                 raise Abandon
             torch_threads(self.index_threads, force=True)  # MKL's count is global: a query may have moved it
             parts.append(self.lib.encoder.encode_pixels(pixels[i : i + self.CHUNK]))
         return np.concatenate(parts) if parts else np.zeros((0, self.lib.encoder.dim), dtype=np.float32)
 
     def _progress(self, done: int, total: int) -> None:
-        if self.stop_event.is_set():
+        if self.stop_event.is_set() or not self.writing.is_set():
             raise Abandon
         a = self.activity
         if done == 0:
@@ -325,8 +340,8 @@ class Daemon:
         assert self.lib is not None
         s = self.settings
         next_full = 0.0
-        next_roots_check = time.monotonic() + 5.0
-        while not self.stop_event.is_set():
+        next_roots_check = 0.0
+        while not self.stop_event.is_set() and self.writing.is_set():
             try:
                 now = time.monotonic()
                 if now >= next_roots_check:
@@ -357,6 +372,9 @@ class Daemon:
                 log.info("stopping: batch in flight abandoned (it is redone on the next start)")
                 return
             except Exception as exc:
+                if not self.library.write:  # the writer lease went elsewhere mid-run: stop writing
+                    log.warning("indexing stopped: %s", exc)
+                    return
                 if not is_disk_full(exc):
                     log.exception("indexing failed; retrying on the next scan")
                     self.activity.state = "error"
@@ -387,7 +405,8 @@ class Daemon:
         s = self.settings
         started = time.monotonic()
         try:
-            self.lib = Library(s, "photoman watch", notify=log.warning)
+            # standby: on a shared catalog whose writer lease another process holds, open read-only
+            self.lib = Library(s, "photoman watch", standby=True, notify=log.warning)
         except PhotomanError as exc:
             log.error("cannot start: %s", exc)
             raise
@@ -415,7 +434,11 @@ class Daemon:
             )
             for sig in (signal.SIGINT, signal.SIGTERM):
                 signal.signal(sig, lambda *_: self.request_stop())
-            self._watch_roots()  # events that happen while the model loads are kept for the indexer
+            if self.lib.write:
+                self._watch_roots()  # events that happen while the model loads are kept for the indexer
+            else:
+                self.activity.state = "standby"
+                log.info("standby: %s", self.lib.writer_busy)
             try:
                 self._load_model()
             except PhotomanError as exc:
@@ -423,17 +446,14 @@ class Daemon:
                 raise
             self.timings["model_ready_s"] = round(time.monotonic() - started, 3)
             log.info("image model ready (%.1fs after start)", self.timings["model_ready_s"])
-            self.full_scan.set()
-            indexer = threading.Thread(target=self._index_loop, name="indexer", daemon=True)
-            indexer.start()
-            while not self.stop_event.wait(1.0):
-                if not indexer.is_alive():
-                    break
+            indexer = self._serve()
             self._shutdown.acquire()  # not while a quick exit (request_stop) is closing the stores
             held = True
             log.info("shutting down")
+            self.writing.clear()
             self.watcher.stop()
-            indexer.join(timeout=60)
+            if indexer is not None:
+                indexer.join(timeout=60)
             self.query_pool.shutdown(wait=True)
             return 0
         finally:
@@ -443,6 +463,55 @@ class Daemon:
                 self.server.close()
             self.lib.close()
             log.info("stopped")
+
+    def _serve(self) -> threading.Thread | None:
+        """Until a stop: as the writer, index (checking the lease now and then); as a standby, try for
+        the lease every LEASE_POLL seconds. Returns the indexer thread still to join, if any."""
+        lib = self.library
+        indexer: threading.Thread | None = None
+        next_check = 0.0  # a writer from the start takes over at once (take_over is True for it)
+        while not self.stop_event.is_set():
+            if indexer is not None and not indexer.is_alive():
+                indexer = None
+                if self.stop_event.is_set():
+                    break
+                self._to_standby()  # the indexer gave up: its writes were refused (the lease is gone)
+            now = time.monotonic()
+            if now >= next_check:
+                next_check = now + self.LEASE_POLL
+                try:
+                    if indexer is None and lib.take_over():
+                        indexer = self._to_writer()
+                    elif indexer is not None and not lib.check_lease():
+                        self._to_standby()  # the indexer stops at its next step and is joined below
+                except Exception as exc:  # noqa: BLE001 - the catalog out of reach: answer queries, retry
+                    log.warning(
+                        "cannot check the writer lease (retrying in %.0f s): %s", self.LEASE_POLL, exc
+                    )
+            self.stop_event.wait(min(1.0, self.LEASE_POLL))
+        return indexer
+
+    def _to_writer(self) -> threading.Thread:
+        """This daemon holds the writer lease (from the start, or taken over): watch, catch up, index."""
+        if self.activity.state == "standby":
+            log.info("took over the writer lease: watching and indexing from now on")
+        self.activity.state = "idle"
+        self.writing.set()
+        self.full_scan.set()  # the indexer watches the roots first, then catches up with a full scan
+        indexer = threading.Thread(target=self._index_loop, name="indexer", daemon=True)
+        indexer.start()
+        return indexer
+
+    def _to_standby(self) -> None:
+        """The lease went to another process: stop writing (the batch in flight is dropped: its catalog
+        rows are refused, which the next writer's reconcile repairs) and answer read-only."""
+        if not self.writing.is_set() and self.activity.state == "standby":
+            return
+        self.writing.clear()
+        self.watcher.stop()
+        a = self.activity
+        a.state, a.run_total, a.run_done = "standby", 0, 0
+        log.warning("standby from now on (answering queries read-only): %s", self.library.read_only_error())
 
     def _load_model(self) -> None:
         """The full CLIP model, loaded on this (main) thread, which never forms a thread team."""

@@ -35,10 +35,14 @@ def settings_env(settings: Settings, base: dict[str, str] | None = None) -> dict
         if value is None:
             continue
         key = "PHOTOMAN_CONFIG" if f.name == "config_file" else f"PHOTOMAN_{f.name.upper()}"
+        if isinstance(value, list | dict) and not value:
+            continue
         if isinstance(value, list):
-            if not value:
-                continue
             value = os.pathsep.join(str(v) for v in value)
+        elif isinstance(value, dict):  # path_map: STORED=LOCAL pairs (JSON when a path holds ':' or '=')
+            from photoman.pathmap import env_form
+
+            value = env_form(value)
         env[key] = str(value)
     if settings.config_file is not None and not Path(settings.config_file).exists():
         env.pop("PHOTOMAN_CONFIG", None)  # the default path, absent: nothing to read
