@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import os
 import shlex
 import subprocess
@@ -82,6 +83,8 @@ class PhotomanApp(App[None]):
         self.client: Client | None = None
         self.image_cls = image_cls or image_widget_class(settings.tui_images)
         self.last_query: Query | None = None
+        self._search_seq = 0  # the newest search; older ones' results are dropped
+        self._showing = asyncio.Lock()
         self.shown_query: tuple[str, str] | None = None  # (escaped path in the search box, real path)
 
     # ---- layout ----
@@ -220,11 +223,12 @@ class PhotomanApp(App[None]):
             self._message(str(exc))
             return
         self.last_query = q
+        self._search_seq += 1
         self._message("Searching…")
-        self.run_search(q)
+        self.run_search(q, self._search_seq)
 
     @work(thread=True, exclusive=True, group="search")
-    def run_search(self, q: Query) -> None:
+    def run_search(self, q: Query, seq: int) -> None:
         client = self.client
         if client is None:
             self.call_from_thread(self._message, "Not connected to the library yet; try again in a moment.")
@@ -235,17 +239,23 @@ class PhotomanApp(App[None]):
         try:
             results = client.search(q)
         except PhotomanError as exc:
-            self.call_from_thread(self._message, str(exc))
+            if seq == self._search_seq:
+                self.call_from_thread(self._message, str(exc))
             return
         message = "" if results else "No results above the relevance cutoff (tick 'all' to see everything)."
-        self.call_from_thread(self._show_results, results, message)  # type: ignore[arg-type]  # awaited there
+        self.call_from_thread(self._show_results, results, message, seq)  # type: ignore[arg-type]  # awaited
 
-    async def _show_results(self, results: list[dict[str, Any]], message: str) -> None:
-        grid = self.query_one(ResultsGrid)
-        await grid.set_results(results, message)
-        if results:
-            grid.focus()
-        self.load_thumbnails(results)
+    async def _show_results(self, results: list[dict[str, Any]], message: str, seq: int) -> None:
+        """Only the newest search's results, one redraw at a time: a mode change re-runs the search
+        while another may be finishing, and two interleaved redraws mounted tiles twice."""
+        async with self._showing:
+            if seq != self._search_seq:
+                return  # a newer search is on its way
+            grid = self.query_one(ResultsGrid)
+            await grid.set_results(results, message)
+            if results:
+                grid.focus()
+            self.load_thumbnails(results)
 
     @work(thread=True, exclusive=True, group="thumbs")
     def load_thumbnails(self, results: list[dict[str, Any]]) -> None:
