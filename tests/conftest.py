@@ -212,3 +212,15 @@ def tmpfs() -> Iterator[Callable[..., Path]]:
     yield mount
     for where in reversed(mounted):
         subprocess.run(["umount", "-l", str(where)], capture_output=True)
+
+
+def use_trash(monkeypatch: pytest.MonkeyPatch, xdg: Path) -> Path:
+    """Point the system trash at ``xdg``/Trash for one test: send2trash reads XDG_DATA_HOME when it is
+    first imported, so whichever test imported it first would otherwise decide for all the others."""
+    import send2trash.plat_other as other
+
+    monkeypatch.setenv("XDG_DATA_HOME", str(xdg))
+    monkeypatch.setattr(other, "XDG_DATA_HOME", os.fsencode(xdg))
+    monkeypatch.setattr(other, "HOMETRASH_B", os.path.join(os.fsencode(xdg), b"Trash"))
+    monkeypatch.setattr(other, "HOMETRASH", str(xdg / "Trash"))
+    return xdg / "Trash"

@@ -30,6 +30,8 @@ from photoman.errors import ConfigError, StoreBusyError
 from photoman.library import Library
 from photoman.pathmap import PathMap, parse_path_map
 
+from .conftest import use_trash
+
 ROOT = Path(__file__).resolve().parents[1]
 
 HOLDER = """
@@ -434,7 +436,7 @@ def test_a_machine_that_mounts_the_share_elsewhere_works_in_its_own_paths(
     group_paths = {p["path"] for g in dupes["groups"] for p in g["photos"]}
     assert str(here / "trips" / "coffee-copy.png") in group_paths
     assert all(os.path.isfile(p) for p in group_paths)
-    monkeypatch.setenv("XDG_DATA_HOME", str(tmp_path / "xdg"))  # the trash lives here for the test
+    use_trash(monkeypatch, tmp_path / "xdg")  # the trash lives here for the test
     trashed = json.loads(ok("dupes", "--trash", "--yes", "--json", "--no-rotations", "--threshold", "0.9995"))
     assert trashed["trashed"] and all(p.startswith(f"{here}/") for p in trashed["trashed"])
     assert not any(os.path.exists(p) for p in trashed["trashed"])

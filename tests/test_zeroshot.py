@@ -37,6 +37,8 @@ from photoman.zeroshot.labels import (
 from photoman.zeroshot.locate import locate, overlay, windows
 from photoman.zeroshot.tagging import label_set, tag_counts, tag_library
 
+from .conftest import use_trash
+
 
 @pytest.fixture(scope="module")
 def encoder(tiny_model: Path) -> ClipEncoder:
@@ -142,7 +144,7 @@ def rotated_copy(src: Path, dest: Path) -> None:
 def test_duplicates_exact_rotated_and_trash(
     settings: Settings, library_dir: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setenv("XDG_DATA_HOME", str(tmp_path / "xdg"))  # the trash lives here for the test
+    use_trash(monkeypatch, tmp_path / "xdg")  # the trash lives here for the test
     chelsea = library_dir / "scikit-image--chelsea.png"
     shutil.copy(chelsea, library_dir / "trips" / "chelsea-copy.png")  # exact copy
     rotated_copy(library_dir / "scikit-image--coffee.png", library_dir / "coffee-turned.png")
@@ -226,7 +228,7 @@ def test_trash_never_removes_the_last_physical_copy(cli_env: Settings, library_d
     only the true copy may go to the trash; every photo keeps a physical file; asked first."""
     import os
 
-    monkeypatch.setenv("XDG_DATA_HOME", str(tmp_path / "xdg"))
+    use_trash(monkeypatch, tmp_path / "xdg")
     real = tmp_path / "photos" / "real"
     real.mkdir(parents=True)
     for name in ("scikit-image--chelsea.png", "scikit-image--coffee.png"):
