@@ -13,10 +13,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 from PIL import ExifTags, Image
-from sqlalchemy import select
 from typer.testing import CliRunner
 
-from photoman.catalog.models import Photo
 from photoman.cli import app
 from photoman.config import Settings
 from photoman.errors import DecodeError
@@ -28,24 +26,14 @@ from photoman.media.formats import is_raw_path
 from photoman.media.raw import MIN_PREVIEW_SIDE, read_raw
 from photoman.search.engine import find
 from photoman.search.filters import build_filter
-from photoman.vectors import point_id
 from photoman.zeroshot.dupes import find_duplicates, trash_plan
 from tests.dng import Shot, write_dng
+
+from .test_indexing import assert_consistent, rows
 
 runner = CliRunner()
 CAT = "scikit-image--chelsea.png"  # 451 x 300
 COFFEE = "scikit-image--coffee.png"  # 600 x 400
-
-
-def rows(lib: Library) -> dict[str, Photo]:
-    with lib.catalog.session() as s:
-        return {r.path: r for r in s.scalars(select(Photo))}
-
-
-def assert_consistent(lib: Library) -> None:
-    """Catalog ≡ vectors: one point per indexed hash, no point without a row."""
-    expected = {point_id(r.content_hash, lib.model_id) for r in rows(lib).values() if r.status == "ok"}
-    assert lib.store.all_ids() == expected
 
 
 def mean(img: Image.Image) -> float:
