@@ -121,8 +121,8 @@ def back_sparse_files(path: Path) -> None:
     """
     from photoman.diskspace import free_mb, message
 
-    if not path.is_dir():
-        return
+    if not path.is_dir() or free_mb(path) > 2 * BACK_WHEN_FREE_BELOW_MB:
+        return  # plenty of room (a shard's holes stay well under this): no walk on the batch path
     sparse: list[tuple[Path, int]] = []
     for f in path.rglob("*"):
         st = f.lstat()
