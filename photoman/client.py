@@ -131,12 +131,13 @@ class Client:
             raise BadInputError(f"{op} needs the daemon (`photoman watch --detach`)")
         # a request that only reads opens the library read-only: it answers even while another
         # machine writes a shared library
-        lib = self._open_lib("models" if not entry.library else "write" if entry.changes(args) else "read")
+        kind = "models" if not entry.library else "write" if entry.changes(args) else "read"
+        lib = self._open_lib(kind, prefetch_text=op == "find")
         if op == "index":
             return ops.index(lib, **args, progress=progress)  # type: ignore[arg-type]
         return ops.run(lib, op, args)  # type: ignore[arg-type]
 
-    def _open_lib(self, kind: str) -> Models:
+    def _open_lib(self, kind: str, prefetch_text: bool = False) -> Models:
         rank = {"models": 0, "busy-ok": 1, "read": 2, "write": 3}
         if self._lib is not None and rank[self._lib_kind] >= rank[kind]:
             return self._lib
@@ -150,7 +151,8 @@ class Client:
             from photoman.library import Library
 
             self._lib = Library(self.settings, self.purpose, write=kind == "write",
-                                allow_busy=kind == "busy-ok", notify=self.notify)  # fmt: skip
+                                allow_busy=kind == "busy-ok", notify=self.notify,
+                                prefetch_text=prefetch_text)  # fmt: skip
         self._lib_kind = kind
         return self._lib
 

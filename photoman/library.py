@@ -102,6 +102,12 @@ class Models:
                     self._encoder = open_encoder(self.settings, self.notify)
         return self._encoder
 
+    def prefetch_text(self) -> None:
+        """Open the cached text encoder in a thread: a one-shot query overlaps its ONNX session set-up
+        (which mostly releases the GIL) with opening the catalog and the vector store."""
+        if not self._text_tried:
+            threading.Thread(target=self._text_pack, name="photoman-text-pack", daemon=True).start()
+
     def _text_pack(self) -> QueryTextEncoder | None:
         if not self._text_tried:
             with self._model_lock:
@@ -174,8 +180,11 @@ class Library(Models):
         allow_busy: bool = False,
         standby: bool = False,
         notify: Notify = print_notice,
+        prefetch_text: bool = False,
     ) -> None:
         super().__init__(settings, notify)
+        if prefetch_text:
+            self.prefetch_text()
         from photoman.pathmap import PathMap
 
         self.path_map = PathMap.from_settings(settings)  # this machine's mounts of a shared library's roots
