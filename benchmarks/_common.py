@@ -16,7 +16,7 @@ CACHE = ROOT / "bench-data"
 
 def vit_b32_model() -> Path:
     """Random weights in the production shape (ViT-B/32 vision, 512-d text): the real model's cost."""
-    from photoman.embedding.offline import build_random_clip
+    from tests.checkpoints import build_random_clip
 
     out = CACHE / "clip-vit-b-32-random"
     if not (out / "config.json").exists():

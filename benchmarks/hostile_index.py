@@ -183,9 +183,9 @@ def main() -> None:
     from photoman.catalog.models import Photo
     from photoman.catalog.paths import displayable
     from photoman.config import Settings
-    from photoman.embedding.offline import build_random_clip
     from photoman.indexing.pipeline import index
     from photoman.library import Library
+    from tests.checkpoints import build_random_clip
 
     work = Path(tempfile.mkdtemp(prefix="photoman-hostile-"))
     mounted = None

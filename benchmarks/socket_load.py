@@ -126,8 +126,8 @@ def main() -> None:
     args = ap.parse_args()
 
     from photoman.config import Settings
-    from photoman.embedding.offline import build_random_clip
     from photoman.service.protocol import call, daemon_running, encode
+    from tests.checkpoints import build_random_clip
 
     tmp = Path(tempfile.mkdtemp(prefix="photoman-socket-load-"))
     model = build_random_clip(tmp / "tiny-clip", BPE, shape="tiny")

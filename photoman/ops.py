@@ -114,7 +114,7 @@ def find(
 
 def caption(lib: Library, *, path: str, text: str | None = None, clear: bool = False) -> dict[str, Any]:
     """Show a photo's caption, set it (``text``) or go back to the file's own (``clear``)."""
-    from photoman.indexing.captions import get_caption, set_caption
+    from photoman.captions.edit import get_caption, set_caption
 
     path = _str(path, "path")
     if text is not None:
@@ -217,7 +217,7 @@ def dupes(
     ``trash`` moves the copies the plan marks (only those in ``only`` when given: the plan a user
     approved), each checked again right before it moves.
     """
-    from photoman.zeroshot.dupes import DupeGroup, find_duplicates, trash_duplicates, trash_plan
+    from photoman.dupes import DupeGroup, find_duplicates, trash_duplicates, trash_plan
 
     threshold = _float(threshold, "--threshold", 0.0, 1.0, lo_open=True)
     if _bool(trash, "trash") and _bool(dry_run, "dry_run"):

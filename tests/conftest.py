@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 
 from photoman.config import Settings
-from photoman.embedding.offline import build_random_clip
+from tests.checkpoints import build_random_clip
 
 os.environ["HF_HUB_OFFLINE"] = "1"  # nothing in the suite may reach the network
 os.environ.pop("PHOTOMAN_CONFIG", None)
@@ -65,7 +65,7 @@ def tiny_model(tmp_path_factory: pytest.TempPathFactory) -> Path:
 @pytest.fixture(scope="session")
 def tiny_siglip(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """Random SigLIP (224 px, patch 32) + a Gemma-style BPE tokenizer trained offline, via save_pretrained."""
-    from photoman.embedding.offline import build_random_siglip
+    from tests.checkpoints import build_random_siglip
 
     return build_random_siglip(tmp_path_factory.mktemp("tiny-siglip"), shape="tiny")
 

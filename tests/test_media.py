@@ -149,7 +149,7 @@ def test_large_jpeg_is_bounded_after_draft_scaling(tmp_path: Path) -> None:
 def test_only_regular_files_are_opened(tmp_path: Path, photos_src: Path) -> None:
     import os
 
-    from photoman.media.captions import read_sidecar
+    from photoman.captions.sources import read_sidecar
     from photoman.media.decode import read_regular
     from photoman.media.hashing import content_hash, hash_fd
 

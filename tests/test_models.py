@@ -12,8 +12,8 @@ from typer.testing import CliRunner
 from photoman.cli import app
 from photoman.config import Settings
 from photoman.embedding.known_models import DEFAULT, KNOWN_MODELS
-from photoman.embedding.offline import build_random_clip
 from photoman.evaluation import EvalSet, load_set, recall_at
+from tests.checkpoints import build_random_clip
 
 from .conftest import BPE_DIR
 

@@ -17,6 +17,7 @@ from typer.testing import CliRunner
 
 from photoman.cli import app
 from photoman.config import Settings
+from photoman.dupes import find_duplicates, trash_plan
 from photoman.errors import DecodeError
 from photoman.indexing.pipeline import index, sync
 from photoman.library import Library
@@ -26,7 +27,6 @@ from photoman.media.formats import is_raw_path
 from photoman.media.raw import MIN_PREVIEW_SIDE, read_raw
 from photoman.search.engine import find
 from photoman.search.filters import build_filter
-from photoman.zeroshot.dupes import find_duplicates, trash_plan
 from tests.dng import Shot, write_dng
 
 from .test_indexing import assert_consistent, rows

@@ -17,13 +17,13 @@ import pytest
 from PIL import Image
 from sqlalchemy import select
 
+from photoman.captions.edit import get_caption, set_caption
+from photoman.captions.sources import clean, read_embedded, read_sidecar, xmp_description
 from photoman.catalog.models import Photo
 from photoman.config import Settings
 from photoman.errors import BadInputError
-from photoman.indexing.captions import get_caption, set_caption
 from photoman.indexing.pipeline import index
 from photoman.library import Library
-from photoman.media.captions import clean, read_embedded, read_sidecar, xmp_description
 from photoman.search.cutoff import adaptive_threshold
 from photoman.search.engine import combine, search, term_vectors
 from photoman.search.filters import build_filter

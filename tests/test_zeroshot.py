@@ -17,6 +17,7 @@ from typer.testing import CliRunner
 from photoman.catalog.models import Photo, Tag
 from photoman.cli import app
 from photoman.config import Settings
+from photoman.dupes import find_duplicates, trash_duplicates
 from photoman.embedding.model import ClipEncoder, load_encoder
 from photoman.indexing.pipeline import index
 from photoman.library import Library
@@ -25,7 +26,6 @@ from photoman.search.engine import search
 from photoman.search.filters import build_filter
 from photoman.search.query import Query, parse_query
 from photoman.vectors import IMAGE, VectorPoint, point_id
-from photoman.zeroshot.dupes import find_duplicates, trash_duplicates
 from photoman.zeroshot.labels import (
     TEMPLATES,
     choose_tags,

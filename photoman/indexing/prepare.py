@@ -8,10 +8,10 @@ from dataclasses import dataclass
 import numpy as np
 from PIL import Image
 
+from photoman.captions.sources import read_embedded, read_sidecar
 from photoman.embedding.preprocess import PreprocessSpec, resize_crop
 from photoman.errors import DecodeError
 from photoman.indexing.scanner import FileStat
-from photoman.media.captions import read_embedded, read_sidecar
 from photoman.media.decode import decode_rgb, open_image_file, open_regular, plan_decode
 from photoman.media.exif import PhotoMeta, read_meta
 from photoman.media.formats import is_raw_path

@@ -11,11 +11,11 @@ from pathlib import Path
 
 from blake3 import blake3
 
+from photoman.captions.sources import SIDECAR_SUFFIXES, sidecar_names
 from photoman.catalog.models import ERROR, Photo
 from photoman.catalog.paths import displayable, has_reserved
 from photoman.indexing.ignore import IgnoreRules
 from photoman.indexing.pairs import fold_raw_pairs
-from photoman.media.captions import SIDECAR_SUFFIXES, sidecar_names
 from photoman.media.decode import file_kind, is_image_path
 from photoman.paths import is_inside
 

@@ -6,12 +6,12 @@ from dataclasses import dataclass
 
 from sqlalchemy import select
 
+from photoman.captions.sources import MAX_CAPTION, clean, read_embedded, read_sidecar
 from photoman.catalog.models import OK, Photo
 from photoman.errors import BadInputError
 from photoman.indexing.payload import caption_vectors
 from photoman.indexing.scanner import normalise
 from photoman.library import Library
-from photoman.media.captions import MAX_CAPTION, clean, read_embedded, read_sidecar
 from photoman.media.decode import open_image_file, open_regular, plan_decode
 from photoman.media.formats import is_raw_path
 from photoman.vectors import CAPTION, VectorPoint, point_id
