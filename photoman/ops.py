@@ -19,6 +19,7 @@ from photoman.errors import BadInputError
 
 if TYPE_CHECKING:
     from photoman.library import Library
+    from photoman.search.query import Query
 
 Progress = Callable[[int, int], None]
 
@@ -95,12 +96,25 @@ def find(
     """Search: ``query`` as :class:`photoman.search.query.Query` sends it, or the simple form for
     scripts on the socket: ``text`` or ``image`` (a path), ``limit``, ``include_offline``."""
     from photoman.search.engine import search
+
+    q = _find_query(query=query, text=text, image=image, limit=limit, include_offline=include_offline)
+    return [r.to_json() for r in search(lib, q)]
+
+
+def _find_query(
+    *,
+    query: dict[str, Any] | None = None,
+    text: str | None = None,
+    image: str | None = None,
+    limit: int = 10,
+    include_offline: bool = False,
+) -> Query:
     from photoman.search.query import Query, Term
 
     if query is not None:
         if text is not None or image is not None:
             raise BadInputError("give either a query or text/image, not both")
-        return [r.to_json() for r in search(lib, Query.from_json(query))]
+        return Query.from_json(query)
     if (text is None) == (image is None):
         raise BadInputError("give either text or image")
     term = (
@@ -108,8 +122,38 @@ def find(
         if text is not None
         else Term("image", str(_image_file(image)))
     )
-    q = Query([term], limit=limit, cutoff="none", include_offline=_bool(include_offline, "include_offline"))
-    return [r.to_json() for r in search(lib, q)]
+    offline = _bool(include_offline, "include_offline")
+    return Query([term], limit=limit, cutoff="none", include_offline=offline)
+
+
+def find_many(lib: Library, requests: list[dict[str, Any]]) -> list[Any]:
+    """Many `find` requests answered together (the daemon's clients arriving at once): each answer is
+    its results or the exception it raised, exactly as :func:`find` alone would have."""
+    from photoman.search.engine import search_many
+
+    answers: list[Any] = [None] * len(requests)
+    queries: dict[int, Query] = {}
+    for i, args in enumerate(requests):
+        try:
+            if not isinstance(args, dict):
+                raise BadInputError("request arguments must be an object")
+            queries[i] = _find_query(**args)
+        except TypeError as exc:
+            answers[i] = BadInputError(f"bad arguments for find: {exc}")
+        except Exception as exc:  # noqa: BLE001 - one request's error is its own answer
+            answers[i] = exc
+    try:
+        found = search_many(lib, list(queries.values()))
+    except Exception:  # noqa: BLE001 - not one query's mistake: each alone, so it fails only its own
+        found = []
+        for q in queries.values():
+            try:
+                found.append(search_many(lib, [q])[0])
+            except Exception as exc:  # noqa: BLE001 - this query's own answer
+                found.append(exc)
+    for i, result in zip(queries, found, strict=True):
+        answers[i] = result if isinstance(result, Exception) else [r.to_json() for r in result]
+    return answers
 
 
 def caption(lib: Library, *, path: str, text: str | None = None, clear: bool = False) -> dict[str, Any]:

@@ -108,6 +108,39 @@ def test_socket_clients_get_the_library_checks(
             with pytest.raises(Exception, match=words) as info:
                 call(sock, "find", {"query": bad})
             assert getattr(info.value, "exit_code", 0) == 2
+        # many clients at once are answered together (one pass of the shared work), each exactly as
+        # it would be alone, a bad request failing only itself
+        texts = [f"a {w} in the {p}" for w in ("cat", "dog", "bridge", "rocket") for p in ("snow", "dark")]
+
+        def query(text: str) -> dict[str, object]:
+            return {**good, "terms": [{"kind": "text", "value": text}]}
+
+        alone = {t: call(sock, "find", {"query": query(t)}) for t in texts}
+        before = call(sock, "status")["daemon"]["finds"]
+        answers: dict[int, object] = {}
+
+        def client(i: int) -> None:
+            q = query(texts[i % len(texts)])
+            if i % 5 == 4:
+                q["limit"] = "ten"
+            try:
+                answers[i] = call(sock, "find", {"query": q})
+            except Exception as exc:  # noqa: BLE001 - the answer under test
+                answers[i] = exc
+
+        threads = [threading.Thread(target=client, args=(i,)) for i in range(60)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join(60)
+        for i in range(60):
+            if i % 5 == 4:
+                assert "--limit" in str(answers[i]) and getattr(answers[i], "exit_code", 0) == 2
+            else:
+                assert answers[i] == alone[texts[i % len(texts)]]
+        after = call(sock, "status")["daemon"]["finds"]
+        assert after["answered"] - before["answered"] == 60
+        assert after["batches"] - before["batches"] < 60  # some were answered together
         with pytest.raises(Exception, match="bad arguments for tags"):
             call(sock, "tags", {"bogus": 1})
         with pytest.raises(Exception, match="unknown request"):

@@ -89,12 +89,17 @@ def _iso_time(stamp: float) -> str | None:
         return None
 
 
-def term_vectors(lib: Library, terms: list[Term]) -> np.ndarray:
-    """One unit vector per term (texts batched through the text encoder, images through the image one)."""
+def term_vectors(lib: Library, terms: list[Term], encoded: dict[str, np.ndarray] | None = None) -> np.ndarray:
+    """One unit vector per term (texts batched through the text encoder, images through the image one);
+    ``encoded``: texts already encoded (a batch of queries)."""
     out = np.zeros((len(terms), lib.dim), dtype=np.float32)
     texts = [(i, t.value) for i, t in enumerate(terms) if t.kind == "text"]
-    if texts:  # the text side alone: a cached ONNX session answers without torch
-        out[[i for i, _ in texts]] = lib.text_encoder.encode_texts([v for _, v in texts])
+    todo = [(i, v) for i, v in texts if encoded is None or v not in encoded]
+    for i, v in texts:
+        if encoded is not None and v in encoded:
+            out[i] = encoded[v]
+    if todo:  # the text side alone: a cached ONNX session answers without torch
+        out[[i for i, _ in todo]] = lib.text_encoder.encode_texts([v for _, v in todo])
     images = [(i, t) for i, t in enumerate(terms) if t.kind == "image"]
     if images:  # decoded (and checked) before the image model loads: a bad file fails fast
         from photoman.embedding.model import checkpoint_spec
@@ -130,18 +135,108 @@ def combine(vectors: np.ndarray, terms: list[Term]) -> tuple[np.ndarray, np.ndar
 
 def search(lib: Library, q: Query) -> list[Result]:
     """Run a query end to end; filters go into Qdrant, the cutoff applies to this query's own scores."""
-    from photoman.indexing.pipeline import offline_roots
+    (answer,) = search_many(lib, [q])
+    if isinstance(answer, Exception):
+        raise answer
+    return answer
 
-    q.check()
-    mode = q.resolved_mode()
-    vectors = term_vectors(lib, q.terms)
-    qvec, coef = combine(vectors, q.terms)
+
+@dataclass
+class _Plan:
+    """One query of a batch between its phases: what is searched, then what was found."""
+
+    q: Query
+    mode: str
+    vectors: np.ndarray | None = None
+    qvec: np.ndarray | None = None
+    coef: np.ndarray | None = None
+    store_flt: SearchFilter | None = None
+    thresholds: dict[str, float] = field(default_factory=dict)
+    hits: list[Hit] = field(default_factory=list)
+    bare: list[Hit] | None = None  # pool hits kept, payloads still to fetch
+
+
+def search_many(lib: Library, queries: list[Query]) -> list[list[Result] | Exception]:
+    """Several queries answered together (the daemon's burst of clients): the work they share is done
+    once — the offline roots, the catalog's roots, one text-encoder pass, one payload fetch, one
+    catalog join — and a query's own mistake is its answer, not the others'."""
+    out: list[list[Result] | Exception | None] = [None] * len(queries)
+    plans: dict[int, _Plan] = {}
+    for i, q in enumerate(queries):
+        try:
+            q.check()
+            plans[i] = _Plan(q, q.resolved_mode())
+        except PhotomanError as exc:
+            out[i] = exc
+    _encode(lib, plans, out)
+    shared = _Shared(lib)
+    for i, plan in list(plans.items()):
+        try:
+            _search_store(lib, plan, shared)
+        except PhotomanError as exc:
+            out[i] = exc
+            del plans[i]
+    _fetch_payloads(lib, list(plans.values()))
+    joined = join_many(lib, [(p.hits, p.q.filters.folder) for p in plans.values()])
+    for (i, plan), results in zip(plans.items(), joined, strict=True):
+        try:
+            out[i] = _finish(lib, plan, results, shared)
+        except PhotomanError as exc:
+            out[i] = exc
+    return [r if r is not None else PhotomanError("query not answered") for r in out]
+
+
+class _Shared:
+    """What every query of a batch asks the catalog the same way, asked at most once."""
+
+    def __init__(self, lib: Library) -> None:
+        self.lib = lib
+        self._offline: list[str] | None = None
+        self._roots: list[str] | None = None
+        self._empty: bool | None = None
+
+    def offline(self) -> list[str]:
+        if self._offline is None:
+            from photoman.indexing.pipeline import offline_roots
+
+            self._offline = offline_roots(self.lib)
+        return self._offline
+
+    def roots(self) -> list[str]:
+        if self._roots is None:
+            from photoman.catalog.models import Root
+
+            with self.lib.catalog.session() as s:
+                self._roots = list(s.scalars(select(Root.path)))
+        return self._roots
+
+    def library_empty(self) -> bool:
+        if self._empty is None:
+            self._empty = _library_empty(self.lib)
+        return self._empty
+
+
+def _encode(lib: Library, plans: dict[int, _Plan], out: list[Any]) -> None:
+    """Every text term of the batch through the text encoder in one call; image terms one by one."""
+    texts = sorted({t.value for p in plans.values() for t in p.q.terms if t.kind == "text"})
+    by_text: dict[str, np.ndarray] = {}
+    if texts:
+        by_text = dict(zip(texts, lib.text_encoder.encode_texts(texts), strict=True))
+    for i, plan in list(plans.items()):
+        try:
+            plan.vectors = term_vectors(lib, plan.q.terms, by_text)
+            plan.qvec, plan.coef = combine(plan.vectors, plan.q.terms)
+        except PhotomanError as exc:
+            out[i] = exc
+            del plans[i]
+
+
+def _search_store(lib: Library, plan: _Plan, shared: _Shared) -> None:
+    """The query's filter checked and translated, then its searches in the store."""
+    q = plan.q
     flt = q.filters
     if flt.folder:
-        from photoman.catalog.models import Root
-
-        with lib.catalog.session() as s:
-            roots = list(s.scalars(select(Root.path)))
+        roots = shared.roots()
         if not any(is_inside(flt.folder, r) for r in roots):
             raise BadInputError(
                 f"--in {flt.folder}: not inside the library (roots: {', '.join(roots) or 'none'})"
@@ -149,38 +244,54 @@ def search(lib: Library, q: Query) -> list[Result]:
     if flt.tags:
         _check_tags(lib, flt.tags)
     if not q.include_offline:
-        flt.exclude_roots = offline_roots(lib) or None
-    store_flt = stored_filter(flt, lib.path_map)
+        flt.exclude_roots = shared.offline() or None
+    plan.store_flt = store_flt = stored_filter(flt, lib.path_map)
+    qvec = plan.qvec
+    assert qvec is not None
     kind = "image" if all(t.kind == "image" for t in q.terms) else "text"
-    names = MODE_VECTORS[mode]
-    thresholds: dict[str, float] = {}
+    names = MODE_VECTORS[plan.mode]
     pools: dict[str, list[Hit]] = {}
     for name in names:
         if q.cutoff == "none":
-            thresholds[name] = float("-inf")
+            plan.thresholds[name] = float("-inf")
         elif q.cutoff == "fixed":
-            thresholds[name] = float(q.threshold if q.threshold is not None else -1.0)
+            plan.thresholds[name] = float(q.threshold if q.threshold is not None else -1.0)
         else:
             # the pool only needs scores: reading 100 payloads from disk would cost more than the scan
             pools[name] = lib.store.search(
                 qvec, using=name, limit=max(POOL, q.limit), flt=store_flt, with_payload=False
             )
-            thresholds[name] = adaptive_threshold([h.score for h in pools[name]], kind)
+            plan.thresholds[name] = adaptive_threshold([h.score for h in pools[name]], kind)
     if len(names) == 1:
         name = names[0]
         if name in pools:
-            hits = with_payloads(lib, [h for h in pools[name] if h.score >= thresholds[name]][: q.limit])
+            plan.bare = [h for h in pools[name] if h.score >= plan.thresholds[name]][: q.limit]
         else:
             hits = lib.store.search(qvec, using=name, limit=q.limit, flt=store_flt)
-            hits = [h for h in hits if h.score >= thresholds[name]][: q.limit]
+            plan.hits = [h for h in hits if h.score >= plan.thresholds[name]][: q.limit]
     else:
-        hits = lib.store.fused_search({n: qvec for n in names}, limit=q.limit, flt=store_flt,
-                                      thresholds=thresholds)  # fmt: skip
-    results = join(lib, hits, folder=flt.folder)
-    if not results and _library_empty(lib):
+        plan.hits = lib.store.fused_search({n: qvec for n in names}, limit=q.limit, flt=store_flt,
+                                           thresholds=plan.thresholds)  # fmt: skip
+
+
+def _fetch_payloads(lib: Library, plans: list[_Plan]) -> None:
+    """The payloads of every pool's kept hits, in one read of the store."""
+    wanted = [p for p in plans if p.bare is not None]
+    if not wanted:
+        return
+    ids = list(dict.fromkeys(h.id for p in wanted for h in p.bare or []))
+    payloads = {pt.id: pt.payload for pt in lib.store.retrieve(ids)} if ids else {}
+    for p in wanted:
+        p.hits = [Hit(h.id, h.score, payloads[h.id]) for h in p.bare or [] if h.id in payloads]
+
+
+def _finish(lib: Library, plan: _Plan, results: list[Result], shared: _Shared) -> list[Result]:
+    q = plan.q
+    if not results and shared.library_empty():
         raise PhotomanError("the library is empty: run `photoman index FOLDER` first")
     if q.explain:
-        explain(lib, results, q.terms, vectors, coef, names)
+        assert plan.vectors is not None and plan.coef is not None
+        explain(lib, results, q.terms, plan.vectors, plan.coef, MODE_VECTORS[plan.mode])
     if q.sort == "date":
         results.sort(key=_when, reverse=True)
     elif q.sort != "score":
@@ -198,12 +309,6 @@ def stored_filter(flt: SearchFilter, path_map: PathMap) -> SearchFilter:
     many = lambda paths: [path_map.to_stored(p) for p in paths] if paths is not None else None  # noqa: E731
     return replace(flt, roots=many(flt.roots), exclude_roots=many(flt.exclude_roots),
                    folder=path_map.to_stored(flt.folder) if flt.folder else flt.folder)  # fmt: skip
-
-
-def with_payloads(lib: Library, hits: list[Hit]) -> list[Hit]:
-    """Payload-less hits with their payloads, fetched for just these points."""
-    payloads = {p.id: p.payload for p in lib.store.retrieve([h.id for h in hits])}
-    return [Hit(h.id, h.score, payloads[h.id]) for h in hits if h.id in payloads]
 
 
 _JOIN_COLUMNS = (
@@ -251,20 +356,34 @@ def join(lib: Library, hits: list[Hit], folder: str | None = None) -> list[Resul
 
     Identical copies fold into one result; with ``folder`` (``--in``) its path is a copy inside it.
     """
-    hashes = [h.payload.get("hash") for h in hits if h.payload.get("hash")]
-    with lib.catalog.engine.connect() as conn:
-        # plain columns on a Core connection, not ORM objects in a session (a third of the time);
-        # filter on the hash index only: an ORDER BY or a status condition lets SQLite walk the
-        # path or status index instead (2 ms → 50 ms)
-        rows = conn.execute(
-            select(*_JOIN_COLUMNS, Photo.status, Photo.indexed_model).where(Photo.content_hash.in_(hashes))
-        ).all()
+    return join_many(lib, [(hits, folder)])[0]
+
+
+def join_many(lib: Library, lists: list[tuple[list[Hit], str | None]]) -> list[list[Result]]:
+    """:func:`join` for several hit lists, with one catalog query for all of them."""
+    hashes = list(dict.fromkeys(h.payload["hash"] for hits, _ in lists for h in hits if "hash" in h.payload))
+    rows: list[Any] = []
+    if hashes:
+        with lib.catalog.engine.connect() as conn:
+            # plain columns on a Core connection, not ORM objects in a session (a third of the time);
+            # filter on the hash index only: an ORDER BY or a status condition lets SQLite walk the
+            # path or status index instead (2 ms → 50 ms)
+            for chunk in range(0, len(hashes), 500):
+                rows += conn.execute(
+                    select(*_JOIN_COLUMNS, Photo.status, Photo.indexed_model).where(
+                        Photo.content_hash.in_(hashes[chunk : chunk + 500])
+                    )
+                ).all()
     rows = sorted(
         (r for r in rows if r.status == OK and r.indexed_model == lib.model_id), key=lambda r: r.path
     )
     by_hash: dict[str, list[Any]] = {}
     for r in rows:
         by_hash.setdefault(r.content_hash, []).append(r)
+    return [_results(hits, by_hash, folder) for hits, folder in lists]
+
+
+def _results(hits: list[Hit], by_hash: dict[str, list[Any]], folder: str | None) -> list[Result]:
     results: list[Result] = []
     for hit in hits:
         group = by_hash.get(hit.payload.get("hash", ""))

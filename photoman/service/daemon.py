@@ -33,6 +33,7 @@ from photoman.errors import BadInputError, DiskFullError, PhotomanError
 from photoman.indexing.pipeline import IndexReport, index, offline_roots, register_roots, sync
 from photoman.indexing.watcher import DirtyPaths, Watcher
 from photoman.library import Library
+from photoman.service.batcher import Batcher
 from photoman.service.server import SocketServer
 from photoman.textsafe import shown
 
@@ -139,6 +140,7 @@ class Daemon:
         self.lib: Library | None = None
         self.server: SocketServer | None = None
         self.query_pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="query")
+        self.finds = Batcher(self.query_pool, self._find_batch)  # a burst of clients: one pass
         self.index_threads = max(1, (os.cpu_count() or 1) // 2)
         self.own_ops: dict[str, Any] = {
             "ping": lambda: "pong",
@@ -179,6 +181,8 @@ class Daemon:
         if isinstance(args, dict) and entry.changes(args) and not self.library.write:
             raise self.library.read_only_error()  # a standby: refused before anything is written
         try:
+            if op == "find":
+                return self.finds.submit(args)
             if entry.model:
                 return self.query_pool.submit(self._model_op, op, args).result()
             return ops.run(self.library, op, args)
@@ -188,6 +192,16 @@ class Daemon:
             raise as_disk_full(exc, self.settings) from None
 
     def _model_op(self, op: str, args: dict[str, Any]) -> Any:
+        self._query_threads()
+        with self.gate.query():
+            return ops.run(self.library, op, args)
+
+    def _find_batch(self, requests: list[dict[str, Any]]) -> list[Any]:
+        self._query_threads()
+        with self.gate.query():
+            return ops.find_many(self.library, requests)
+
+    def _query_threads(self) -> None:
         # all cores while the indexer rests; during indexing the indexer's share is taken, and an
         # oversubscribed thread team makes a query several times slower
         cores = os.cpu_count() or 1
@@ -195,8 +209,6 @@ class Daemon:
         query_text.use_threads(n)
         if self.lib is not None and self.lib.encoder_loaded:
             torch_threads(n)
-        with self.gate.query():
-            return ops.run(self.library, op, args)
 
     def _status(self, errors_limit: int = 20) -> dict[str, Any]:
         info = ops.status(self.library, errors_limit=errors_limit)
@@ -262,6 +274,8 @@ class Daemon:
             "socket": str(self.settings.socket_path),
             "log": str(self.settings.log_file),
             "timings": dict(self.timings),
+            # finds answered together: a burst of clients shares one pass (answered / batches)
+            "finds": {"answered": self.finds.answered, "batches": self.finds.batches},
         }
 
     def add_roots(self, folders: list[str], force: bool = False) -> dict[str, Any]:
