@@ -476,9 +476,7 @@ def embed(
     with client() as pm:
         got = pm.embed(images or [], text or [])
     if as_json:
-        rows = [{"input": r["input"], "kind": r["kind"], "model": got["model"], "dim": got["dim"],
-                 "vector": r["vector"]} for r in got["vectors"]]  # fmt: skip
-        sys.stdout.write(json.dumps(rows) + "\n")
+        sys.stdout.write(json.dumps(got["vectors"]) + "\n")
         return
     for r in got["vectors"]:
         head = ", ".join(f"{x:+.4f}" for x in r["vector"][:4])

@@ -345,13 +345,16 @@ def embed(lib: Library, *, images: list[str] | None = None, texts: list[str] | N
     text_encoder = lib.text_encoder
     for t, vec in zip(texts, text_encoder.encode_texts(texts), strict=True):
         rows.append({"input": t, "kind": "text", "vector": vec})
+    model, dim = lib.model_id, lib.dim
     return {
-        "model": lib.model_id,
-        "dim": lib.dim,
+        "model": model,
+        "dim": dim,
+        # each row whole (what `photoman embed --json` prints): it names its model and size
         "vectors": [
-            {"input": r["input"], "kind": r["kind"], "vector": [round(float(x), 7) for x in r["vector"]]}
+            {"input": r["input"], "kind": r["kind"], "model": model, "dim": dim,
+             "vector": [round(float(x), 7) for x in r["vector"]]}
             for r in rows
-        ],
+        ],  # fmt: skip
     }
 
 

@@ -248,6 +248,13 @@ def test_python_api(cli_env: Settings, library_dir: Path) -> None:
         same = pm.find(image=library_dir / "scikit-image--chelsea.png", limit=1)
         assert same[0]["path"] == str(library_dir / "scikit-image--chelsea.png")
         assert pm.caption(library_dir / "scikit-image--chelsea.png", "a cat")["caption"] == "a cat"
+        # one photo, one JSON shape: a result's photo fields are the details' fields, spelled alike
+        found = pm.find(image=library_dir / "scikit-image--chelsea.png", limit=1)[0]
+        details = pm.photo(found["path"])
+        shared = set(found) - {"rank", "score", "duplicates"}
+        assert shared == {"path", "content_hash", "taken_at", "width", "height", "camera", "format",
+                          "caption", "raw", "file_time"}  # fmt: skip
+        assert {k: details[k] for k in shared} == {k: found[k] for k in shared}
         assert pm.status()["photos"]["indexed"] == 10 and pm.status()["daemon"] is None
         assert pm.roots()[0]["path"] == str(library_dir)
         assert set(pm.classify(library_dir / "scikit-image--chelsea.png", ["cat", "dog"])) == {"cat", "dog"}

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from datetime import datetime
 from typing import Any
 
 from sqlalchemy import select
@@ -10,20 +11,52 @@ from photoman.catalog.models import Photo, Tag
 from photoman.errors import BadInputError
 
 
-def photo_details(row: Photo) -> dict[str, Any]:
-    """What the detail pane shows about one catalog row."""
+def photo_fields(
+    *,
+    path: str,
+    content_hash: str,
+    taken_at: datetime | None,
+    width: int | None,
+    height: int | None,
+    camera: str | None,
+    format: str | None,
+    caption: str | None,
+    raw: str | None,
+    mtime: float,
+) -> dict[str, Any]:
+    """One photo as JSON, the one shape: a `find` result is these plus rank, score and duplicates;
+    `photoman photo` (the TUI's detail pane) is these plus size, gps, caption source, tags, status."""
     return {
-        "path": row.path,
-        "content_hash": row.content_hash,
+        "path": path,
+        "content_hash": content_hash,
+        "taken_at": taken_at.isoformat() if taken_at else None,
+        "width": width,
+        "height": height,
+        "camera": camera,
+        "format": format,
+        "caption": caption or "",
+        "raw": raw,  # the RAW file beside this JPEG (IMG_0001.CR2 for IMG_0001.JPG), or null
+        # the file's modification time: what --since/--until and --sort date use without taken_at
+        "file_time": iso_time(mtime),
+    }
+
+
+def iso_time(stamp: float) -> str | None:
+    """A file time as ISO 8601, or None (0, or a time no calendar can show)."""
+    try:
+        return datetime.fromtimestamp(stamp).isoformat(timespec="seconds") if stamp else None
+    except (ValueError, OverflowError, OSError):
+        return None
+
+
+def photo_details(row: Photo) -> dict[str, Any]:
+    """What the detail pane shows about one catalog row: the photo's fields and what only it needs."""
+    return {
+        **photo_fields(path=row.path, content_hash=row.content_hash or "", taken_at=row.taken_at,
+                       width=row.width, height=row.height, camera=row.camera, format=row.format,
+                       caption=row.caption, raw=row.raw_path, mtime=row.mtime or 0.0),  # fmt: skip
         "size": row.size,
-        "mtime": row.mtime,
-        "width": row.width,
-        "height": row.height,
-        "format": row.format,
-        "taken_at": row.taken_at.isoformat() if row.taken_at else None,
-        "camera": row.camera,
         "gps": [row.gps_lat, row.gps_lon] if row.gps_lat is not None else None,
-        "caption": row.caption,
         "caption_source": row.caption_source,
         "tags": [],  # filled by lookup_photo
         "status": row.status,

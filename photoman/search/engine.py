@@ -11,6 +11,7 @@ import numpy as np
 from sqlalchemy import select
 
 from photoman.catalog.models import OK, Photo
+from photoman.catalog.queries import photo_fields
 from photoman.errors import BadInputError, PhotomanError
 from photoman.library import Library
 from photoman.media.decode import decode_rgb, load_image, open_image
@@ -54,18 +55,10 @@ class Result:
         d: dict[str, Any] = {
             "rank": self.rank,
             "score": round(self.score, 6),
-            "path": self.path,
-            "content_hash": self.content_hash,
-            "taken_at": self.taken_at.isoformat() if self.taken_at else None,
-            "width": self.width,
-            "height": self.height,
-            "camera": self.camera,
-            "format": self.format,
-            "caption": self.caption,
+            **photo_fields(path=self.path, content_hash=self.content_hash, taken_at=self.taken_at,
+                           width=self.width, height=self.height, camera=self.camera, format=self.format,
+                           caption=self.caption, raw=self.raw, mtime=self.mtime),  # fmt: skip
             "duplicates": list(self.duplicates),
-            "raw": self.raw,  # the RAW file beside this JPEG (IMG_0001.CR2 for IMG_0001.JPG), or null
-            # the file's modification time: what --since/--until and --sort date use without taken_at
-            "file_time": _iso_time(self.mtime),
         }
         if self.explain is not None:
             d["explain"] = [dict(e) for e in self.explain]
@@ -80,13 +73,6 @@ def _when(r: Result) -> datetime:
         return datetime.fromtimestamp(r.mtime)
     except (ValueError, OverflowError, OSError):
         return datetime.min
-
-
-def _iso_time(stamp: float) -> str | None:
-    try:
-        return datetime.fromtimestamp(stamp).isoformat(timespec="seconds") if stamp else None
-    except (ValueError, OverflowError, OSError):  # a file time no calendar can show
-        return None
 
 
 def term_vectors(lib: Library, terms: list[Term], encoded: dict[str, np.ndarray] | None = None) -> np.ndarray:
