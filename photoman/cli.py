@@ -786,7 +786,7 @@ def _adopt_roots(cfg: Settings, folders: list[Path]) -> None:
         pm.index(paths)
         out_print(f"the running daemon now watches {shown(', '.join(paths))}", highlight=False, markup=False)
         raise typer.Exit(0)
-    from photoman.indexing.pipeline import register_roots
+    from photoman.catalog.roots import register_roots
     from photoman.library import Library
 
     with Library(cfg, "photoman watch") as lib:

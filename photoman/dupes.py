@@ -198,7 +198,7 @@ def trash_duplicates(lib: Library, groups: list[DupeGroup]) -> list[str]:
     """
     from send2trash import send2trash
 
-    from photoman.indexing.pipeline import forget
+    from photoman.catalog.roots import forget
 
     moved: list[str] = []
     try:

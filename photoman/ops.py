@@ -220,7 +220,7 @@ def roots_relocate(lib: Library, *, old: str, new: str) -> dict[str, Any]:
 
 def tags(lib: Library) -> dict[str, int]:
     """Each tag in the library with the number of photos that carry it."""
-    from photoman.zeroshot.tagging import tag_counts
+    from photoman.catalog.queries import tag_counts
 
     return dict(tag_counts(lib))
 
@@ -364,9 +364,11 @@ def index(
     """Index folders (added as roots) or every root, in this process; the run's report."""
     from photoman.indexing.pipeline import index as run_index
     from photoman.paths import check_new_root
+    from photoman.zeroshot.tagging import auto_tag
 
     checked = [check_new_root(f, force=_bool(force, "force")) for f in _paths(folders, "folders")]
     report = run_index(lib, checked or None, progress=progress)
+    auto_tag(lib, report.new_hashes)
     return {
         "scanned": report.scanned,
         "unchanged": report.unchanged,

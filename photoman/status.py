@@ -34,7 +34,7 @@ def image_runtime(lib: Library) -> dict[str, Any]:
 
 def library_status(lib: Library, errors_limit: int = 20) -> dict[str, Any]:
     """A JSON-able summary; the vector store part says 'busy' rather than failing while an index runs."""
-    from photoman.indexing.pipeline import offline_roots
+    from photoman.catalog.roots import offline_roots
 
     offline = set(offline_roots(lib))  # the one rule `find` uses to hide a drive's photos
     with lib.catalog.session() as s:

@@ -30,10 +30,11 @@ from sqlalchemy import select, update
 
 from photoman.catalog.models import Photo, Root
 from photoman.catalog.queries import pending_removals
+from photoman.catalog.roots import offline_roots
 from photoman.config import Settings
 from photoman.errors import DecodeError
 from photoman.indexing import pipeline
-from photoman.indexing.pipeline import IndexReport, index, offline_roots, sync
+from photoman.indexing.pipeline import IndexReport, index, sync
 from photoman.indexing.prepare import Prepared, prepare
 from photoman.indexing.scanner import FileStat
 from photoman.library import Library
@@ -366,7 +367,7 @@ def test_mtimes_out_of_datetime_range_are_unknown_dates(
 
 
 def test_payload_of_a_row_with_an_absurd_mtime() -> None:
-    from photoman.indexing.payload import payload_for
+    from photoman.catalog.payload import payload_for
 
     for mtime in (2.9998e11, -1.0e11, 1e300, float("nan")):
         row = Photo(path="/r/a.jpg", root_id=1, content_hash="h", mtime=mtime, size=1, status="ok")

@@ -35,3 +35,36 @@ def test_the_wheel_carries_migrations_vocabulary_and_the_entry_point(tmp_path: P
     head, labels = out.stdout.split()
     assert head == sorted(p.stem.split("_")[0] for p in (ROOT / "migrations" / "versions").glob("0*.py"))[-1]
     assert int(labels) > 300
+
+
+# Which packages may import which (one way): the stores and the model at the bottom, indexing and
+# search beside each other on top of them, features (zeroshot, dupes) above, front ends last.
+FORBIDDEN = {
+    "media": {"catalog", "vectors", "embedding", "indexing", "search", "zeroshot", "service", "tui"},
+    "embedding": {"catalog", "vectors", "indexing", "search", "zeroshot", "service", "tui"},
+    "catalog": {"indexing", "search", "zeroshot", "service", "tui"},
+    "vectors": {"indexing", "search", "zeroshot", "service", "tui"},
+    "captions": {"indexing", "search", "zeroshot", "service", "tui"},
+    "indexing": {"search", "zeroshot", "service", "tui"},
+    "search": {"indexing", "zeroshot", "service", "tui"},
+    "zeroshot": {"indexing", "search", "service", "tui"},
+}
+
+
+def test_layers_import_one_way() -> None:
+    """No back-edges: e.g. search and zeroshot never reach into the indexing pipeline, and indexing
+    never calls zeroshot (auto-tagging is run by whoever ran the indexing)."""
+    import ast
+
+    root = Path(__file__).resolve().parent.parent / "photoman"
+    found = []
+    for package, banned in FORBIDDEN.items():
+        for source in (root / package).rglob("*.py"):
+            for node in ast.walk(ast.parse(source.read_text())):
+                names = [node.module or ""] if isinstance(node, ast.ImportFrom) else (
+                    [a.name for a in node.names] if isinstance(node, ast.Import) else [])  # fmt: skip
+                for name in names:
+                    parts = name.split(".")
+                    if parts[0] == "photoman" and len(parts) > 1 and parts[1] in banned:
+                        found.append(f"{source.relative_to(root)} imports {name}")
+    assert not found, found

@@ -15,6 +15,7 @@ from sqlalchemy import select
 from typer.testing import CliRunner
 
 from photoman.catalog.models import Photo, Tag
+from photoman.catalog.queries import tag_counts
 from photoman.cli import app
 from photoman.config import Settings
 from photoman.dupes import find_duplicates, trash_duplicates
@@ -35,7 +36,7 @@ from photoman.zeroshot.labels import (
     softmax_probs,
 )
 from photoman.zeroshot.locate import locate, overlay, windows
-from photoman.zeroshot.tagging import label_set, tag_counts, tag_library
+from photoman.zeroshot.tagging import label_set, tag_library
 
 from .conftest import use_trash
 

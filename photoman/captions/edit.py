@@ -8,12 +8,12 @@ from sqlalchemy import select
 
 from photoman.captions.sources import MAX_CAPTION, clean, read_embedded, read_sidecar
 from photoman.catalog.models import OK, Photo
+from photoman.catalog.payload import caption_vectors
 from photoman.errors import BadInputError
-from photoman.indexing.payload import caption_vectors
-from photoman.indexing.scanner import normalise
 from photoman.library import Library
 from photoman.media.decode import open_image_file, open_regular, plan_decode
 from photoman.media.formats import is_raw_path
+from photoman.paths import absolute
 from photoman.vectors import CAPTION, VectorPoint, point_id
 
 
@@ -25,7 +25,7 @@ class CaptionInfo:
 
 
 def _row(session, path: str) -> Photo:  # noqa: ANN001
-    row = session.scalar(select(Photo).where(Photo.path == normalise(path)))
+    row = session.scalar(select(Photo).where(Photo.path == absolute(path)))
     if row is None:
         raise BadInputError(f"not in the library: {path} (index its folder first)")
     if row.status != OK:

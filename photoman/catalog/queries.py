@@ -5,9 +5,9 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import select
+from sqlalchemy import func, select
 
-from photoman.catalog.models import Photo, Tag
+from photoman.catalog.models import OK, Photo, Tag
 from photoman.errors import BadInputError
 
 
@@ -93,3 +93,16 @@ def pending_removals(lib: Any, limit: int | None = None) -> tuple[int, list[str]
             )
         )
     return n, paths
+
+
+def tag_counts(lib: Any) -> list[tuple[str, int]]:
+    """Tags with the number of photos (files) carrying each, most common first."""
+    with lib.catalog.session() as s:
+        rows = s.execute(
+            select(Tag.label, func.count(func.distinct(Photo.id)))
+            .join(Photo, Photo.content_hash == Tag.content_hash)
+            .where(Tag.model == lib.model_id, Photo.status == OK)
+            .group_by(Tag.label)
+            .order_by(func.count(func.distinct(Photo.id)).desc(), Tag.label)
+        ).all()
+    return [(label, int(n)) for label, n in rows]

@@ -1,16 +1,93 @@
-"""The library's roots: list them, remove one (its photos leave the catalog and the store), or
-relocate one (a drive mounted elsewhere: paths change, nothing is re-embedded)."""
+"""The library's roots: register them, tell which are offline, list them, remove one (its photos
+leave the catalog and the store; :func:`forget` is how any photo leaves), or relocate one (a drive
+mounted elsewhere: paths change, nothing is re-embedded)."""
 
 from __future__ import annotations
 
 import os
+from collections.abc import Iterable, Sequence
+from datetime import datetime
 from typing import Any
 
 from sqlalchemy import func, select
 
 from photoman.catalog.models import OK, Photo, Root
 from photoman.errors import BadInputError
+from photoman.mounts import mount_points, root_online, root_state
 from photoman.paths import absolute, canonical, is_inside
+
+
+def register_roots(lib: Any, folders: Sequence[str]) -> dict[str, int]:
+    """Root id per folder: a folder inside a known root joins it; a new root adopts roots inside it.
+    A new root remembers its device and mount point (what :func:`root_online` later checks)."""
+    out: dict[str, int] = {}
+    mounts = mount_points()
+    with lib.catalog.session() as s:
+        for folder in folders:
+            roots = list(s.scalars(select(Root)))
+            parent = next((r for r in roots if is_inside(folder, r.path)), None)
+            if parent is None:
+                state = root_state(folder, mounts)
+                parent = Root(path=folder, added_at=datetime.now())
+                if state is not None:
+                    parent.device, parent.mount = state
+                s.add(parent)
+                s.flush()
+                for inner in roots:
+                    if is_inside(inner.path, folder):
+                        for photo in s.scalars(select(Photo).where(Photo.root_id == inner.id)):
+                            photo.root_id = parent.id
+                        s.delete(inner)
+            out[folder] = parent.id
+    return out
+
+
+def forget(lib: Any, rows: Iterable[Photo], extra_stale: set[str]) -> int:
+    """Drop rows of vanished files (catalog first), then vectors nothing refers to any more."""
+    ids = [r.id for r in rows]
+    stale = set(extra_stale)
+    with lib.catalog.session() as s:
+        for i in range(0, len(ids), 500):
+            for row in s.scalars(select(Photo).where(Photo.id.in_(ids[i : i + 500]))):
+                if row.content_hash:
+                    stale.add(row.content_hash)
+                s.delete(row)
+    if stale:
+        from photoman.catalog.payload import payloads_for_hashes
+        from photoman.vectors import point_id
+
+        with lib.catalog.session() as s:
+            payloads = payloads_for_hashes(s, stale, lib.model_id)
+        gone = [point_id(h, lib.model_id) for h in stale if h not in payloads]
+        lib.store.delete(gone)
+        for h, payload in payloads.items():
+            lib.store.set_payload([point_id(h, lib.model_id)], payload)
+    return len(ids)
+
+
+def offline_roots(lib: Any) -> list[str]:
+    """Roots whose drive is not there right now: their photos are kept but hidden from results.
+
+    The one rule (:func:`photoman.mounts.root_online`) for `index`, `find`, `status`,
+    `roots` and the daemon: decided from the mount that held the root when it was last seen online,
+    never from the folder being empty."""
+    with lib.catalog.session() as s:
+        roots = s.execute(
+            select(Root.path, Root.mount, select(Photo.id).where(Photo.root_id == Root.id).exists())
+        ).all()
+    mounts = mount_points()
+    return [path for path, mount, has in roots if not root_online(path, mount, bool(has), mounts)]
+
+
+def remember_roots(lib: Any, paths: Iterable[str], offline: set[str]) -> None:
+    """Record the device and mount point of each online root (a root from before they were recorded
+    learns them here; a drive mounted again, maybe under another device number, updates them)."""
+    mounts = mount_points()
+    with lib.catalog.session() as s:
+        for root in s.scalars(select(Root).where(Root.path.in_([p for p in paths if p not in offline]))):
+            state = root_state(root.path, mounts)
+            if state is not None and (root.device, root.mount) != state:
+                root.device, root.mount = state
 
 
 def _find_root(s: Any, path: str) -> Root:
@@ -26,8 +103,6 @@ def _find_root(s: Any, path: str) -> Root:
 
 def list_roots(lib: Any, watching: dict[str, str] | None = None) -> list[dict[str, Any]]:
     """Each root with its photo count, whether it is online now, and how it is watched."""
-    from photoman.indexing.pipeline import offline_roots
-
     offline = set(offline_roots(lib))
     with lib.catalog.session() as s:
         counts = dict(
@@ -48,8 +123,6 @@ def list_roots(lib: Any, watching: dict[str, str] | None = None) -> list[dict[st
 def remove_root(lib: Any, path: str) -> dict[str, Any]:
     """Forget a root: its photos leave the catalog and the store (a vector shared with a photo under
     another root stays). The files themselves are not touched."""
-    from photoman.indexing.pipeline import forget
-
     with lib.catalog.session() as s:
         root = _find_root(s, path)
         root_path, rid = root.path, root.id
@@ -65,7 +138,7 @@ def remove_root(lib: Any, path: str) -> dict[str, Any]:
 def relocate_root(lib: Any, old: str, new: str) -> dict[str, Any]:
     """Point a root at its new place (a drive mounted elsewhere, a folder moved): every path under it
     changes, the vectors stay (their payloads follow); nothing is re-embedded."""
-    from photoman.indexing.payload import payloads_for_hashes
+    from photoman.catalog.payload import payloads_for_hashes
     from photoman.vectors import point_id
 
     target = canonical(new)

@@ -10,7 +10,7 @@ from __future__ import annotations
 import multiprocessing as mp
 import os
 import time
-from collections.abc import Callable, Generator, Iterable, Sequence
+from collections.abc import Callable, Generator, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
@@ -19,21 +19,22 @@ import numpy as np
 from sqlalchemy import func, select, true, update
 
 from photoman.catalog.models import ERROR, OK, Photo, Root, path_under
+from photoman.catalog.payload import caption_vectors, payloads_for_hashes
+from photoman.catalog.roots import forget, offline_roots, register_roots, remember_roots
 from photoman.diskspace import check_space
 from photoman.embedding.model import checkpoint_spec
 from photoman.embedding.preprocess import PreprocessSpec
 from photoman.errors import BadInputError
 from photoman.indexing.ignore import IgnoreRules
-from photoman.indexing.mounts import mount_points, root_online, root_state
 from photoman.indexing.pairs import fold_raw_pairs, same_shot
-from photoman.indexing.payload import caption_vectors, payloads_for_hashes
 from photoman.indexing.prepare import Prepared, prepare
 from photoman.indexing.reconcile import reconcile
-from photoman.indexing.scanner import FileStat, make_plan, normalise, scan, stat_photo
+from photoman.indexing.scanner import FileStat, make_plan, scan, stat_photo
 from photoman.indexing.workers import DecodePool
 from photoman.library import Library
 from photoman.media.decode import is_image_path
-from photoman.paths import is_inside
+from photoman.mounts import root_online
+from photoman.paths import absolute, is_inside
 from photoman.vectors import CAPTION, IMAGE, VectorPoint, point_id
 
 __all__ = ["IndexReport", "index", "offline_roots", "register_roots", "root_online", "sync", "forget"]
@@ -60,6 +61,7 @@ class IndexReport:
     requeued: int = 0  # rows found without a vector on start
     orphans_removed: int = 0
     offline_roots: list[str] = field(default_factory=list)
+    new_hashes: list[str] = field(default_factory=list)  # content embedded this run (what auto-tag tags)
     seconds: float = 0.0
 
     @property
@@ -70,7 +72,7 @@ class IndexReport:
 def _check_folder(folder: Path | str) -> str:
     from photoman.catalog.paths import has_reserved
 
-    path = normalise(folder)
+    path = absolute(folder)
     if not os.path.exists(path):
         raise BadInputError(f"no such folder: {folder}")
     if not os.path.isdir(path):
@@ -79,31 +81,6 @@ def _check_folder(folder: Path | str) -> str:
         raise BadInputError(f"{path!a}: the name uses characters U+10FF80..U+10FFFF, which photoman reserves "
                             "for names that are not UTF-8; rename it")  # fmt: skip
     return path
-
-
-def register_roots(lib: Library, folders: Sequence[str]) -> dict[str, int]:
-    """Root id per folder: a folder inside a known root joins it; a new root adopts roots inside it.
-    A new root remembers its device and mount point (what :func:`root_online` later checks)."""
-    out: dict[str, int] = {}
-    mounts = mount_points()
-    with lib.catalog.session() as s:
-        for folder in folders:
-            roots = list(s.scalars(select(Root)))
-            parent = next((r for r in roots if is_inside(folder, r.path)), None)
-            if parent is None:
-                state = root_state(folder, mounts)
-                parent = Root(path=folder, added_at=datetime.now())
-                if state is not None:
-                    parent.device, parent.mount = state
-                s.add(parent)
-                s.flush()
-                for inner in roots:
-                    if is_inside(inner.path, folder):
-                        for photo in s.scalars(select(Photo).where(Photo.root_id == inner.id)):
-                            photo.root_id = parent.id
-                        s.delete(inner)
-            out[folder] = parent.id
-    return out
 
 
 def _under(folder: str):  # noqa: ANN202 - SQL expression
@@ -263,51 +240,6 @@ class _Writer:
         lib.store.optimize()  # seals the appendable segment once it is full (rarely; ~0.3 ms otherwise)
 
 
-def forget(lib: Library, rows: Iterable[Photo], extra_stale: set[str]) -> int:
-    """Drop rows of vanished files (catalog first), then vectors nothing refers to any more."""
-    ids = [r.id for r in rows]
-    stale = set(extra_stale)
-    with lib.catalog.session() as s:
-        for i in range(0, len(ids), 500):
-            for row in s.scalars(select(Photo).where(Photo.id.in_(ids[i : i + 500]))):
-                if row.content_hash:
-                    stale.add(row.content_hash)
-                s.delete(row)
-    if stale:
-        with lib.catalog.session() as s:
-            payloads = payloads_for_hashes(s, stale, lib.model_id)
-        gone = [point_id(h, lib.model_id) for h in stale if h not in payloads]
-        lib.store.delete(gone)
-        for h, payload in payloads.items():
-            lib.store.set_payload([point_id(h, lib.model_id)], payload)
-    return len(ids)
-
-
-def offline_roots(lib: Library) -> list[str]:
-    """Roots whose drive is not there right now: their photos are kept but hidden from results.
-
-    The one rule (:func:`photoman.indexing.mounts.root_online`) for `index`, `find`, `status`,
-    `roots` and the daemon: decided from the mount that held the root when it was last seen online,
-    never from the folder being empty."""
-    with lib.catalog.session() as s:
-        roots = s.execute(
-            select(Root.path, Root.mount, select(Photo.id).where(Photo.root_id == Root.id).exists())
-        ).all()
-    mounts = mount_points()
-    return [path for path, mount, has in roots if not root_online(path, mount, bool(has), mounts)]
-
-
-def remember_roots(lib: Library, paths: Iterable[str], offline: set[str]) -> None:
-    """Record the device and mount point of each online root (a root from before they were recorded
-    learns them here; a drive mounted again, maybe under another device number, updates them)."""
-    mounts = mount_points()
-    with lib.catalog.session() as s:
-        for root in s.scalars(select(Root).where(Root.path.in_([p for p in paths if p not in offline]))):
-            state = root_state(root.path, mounts)
-            if state is not None and (root.device, root.mount) != state:
-                root.device, root.mount = state
-
-
 def _settle_removals(lib: Library, gone: list[Photo], report: IndexReport) -> list[Photo]:
     """The rows to forget now. A mass deletion (more than MASS_SHARE of a root's photos and more than
     MASS_MIN, or every photo of a root, in one scan) is kept pending removal until a later scan still
@@ -388,10 +320,7 @@ def _run(
     finally:
         stream.close()  # stops the decode workers now, whatever happened
     writer.flush()
-    if lib.settings.auto_tag and writer.new_hashes:
-        from photoman.zeroshot.tagging import label_set, tag_library
-
-        tag_library(lib, label_set(), hashes=sorted(writer.new_hashes))
+    report.new_hashes = sorted(writer.new_hashes)
     # a RAW file's own row goes at once when it becomes half of a pair: the file is there, no mass deletion
     report.removed += forget(lib, _settle_removals(lib, gone, report) + list(paired), writer.stale_hashes)
     lib.store.flush()
@@ -490,7 +419,7 @@ def sync(
     roots_of: dict[str, int] = {}
     postponed: list[str] = []
     handled: set[str] = set()  # files already planned (both halves of a pair may have changed)
-    for folder in sorted(set(normalise(f) for f in folders)):
+    for folder in sorted(set(absolute(f) for f in folders)):
         root = max((r for r in roots if is_inside(folder, r)), key=len, default=None)
         if root is None or root in offline:
             continue

@@ -17,7 +17,7 @@ from photoman.catalog.paths import displayable, has_reserved
 from photoman.indexing.ignore import IgnoreRules
 from photoman.indexing.pairs import fold_raw_pairs
 from photoman.media.decode import file_kind, is_image_path
-from photoman.paths import is_inside
+from photoman.paths import absolute, is_inside
 
 PATH_MAX = 4096  # Linux; a longer path cannot be opened in one call
 LONG_RECORD = 2048  # an error recorded under a longer path is shortened (with a hash to stay unique)
@@ -63,11 +63,6 @@ def _too_long(path: str) -> str:
     return f"path too long ({len(os.fsencode(path))} bytes; the system's limit is {PATH_MAX}); not opened"
 
 
-def normalise(path: Path | str) -> str:
-    """Absolute, normalised path string as the catalog stores it (symlinks kept as named)."""
-    return os.path.normpath(os.path.abspath(os.path.expanduser(str(path))))
-
-
 def scan(
     folder: Path | str, rules: IgnoreRules | None = None, seen: set[tuple[int, int]] | None = None
 ) -> Iterator[FileStat]:
@@ -101,7 +96,7 @@ def scan(
                 continue
             photos.append(name)
             if has_reserved(path):
-                here.append(_problem(normalise(path), _RESERVED_WHY, _lstat_mtime(path)))
+                here.append(_problem(absolute(path), _RESERVED_WHY, _lstat_mtime(path)))
                 continue
             stat = stat_photo(path, sidecars)
             if stat is None:
@@ -127,7 +122,7 @@ def _unlisted(failed: list[OSError]) -> Iterator[FileStat]:
             if exc.errno == errno.ENAMETOOLONG
             else f"cannot list folder: {exc.strerror or exc}"
         )
-        yield _problem(normalise(path), why, _lstat_mtime(path), folder=True)
+        yield _problem(absolute(path), why, _lstat_mtime(path), folder=True)
     failed.clear()
 
 
@@ -145,7 +140,7 @@ def _bad_sidecars(folder: str, photos: list[str], sidecars: set[str]) -> Iterato
             except OSError:
                 continue
             if not st_.S_ISREG(mode):
-                yield _problem(normalise(path), f"caption sidecar is not a regular file ({file_kind(mode)}); "
+                yield _problem(absolute(path), f"caption sidecar is not a regular file ({file_kind(mode)}); "
                                "not read", _lstat_mtime(path))  # fmt: skip
 
 
@@ -161,15 +156,15 @@ def stat_photo(path: str, sidecars: set[str] | None = None) -> FileStat | None:
             link = os.readlink(path)
         except OSError:
             return None  # vanished since the folder was listed
-        return _problem(normalise(path), f"broken symbolic link (to {link})", _lstat_mtime(path))
+        return _problem(absolute(path), f"broken symbolic link (to {link})", _lstat_mtime(path))
     except OSError as exc:
         why = _too_long(path) if exc.errno == errno.ENAMETOOLONG else f"cannot read: {exc.strerror or exc}"
-        return _problem(normalise(path), why, _lstat_mtime(path))
+        return _problem(absolute(path), why, _lstat_mtime(path))
     if st_.S_ISDIR(st.st_mode):
         return None
     if not st_.S_ISREG(st.st_mode):
         why = f"not a regular file ({file_kind(st.st_mode)}); not opened"
-        return _problem(normalise(path), why, _lstat_mtime(path))
+        return _problem(absolute(path), why, _lstat_mtime(path))
     folder, name = os.path.split(path)
     side: float | None = None
     for cand in sidecar_names(name):
@@ -181,7 +176,7 @@ def stat_photo(path: str, sidecars: set[str] | None = None) -> FileStat | None:
             continue
         if st_.S_ISREG(sst.st_mode):
             side = sst.st_mtime if side is None else max(side, sst.st_mtime)
-    return FileStat(normalise(path), st.st_size, st.st_mtime, side, (st.st_dev, st.st_ino))
+    return FileStat(absolute(path), st.st_size, st.st_mtime, side, (st.st_dev, st.st_ino))
 
 
 @dataclass

@@ -183,7 +183,7 @@ class _Shared:
 
     def offline(self) -> list[str]:
         if self._offline is None:
-            from photoman.indexing.pipeline import offline_roots
+            from photoman.catalog.roots import offline_roots
 
             self._offline = offline_roots(self.lib)
         return self._offline
@@ -322,7 +322,7 @@ def _check_tags(lib: Library, tags: list[str]) -> None:
         )
     unknown = [t for t in tags if t not in found]
     if unknown:
-        from photoman.zeroshot.tagging import tag_counts
+        from photoman.catalog.queries import tag_counts
 
         known = {label for label, _ in tag_counts(lib)}
         if not known:

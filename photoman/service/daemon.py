@@ -26,11 +26,12 @@ from sqlalchemy import select
 
 from photoman import ops
 from photoman.catalog.models import Root
+from photoman.catalog.roots import offline_roots, register_roots
 from photoman.config import Settings
 from photoman.diskspace import as_disk_full, is_disk_full, space_ok
 from photoman.embedding import query_text
 from photoman.errors import BadInputError, DiskFullError, PhotomanError
-from photoman.indexing.pipeline import IndexReport, index, offline_roots, register_roots, sync
+from photoman.indexing.pipeline import IndexReport, index, sync
 from photoman.indexing.watcher import DirtyPaths, Watcher
 from photoman.library import Library
 from photoman.service.batcher import Batcher
@@ -81,7 +82,6 @@ class Activity:
     errors: int = 0
     last_error: str | None = None
     last_rate: float = 0.0
-    runs: int = 0
 
 
 def torch_threads(n: int, force: bool = False) -> None:
@@ -310,8 +310,10 @@ class Daemon:
         a.run_done = done
 
     def _finish_run(self, report: IndexReport) -> None:
+        from photoman.zeroshot.tagging import auto_tag
+
+        auto_tag(self.library, report.new_hashes)
         a = self.activity
-        a.runs += 1
         a.indexed += report.embedded + report.reused
         a.embedded += report.embedded
         a.errors += len(report.errors)
@@ -553,5 +555,9 @@ class Daemon:
 
 def run_once(settings: Settings) -> IndexReport:
     """`photoman watch --once`: reconcile and index every root, then exit (for cron)."""
+    from photoman.zeroshot.tagging import auto_tag
+
     with Library(settings, "photoman watch --once") as lib:
-        return index(lib)
+        report = index(lib)
+        auto_tag(lib, report.new_hashes)
+        return report

@@ -6,10 +6,10 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
-from sqlalchemy import delete, func, select
+from sqlalchemy import delete, select
 
-from photoman.catalog.models import OK, Photo, Tag
-from photoman.indexing.payload import payloads_for_hashes
+from photoman.catalog.models import Photo, Tag
+from photoman.catalog.payload import payloads_for_hashes
 from photoman.library import Library
 from photoman.vectors import IMAGE, point_id
 from photoman.zeroshot.labels import (
@@ -39,6 +39,13 @@ def label_set(files: list[Path] | None = None, builtin: bool = True) -> list[Lab
         for name, thr in load_labels(f):
             merged[name] = thr if thr is not None else merged.get(name)
     return list(merged.items())
+
+
+def auto_tag(lib: Library, hashes: list[str]) -> None:
+    """Tag what an index run just embedded, when the library's ``auto_tag`` setting asks for it (run by
+    whoever ran the indexing: the indexer itself knows nothing of tags)."""
+    if lib.settings.auto_tag and hashes:
+        tag_library(lib, label_set(), hashes=hashes)
 
 
 def tag_library(
@@ -92,19 +99,6 @@ def tag_library(
                     lib.store.set_payload([point_id(h, lib.model_id)], {"tags": payloads[h]["tags"]})
     lib.store.flush()
     return report
-
-
-def tag_counts(lib: Library) -> list[tuple[str, int]]:
-    """Tags with the number of photos (files) carrying each, most common first."""
-    with lib.catalog.session() as s:
-        rows = s.execute(
-            select(Tag.label, func.count(func.distinct(Photo.id)))
-            .join(Photo, Photo.content_hash == Tag.content_hash)
-            .where(Tag.model == lib.model_id, Photo.status == OK)
-            .group_by(Tag.label)
-            .order_by(func.count(func.distinct(Photo.id)).desc(), Tag.label)
-        ).all()
-    return [(label, int(n)) for label, n in rows]
 
 
 def classify(lib_or_encoder, image, labels: list[str]) -> list[tuple[str, float]]:  # noqa: ANN001

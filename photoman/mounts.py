@@ -9,7 +9,7 @@ longer a mount point, whatever the folder holds. A root whose mount was never re
 from before this rule) keeps the old test until a run records it: gone, or empty while the catalog
 has photos there, is offline.
 
-:func:`root_online` is the one rule; ``photoman.indexing.pipeline.offline_roots`` applies it to the
+:func:`root_online` is the one rule; ``photoman.catalog.roots.offline_roots`` applies it to the
 library for `index`, `find`, `status`, `roots` and the daemon alike.
 """
 
