@@ -252,8 +252,11 @@ class Library(Models):
             self.target_name = state.target
 
     def adopt(self, target: Target) -> None:
-        """The switch is committed: search with the target's model and collection from now on."""
-        with self.switch_lock, self._store_lock, self._model_lock:
+        """The switch is committed: search with the target's model and collection from now on.
+
+        Called with ``switch_lock`` held (maybe by another thread: the daemon runs this on its query
+        thread while the indexer thread waits for it)."""
+        with self._store_lock, self._model_lock:
             old = self._store
             self.settings = self.settings.with_overrides(model=target.model_id)
             self.model_id = target.model_id
