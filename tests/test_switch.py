@@ -4,7 +4,6 @@ vectors differ in size (16 and 24), a real SQLite catalog and real Qdrant Edge c
 from __future__ import annotations
 
 import json
-import os
 import shutil
 import signal
 import subprocess
@@ -20,7 +19,6 @@ from photoman import ops
 from photoman.catalog.models import Photo
 from photoman.cli import app
 from photoman.config import Settings
-from photoman.embedding.offline import build_random_clip
 from photoman.errors import BadInputError
 from photoman.indexing import switch
 from photoman.indexing.pipeline import index, sync
@@ -28,16 +26,9 @@ from photoman.library import Library
 from photoman.service.protocol import DaemonError, call
 from photoman.vectors import collection_name, open_store, point_id
 
-from .conftest import BPE_DIR
 from .daemon_helpers import settings_of, start, wait_for
 
 runner = CliRunner()
-
-
-@pytest.fixture(scope="session")
-def wide_model(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """The model switched to: another random tiny CLIP, 24-d vectors instead of 16."""
-    return build_random_clip(tmp_path_factory.mktemp("tiny-clip-24"), BPE_DIR, shape="tiny-24", seed=1)
 
 
 def models_of(lib: Library) -> dict[str, str | None]:

@@ -98,9 +98,7 @@ def _photos(lib: Library) -> dict[str, tuple[str, str | None, int]]:
 
 def _todo(lib: Library, target: Target) -> dict[str, tuple[str, str | None, int]]:
     done = target.done_ids()
-    return {
-        h: v for h, v in _photos(lib).items() if target.pid(h) not in done and h not in target.skipped
-    }
+    return {h: v for h, v in _photos(lib).items() if target.pid(h) not in done and h not in target.skipped}
 
 
 def progress(lib: Library) -> dict[str, Any] | None:
