@@ -220,7 +220,7 @@ class Library(Models):
         from photoman.catalog.modelstate import resolve
 
         self.requested_model = self.model_id
-        state = resolve(self.catalog, self.model_id, write=self.write)
+        state = resolve(self.catalog, self.model_id, write=self.write and self.busy is None)
         if state.active != self.model_id:
             self.settings = self.settings.with_overrides(model=state.active)
             self.model_id = state.active

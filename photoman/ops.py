@@ -377,6 +377,10 @@ def models(lib: Library) -> dict[str, Any]:
             current=name == lib.model_id,
             target=name == lib.target_name,
         )
+        if entry["target"]:  # photos already in the collection being built
+            from photoman.indexing.switch import progress
+
+            entry["photos"] = (progress(lib) or {}).get("done") or 0
         rows.append(entry)
     return {"current": lib.model_id, "target": lib.target_name, "models": rows}
 

@@ -78,7 +78,7 @@ def library_status(lib: Library, errors_limit: int = 20) -> dict[str, Any]:
     return {
         "data_dir": str(lib.settings.data_dir),
         "model": lib.model_id,
-        "switch": progress(lib) if lib.busy is None else None,
+        "switch": progress(lib),
         "runtime": image_runtime(lib),
         "catalog": {
             "url": lib.catalog.engine.url.render_as_string(hide_password=True),

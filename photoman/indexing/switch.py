@@ -109,6 +109,8 @@ def progress(lib: Library) -> dict[str, Any] | None:
     hashes = _photos(lib)
     info: dict[str, Any] = {"from": lib.model_id, "to": target.model_id, "total": len(hashes)}
     try:
+        if lib.busy is not None:  # another process writes the library (and holds its collections)
+            raise lib.busy
         done_ids = target.done_ids()
     except PhotomanError as exc:  # not downloaded yet, or the store is another process's right now
         return {**info, "done": None, "rate": None, "eta_s": None, "error": str(exc)}
