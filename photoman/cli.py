@@ -515,6 +515,9 @@ def status(
              "writer lease now (the next daemon or `photoman index` to start takes it)")  # fmt: skip
     if info.get("switch"):
         line(f"switching {shown(_switch_line(info['switch']))}")
+        if info["daemon"] is None:
+            line(f"          no daemon is building it: `photoman watch --detach` does, in the background, or "
+                 f"`photoman --no-daemon models use {shown(info['switch']['to'])}` here")  # fmt: skip
     if "error" in vec:
         line(f"vectors   {vec['backend']}: {shown(vec['error'])}")
     else:

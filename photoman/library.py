@@ -79,6 +79,20 @@ def open_encoder(settings: Settings, notify: Notify = print_notice) -> ClipEncod
     )
 
 
+def _check_model(model: str) -> None:
+    """A `model` setting that names another model than the library's starts a switch to it: only if its
+    checkpoint is here and readable (no network; `photoman models use` downloads one)."""
+    from photoman.embedding.model import ModelNotCached, model_dim
+
+    try:
+        model_dim(model)
+    except ModelNotCached:
+        raise PhotomanError(
+            f"model {model} is not downloaded yet: `photoman models use {model}` downloads it and switches "
+            "this library to it"
+        ) from None
+
+
 class Models:
     """The model side of a library, loaded on first use and at most once (threads may race for it).
 
@@ -220,7 +234,8 @@ class Library(Models):
         from photoman.catalog.modelstate import resolve
 
         self.requested_model = self.model_id
-        state = resolve(self.catalog, self.model_id, write=self.write and self.busy is None)
+        writable = self.busy is None and (self.lease is None or self.write)  # not a shared library's standby
+        state = resolve(self.catalog, self.model_id, write=writable, check=_check_model)
         if state.active != self.model_id:
             self.settings = self.settings.with_overrides(model=state.active)
             self.model_id = state.active

@@ -19,7 +19,7 @@ from photoman import ops
 from photoman.catalog.models import Photo
 from photoman.cli import app
 from photoman.config import Settings
-from photoman.errors import BadInputError
+from photoman.errors import BadInputError, PhotomanError
 from photoman.indexing import switch
 from photoman.indexing.pipeline import index, sync
 from photoman.library import Library
@@ -90,11 +90,15 @@ def test_switch_in_steps_while_the_old_model_answers_then_atomically(
     assert not (cli_env.vectors_dir / collection_name(old, 16)).exists()
     again = runner.invoke(app, ["models", "drop", old])
     assert again.exit_code == 2 and "no collection" in again.stderr
+    typo = runner.invoke(app, ["--no-daemon", "models", "use", "nobody/no-such-model"])
+    assert typo.exit_code == 1 and typo.stderr.count("\n") == 1 and "Traceback" not in typo.output
 
 
 def test_a_changed_model_setting_starts_a_switch_once(settings: Settings, wide_model: Path) -> None:
     old, new = settings.model, str(wide_model)
     Library(settings).close()  # a new library records its model
+    with pytest.raises(PhotomanError, match="not downloaded yet"):  # a typo starts no switch
+        Library(settings.with_overrides(model="nobody/no-such-model"))
     with Library(settings.with_overrides(model=new)) as lib:
         assert lib.model_id == old and lib.target_name == new  # searches with the old until it is built
         assert switch.run(lib)  # no photos: complete at once
@@ -106,6 +110,9 @@ def test_a_changed_model_setting_starts_a_switch_once(settings: Settings, wide_m
         with pytest.raises(BadInputError, match="no collection for"):
             switch.drop(lib, str(settings.data_dir))
         assert switch.drop(lib, old)["cancelled_switch"] and lib.target_name is None
+        with pytest.raises(PhotomanError):
+            switch.start(lib, "nobody/no-such-model")
+        assert lib.target_name is None
 
 
 KILLED_MIDWAY = """

@@ -8,6 +8,7 @@ from before this row existed takes the model most of its photos were embedded wi
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime
 
@@ -57,15 +58,20 @@ def save(s: Session, state: State) -> None:
     row.active_model, row.target_model, row.model_setting = state.active, state.target, state.setting
 
 
-def resolve(catalog: Catalog, requested: str, write: bool) -> State:
+def resolve(
+    catalog: Catalog, requested: str, write: bool, check: Callable[[str], object] | None = None
+) -> State:
     """The state a library opened with the ``model`` setting ``requested`` (an identity) works in.
 
     A setting that differs from the one last acted on starts a switch to it (or cancels one, when it
-    names the active model again); recorded when ``write``."""
+    names the active model again), once ``check`` (which raises for a model that cannot load) passed;
+    recorded when ``write``."""
     with catalog.session() as s:
         recorded = load(s)
         state = recorded or State(_most_used(s) or requested)
         if state.setting != requested:
+            if requested != state.active and check is not None:
+                check(requested)
             state = State(state.active, None if requested == state.active else requested, requested)
         if write and state != recorded:
             save(s, state)
