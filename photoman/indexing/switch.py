@@ -293,4 +293,10 @@ def run(lib: Library, progress: Progress | None = None) -> bool:
     """The whole switch in this process (no daemon): build everything, then switch."""
     while build(lib, progress=progress):
         pass
-    return complete(lib)
+    if not complete(lib):
+        return False
+    if lib.settings.auto_tag:  # tags are per model: the new one's, as the daemon makes them
+        from photoman.zeroshot.tagging import label_set, tag_library
+
+        tag_library(lib, label_set())
+    return True
