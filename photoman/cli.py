@@ -511,6 +511,11 @@ def status(
         holder = lease["holder"]
         line(f"writer    {shown(holder)} holds the writer lease" if holder else "writer    nobody holds the "
              "writer lease now (the next daemon or `photoman index` to start takes it)")  # fmt: skip
+    if info.get("switch"):
+        line(f"switching {shown(_switch_line(info['switch']))}")
+        if info["daemon"] is None:
+            line(f"          no daemon is building it: `photoman watch --detach` does, in the background, or "
+                 f"`photoman --no-daemon models use {shown(info['switch']['to'])}` here")  # fmt: skip
     if "error" in vec:
         line(f"vectors   {vec['backend']}: {shown(vec['error'])}")
     else:
@@ -970,15 +975,87 @@ def models(
         )
         cost = f"{m['relative_cost']:g}x" if m.get("relative_cost") else "?"
         sizes = [str(m.get(k, "?")) for k in ("dim", "resolution", "download_mb")]
-        table.add_row("*" if m["current"] else "", safe_text(m["name"]), *sizes, m.get("languages", "?"),
+        mark = "*" if m["current"] else "→" if m.get("target") else ""
+        table.add_row(mark, safe_text(m["name"]), *sizes, m.get("languages", "?"),
                       cost, r1, r5, here or "—", str(m["photos"]))  # fmt: skip
     print_table(table)
     out_print(
-        "* current model.  cost: compute per image relative to ViT-B/32.  COCO R@1, R@5: MSCOCO 5k "
-        "text→image recall from OpenCLIP's retrieval table (docs/openclip_retrieval_results.csv); "
+        "* current model (→ the one a switch is building).  cost: compute per image relative to "
+        "ViT-B/32.  COCO R@1, R@5: MSCOCO 5k text→image recall from OpenCLIP's retrieval table "
+        "(docs/openclip_retrieval_results.csv); "
         "SigLIP 2's R@1 from its paper (arXiv:2502.14786, Table 1).",
         highlight=False,
     )
+
+
+def _switch_line(sw: dict[str, Any]) -> str:
+    """`switching to B: 120/500 photos (24%), 15.2 photos/s, about 25 s left`."""
+    if sw.get("done") is None:
+        return f"to {sw['to']}: progress unknown ({sw.get('error', '')})"
+    done, total = sw["done"], sw["total"]
+    pct = f" ({100 * done // total}%)" if total else ""
+    rate = f", {sw['rate']:.1f} photos/s" if sw.get("rate") else ""
+    eta = f", about {_duration(sw['eta_s'])} left" if sw.get("eta_s") is not None else ""
+    return f"to {sw['to']}: {done}/{total} photos{pct}{rate}{eta}; searches use {sw['from']} until it is done"
+
+
+def _duration(seconds: float) -> str:
+    s = int(round(seconds))
+    return f"{s} s" if s < 120 else f"{s // 60} min" if s < 7200 else f"{s // 3600} h {s % 3600 // 60} min"
+
+
+@models_app.command("use")
+@handles_errors
+def models_use(
+    name: Annotated[str, typer.Argument(help="Hugging Face id or local folder of the model to switch to.")],
+    as_json: Annotated[bool, typer.Option("--json", help="Machine-readable result.")] = False,
+) -> None:
+    """Switch this library to another model. The daemon builds the new collection in the background
+    while searches keep using the current one, and switches once every photo is in it (`photoman
+    status` shows how far); with --no-daemon (or autostart off) it runs here, with a progress bar.
+    Stopped half-way, it resumes where it was. The old collection stays until `photoman models drop`."""
+    with client() as pm:
+        background = pm.daemon_running() or bool(pm.settings.autostart)
+        if pm.mode != "direct" and state.daemon is not False and background:
+            got = pm.models_use(name)
+        else:
+            with _progress() as bar:
+                task = bar.add_task(f"embedding with {safe_text(name)}", total=None, rate="")
+
+                def on_progress(done: int, total: int) -> None:
+                    elapsed = bar.tasks[task].elapsed or 0.0
+                    rate = f"{done / elapsed:.1f} photos/s" if elapsed > 0 and done else ""
+                    bar.update(task, completed=done, total=total, rate=rate)
+
+                got = pm.models_use(name, progress=on_progress)
+    if as_json:
+        print_json(got)
+        return
+    line = functools.partial(out_print, highlight=False, markup=False)
+    if got["target"] is None and not got.get("switched"):
+        line(f"already using {shown(got['active'])}")
+    elif got.get("background"):
+        line(f"switching {_switch_line(got['switch'])}")
+        line("`photoman status` shows how far it is")
+    elif got.get("switched"):
+        line(f"switched to {shown(got['active'])}; the {shown(got['from'])} collection stays until "
+             f"`photoman models drop {shown(got['from'])}`")  # fmt: skip
+    else:
+        line(f"switching {_switch_line(got['switch'])}; run it again to finish")
+
+
+@models_app.command("drop")
+@handles_errors
+def models_drop(
+    name: Annotated[str, typer.Argument(help="The model whose collection to delete.")],
+) -> None:
+    """Delete a model's collection from this library (not the one it searches with). Dropping the
+    model a switch is building cancels the switch."""
+    with client() as pm:
+        got = pm.models_drop(name)
+    what = ", ".join(got["collections"]) or "no collection yet"
+    extra = " (the switch to it is cancelled)" if got["cancelled_switch"] else ""
+    out_print(f"dropped {shown(got['model'])}: {shown(what)}{extra}", highlight=False, markup=False)
 
 
 @app.command(name="eval")

@@ -31,8 +31,9 @@ Progress = Callable[[int, int], None]
 # ops that start the daemon when none runs (with autostart on); the rest run in-process then
 AUTOSTART_OPS = frozenset(
     {"find", "caption", "photo", "heatmap", "tags", "tag", "dupes", "classify", "locate", "embed"}
+    | {"models_use"}
 )
-LONG_OPS = {"tag": 3600.0, "dupes": 3600.0, "index": 60.0}
+LONG_OPS = {"tag": 3600.0, "dupes": 3600.0, "index": 60.0, "models_use": 3600.0}  # a model may download
 
 
 def _abs(path: str | os.PathLike[str]) -> str:
@@ -135,6 +136,8 @@ class Client:
         lib = self._open_lib(kind, prefetch_text=op == "find")
         if op == "index":
             return ops.index(lib, **args, progress=progress)  # type: ignore[arg-type]
+        if op == "models_use":
+            return ops.models_use(lib, **args, progress=progress)  # type: ignore[arg-type]
         return ops.run(lib, op, args)  # type: ignore[arg-type]
 
     def _open_lib(self, kind: str, prefetch_text: bool = False) -> Models:
@@ -298,6 +301,21 @@ class Client:
     def models(self) -> dict[str, Any]:
         """Known models and this library's: downloaded, collection present, photos, current."""
         return self._call("models", {})
+
+    def models_use(self, name: str, progress: Progress | None = None) -> dict[str, Any]:
+        """Switch the library to model ``name``. A daemon (started on demand) builds its collection in
+        the background and switches once it is complete (``background``: true; `status` shows how far);
+        without one it all happens here, ``progress`` called as it goes. Queries keep using the old
+        model until then, and its collection stays until :meth:`models_drop`."""
+        name = name if os.path.isabs(name) or not os.path.isdir(name) else _abs(name)
+        if self._use_daemon("models_use"):
+            return self._call("models_use", {"name": name})
+        return self._local("models_use", {"name": name}, progress)
+
+    def models_drop(self, name: str) -> dict[str, Any]:
+        """Delete a model's collection (not the active model's; the target's cancels the switch)."""
+        name = name if os.path.isabs(name) or not os.path.isdir(name) else _abs(name)
+        return self._call("models_drop", {"name": name})
 
     def evaluate(self, source: str | os.PathLike[str], models: Sequence[str] | None = None) -> dict[str, Any]:
         """Recall@1/5/10 and zero-shot accuracy of each model on a labelled set (a one-off job: it

@@ -19,6 +19,7 @@ if TYPE_CHECKING:
     from photoman.catalog.lease import WriterLease
     from photoman.embedding.model import ClipEncoder
     from photoman.embedding.query_text import QueryTextEncoder
+    from photoman.indexing.switch import Target
     from photoman.vectors import VectorStore
 
 Notify = Callable[[str], None]
@@ -76,6 +77,20 @@ def open_encoder(settings: Settings, notify: Notify = print_notice) -> ClipEncod
         text_int8=bool(settings.text_int8),
         cache_dir=settings.cache_dir,
     )
+
+
+def _check_model(model: str) -> None:
+    """A `model` setting that names another model than the library's starts a switch to it: only if its
+    checkpoint is here and readable (no network; `photoman models use` downloads one)."""
+    from photoman.embedding.model import ModelNotCached, model_dim
+
+    try:
+        model_dim(model)
+    except ModelNotCached:
+        raise PhotomanError(
+            f"model {model} is not downloaded yet: `photoman models use {model}` downloads it and switches "
+            "this library to it"
+        ) from None
 
 
 class Models:
@@ -208,6 +223,7 @@ class Library(Models):
             self.catalog = Catalog(settings.catalog, self.path_map)
             if is_shared(settings.catalog):
                 self._open_lease(purpose, standby or allow_busy)
+            self._resolve_model()
         except BaseException:
             if self.lease is not None:
                 self.lease.close()
@@ -217,6 +233,63 @@ class Library(Models):
             raise
         self._store: VectorStore | None = None
         self._store_lock = threading.Lock()
+        self._target: Target | None = None
+        # held by whoever starts, builds, finishes or cancels a switch (indexing/switch.py)
+        self.switch_lock = threading.RLock()
+
+    def _resolve_model(self) -> None:
+        """Search with the library's active model, whatever the setting says; a setting that changed
+        since it was last acted on starts a switch to it (catalog/modelstate.py)."""
+        from photoman.catalog.modelstate import resolve
+
+        self.requested_model = self.model_id
+        writable = self.busy is None and (self.lease is None or self.write)  # not a shared library's standby
+        state = resolve(self.catalog, self.model_id, write=writable, check=_check_model)
+        if state.active != self.model_id:
+            self.settings = self.settings.with_overrides(model=state.active)
+            self.model_id = state.active
+        self.target_name: str | None = state.target
+
+    @property
+    def target(self) -> Target | None:
+        """The model a switch is building, with its collection (opened on first use); None when none runs."""
+        if self.target_name is None:
+            return None
+        if self._target is None or self._target.model_id != self.target_name:
+            from photoman.indexing.switch import Target
+
+            with self.switch_lock:
+                if self._target is not None:
+                    self._target.close()
+                self._target = Target(self, self.target_name)
+        return self._target
+
+    def set_target(self, name: str | None) -> None:
+        """Start building ``name`` (an identity) in the background, or cancel the switch (None)."""
+        from photoman.catalog.modelstate import set_target
+
+        with self.switch_lock:
+            state = set_target(self.catalog, name)
+            if self._target is not None and self._target.model_id != state.target:
+                self._target.close()
+                self._target = None
+            self.target_name = state.target
+
+    def adopt(self, target: Target) -> None:
+        """The switch is committed: search with the target's model and collection from now on.
+
+        Called with ``switch_lock`` held (maybe by another thread: the daemon runs this on its query
+        thread while the indexer thread waits for it)."""
+        with self._store_lock, self._model_lock:
+            old = self._store
+            self.settings = self.settings.with_overrides(model=target.model_id)
+            self.model_id = target.model_id
+            self._encoder = target.models._encoder
+            self._text, self._text_tried = target.models._text, target.models._text_tried
+            self._store = target.take_store()
+            self._target, self.target_name = None, None
+        if old is not None:
+            old.close()
 
     def _open_lease(self, purpose: str, standby: bool) -> None:
         from photoman.catalog.lease import WriterLease
@@ -309,6 +382,9 @@ class Library(Models):
 
     def close(self) -> None:
         try:
+            if self._target is not None:
+                self._target.close()
+                self._target = None
             if self._store is not None:
                 self._store.close()
                 self._store = None

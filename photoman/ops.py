@@ -404,7 +404,7 @@ def models(lib: Library) -> dict[str, Any]:
             ).all()
         )
     names = [m.name for m in KNOWN_MODELS]
-    extra = [m for m in [lib.model_id, *counts] if m and m not in names]
+    extra = [m for m in [lib.model_id, lib.target_name, *counts] if m and m not in names]
     rows = []
     for name in names + sorted(set(extra), key=extra.index):
         entry: dict[str, Any] = next((m.to_json() for m in KNOWN_MODELS if m.name == name), {"name": name})
@@ -424,9 +424,38 @@ def models(lib: Library) -> dict[str, Any]:
             else None,
             photos=int(counts.get(name, 0)),
             current=name == lib.model_id,
+            target=name == lib.target_name,
         )
+        if entry["target"]:  # photos already in the collection being built
+            from photoman.indexing.switch import progress
+
+            entry["photos"] = (progress(lib) or {}).get("done") or 0
         rows.append(entry)
-    return {"current": lib.model_id, "models": rows}
+    return {"current": lib.model_id, "target": lib.target_name, "models": rows}
+
+
+def models_use(lib: Library, *, name: str, progress: Progress | None = None) -> dict[str, Any]:
+    """Switch the library to model ``name``: here, in this process, the whole job (the daemon answers
+    this op itself and builds in the background). The old collection stays until `models drop`."""
+    from photoman.indexing import switch
+
+    started = switch.start(lib, _str(name, "name").strip())
+    if started["target"] is None:
+        return {**started, "switched": False}
+    switched = switch.run(lib, progress=progress)
+    if switched and lib.settings.auto_tag:  # tags are per model: the new one's, as the daemon makes them
+        from photoman.zeroshot.tagging import label_set, tag_library
+
+        tag_library(lib, label_set())
+    return {"active": lib.model_id, "target": lib.target_name, "switched": switched,
+            "from": started["active"], "switch": switch.progress(lib)}  # fmt: skip
+
+
+def models_drop(lib: Library, *, name: str) -> dict[str, Any]:
+    """Delete a model's collection; refused for the model the library searches with."""
+    from photoman.indexing import switch
+
+    return switch.drop(lib, _str(name, "name").strip())
 
 
 def _downloaded(name: str) -> bool:
@@ -489,6 +518,8 @@ OPS: dict[str, Op] = {
     "embed": Op(embed, model=True, library=False),
     "index": Op(index, model=True, writes=True),
     "models": Op(models),
+    "models_use": Op(models_use, model=True, writes=True),
+    "models_drop": Op(models_drop, writes=True),
     "eval": Op(evaluate, model=True, library=False),
 }
 

@@ -73,9 +73,12 @@ def library_status(lib: Library, errors_limit: int = 20) -> dict[str, Any]:
             )
     except PhotomanError as exc:
         store["error"] = str(exc)
+    from photoman.indexing.switch import progress
+
     return {
         "data_dir": str(lib.settings.data_dir),
         "model": lib.model_id,
+        "switch": progress(lib),
         "runtime": image_runtime(lib),
         "catalog": {
             "url": lib.catalog.engine.url.render_as_string(hide_password=True),

@@ -31,6 +31,12 @@ SHAPES: dict[str, dict[str, Any]] = {
         vision=dict(hidden_size=32, intermediate_size=64, num_hidden_layers=2, num_attention_heads=2),
         projection_dim=16,
     ),
+    # a second tiny model with another vector size (switching models: tests/test_switch.py)
+    "tiny-24": dict(
+        text=dict(hidden_size=32, intermediate_size=64, num_hidden_layers=2, num_attention_heads=2),
+        vision=dict(hidden_size=32, intermediate_size=64, num_hidden_layers=2, num_attention_heads=2),
+        projection_dim=24,
+    ),
     "vit-b-32": dict(
         text=dict(hidden_size=512, intermediate_size=2048, num_hidden_layers=12, num_attention_heads=8),
         vision=dict(hidden_size=768, intermediate_size=3072, num_hidden_layers=12, num_attention_heads=12),

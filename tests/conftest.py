@@ -63,6 +63,12 @@ def tiny_model(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 @pytest.fixture(scope="session")
+def wide_model(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A second random tiny CLIP with 24-d vectors instead of 16: the model a switch goes to."""
+    return build_random_clip(tmp_path_factory.mktemp("tiny-clip-24"), BPE_DIR, shape="tiny-24", seed=1)
+
+
+@pytest.fixture(scope="session")
 def tiny_siglip(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """Random SigLIP (224 px, patch 32) + a Gemma-style BPE tokenizer trained offline, via save_pretrained."""
     from tests.checkpoints import build_random_siglip

@@ -85,7 +85,7 @@ def test_bad_input_is_one_line_and_changes_nothing(indexed: Path, tmp_path: Path
     one_line_error(run("find", "--image", str(junk)), 1, "not a readable image")
     one_line_error(run("find", "--image", str(tmp_path / "nope.jpg")), 2, "no such image")
     one_line_error(
-        run("--model", "nobody/no-such-model", "find", "cat"), 1, "not in the local Hugging Face cache"
+        run("--model", "nobody/no-such-model", "find", "cat"), 1, "not downloaded yet"
     )
     one_line_error(run("--model", "nobody/no-such-model", "index", str(indexed)), 1, "no-such-model")
     one_line_error(run("embed"), 2, "nothing to embed")

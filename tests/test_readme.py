@@ -60,10 +60,11 @@ def readme_commands() -> list[str]:
 
 
 def test_every_readme_example_runs(
-    tiny_model: Path, library_dir: Path, photos_src: Path, tmp_path: Path
+    tiny_model: Path, wide_model: Path, library_dir: Path, photos_src: Path, tmp_path: Path
 ) -> None:
     """Each documented command, run as written (a user's shell, HOME, files in the current folder), in
     README order against one test library. With the tiny random model only success is checked."""
+    import json
     import os
     import shlex
     import shutil
@@ -109,6 +110,8 @@ def test_every_readme_example_runs(
     from photoman.embedding.known_models import KNOWN_MODELS
 
     commands = [c.replace("/mnt/nas", str(tmp_path / "mnt" / "nas")) for c in readme_commands()]
+    # the model switched to is a second tiny checkpoint (16-d vectors there, 24-d here)
+    commands = [c.replace("openai/clip-vit-base-patch16", str(wide_model)) for c in commands]
     for m in KNOWN_MODELS:  # no weights can be downloaded here: named models run as the test checkpoint
         commands = [c.replace(m.name, str(tiny_model)) for c in commands]
     assert len(commands) > 20
@@ -159,6 +162,12 @@ def test_every_readme_example_runs(
                 src, dest = (Path(os.path.expanduser(p.replace("~", str(home), 1))) for p in sub[2:4])
                 dest.parent.mkdir(parents=True, exist_ok=True)
                 shutil.move(str(src), str(dest))
+            if sub[:2] == ["models", "drop"]:  # the user waits for `status` to say the switch is done
+                deadline = time.monotonic() + 60
+                while (
+                    time.monotonic() < deadline and json.loads(sh("photoman status --json").stdout)["switch"]
+                ):
+                    time.sleep(0.5)
             if "--trash" in sub and "--yes" not in sub:
                 import pty
 

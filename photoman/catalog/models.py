@@ -74,7 +74,7 @@ class Root(Base):
     path: Mapped[str] = mapped_column(PathString, unique=True)
     added_at: Mapped[datetime] = mapped_column(DateTime)
     # when last seen online: its device (st_dev) and the mount point holding it ("/" when on the system
-    # disk); a root whose mount point is no longer mounted is offline (indexing/mounts.py)
+    # disk); a root whose mount point is no longer mounted is offline (mounts.py)
     device: Mapped[int | None] = mapped_column(BigInteger)
     mount: Mapped[str | None] = mapped_column(PathString)
 
@@ -152,3 +152,17 @@ class Tag(Base):
     label: Mapped[str] = mapped_column(String(128), index=True)
     score: Mapped[float] = mapped_column(Float)
     source: Mapped[str] = mapped_column(String(16), default="zeroshot")
+
+
+class ModelState(Base):
+    """The library's one row saying which model answers queries (``active_model``), which one a switch
+    is building (``target_model``, None when none runs), and the ``model`` setting last acted on, so a
+    changed setting starts a switch once (catalog/modelstate.py)."""
+
+    __tablename__ = "model_state"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    active_model: Mapped[str] = mapped_column(String(4096))
+    target_model: Mapped[str | None] = mapped_column(String(4096))
+    model_setting: Mapped[str | None] = mapped_column(String(4096))
+    switch_started: Mapped[datetime | None] = mapped_column(DateTime)

@@ -87,7 +87,7 @@ def _under(folder: str):  # noqa: ANN202 - SQL expression
     return path_under(Photo.path, folder)
 
 
-def _stream(
+def decode_stream(
     work: Sequence[FileStat],
     spec: PreprocessSpec,
     known: frozenset[str],
@@ -311,7 +311,8 @@ def _run(
     writer = _Writer(lib, roots_of, report, encode)
     known = _known_hashes(lib, missing) if work else frozenset()
     captions = tuple(c for c in lib.settings.caption_sources if c != "user")
-    stream = _stream(work, checkpoint_spec(lib.settings.model), known, lib.settings.decode_workers, captions)
+    spec = checkpoint_spec(lib.settings.model)
+    stream = decode_stream(work, spec, known, lib.settings.decode_workers, captions)
     try:
         for done, prep in enumerate(stream, 1):
             writer.add(prep)

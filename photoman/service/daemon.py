@@ -127,6 +127,7 @@ class Daemon:
     CHUNK = 8  # images per model call while indexing, so a query never waits behind a long batch
     SPACE_POLL = 5.0  # seconds between free-space checks while indexing is paused on a full disk
     LEASE_POLL = 2.0  # seconds between a standby's tries for the writer lease (and a writer's checks)
+    SWITCH_STEP = 256  # photos per step of a model switch, between the indexer's other work
 
     def __init__(self, settings: Settings) -> None:
         self.settings = settings
@@ -150,8 +151,11 @@ class Daemon:
             "roots": lambda: ops.roots(self.library, watching=dict(self.watcher.kinds)),
             "roots_remove": lambda path: self._then_rewatch(ops.roots_remove, path=path),
             "roots_relocate": lambda old, new: self._then_rewatch(ops.roots_relocate, old=old, new=new),
+            "models_use": self._models_use,
+            "models_drop": lambda name: ops.models_drop(self.library, name=name),
         }
-        self.writer_ops = {"index", "roots_remove", "roots_relocate"}  # own ops a standby refuses
+        # own ops a standby refuses
+        self.writer_ops = {"index", "roots_remove", "roots_relocate", "models_use", "models_drop"}
         self.timings: dict[str, float] = {}
         self._shutdown = threading.Lock()  # held by whichever shutdown path runs
 
@@ -227,6 +231,15 @@ class Daemon:
             raise BadInputError("folders must be a list of paths")
         return self.add_roots(folders or [], force=bool(force))
 
+    def _models_use(self, name: str) -> dict[str, Any]:
+        """Record the switch and answer at once: the indexer thread builds the new collection between
+        its other work, and switches once it is complete (indexing/switch.py)."""
+        from photoman.indexing import switch
+
+        started = switch.start(self.library, ops._str(name, "name").strip())
+        self.dirty.changed.set()  # wake the indexer
+        return {**started, "switched": False, "background": started["target"] is not None}
+
     def _stop(self) -> str:
         self.request_stop()
         return "stopping"
@@ -290,16 +303,43 @@ class Daemon:
         return {"queued": paths}
 
     # ---- indexing (one thread) ----
-    def _encode(self, pixels: np.ndarray) -> np.ndarray:
+    def _encode(self, pixels: np.ndarray, encoder: Any = None) -> np.ndarray:
         assert self.lib is not None
+        encoder = encoder or self.lib.encoder
         parts = []
         for i in range(0, len(pixels), self.CHUNK):
             self.gate.wait_idle()
             if self.stop_event.is_set() or not self.writing.is_set():
                 raise Abandon
             torch_threads(self.index_threads, force=True)  # MKL's count is global: a query may have moved it
-            parts.append(self.lib.encoder.encode_pixels(pixels[i : i + self.CHUNK]))
-        return np.concatenate(parts) if parts else np.zeros((0, self.lib.encoder.dim), dtype=np.float32)
+            parts.append(encoder.encode_pixels(pixels[i : i + self.CHUNK]))
+        return np.concatenate(parts) if parts else np.zeros((0, encoder.dim), dtype=np.float32)
+
+    def _switch_step(self) -> None:
+        """One step of a model switch (a few batches), or the switch itself once the new collection is
+        complete; the indexer's own work (new and changed photos) goes first."""
+        from photoman.indexing import switch
+
+        lib = self.library
+        target = lib.target_name
+        self.activity.state = "switching"
+        tried = switch.build(lib, limit=self.SWITCH_STEP, progress=self._check_stop,
+                             encode=lambda enc, px: self._encode(px, enc))  # fmt: skip
+        if not tried:
+            if switch.complete(lib, swap=lambda commit: self.query_pool.submit(commit).result()):
+                log.info("switched model to %s (the old collection stays until `models drop`)", target)
+                if lib.settings.auto_tag:
+                    from photoman.zeroshot.tagging import label_set, tag_library
+
+                    tag_library(lib, label_set())
+            else:
+                log.warning("model switch to %s: photos still to embed (retrying)", target)
+                self.stop_event.wait(1.0)
+        self.activity.state = "idle"
+
+    def _check_stop(self, done: int, total: int) -> None:
+        if self.stop_event.is_set() or not self.writing.is_set():
+            raise Abandon
 
     def _progress(self, done: int, total: int) -> None:
         if self.stop_event.is_set() or not self.writing.is_set():
@@ -382,6 +422,8 @@ class Daemon:
                     continue
                 if len(self.dirty):
                     self.stop_event.wait(min(0.1, s.debounce))  # events pending: wait for them to go quiet
+                elif self.lib.target_name is not None:
+                    self._switch_step()
                 else:
                     self.dirty.changed.wait(timeout=1.0)
             except Abandon:

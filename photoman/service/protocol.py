@@ -2,7 +2,8 @@
 
 Request:  {"op": "find", "args": {...}}\\n
 Response: {"ok": true, "result": ...}\\n   or   {"ok": false, "error": "one line", "code": 2}\\n
-Ops: ping, find, caption, photo, heatmap, tag, tags, dupes, status, index, stop.
+Ops: ping, find, caption, photo, heatmap, tag, tags, dupes, status, index, stop, models, models_use (starts a
+background model switch), models_drop; the full table is photoman.ops.OPS plus the daemon's own.
 
 Every request line gets exactly one reply, in order, so a client may pipeline several on one
 connection. A line that is not a JSON object with a string "op" and an object "args" (absent or null

@@ -154,6 +154,11 @@ class PhotomanApp(App[None]):
         else:
             text += "no daemon: direct access (`photoman watch` indexes live)"
         text += f" │ {info['model']}"
+        sw = info.get("switch")
+        if sw and sw.get("done") is not None:
+            rate = f", {sw['rate']:.1f}/s" if sw.get("rate") else ""
+            eta = f", ETA {sw['eta_s']:.0f}s" if sw.get("eta_s") is not None else ""
+            text += f" │ switching to {sw['to']}: {sw['done']}/{sw['total']}{rate}{eta}"
         self.call_from_thread(self._set_status, text)
         if photos == 0 and self.last_query is None:
             self.call_from_thread(

@@ -17,6 +17,7 @@ if TYPE_CHECKING:
         VectorPoint,
         VectorStore,
         collection_name,
+        drop_collections,
         open_store,
         point_id,
     )
@@ -29,6 +30,7 @@ __all__ = [
     "VectorPoint",
     "VectorStore",
     "collection_name",
+    "drop_collections",
     "open_store",
     "point_id",
 ]

@@ -39,12 +39,36 @@ def point_id(content_hash: str, model_id: str) -> str:
     return str(uuid.uuid5(_NAMESPACE, f"{model_id}\n{content_hash}"))
 
 
-def collection_name(model_id: str, dim: int) -> str:
-    """Collection (or shard folder) name carrying the model id and vector size."""
+def collection_prefix(model_id: str) -> str:
+    """What every collection of this model is named with, whatever its vector size."""
     tail = model_id.rstrip("/").split("/")[-1]
     slug = re.sub(r"[^A-Za-z0-9]+", "-", tail).strip("-").lower()[:40] or "model"
     digest = hashlib.sha1(model_id.encode()).hexdigest()[:8]
-    return f"photoman-{slug}-{digest}-{dim}"
+    return f"photoman-{slug}-{digest}-"
+
+
+def collection_name(model_id: str, dim: int) -> str:
+    """Collection (or shard folder) name carrying the model id and vector size."""
+    return f"{collection_prefix(model_id)}{dim}"
+
+
+def drop_collections(settings: Settings, model_id: str) -> list[str]:
+    """Delete this model's collections (it must not be open); the names deleted.
+
+    Found by name, so a model whose checkpoint is no longer on this machine can still be dropped."""
+    prefix = collection_prefix(model_id)
+    if settings.qdrant_url:
+        from photoman.vectors.server import ServerStore
+
+        return ServerStore.drop_named(settings.qdrant_url, prefix, api_key=settings.qdrant_api_key)
+    import shutil
+
+    gone = []
+    for folder in sorted(settings.vectors_dir.glob(prefix + "*")):
+        if folder.is_dir() and folder.name[len(prefix) :].isdigit():
+            shutil.rmtree(folder)
+            gone.append(folder.name)
+    return gone
 
 
 @dataclass

@@ -47,14 +47,31 @@ class ServerStore:
         self.name = name
         self.dim = dim
 
+    @staticmethod
+    def _client_for(url: str, api_key: str | None) -> QdrantClient:
+        if url == ":memory:" or not url.startswith(("http://", "https://")):
+            return QdrantClient(location=url) if url == ":memory:" else QdrantClient(path=url)
+        return QdrantClient(url=url, api_key=api_key, timeout=30)
+
+    @classmethod
+    def drop_named(cls, url: str, prefix: str, api_key: str | None = None) -> list[str]:
+        """Delete the collections named ``prefix`` + a vector size (a model's); the names deleted."""
+        try:
+            client = cls._client_for(url, api_key)
+            names = [c.name for c in client.get_collections().collections]
+            gone = [n for n in names if n.startswith(prefix) and n[len(prefix) :].isdigit()]
+            for n in gone:
+                client.delete_collection(n)
+            client.close()
+        except Exception as exc:  # noqa: BLE001 - connection refused, timeouts, bad URLs: one line
+            raise PhotomanError(f"cannot reach Qdrant at {url}: {str(exc).splitlines()[0]}") from None
+        return gone
+
     @classmethod
     def connect(cls, url: str, name: str, dim: int, api_key: str | None = None) -> ServerStore:
         """Connect, ensure the collection; ``:memory:`` or a folder path mean qdrant-client local mode."""
         try:
-            if url == ":memory:" or not url.startswith(("http://", "https://")):
-                client = QdrantClient(location=url) if url == ":memory:" else QdrantClient(path=url)
-            else:
-                client = QdrantClient(url=url, api_key=api_key, timeout=30)
+            client = cls._client_for(url, api_key)
             store = cls(client, name, dim)
             store._ensure_collection()
         except PhotomanError:
