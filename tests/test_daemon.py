@@ -56,6 +56,8 @@ def test_daemon_follows_the_library_and_answers_queries(
     env: dict[str, str], library_dir: Path, photos_src: Path, tmp_path: Path
 ) -> None:
     assert photoman(env, "index", str(library_dir)).returncode == 0
+    # the slow copy pauses 0.25 s between writes: a settle time 12x that is safe on a loaded machine
+    env = {**env, "PHOTOMAN_SETTLE": "3.0"}
     proc = start(env, tmp_path)
     try:
         sock = settings_of(env).socket_path
