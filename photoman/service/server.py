@@ -99,7 +99,7 @@ class SocketServer:
         idle_timeout: float | None = 60.0,
         max_line: int = MAX_LINE,
         max_connections: int = 1024,
-        workers: int = 16,
+        workers: int = 64,  # finds waiting together are answered together: up to this many per pass
     ) -> None:
         """Bind the socket (0600) in a private runtime dir; UnsafeRuntimeError if it is not ours alone."""
         self.dispatch = dispatch
