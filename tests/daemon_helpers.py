@@ -38,3 +38,14 @@ def wait_for(cond: Callable[[], bool], timeout: float, what: str) -> None:
             return
         time.sleep(0.2)
     raise AssertionError(f"timed out waiting for {what}")
+
+
+def index_here(env: dict[str, str], folder: Path) -> None:
+    """Index a folder in this process, as `photoman index FOLDER` with these settings would: the set-up of
+    tests about something else (a subprocess would pay the interpreter's and torch's start again)."""
+    from photoman import ops
+    from photoman.library import Library
+
+    with Library(settings_of(env), "test set-up") as lib:
+        report = ops.index(lib, folders=[str(folder)])
+    assert report["errors"] == 0 or report["embedded"], report

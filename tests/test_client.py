@@ -16,8 +16,8 @@ import photoman
 from photoman.config import Settings
 from photoman.service.protocol import call, daemon_running
 
+from .daemon_helpers import index_here, settings_of, start, wait_for
 from .daemon_helpers import photoman as run
-from .daemon_helpers import settings_of, start, wait_for
 
 HEAVY = ("torch", "transformers", "numpy", "sqlalchemy", "qdrant_edge", "qdrant_client", "PIL", "textual",
          "onnxruntime", "tokenizers", "alembic")  # fmt: skip
@@ -49,7 +49,7 @@ def stop_daemon(env: dict[str, str]) -> None:
 
 def test_a_live_daemon_answers_thin_processes(env: dict[str, str], library_dir: Path, tmp_path: Path) -> None:
     """With a daemon answering, find/caption/status/tags/tag/dupes/index/stop import nothing heavy."""
-    assert run(env, "index", str(library_dir)).returncode == 0
+    index_here(env, library_dir)
     proc = start(env, tmp_path)
     try:
         chelsea = str(library_dir / "scikit-image--chelsea.png")
@@ -90,7 +90,7 @@ def test_socket_clients_get_the_library_checks(
     env: dict[str, str], library_dir: Path, tmp_path: Path
 ) -> None:
     """A raw socket request is checked by the library: a wrong type is a bad request, not a crash."""
-    assert run(env, "index", str(library_dir)).returncode == 0
+    index_here(env, library_dir)
     proc = start(env, tmp_path)
     try:
         sock = settings_of(env).socket_path
@@ -153,7 +153,7 @@ def test_socket_clients_get_the_library_checks(
 
 def test_commands_start_one_daemon_on_demand(env: dict[str, str], library_dir: Path, tmp_path: Path) -> None:
     """Two `find`s at the same moment start one daemon; the next call just uses it."""
-    assert run(env, "index", str(library_dir)).returncode == 0
+    index_here(env, library_dir)
     env = {**env, "PHOTOMAN_AUTOSTART": "1"}
     sock = settings_of(env).socket_path
     assert not daemon_running(sock)
@@ -269,7 +269,7 @@ def test_the_tui_no_longer_locks_the_cli_out(env: dict[str, str], library_dir: P
 
     from photoman.tui.app import PhotomanApp, image_widget_class
 
-    assert run(env, "index", str(library_dir)).returncode == 0
+    index_here(env, library_dir)
     env = {**env, "PHOTOMAN_AUTOSTART": "1"}
     cfg = settings_of(env)
     done = threading.Event()

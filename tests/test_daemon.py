@@ -18,7 +18,7 @@ from photoman.service.protocol import call
 from photoman.vectors import point_id
 
 from .conftest import SMALL_SET
-from .daemon_helpers import photoman, settings_of, start, wait_for
+from .daemon_helpers import index_here, photoman, settings_of, start, wait_for
 
 
 def catalog_rows(env: dict[str, str]) -> dict[str, Photo]:
@@ -55,7 +55,7 @@ def slow_copy(src: Path, dest: Path, chunks: int = 8, pause: float = 0.25) -> No
 def test_daemon_follows_the_library_and_answers_queries(
     env: dict[str, str], library_dir: Path, photos_src: Path, tmp_path: Path
 ) -> None:
-    assert photoman(env, "index", str(library_dir)).returncode == 0
+    index_here(env, library_dir)
     # the slow copy pauses 0.25 s between writes: a settle time 12x that is safe on a loaded machine
     env = {**env, "PHOTOMAN_SETTLE": "3.0"}
     proc = start(env, tmp_path)
@@ -169,7 +169,7 @@ def test_stop_while_the_model_loads_exits_at_once_and_cleanly(env: dict[str, str
 
 
 def test_watch_once_and_detach_stop(env: dict[str, str], library_dir: Path, tmp_path: Path) -> None:
-    assert photoman(env, "index", str(library_dir)).returncode == 0
+    index_here(env, library_dir)
     shutil.copy(library_dir / "scikit-image--coffee.png", library_dir / "coffee-2.png")
     once = photoman(env, "watch", "--once")
     assert once.returncode == 0 and "1 reused" in once.stdout

@@ -22,7 +22,7 @@ from photoman.library import Library
 from photoman.service.protocol import call
 
 from .conftest import SMALL_SET
-from .daemon_helpers import photoman, settings_of, start, wait_for
+from .daemon_helpers import index_here, photoman, settings_of, start, wait_for
 
 RESERVE_MB = 40
 
@@ -65,7 +65,7 @@ def test_full_disk_stops_indexing_keeps_queries_and_recovers_in_place(
     disk_env: dict[str, str], library_dir: Path, photos_src: Path
 ) -> None:
     env = disk_env
-    assert photoman(env, "index", str(library_dir)).returncode == 0
+    index_here(env, library_dir)
     before = consistent(env)
     assert before == (len(SMALL_SET), len(SMALL_SET))
     disk = Path(env["PHOTOMAN_DATA_DIR"]).parent
@@ -99,7 +99,7 @@ def test_daemon_pauses_on_a_full_disk_answers_meanwhile_and_resumes_by_itself(
     disk_env: dict[str, str], library_dir: Path, photos_src: Path, tmp_path: Path
 ) -> None:
     env = disk_env
-    assert photoman(env, "index", str(library_dir)).returncode == 0
+    index_here(env, library_dir)
     disk = Path(env["PHOTOMAN_DATA_DIR"]).parent
     proc = start(env, tmp_path)
     sock = settings_of(env).socket_path
