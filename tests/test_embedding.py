@@ -159,3 +159,23 @@ def test_the_text_pack_encodes_without_torch(tiny_model: Path) -> None:
     want = enc.encode_texts(["a red car"])[0]
     vec, heavy = cold_pack_query(tiny_model, "a red car")
     assert not heavy and np.allclose(vec, want, atol=1e-6)
+
+
+def test_the_text_pack_saves_its_optimised_graph(tiny_model: Path, tmp_path: Path) -> None:
+    """The first open saves ONNX Runtime's optimised graph; later opens load it (cheaper) and encode
+    exactly as the first did."""
+    import shutil
+
+    from photoman.embedding.query_text import QueryTextEncoder
+
+    enc = load_encoder(str(tiny_model), device="cpu", precision="fp32", text_int8=True)
+    assert enc.query_text is not None
+    pack = tmp_path / "pack"
+    shutil.copytree(enc.query_text.pack, pack, ignore=shutil.ignore_patterns("model.opt-*"))
+    first = QueryTextEncoder(pack).encode_texts(["a red car", "two dogs in the snow"])
+    saved = list(pack.glob("model.opt-*.onnx"))
+    assert len(saved) == 1 and not list(pack.glob(".*.tmp"))
+    again = QueryTextEncoder(pack).encode_texts(["a red car", "two dogs in the snow"])
+    assert np.array_equal(first, again)
+    saved[0].write_bytes(b"damaged")  # a damaged saved graph is optimised again, not fatal
+    assert np.array_equal(QueryTextEncoder(pack).encode_texts(["a red car", "two dogs in the snow"]), first)
