@@ -59,6 +59,10 @@ def test_onnx_image_tower_matches_transformers_on_the_real_photos(
     # the exported graph is the loaded modules' forward: same pixels, same vectors
     px = prec.test_batch(4, enc.spec.crop)
     assert prec.max_cosine_distance(enc.encode_pixels(px), enc.encode_pixels_torch(px)) < 1e-5
+    # the next process's session loads the optimised graph the first one saved: the same vectors
+    assert len(list(enc.image_runtime.model_file.parent.glob("fp32.opt-all-*.onnx"))) == 1
+    again = load_encoder(str(tiny_model), device="cpu", precision="onnx", cache_dir=tmp_path)
+    assert np.allclose(again.encode_pixels(px), enc.encode_pixels(px), atol=1e-6)
     # sessions follow torch's thread count on the calling thread (the daemon's indexer/query split)
     saved = torch.get_num_threads()
     try:

@@ -29,6 +29,7 @@ import numpy as np
 import torch
 
 from photoman.embedding.checkpoint import model_identity
+from photoman.embedding.ort_session import optimized_session
 from photoman.embedding.precision import EXPORT_FORMAT, encoder_folder
 from photoman.embedding.preprocess import PreprocessSpec
 
@@ -167,7 +168,6 @@ class OrtImageEncoder:
             opts = ort.SessionOptions()
             opts.intra_op_num_threads = threads
             opts.inter_op_num_threads = 1
-            opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
             # threads spin between the ~150 ops of one batch (10-20% faster at 2 threads than
             # blocking), and stop the moment a run ends: otherwise they would spin on for ~30-50 ms,
             # taking the cores from a query or the decode workers
@@ -179,9 +179,7 @@ class OrtImageEncoder:
             with self._lock:
                 sess = self._sessions.get(threads)
                 if sess is None:
-                    sess = ort.InferenceSession(
-                        str(self.model_file), opts, providers=["CPUExecutionProvider"]
-                    )
+                    sess = optimized_session(ort, self.model_file, opts, "all", key=f"-{self.runtime}")
                     self._sessions[threads] = sess
         return sess
 

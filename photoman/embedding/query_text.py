@@ -25,6 +25,7 @@ from typing import Any
 import numpy as np
 
 from photoman.embedding.checkpoint import checkpoint_key
+from photoman.embedding.ort_session import optimized_session
 
 FORMAT = 7  # bump when the pack's contents change: old packs are then ignored
 _threads = threading.local()
@@ -90,7 +91,7 @@ class QueryTextEncoder:
             # idle session threads block instead of spinning: the store's scan follows every encoding
             opts.add_session_config_entry("session.intra_op.allow_spinning", "0")
             opts.log_severity_level = 3
-            sess = _optimized_session(ort, self.pack, self.model_file, opts)
+            sess = optimized_session(ort, self.model_file, opts)
             with self._lock:
                 self._sessions.setdefault(threads, sess)
         return sess
@@ -142,37 +143,6 @@ class QueryTextEncoder:
     def clear_text_cache(self) -> None:
         """Forget cached vectors (benchmarks that must time a real encoding)."""
         self._one.cache_clear()
-
-
-def _optimized_session(ort: Any, pack: Path, model_file: Path, opts: Any) -> Any:
-    """A session on the graph ONNX Runtime already optimised once for this pack: optimising the graph is
-    most of opening a session (0.1-0.8 s on the 2-core AMD EPYC, loaded), which a one-shot query pays
-    whole. The first open saves the optimised graph beside the model (per ONNX Runtime version, written
-    aside then renamed, so a reader never sees half a file); later opens load it as is. Same outputs."""
-    st = model_file.stat()  # the saved graph belongs to this very model file
-    saved = pack / f"model.opt-{ort.__version__}-{st.st_size}-{st.st_mtime_ns}.onnx"
-    providers = ["CPUExecutionProvider"]
-    if saved.exists():
-        opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL
-        try:
-            return ort.InferenceSession(str(saved), opts, providers=providers)
-        except Exception:  # noqa: BLE001 - a damaged saved graph: optimise from the model again
-            saved.unlink(missing_ok=True)
-    # extended, not all: "all" adds layout changes for this very CPU, not fit to be saved
-    opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_EXTENDED
-    tmp = pack / f".{saved.name}.{os.getpid()}.{threading.get_ident()}.tmp"
-    opts.optimized_model_filepath = str(tmp)
-    try:
-        sess = ort.InferenceSession(str(model_file), opts, providers=providers)
-    except Exception:  # noqa: BLE001 - e.g. a read-only cache: open without saving (a bad model raises below)
-        tmp.unlink(missing_ok=True)
-        opts.optimized_model_filepath = ""
-        return ort.InferenceSession(str(model_file), opts, providers=providers)
-    try:
-        os.replace(tmp, saved)
-    except OSError:  # the next open optimises again
-        tmp.unlink(missing_ok=True)
-    return sess
 
 
 def open_pack(cache_dir: Path, model: str, int8: bool = True) -> QueryTextEncoder | None:
