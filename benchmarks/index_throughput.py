@@ -77,7 +77,7 @@ def encoders(model_dir: Path, device: str) -> dict[str, Any]:
         "torch-bf16": lambda px: enc.encode_pixels_torch(px, torch.bfloat16),
     }
     for precision, name in (("onnx", "onnx-fp32"), ("int8", "onnx-int8")):
-        e = load_encoder(str(model_dir), device="cpu", precision=precision, notify=lambda _m: None)
+        e = load_encoder(str(model_dir), device="cpu", precision=precision)
         if e.image_runtime is not None:
             out[name] = e.encode_pixels
     return out

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import functools
 import json
+import logging
 import os
 import sys
 from collections.abc import Callable
@@ -14,7 +15,7 @@ import typer
 
 from photoman.config import Settings, load_settings
 from photoman.errors import PhotomanError
-from photoman.textsafe import safe_text, shown
+from photoman.textsafe import NoticeHandler, safe_text, shown
 
 if TYPE_CHECKING:
     from rich.console import Console
@@ -39,6 +40,7 @@ class _State:
     options: dict[str, Any] = {}
     debug: bool = False
     daemon: bool | None = None  # --no-daemon: False
+    notices: NoticeHandler | None = None  # library notices on stderr, while a command runs
 
 
 state = _State()
@@ -120,12 +122,36 @@ def client(**overrides: Any) -> Client:
 
     cfg = settings(**overrides)
     purpose = f"photoman {sys.argv[1] if len(sys.argv) > 1 else ''}".strip()
-    return Client(cfg, daemon=state.daemon, purpose=purpose, notify=_notice)
+    return Client(cfg, daemon=state.daemon, purpose=purpose)
 
 
-def _notice(message: str) -> None:
-    """A notice from the library or the launcher (model download, daemon start), on stderr, escaped."""
-    err_print(shown(message), highlight=False, markup=False, soft_wrap=True)
+def _notice(line: str, _level: int) -> None:
+    """A notice (already escaped): through the stderr console, so it prints above a live progress bar."""
+    err_print(line, highlight=False, markup=False, soft_wrap=True)
+
+
+def _notices_on_stderr(ctx: typer.Context, debug: bool) -> None:
+    """Library notices (model download, the daemon started, a fallback: records of the ``photoman``
+    loggers) print on stderr as one escaped line each while this command runs; --debug adds DEBUG."""
+    logger = logging.getLogger("photoman")
+    handler = NoticeHandler(_notice, logging.DEBUG if debug else logging.INFO)
+    level = logger.level
+    logger.addHandler(handler)
+    logger.setLevel(handler.level)
+    state.notices = handler
+
+    def remove() -> None:  # a test runs many commands in one process: each one's handler goes with it
+        _quiet_notices()
+        logger.setLevel(level)
+
+    ctx.call_on_close(remove)
+
+
+def _quiet_notices() -> None:
+    """Stop printing notices on stderr: the daemon logs them instead, the TUI shows them as toasts."""
+    if state.notices is not None:
+        logging.getLogger("photoman").removeHandler(state.notices)
+        state.notices = None
 
 
 def _version(value: bool) -> None:
@@ -138,6 +164,7 @@ def _version(value: bool) -> None:
 
 @app.callback()
 def main_options(
+    ctx: typer.Context,
     data_dir: Annotated[
         Path | None, typer.Option(help="Where catalog and vectors live [env PHOTOMAN_DATA_DIR].")
     ] = None,
@@ -163,7 +190,7 @@ def main_options(
             "only stops starting one].",
         ),
     ] = False,
-    debug: Annotated[bool, typer.Option(help="Show tracebacks for errors.")] = False,
+    debug: Annotated[bool, typer.Option(help="Show tracebacks for errors (and debug notices).")] = False,
     version: Annotated[
         bool,
         typer.Option("--version", help="Print the version and exit.", is_eager=True, callback=_version),
@@ -172,6 +199,7 @@ def main_options(
     """Global options; every one also has a config-file key and a PHOTOMAN_* variable."""
     state.debug = debug
     state.daemon = False if no_daemon else None
+    _notices_on_stderr(ctx, debug)
     state.config = config
     state.options = {"data_dir": data_dir, "model": model, "device": device, "qdrant_url": qdrant_url,
                      "catalog_url": catalog_url}  # fmt: skip
@@ -721,6 +749,7 @@ def tui(
     from photoman.tui.app import run_tui
 
     cfg = settings(tui_images=images)
+    _quiet_notices()  # Textual owns the terminal: the app shows notices as toasts
     run_tui(cfg, daemon=state.daemon)
 
 
@@ -775,6 +804,7 @@ def watch(
         return
     from photoman.service.daemon import Daemon, setup_logging
 
+    _quiet_notices()  # the daemon's log takes them (and its console handler in the foreground)
     setup_logging(cfg, foreground=not detached)  # detached, stderr already goes to the log file
     raise typer.Exit(Daemon(cfg).run())
 

@@ -11,6 +11,7 @@ or Pillow): a `photoman find` answered by a running daemon costs little more tha
 
 from __future__ import annotations
 
+import logging
 import os
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -19,13 +20,13 @@ from typing import TYPE_CHECKING, Any
 from photoman.config import Settings, load_settings
 from photoman.errors import BadInputError, PhotomanError, StoreBusyError
 from photoman.service import protocol
-from photoman.textsafe import print_notice
 
 if TYPE_CHECKING:
     from photoman.library import Models
     from photoman.search.query import Query
 
-Notify = Callable[[str], None]
+# notices (the daemon started here) go to the `photoman` loggers; each front end shows them its way
+log = logging.getLogger(__name__)
 Progress = Callable[[int, int], None]
 
 # ops that start the daemon when none runs (with autostart on); the rest run in-process then
@@ -54,11 +55,9 @@ class Client:
         *,
         daemon: bool | None = None,
         purpose: str = "photoman",
-        notify: Notify = print_notice,
     ) -> None:
         self.settings = settings or load_settings()
         self.purpose = purpose
-        self.notify = notify
         self.want_daemon = daemon
         self.mode: str | None = None  # "daemon" | "direct" once the first request decided it
         self.started_pid: int | None = None
@@ -109,7 +108,7 @@ class Client:
         pid = start_daemon(self.settings)
         if pid is not None:
             self.started_pid = pid
-            self.notify(f"started the photoman daemon (pid {pid}); `photoman stop` ends it")
+            log.info("started the photoman daemon (pid %d); `photoman stop` ends it", pid)
         return pid
 
     def _call(self, op: str, args: dict[str, Any], *, progress: Progress | None = None) -> Any:
@@ -149,13 +148,12 @@ class Client:
         if kind == "models":
             from photoman.library import Models
 
-            self._lib = Models(self.settings, self.notify)
+            self._lib = Models(self.settings)
         else:
             from photoman.library import Library
 
             self._lib = Library(self.settings, self.purpose, write=kind == "write",
-                                allow_busy=kind == "busy-ok", notify=self.notify,
-                                prefetch_text=prefetch_text)  # fmt: skip
+                                allow_busy=kind == "busy-ok", prefetch_text=prefetch_text)
         self._lib_kind = kind
         return self._lib
 

@@ -6,14 +6,12 @@ import contextlib
 import fcntl
 import os
 import threading
-from collections.abc import Callable
 from pathlib import Path
 from typing import IO, TYPE_CHECKING
 
 from photoman.config import Settings
 from photoman.embedding.checkpoint import model_identity
 from photoman.errors import PhotomanError, StoreBusyError
-from photoman.textsafe import print_notice
 
 if TYPE_CHECKING:
     from photoman.catalog.lease import WriterLease
@@ -21,8 +19,6 @@ if TYPE_CHECKING:
     from photoman.embedding.query_text import QueryTextEncoder
     from photoman.indexing.switch import Target
     from photoman.vectors import VectorStore
-
-Notify = Callable[[str], None]
 
 
 class DataDirLock:
@@ -65,15 +61,15 @@ class DataDirLock:
             self._fh = None
 
 
-def open_encoder(settings: Settings, notify: Notify = print_notice) -> ClipEncoder:
-    """The CLIP encoder these settings ask for (model, device, precision, int8 text tower)."""
+def open_encoder(settings: Settings) -> ClipEncoder:
+    """The CLIP encoder these settings ask for (model, device, precision, int8 text tower); what it
+    has to say (a download, a one-time export, a fallback) goes to the ``photoman`` loggers."""
     from photoman.embedding.model import load_encoder
 
     return load_encoder(
         settings.model,
         settings.device,
         settings.precision,
-        notify=notify,
         text_int8=bool(settings.text_int8),
         cache_dir=settings.cache_dir,
     )
@@ -100,9 +96,8 @@ class Models:
     text query never waits for (or imports) torch; ``encoder`` is the full CLIP model.
     """
 
-    def __init__(self, settings: Settings, notify: Notify = print_notice) -> None:
+    def __init__(self, settings: Settings) -> None:
         self.settings = settings
-        self.notify = notify
         self.model_id = model_identity(settings.model)
         self._encoder: ClipEncoder | None = None
         self._text: QueryTextEncoder | None = None
@@ -114,7 +109,7 @@ class Models:
         if self._encoder is None:
             with self._model_lock:
                 if self._encoder is None:
-                    self._encoder = open_encoder(self.settings, self.notify)
+                    self._encoder = open_encoder(self.settings)
         return self._encoder
 
     def prefetch_text(self) -> None:
@@ -194,10 +189,9 @@ class Library(Models):
         write: bool = True,
         allow_busy: bool = False,
         standby: bool = False,
-        notify: Notify = print_notice,
         prefetch_text: bool = False,
     ) -> None:
-        super().__init__(settings, notify)
+        super().__init__(settings)
         if prefetch_text:
             self.prefetch_text()
         from photoman.pathmap import PathMap

@@ -477,7 +477,7 @@ def evaluate(lib: Library, *, source: str, models: list[str] | None = None) -> d
     names = _paths(models, "models") or [lib.settings.model]
     results = []
     for name in names:
-        m = lib if name == lib.settings.model else Models(lib.settings.with_overrides(model=name), lib.notify)
+        m = lib if name == lib.settings.model else Models(lib.settings.with_overrides(model=name))
         results.append(run_eval(m, data))
     return {"set": source, "kind": data.kind, "results": results}
 

@@ -209,6 +209,24 @@ def test_watch_once_and_detach_stop(env: dict[str, str], library_dir: Path, tmp_
     assert again.returncode == 1 and "no daemon is running" in again.stderr
 
 
+def test_library_notices_go_to_the_daemon_log(env: dict[str, str], tmp_path: Path) -> None:
+    """A notice raised inside a detached daemon (building the fast text encoder of a model it has not
+    seen) lands in its log file, once, with the log's own prefix; the starting command stays quiet."""
+    env = {**env, "PHOTOMAN_CACHE_DIR": str(tmp_path / "fresh-cache")}
+    started = photoman(env, "watch", "--detach")
+    assert started.returncode == 0 and "Preparing" not in started.stderr, started.stderr
+    try:
+        sock = settings_of(env).socket_path
+        wait_for(lambda: "text_ready_s" in call(sock, "status")["daemon"]["timings"], 120, "text encoder")
+    finally:
+        assert photoman(env, "stop").returncode == 0
+    log = settings_of(env).log_file.read_text()
+    notice = "Preparing the fast text encoder for this model (once, a few seconds)…"
+    lines = [ln for ln in log.splitlines() if notice in ln]
+    assert len(lines) == 1, log  # not a second, unprefixed copy through the daemon's stderr
+    assert lines[0].endswith(f"INFO photoman.embedding.model: {notice}"), lines
+
+
 def test_offline_root_is_hidden_not_deleted(settings: Settings, library_dir: Path, tmp_path: Path) -> None:
     from photoman.indexing.pipeline import index
     from photoman.search.engine import find

@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import json
+import logging
 import time
 from pathlib import Path
 from typing import Any
@@ -83,17 +84,21 @@ def test_onnx_vit_b32_parity_on_the_real_photos(photos_src: Path, tmp_path: Path
     model_dir = vit_b32_model()
     files = _photos(photos_src)[::3]
     enc = load_encoder(
-        str(model_dir), device="cpu", precision="onnx", cache_dir=tmp_path, notify=lambda _m: None
+        str(model_dir), device="cpu", precision="onnx", cache_dir=tmp_path
     )
     assert enc.image_runtime is not None
     assert _parity(enc, files, _reference(model_dir, files)) <= 1e-3
 
 
-def test_auto_measures_once_per_machine_and_caches_the_choice(tiny_model: Path, tmp_path: Path) -> None:
-    said: list[str] = []
-    enc = load_encoder(str(tiny_model), device="cpu", cache_dir=tmp_path, notify=said.append)
+def test_auto_measures_once_per_machine_and_caches_the_choice(
+    tiny_model: Path, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.INFO, logger="photoman")
+    enc = load_encoder(str(tiny_model), device="cpu", cache_dir=tmp_path)
     choice = precision_choice(enc)
+    said = [r.getMessage() for r in caplog.records if r.name == "photoman.embedding.model"]
     assert any("Measuring" in m for m in said) and not choice["cached"]
+    assert not any("Exporting" in m for m in said)  # the measuring notice covers the export
     assert choice["runtime"] in ("torch-fp32", "torch-bf16", "onnx-fp32")
     assert choice["reason"] and choice["measured"]["torch-fp32"]["images_per_s"] > 0
     assert choice["measured"]["onnx-fp32"]["parity"] <= 1e-3
@@ -101,9 +106,9 @@ def test_auto_measures_once_per_machine_and_caches_the_choice(tiny_model: Path, 
     # the status path reads the same decision without loading the model
     assert cached_choice(tmp_path, str(tiny_model))["runtime"] == choice["runtime"]
 
-    said.clear()
-    again = load_encoder(str(tiny_model), device="cpu", cache_dir=tmp_path, notify=said.append)
-    assert precision_choice(again)["cached"] and not any("Measuring" in m for m in said)
+    caplog.clear()
+    again = load_encoder(str(tiny_model), device="cpu", cache_dir=tmp_path)
+    assert precision_choice(again)["cached"] and not any("Measuring" in m for m in caplog.messages)
     assert precision_choice(again)["runtime"] == choice["runtime"]
 
     # another CPU (or torch/onnxruntime version) reading the same cache: measured again
@@ -112,7 +117,7 @@ def test_auto_measures_once_per_machine_and_caches_the_choice(tiny_model: Path, 
     saved["signature"]["cpu"] = "Some Other CPU"
     file.write_text(json.dumps(saved))
     assert cached_choice(tmp_path, str(tiny_model)) is None
-    third = load_encoder(str(tiny_model), device="cpu", cache_dir=tmp_path, notify=said.append)
+    third = load_encoder(str(tiny_model), device="cpu", cache_dir=tmp_path)
     assert not precision_choice(third)["cached"]
     assert json.loads(file.read_text())["signature"] == prec.signature()
 
@@ -155,7 +160,7 @@ def test_without_onnx_runtime_auto_falls_back_to_torch(
     tiny_model: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.setattr(onnx_image, "available", lambda: False)
-    enc = load_encoder(str(tiny_model), device="cpu", cache_dir=tmp_path / "a", notify=lambda _m: None)
+    enc = load_encoder(str(tiny_model), device="cpu", cache_dir=tmp_path / "a")
     choice = precision_choice(enc)
     assert choice["runtime"].startswith("torch-") and enc.image_runtime is None
     assert choice["measured"]["onnx-fp32"] == {"failed": "onnxruntime is not installed"}
@@ -167,7 +172,7 @@ def test_a_failing_export_falls_back_to_torch(
     tiny_model: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     # auto measured ONNX Runtime fastest, then its cached graph is lost and the export now fails
-    load_encoder(str(tiny_model), device="cpu", cache_dir=tmp_path, notify=lambda _m: None)
+    load_encoder(str(tiny_model), device="cpu", cache_dir=tmp_path)
     folder = onnx_image.cache_folder(tmp_path, str(tiny_model))
     choice = json.loads((folder / prec.CHOICE_FILE).read_text())
     choice.update(runtime="onnx-fp32", single="onnx-fp32")
@@ -178,7 +183,7 @@ def test_a_failing_export_falls_back_to_torch(
         raise RuntimeError("exporter exploded")
 
     monkeypatch.setattr(onnx_image, "export", broken)
-    enc = load_encoder(str(tiny_model), device="cpu", cache_dir=tmp_path, notify=lambda _m: None)
+    enc = load_encoder(str(tiny_model), device="cpu", cache_dir=tmp_path)
     choice = precision_choice(enc)
     assert choice["runtime"] == "torch-fp32" and enc.image_runtime is None
     assert "exporter exploded" in choice["reason"]
@@ -196,11 +201,12 @@ def test_a_broken_cached_graph_is_rebuilt(tiny_model: Path, tmp_path: Path) -> N
     assert prec.max_cosine_distance(again.encode_pixels(px), again.encode_pixels_torch(px)) < 1e-5
 
 
-def test_int8_images_are_opt_in_and_say_their_parity(tiny_model: Path, tmp_path: Path) -> None:
-    said: list[str] = []
-    enc = load_encoder(
-        str(tiny_model), device="cpu", precision="int8", cache_dir=tmp_path, notify=said.append
-    )
+def test_int8_images_are_opt_in_and_say_their_parity(
+    tiny_model: Path, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.INFO, logger="photoman")
+    enc = load_encoder(str(tiny_model), device="cpu", precision="int8", cache_dir=tmp_path)
+    said = caplog.messages
     info = precision_choice(enc)
     assert info["runtime"] == "onnx-int8" and enc.image_runtime.int8
     assert 0 <= info["parity"] < 0.1
@@ -214,7 +220,7 @@ def test_queries_keep_the_onnx_text_encoder_whatever_the_image_precision(tiny_mo
     fp32 = load_encoder(str(tiny_model), device="cpu", precision="fp32", text_int8=True)
     for precision in ("bf16", "int8", "auto"):
         enc = load_encoder(
-            str(tiny_model), device="cpu", precision=precision, text_int8=True, notify=lambda _m: None
+            str(tiny_model), device="cpu", precision=precision, text_int8=True
         )
         assert isinstance(enc.query_text, QueryTextEncoder), precision
         assert np.array_equal(enc.encode_texts(["a red boat"]), fp32.encode_texts(["a red boat"]))

@@ -7,6 +7,7 @@ with queries in other scripts."""
 from __future__ import annotations
 
 import json
+import logging
 import shutil
 from pathlib import Path
 from typing import Any
@@ -112,8 +113,7 @@ def test_image_vectors_match_transformers_on_the_real_photos(
     assert len(files) >= 30
     reference_vecs = reference_image_vectors(model, processor, files)
     for precision in ("fp32", "onnx", "auto"):
-        enc = load_encoder(str(tiny_siglip), device="cpu", precision=precision, cache_dir=tmp_path,
-                           notify=lambda _m: None)  # fmt: skip
+        enc = load_encoder(str(tiny_siglip), device="cpu", precision=precision, cache_dir=tmp_path)
         runtime = precision_choice(enc)["runtime"]
         assert (enc.image_runtime is not None) == runtime.startswith("onnx"), runtime
         if precision == "onnx":
@@ -163,7 +163,9 @@ def test_the_query_pack_encodes_without_torch(encoder: ClipEncoder, tiny_siglip:
     assert not heavy and np.allclose(vec, want, atol=1e-6)
 
 
-def test_a_tokenizer_that_masks_padding_keeps_the_torch_path(tiny_siglip: Path, tmp_path: Path) -> None:
+def test_a_tokenizer_that_masks_padding_keeps_the_torch_path(
+    tiny_siglip: Path, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
     """The pack mirrors SigLIP's unmasked forward; a checkpoint whose tokenizer returns a mask (which the
     reference then passes) stays on torch, says so in one line, and still matches the reference."""
     masked = tmp_path / "masked"
@@ -171,10 +173,11 @@ def test_a_tokenizer_that_masks_padding_keeps_the_torch_path(tiny_siglip: Path, 
     cfg = json.loads((masked / "tokenizer_config.json").read_text())
     cfg["model_input_names"] = ["input_ids", "attention_mask"]
     (masked / "tokenizer_config.json").write_text(json.dumps(cfg))
-    said: list[str] = []
-    enc = load_encoder(str(masked), device="cpu", precision="fp32", text_int8=True, notify=said.append)
+    caplog.set_level(logging.INFO, logger="photoman")
+    enc = load_encoder(str(masked), device="cpu", precision="fp32", text_int8=True)
     assert enc.query_text is None and enc.lean_text is None
-    assert [m for m in said if "fast text encoder unavailable" in m] and all("\n" not in m for m in said)
+    said = [r for r in caplog.records if "fast text encoder unavailable" in r.getMessage()]
+    assert said and all(r.levelno == logging.WARNING and "\n" not in r.getMessage() for r in said)
     ref = _reference_texts((SiglipModel.from_pretrained(str(masked)).eval(),
                             AutoProcessor.from_pretrained(str(masked))), TEXTS)  # fmt: skip
     assert _cos_dist(enc.encode_texts(TEXTS), ref) <= 1e-3

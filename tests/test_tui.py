@@ -171,6 +171,32 @@ async def test_empty_library_and_busy_library(settings: Settings, tmp_path: Path
         lock.release()
 
 
+async def test_library_notices_are_toasts(settings: Settings, tmp_path: Path) -> None:
+    """While the app runs, records of the `photoman` loggers (from its own thread or a worker's) become
+    toasts, escaped and never markup; when it exits, its handler goes."""
+    import logging
+    import threading
+
+    log = logging.getLogger("photoman.embedding.model")
+    app = make_app(replace(settings, runtime_dir=tmp_path / "run"))
+    async with app.run_test(size=SIZE) as pilot:
+        log.info("Downloading model csi\x1b[2J[bold]x (first use only)…")
+        worker = threading.Thread(target=log.warning, args=("fast text encoder unavailable (boom)",))
+        worker.start()
+        while worker.is_alive():
+            await pilot.pause(0.05)
+        worker.join()
+
+        def toasts() -> dict[str, str]:
+            return {str(n.message): n.severity for n in app._notifications}
+
+        await wait_until(pilot, lambda: len(toasts()) >= 2, timeout=10)
+        assert toasts()[r"Downloading model csi\x1b[2J[bold]x (first use only)…"] == "information"
+        assert toasts()["fast text encoder unavailable (boom)"] == "warning"
+        assert all(not n.markup for n in app._notifications)
+    assert not logging.getLogger("photoman").handlers
+
+
 async def test_snapshot_is_deterministic_with_half_blocks(tui_settings: Settings, tmp_path: Path) -> None:
     shots = []
     for attempt in range(2):

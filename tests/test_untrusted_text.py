@@ -324,6 +324,35 @@ def test_non_utf8_name_indexed_end_to_end(cli_env: Settings, tmp_path: Path, pho
     assert found == [os.path.join(sub, b"coffee.png")]
 
 
+# ---- library notices on the CLI's stderr ----
+def test_cli_prints_a_notice_as_one_escaped_line(
+    cli_env: Settings, tmp_path: Path, tiny_model: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A notice (here the text encoder's fallback, quoting the model folder) reaches stderr through
+    the CLI's handler on the `photoman` logger: one line each, the name escaped, no level prefix."""
+    from photoman.embedding import onnx_text
+
+    model = tmp_path / "csi\x1b[2Jmodel\u202eos"
+    shutil.copytree(tiny_model, model)
+
+    def broken(*_a: object, **_k: object) -> None:
+        raise OSError(f"cannot write {model}/text.onnx")
+
+    monkeypatch.setattr(onnx_text, "load", broken)
+    monkeypatch.setenv("PHOTOMAN_CACHE_DIR", str(tmp_path / "fresh-cache"))  # the text pack is built here
+    res = run("--no-daemon", "--model", str(model), "embed", "--text", "a cat", "--json")
+    assert res.exit_code == 0, res.output
+    json.loads(res.stdout)  # the notices never mix into machine output
+    err = assert_inert(res.stderr_bytes)
+    lines = err.splitlines()
+    escaped = shown(str(model))
+    assert escaped.endswith(r"csi\x1b[2Jmodel\u202eos")
+    assert f"fast text encoder unavailable (cannot write {escaped}/text.onnx); using the torch one" in lines
+    assert "Preparing the fast text encoder for this model (once, a few seconds)…" in lines
+    assert not any(ln.startswith(("INFO", "WARNING")) for ln in lines), err
+    assert not logging.getLogger("photoman").handlers  # the command's handler went with it
+
+
 # ---- the daemon log ----
 def test_daemon_log_escapes_names(settings: Settings) -> None:
     from photoman.service.daemon import setup_logging

@@ -4,8 +4,9 @@ space. What differs between the two families is looked up in :mod:`photoman.embe
 from __future__ import annotations
 
 import functools
+import logging
 import os
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -17,12 +18,12 @@ from photoman.embedding.checkpoint import model_identity
 from photoman.embedding.family import CLIP, SIGLIP, Family, embedding_dim, family_of, read_config
 from photoman.embedding.preprocess import PreprocessSpec, resize_crop
 from photoman.errors import BadInputError, ModelError
-from photoman.textsafe import print_notice
 
 if TYPE_CHECKING:
     import torch
 
-Notify = Callable[[str], None]
+# notices (a download, a one-time export, a fallback): front ends decide where they go (README)
+log = logging.getLogger(__name__)
 
 
 def pick_device(requested: str = "auto") -> str:
@@ -85,7 +86,7 @@ def _autocast_dtype(device: str, precision: str) -> torch.dtype | None:
     return table[precision]
 
 
-def _resolve_source(model: str, notify: Notify) -> str:
+def _resolve_source(model: str) -> str:
     """Local folder as is; a hub id from the HF cache, downloading it once (saying what and how big)."""
     path = Path(model).expanduser()
     if path.is_dir():
@@ -104,7 +105,7 @@ def _resolve_source(model: str, notify: Notify) -> str:
     if offline:
         raise ModelError(f"model {model!r} is not in the local Hugging Face cache and HF_HUB_OFFLINE is set")
     size = _download_size(model)
-    notify(f"Downloading {_kind(model)} {model} from the Hugging Face Hub{size} (first use only)…")
+    log.info("Downloading %s %s from the Hugging Face Hub%s (first use only)…", _kind(model), model, size)
     return model
 
 
@@ -158,7 +159,9 @@ class ClipEncoder:
     autocast: Any  # torch.dtype or None
     dim: int
     text_int8: bool = False
-    lean_text: Any = None  # LeanTextTower on CPU: one query's encoding without per-module overhead
+    # LeanTextTower on CPU when there is no query_text: a single text (every text, when int8) without
+    # the transformers forward's per-module overhead; batches of fp32 texts keep that forward
+    lean_text: Any = None
     query_text: Any = None  # QueryTextEncoder: the same in ONNX Runtime, torch-free (preferred)
     image_runtime: Any = None  # OrtImageEncoder when ONNX Runtime runs the image model (CPU)
     single_fp32: bool = False  # one-image batches (image queries) on torch fp32: faster there at batch 1
@@ -322,11 +325,13 @@ class ClipEncoder:
 
 
 def _quantize_text_tower(clip: Any) -> bool:
-    """int8 dynamic quantisation of the text tower's Linear layers, for query latency on CPUs.
+    """int8 dynamic quantisation (one scale per matrix) of the transformers text tower's Linears, in place.
 
-    A one-query text encoding is bound by reading ~150 MB of fp32 weights; int8 weights halve its
-    time (30 → 14 ms for ViT-B/32 on 2 cores) at a cosine of ~0.999 to the fp32 vector. Image
-    embeddings are untouched. If this torch no longer ships the eager API, fp32 stays.
+    Two uses. Where the ONNX pack or the int8 lean tower encodes the texts, this tower is a spare
+    copy and int8 keeps its Linear weights at a quarter of their fp32 size. On a CPU where neither
+    applies (a CLIP text layout the lean tower does not mirror), this tower encodes the texts: faster than
+    fp32, its vectors close to (not equal to) the fp32 ones. Image embeddings are untouched. If this
+    torch no longer ships the eager API, fp32 stays (False).
     """
     import warnings
 
@@ -346,7 +351,7 @@ def _quantize_text_tower(clip: Any) -> bool:
     return True
 
 
-def _onnx_tower(clip: Any, tokenizer: Any, model: str, cache_dir: Path | None, notify: Notify) -> Any:
+def _onnx_tower(clip: Any, tokenizer: Any, model: str, cache_dir: Path | None) -> Any:
     """The int8 ONNX Runtime text encoder, or None (not installed, or the export failed: torch it is).
 
     SigLIP checkpoints get one too (texts padded to 64 tokens, attention both ways, last position
@@ -361,11 +366,11 @@ def _onnx_tower(clip: Any, tokenizer: Any, model: str, cache_dir: Path | None, n
     try:
         pack = query_text.pack_dir(cache, model)
         if pack is None or not query_text.pack_ready(pack):
-            notify("Preparing the fast text encoder for this model (once, a few seconds)…")
+            log.info("Preparing the fast text encoder for this model (once, a few seconds)…")
         return onnx_text.load(clip, tokenizer, model, cache)
     except Exception as exc:  # noqa: BLE001 - any exporter/runtime failure: fall back, say why
         first = (str(exc).strip().splitlines() or [exc.__class__.__name__])[0]
-        notify(f"fast text encoder unavailable ({first}); using the torch one")
+        log.warning("fast text encoder unavailable (%s); using the torch one", first)
         return None
 
 
@@ -409,7 +414,6 @@ def load_encoder(
     model: str,
     device: str = "auto",
     precision: str = "auto",
-    notify: Notify = print_notice,
     text_int8: bool = False,
     cache_dir: Path | None = None,
 ) -> ClipEncoder:
@@ -422,11 +426,9 @@ def load_encoder(
     ``"int8"`` ONNX Runtime with int8 weights (opt-in: below photoman's parity bound), ``"fp32"`` and
     ``"bf16"`` torch.
     """
-    source = _resolve_source(model, notify)
+    source = _resolve_source(model)
     dev = pick_device(device)
     autocast = _autocast_dtype(dev, precision)
-    import logging
-
     import transformers
     from transformers import AutoConfig, AutoProcessor, CLIPModel, SiglipModel
 
@@ -450,7 +452,7 @@ def load_encoder(
     # through torch's bf16 path (58 ms instead of 17 ms, issue 16)
     if dev == "cpu" and LeanTextTower.supports(clip, processor.tokenizer):
         if text_int8:
-            fast = _onnx_tower(clip, processor.tokenizer, model, cache_dir, notify)
+            fast = _onnx_tower(clip, processor.tokenizer, model, cache_dir)
         if fast is None:
             lean = LeanTextTower(clip, int8=text_int8)
         if fast is not None or lean.int8:  # texts go the fast way; int8 keeps the unused copy small
@@ -459,7 +461,7 @@ def load_encoder(
     else:
         if dev == "cpu" and text_int8 and family is SIGLIP:
             # torch's per-tensor int8 drifts past 1e-3 on SigLIP's text tower: the fallback stays fp32
-            notify("fast text encoder unavailable (this tokenizer masks padding); using the torch one")
+            log.warning("fast text encoder unavailable (this tokenizer masks padding); using the torch one")
             text_int8 = False
         text_int8 = bool(text_int8 and dev == "cpu" and autocast is None and _quantize_text_tower(clip))
     dim = embedding_dim(clip.config.to_dict())
@@ -476,7 +478,7 @@ def load_encoder(
         query_text=fast,
         family=family,
     )
-    _choose_image_runtime(enc, model, precision, cache_dir, notify)
+    _choose_image_runtime(enc, model, precision, cache_dir)
     return enc
 
 
@@ -488,9 +490,7 @@ def _runtime_name(device: str, autocast: Any) -> str:
     return f"{prefix}-{ {'bfloat16': 'bf16', 'float16': 'fp16'}.get(dtype, dtype) }"
 
 
-def _choose_image_runtime(
-    enc: ClipEncoder, model: str, precision: str, cache_dir: Path | None, notify: Notify
-) -> None:
+def _choose_image_runtime(enc: ClipEncoder, model: str, precision: str, cache_dir: Path | None) -> None:
     """Set what runs the image model: the setting, or on CPU for `auto` the one measured fastest here."""
     import torch
 
@@ -504,7 +504,7 @@ def _choose_image_runtime(
     cache = cache_dir or default_cache_dir()
     if precision in ("onnx", "int8"):
         runtime = "onnx-int8" if precision == "int8" else "onnx-fp32"
-        chosen, failed = _onnx_image(enc, model, cache, runtime, notify)
+        chosen, failed = _onnx_image(enc, model, cache, runtime)
         if chosen is None:
             why = f"precision = {precision!r}, but ONNX Runtime failed ({failed}): torch fp32"
             enc.precision_info = {"runtime": name, "single": name, "reason": why}
@@ -519,9 +519,11 @@ def _choose_image_runtime(
             enc.precision_info.update(_int8_parity(enc, chosen))
             p = enc.precision_info["parity"]
             bound = "within" if p <= 1e-3 else "beyond"
-            notify(
-                f'Image model in int8 (precision = "int8", opt-in): max cosine distance to fp32 {p:.1e} '
-                f"on a test batch, {bound} photoman's parity bound of 1e-3"
+            log.info(
+                'Image model in int8 (precision = "int8", opt-in): max cosine distance to fp32 %.1e '
+                "on a test batch, %s photoman's parity bound of 1e-3",
+                p,
+                bound,
             )
         return
     if precision != "auto":
@@ -539,12 +541,12 @@ def _choose_image_runtime(
     cached = choice is not None
     ort: Any = None
     if choice is None:
-        notify("Measuring which runtime runs this model fastest on this CPU (once per machine and model)…")
+        log.info("Measuring which runtime runs this model fastest on this CPU (once per machine and model)…")
         runners: dict[str, Any] = {
             "torch-fp32": lambda px: enc.encode_pixels_torch(px, None),
             "torch-bf16": lambda px: enc.encode_pixels_torch(px, torch.bfloat16),
         }
-        ort, failed = _onnx_image(enc, model, cache, "onnx-fp32", notify=lambda _m: None)
+        ort, failed = _onnx_image(enc, model, cache, "onnx-fp32", quiet=True)  # "Measuring" said it
         if ort is not None:
             runners["onnx-fp32"] = lambda px: enc.encode_pixels_onnx(px, ort)
             if enc.image_runtime is None and prec.cpu_identity()["arch"] in ("aarch64", "arm64"):
@@ -560,7 +562,7 @@ def _choose_image_runtime(
     info = {**choice, "precision": "auto", "cached": cached}
     if runtime.startswith("onnx"):
         if ort is None:
-            ort, failed = _onnx_image(enc, model, cache, "onnx-fp32", notify)
+            ort, failed = _onnx_image(enc, model, cache, "onnx-fp32")
         if ort is None:  # the cache was removed and the export now fails: the reference runtime
             runtime = "torch-fp32"
             info.update(runtime=runtime, single=runtime, reason=f"ONNX Runtime failed ({failed}); torch fp32")
@@ -575,7 +577,9 @@ def _choose_image_runtime(
     enc.precision_info = info
 
 
-def _onnx_image(enc: ClipEncoder, model: str, cache: Path, runtime: str, notify: Notify) -> tuple[Any, str]:
+def _onnx_image(
+    enc: ClipEncoder, model: str, cache: Path, runtime: str, quiet: bool = False
+) -> tuple[Any, str]:
     """The exported image encoder for ``runtime``, or (None, why) when ONNX Runtime is missing or fails."""
     from photoman.embedding import onnx_image
 
@@ -583,8 +587,8 @@ def _onnx_image(enc: ClipEncoder, model: str, cache: Path, runtime: str, notify:
         return None, "onnxruntime is not installed"
     try:
         folder = onnx_image.cache_folder(cache, model, enc.model)
-        if not (folder / ("int8.onnx" if runtime == "onnx-int8" else "fp32.onnx")).is_file():
-            notify("Exporting the image model to ONNX Runtime for this machine (once, seconds)…")
+        if not quiet and not (folder / ("int8.onnx" if runtime == "onnx-int8" else "fp32.onnx")).is_file():
+            log.info("Exporting the image model to ONNX Runtime for this machine (once, seconds)…")
         return onnx_image.load(enc.model, enc.spec, model, cache, runtime), ""
     except Exception as exc:  # noqa: BLE001 - any exporter/runtime failure: torch it is, and say why
         return None, (str(exc).strip().splitlines() or [exc.__class__.__name__])[0]

@@ -43,7 +43,7 @@ class Target:
     def __init__(self, lib: Library, model_id: str) -> None:
         self.lib = lib
         self.model_id = model_id
-        self.models = Models(lib.settings.with_overrides(model=model_id), lib.notify)
+        self.models = Models(lib.settings.with_overrides(model=model_id))
         self._store: VectorStore | None = None
         self._done: set[str] | None = None  # point ids in the collection
         self.skipped: set[str] = set()  # hashes whose file could not be read for it (left to the indexer)
@@ -131,7 +131,7 @@ def start(lib: Library, name: str) -> dict[str, Any]:
         if lib.target_name is not None:
             lib.set_target(None)
         return {"active": lib.model_id, "target": None, "switch": None}
-    Models(lib.settings.with_overrides(model=ident), lib.notify).dim  # noqa: B018 - loads or says why not
+    Models(lib.settings.with_overrides(model=ident)).dim  # noqa: B018 - loads or says why not
     lib.set_target(ident)
     return {"active": lib.model_id, "target": ident, "switch": progress(lib)}
 

@@ -464,7 +464,7 @@ class Daemon:
         started = time.monotonic()
         try:
             # standby: on a shared catalog whose writer lease another process holds, open read-only
-            self.lib = Library(s, "photoman watch", standby=True, notify=log.warning)
+            self.lib = Library(s, "photoman watch", standby=True)
         except PhotomanError as exc:
             log.error("cannot start: %s", exc)
             raise

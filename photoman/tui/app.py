@@ -3,10 +3,13 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import logging
 import os
 import shlex
 import subprocess
 import sys
+import threading
 from collections.abc import Callable
 from typing import Any
 
@@ -25,7 +28,7 @@ from photoman.config import Settings
 from photoman.errors import PhotomanError
 from photoman.search.filters import build_filter
 from photoman.search.query import MODES, Query, Term, parse_query
-from photoman.textsafe import shown
+from photoman.textsafe import NoticeHandler, shown
 from photoman.tui.thumbs import thumbnail
 from photoman.tui.widgets import DetailPane, HelpScreen, ResultsGrid
 
@@ -86,6 +89,9 @@ class PhotomanApp(App[None]):
         self._search_seq = 0  # the newest search; older ones' results are dropped
         self._showing = asyncio.Lock()
         self.shown_query: tuple[str, str] | None = None  # (escaped path in the search box, real path)
+        self._notices: NoticeHandler | None = None  # while mounted: library notices become toasts
+        self._notice_level = logging.NOTSET
+        self._app_thread = threading.get_ident()
 
     # ---- layout ----
     def compose(self) -> ComposeResult:
@@ -106,6 +112,7 @@ class PhotomanApp(App[None]):
         yield Footer()
 
     def on_mount(self) -> None:
+        self._show_notices()
         grid = self.query_one(ResultsGrid)
         grid.show_message("Press / to describe a photo (or give an image path), Enter to search; ? for keys.")
         grid.focus()
@@ -115,12 +122,42 @@ class PhotomanApp(App[None]):
     def on_unmount(self) -> None:
         if self.client is not None:
             self.client.close()
+        self._hide_notices()
+
+    # ---- library notices (model download, the daemon started, a fallback) as toasts ----
+    def _show_notices(self) -> None:
+        """Records of the ``photoman`` loggers become toasts while the app runs (Textual owns the
+        terminal: a line on stderr would be lost or tear the screen)."""
+        self._app_thread = threading.get_ident()
+        logger = logging.getLogger("photoman")
+        self._notice_level = logger.level
+        self._notices = NoticeHandler(self._toast)
+        logger.addHandler(self._notices)
+        if logger.getEffectiveLevel() > logging.INFO:
+            logger.setLevel(logging.INFO)
+
+    def _hide_notices(self) -> None:
+        if self._notices is not None:
+            logger = logging.getLogger("photoman")
+            logger.removeHandler(self._notices)
+            logger.setLevel(self._notice_level)
+            self._notices = None
+
+    def _toast(self, line: str, level: int) -> None:
+        """One notice (already escaped) as a toast, from whichever thread logged it."""
+        severity: SeverityLevel = (
+            "error" if level >= logging.ERROR else "warning" if level >= logging.WARNING else "information"
+        )
+        if threading.get_ident() == self._app_thread:
+            self.notify(line, severity=severity, markup=False)
+            return
+        with contextlib.suppress(RuntimeError):  # the app has stopped (a thread still winding down)
+            self.call_from_thread(self.notify, line, severity=severity, markup=False)
 
     # ---- the library and status ----
     def _client(self, settings: Settings) -> Client:
         """The daemon (started on demand unless autostart is off), else the stores in this process."""
-        say = lambda m: self.call_from_thread(self._message, m)  # noqa: E731
-        client = Client(settings, daemon=self.daemon, purpose="photoman tui", notify=say)
+        client = Client(settings, daemon=self.daemon, purpose="photoman tui")
         client.connect()
         return client
 

@@ -18,7 +18,7 @@ BATCH = 32
 
 @dataclass
 class LocateResult:
-    box: tuple[int, int, int, int]  # best window, in the original image's pixels
+    box: tuple[int, int, int, int]  # (x0, y0, x1, y1): the best-scoring window, in the original's pixels
     score: float
     heat: np.ndarray  # (h, w) in [0, 1], at the working size
     windows: int
