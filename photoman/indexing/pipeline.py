@@ -29,7 +29,7 @@ from photoman.indexing.ignore import IgnoreRules
 from photoman.indexing.pairs import fold_raw_pairs, same_shot
 from photoman.indexing.prepare import Prepared, prepare
 from photoman.indexing.reconcile import reconcile
-from photoman.indexing.scanner import FileStat, make_plan, scan, stat_photo
+from photoman.indexing.scanner import FileStat, Plan, make_plan, scan, stat_photo
 from photoman.indexing.workers import DecodePool
 from photoman.library import Library
 from photoman.media.decode import is_image_path
@@ -294,17 +294,35 @@ def _known_hashes(lib: Library, missing: set[int]) -> frozenset[str]:
         )
 
 
+@dataclass
+class _Todo:
+    """The plans of every folder a run looks at, gathered (index and sync fill it the same way)."""
+
+    work: list[FileStat] = field(default_factory=list)
+    gone: list[Photo] = field(default_factory=list)
+    paired: list[Photo] = field(default_factory=list)
+    back: list[int] = field(default_factory=list)
+    roots_of: dict[str, int] = field(default_factory=dict)  # each file to embed: its root's id
+
+    def add(self, plan: Plan, root_id: int, scanned: int, report: IndexReport) -> None:
+        report.scanned += scanned
+        report.unchanged += plan.unchanged
+        self.work.extend(plan.work)
+        self.gone.extend(plan.gone)
+        self.paired.extend(plan.paired)
+        self.back.extend(plan.back)
+        self.roots_of.update((f.path, root_id) for f in plan.work)
+
+
 def _run(
     lib: Library,
-    work: list[FileStat],
-    gone: list[Photo],
-    roots_of: dict[str, int],
+    todo: _Todo,
     missing: set[int],
     report: IndexReport,
     progress: Progress | None,
     encode: Encode | None,
-    paired: Sequence[Photo] = (),
 ) -> None:
+    work, gone, roots_of, paired = todo.work, todo.gone, todo.roots_of, todo.paired
     total = len(work)
     if progress:
         progress(0, total)
@@ -359,11 +377,7 @@ def index(
     rec = reconcile(lib)
     report.requeued, report.orphans_removed = len(rec.missing), rec.orphans_removed
 
-    work: list[FileStat] = []
-    gone: list[Photo] = []
-    paired: list[Photo] = []
-    back: list[int] = []
-    roots_of: dict[str, int] = {}
+    todo = _Todo()
     rules = IgnoreRules.for_library(lib.settings, list(root_ids))
     seen: set[tuple[int, int]] = set()  # one physical file is one photo, across every root
     for folder in paths:
@@ -372,16 +386,9 @@ def index(
         files = list(scan(folder, rules, seen))
         with lib.catalog.session() as s:
             rows = list(s.scalars(select(Photo).where(_under(folder))))
-        plan = make_plan(files, rows, lib.model_id, rec.missing)
-        report.scanned += len(files)
-        report.unchanged += plan.unchanged
-        work.extend(plan.work)
-        gone.extend(plan.gone)
-        paired.extend(plan.paired)
-        back.extend(plan.back)
-        roots_of.update((f.path, root_ids[folder]) for f in plan.work)
-    _back(lib, back)
-    _run(lib, work, gone, roots_of, rec.missing, report, progress, encode, paired)
+        todo.add(make_plan(files, rows, lib.model_id, rec.missing), root_ids[folder], len(files), report)
+    _back(lib, todo.back)
+    _run(lib, todo, rec.missing, report, progress, encode)
     report.seconds = time.perf_counter() - started
     return report
 
@@ -414,10 +421,7 @@ def sync(
     offline = set(offline_roots(lib))
     rules = IgnoreRules.for_library(lib.settings, list(roots))
     now = time.time()
-    work: list[FileStat] = []
-    gone: list[Photo] = []
-    paired: list[Photo] = []
-    roots_of: dict[str, int] = {}
+    todo = _Todo()
     postponed: list[str] = []
     handled: set[str] = set()  # files already planned (both halves of a pair may have changed)
     for folder in sorted(set(absolute(f) for f in folders)):
@@ -437,14 +441,8 @@ def sync(
         files = [f for f in files if f.path not in handled]
         rows = [r for r in rows if r.path not in handled]
         handled.update([f.path for f in files] + [f.raw for f in files if f.raw] + [r.path for r in rows])
-        plan = make_plan(files, rows, lib.model_id, set())
-        report.scanned += len(files)
-        report.unchanged += plan.unchanged
-        work.extend(plan.work)
-        gone.extend(plan.gone)
-        paired.extend(plan.paired)
-        _back(lib, plan.back)
-        roots_of.update((f.path, roots[root]) for f in plan.work)
-    _run(lib, work, gone, roots_of, set(), report, progress, encode, paired)
+        todo.add(make_plan(files, rows, lib.model_id, set()), roots[root], len(files), report)
+    _back(lib, todo.back)
+    _run(lib, todo, set(), report, progress, encode)
     report.seconds = time.perf_counter() - started
     return report, postponed
