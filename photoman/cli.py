@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import functools
 import json
-import logging
 import os
 import sys
 from collections.abc import Callable
@@ -15,13 +14,14 @@ import typer
 
 from photoman.config import Settings, load_settings
 from photoman.errors import PhotomanError
-from photoman.textsafe import NoticeHandler, safe_text, shown
+from photoman.textsafe import safe_text, shown
 
 if TYPE_CHECKING:
     from rich.console import Console
     from rich.progress import Progress
 
     from photoman.client import Client
+    from photoman.notices import NoticeHandler
 
 app = typer.Typer(
     name="photoman",
@@ -41,6 +41,7 @@ class _State:
     debug: bool = False
     daemon: bool | None = None  # --no-daemon: False
     notices: NoticeHandler | None = None  # library notices on stderr, while a command runs
+    ctx: typer.Context | None = None
 
 
 state = _State()
@@ -122,7 +123,7 @@ def client(**overrides: Any) -> Client:
 
     cfg = settings(**overrides)
     purpose = f"photoman {sys.argv[1] if len(sys.argv) > 1 else ''}".strip()
-    return Client(cfg, daemon=state.daemon, purpose=purpose)
+    return Client(cfg, daemon=state.daemon, purpose=purpose, before_library=_notices_on_stderr)
 
 
 def _notice(line: str, _level: int) -> None:
@@ -130,9 +131,17 @@ def _notice(line: str, _level: int) -> None:
     err_print(line, highlight=False, markup=False, soft_wrap=True)
 
 
-def _notices_on_stderr(ctx: typer.Context, debug: bool) -> None:
+def _notices_on_stderr() -> None:
     """Library notices (model download, the daemon started, a fallback: records of the ``photoman``
-    loggers) print on stderr as one escaped line each while this command runs; --debug adds DEBUG."""
+    loggers) print on stderr as one escaped line each while this command runs; --debug adds DEBUG.
+    Attached when the library is about to run here (a query the daemon answers imports no logging)."""
+    import logging
+
+    from photoman.notices import NoticeHandler
+
+    if state.notices is not None:
+        return
+    ctx, debug = state.ctx, state.debug
     logger = logging.getLogger("photoman")
     handler = NoticeHandler(_notice, logging.DEBUG if debug else logging.INFO)
     level = logger.level
@@ -144,12 +153,15 @@ def _notices_on_stderr(ctx: typer.Context, debug: bool) -> None:
         _quiet_notices()
         logger.setLevel(level)
 
-    ctx.call_on_close(remove)
+    if ctx is not None:
+        ctx.call_on_close(remove)
 
 
 def _quiet_notices() -> None:
     """Stop printing notices on stderr: the daemon logs them instead, the TUI shows them as toasts."""
     if state.notices is not None:
+        import logging
+
         logging.getLogger("photoman").removeHandler(state.notices)
         state.notices = None
 
@@ -199,7 +211,7 @@ def main_options(
     """Global options; every one also has a config-file key and a PHOTOMAN_* variable."""
     state.debug = debug
     state.daemon = False if no_daemon else None
-    _notices_on_stderr(ctx, debug)
+    state.notices, state.ctx = None, ctx
     state.config = config
     state.options = {"data_dir": data_dir, "model": model, "device": device, "qdrant_url": qdrant_url,
                      "catalog_url": catalog_url}  # fmt: skip
@@ -775,6 +787,7 @@ def watch(
     from photoman.service.protocol import daemon_running
 
     cfg = settings()
+    _notices_on_stderr()  # --once and adopting roots run the library here; the daemon logs instead
     if folders:
         _adopt_roots(cfg, folders)
     if poll:
@@ -844,6 +857,7 @@ def doctor(as_json: Annotated[bool, typer.Option("--json", help="Findings as JSO
     roots, inotify limits. Exit status 1 when something needs fixing."""
     from photoman.doctor import diagnose
 
+    _notices_on_stderr()  # the checks load the model here, in this process
     findings = diagnose(settings())
     bad = [f for f in findings if not f.ok]
     if as_json:

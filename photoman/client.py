@@ -11,7 +11,6 @@ or Pillow): a `photoman find` answered by a running daemon costs little more tha
 
 from __future__ import annotations
 
-import logging
 import os
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -26,7 +25,6 @@ if TYPE_CHECKING:
     from photoman.search.query import Query
 
 # notices (the daemon started here) go to the `photoman` loggers; each front end shows them its way
-log = logging.getLogger(__name__)
 Progress = Callable[[int, int], None]
 
 # ops that start the daemon when none runs (with autostart on); the rest run in-process then
@@ -55,8 +53,13 @@ class Client:
         *,
         daemon: bool | None = None,
         purpose: str = "photoman",
+        before_library: Callable[[], None] | None = None,
     ) -> None:
         self.settings = settings or load_settings()
+        # called once, before the library opens in this process or a daemon is started (what may log
+        # notices): a front end attaches its notice handler then, so a query the daemon answers never
+        # imports logging
+        self.before_library = before_library
         self.purpose = purpose
         self.want_daemon = daemon
         self.mode: str | None = None  # "daemon" | "direct" once the first request decided it
@@ -104,10 +107,14 @@ class Client:
         """Start this library's daemon in the background unless one answers; its pid if started here."""
         from photoman.service.launcher import start_daemon
 
+        self._library_here()
         self._close_lib()  # the daemon becomes the single writer: let go of the stores first
         pid = start_daemon(self.settings)
         if pid is not None:
             self.started_pid = pid
+            import logging
+
+            log = logging.getLogger(__name__)
             log.info("started the photoman daemon (pid %d); `photoman stop` ends it", pid)
         return pid
 
@@ -143,6 +150,7 @@ class Client:
         rank = {"models": 0, "busy-ok": 1, "read": 2, "write": 3}
         if self._lib is not None and rank[self._lib_kind] >= rank[kind]:
             return self._lib
+        self._library_here()
         self._close_lib()
         self.mode = "direct"
         if kind == "models":
@@ -156,6 +164,11 @@ class Client:
                                 allow_busy=kind == "busy-ok", prefetch_text=prefetch_text)
         self._lib_kind = kind
         return self._lib
+
+    def _library_here(self) -> None:
+        hook, self.before_library = self.before_library, None
+        if hook is not None:
+            hook()
 
     def _close_lib(self) -> None:
         if self._lib is not None:

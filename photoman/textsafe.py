@@ -18,9 +18,7 @@ The escapes are visible and, together, lossless (each shown text stands for exac
 
 from __future__ import annotations
 
-import logging
 import re
-from collections.abc import Callable
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
@@ -59,22 +57,3 @@ def safe_text(text: str, style: str = "") -> Text:
     from rich.text import Text
 
     return Text(shown(text), style=style)
-
-
-class NoticeHandler(logging.Handler):
-    """Library notices (records of the ``photoman`` loggers) for people: each one escaped with
-    :func:`shown` and handed to ``show`` as one line, with no level or time prefix (the record's
-    level comes along, for a front end that shows warnings differently).
-
-    Front ends attach one to ``logging.getLogger("photoman")``: the CLI prints on stderr, the TUI
-    shows toasts. A notice may quote a file name or a model folder, hence the escaping."""
-
-    def __init__(self, show: Callable[[str, int], None], level: int = logging.INFO) -> None:
-        super().__init__(level)
-        self.show = show
-
-    def emit(self, record: logging.LogRecord) -> None:
-        try:
-            self.show(shown(record.getMessage()), record.levelno)
-        except Exception:  # noqa: BLE001 - logging's rule: a failing handler never breaks the caller
-            self.handleError(record)

@@ -26,9 +26,10 @@ from textual.worker import get_current_worker
 from photoman.client import Client
 from photoman.config import Settings
 from photoman.errors import PhotomanError
+from photoman.notices import NoticeHandler
 from photoman.search.filters import build_filter
 from photoman.search.query import MODES, Query, Term, parse_query
-from photoman.textsafe import NoticeHandler, shown
+from photoman.textsafe import shown
 from photoman.tui.thumbs import thumbnail
 from photoman.tui.widgets import DetailPane, HelpScreen, ResultsGrid
 
