@@ -49,6 +49,7 @@ class QueryGate:
     def __init__(self) -> None:
         self._active = 0
         self._cv = threading.Condition()
+        self.last = 0.0  # monotonic time the latest query ended
 
     @contextmanager
     def query(self) -> Iterator[None]:
@@ -59,7 +60,12 @@ class QueryGate:
         finally:
             with self._cv:
                 self._active -= 1
+                self.last = time.monotonic()
                 self._cv.notify_all()
+
+    def recent(self, seconds: float) -> bool:
+        """A query is running or ended less than ``seconds`` ago: a user is at the keyboard."""
+        return self._active > 0 or time.monotonic() - self.last < seconds
 
     def wait_idle(self, timeout: float = 5.0) -> None:
         with self._cv:
@@ -336,9 +342,14 @@ class Daemon:
                 log.info("watching %s (%s)", root, kind)
                 self.full_scan.set()  # new or returning root: catch up on what happened meanwhile
 
+    QUIET = 3.0  # seconds without a query before the store may build graphs (GIL-holding, seconds)
+
     def _index_loop(self) -> None:
         assert self.lib is not None
         s = self.settings
+        store = self.lib.store
+        if hasattr(store, "busy"):  # the embedded store: its graph builds stall the whole process
+            store.busy = lambda: self.gate.recent(self.QUIET)
         next_full = 0.0
         next_roots_check = 0.0
         while not self.stop_event.is_set() and self.writing.is_set():
@@ -366,6 +377,10 @@ class Daemon:
                     continue
                 if len(self.dirty):
                     self.stop_event.wait(min(0.1, s.debounce))  # events pending: wait for them to go quiet
+                elif getattr(store, "pending", False) and not self.gate.recent(self.QUIET):
+                    self.activity.state = "optimising"
+                    store.optimize(idle=True)  # graph work put off while queries came in
+                    self.activity.state = "idle"
                 else:
                     self.dirty.changed.wait(timeout=1.0)
             except Abandon:

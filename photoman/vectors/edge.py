@@ -198,7 +198,7 @@ class EdgeStore:
         name: str,
         dim: int,
         segment_kb: int = SEGMENT_KB,
-        approximate_from: int = APPROXIMATE_FROM,
+        approximate_from: int | None = None,
         ballast_dir: Path | None = None,
     ) -> None:
         self._shard = shard
@@ -206,7 +206,7 @@ class EdgeStore:
         self.name = name
         self.dim = dim
         self.segment_kb = segment_kb
-        self.approximate_from = approximate_from
+        self.approximate_from = APPROXIMATE_FROM if approximate_from is None else approximate_from
         self.ballast_dir = ballast_dir
         self.approximate = _is_approximate(path)
         # Graph builds hold the GIL for seconds (the whole process waits): a daemon sets this to say
@@ -222,11 +222,12 @@ class EdgeStore:
         dim: int,
         segment_kb: int = SEGMENT_KB,
         ballast_dir: Path | None = None,
-        approximate_from: int = APPROXIMATE_FROM,
+        approximate_from: int | None = None,
     ) -> EdgeStore:
         """Load the shard at path, creating it (with payload indexes) on first use.
 
-        ``approximate_from``: the size (points) past which the shard switches to graph search.
+        ``approximate_from``: the size (points) past which the shard switches to graph search
+        (default :data:`APPROXIMATE_FROM`).
         """
         path.mkdir(parents=True, exist_ok=True)
         back_sparse_files(path)
