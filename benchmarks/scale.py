@@ -7,8 +7,10 @@ default options) and the same with a date + folder filter, recall@10 of what the
 against an exact numpy scan of the same (float16) vectors, daemon RSS with the model loaded, disk
 size, and how long a query waits when it arrives while the store seals or optimises a segment.
 
-Vectors are clustered (2000 centres + noise), as photo embeddings are; uniformly random vectors in
-512 dimensions are the worst case for a graph index and nothing like a photo library.
+Vectors are clustered (2000 centres + noise, cosine ~0.7 to their centre), as photo embeddings
+are, and each query text's vector is the centre of one cluster, as a real query lands among the
+photos it describes. A query pointing nowhere (a random direction: every photo scores ~0 ± 0.04)
+has no meaningful top 10, and a graph index finds ~60% of it (measured at 300k).
 
     python benchmarks/scale.py --sizes 100000,300000,1000000 [--queries 50] [--keep]
 """
@@ -73,6 +75,8 @@ def fill(data: Path, model: Path, n: int, approximate_from: int) -> None:
     rng = np.random.default_rng(0)
     centres = rng.standard_normal((2000, 512)).astype(np.float32)
     centres /= np.linalg.norm(centres, axis=1, keepdims=True)
+    queries = np.load(data / "queries.npy")
+    centres[: len(queries)] = queries  # each query text has its cluster of photos, as real ones do
     stored = np.lib.format.open_memmap(data / "vectors.npy", mode="w+", dtype=np.float16, shape=(n, 512))
     with Library(Settings(data_dir=data, model=str(model))) as lib:
         with lib.catalog.session() as s:
@@ -130,6 +134,13 @@ def run_size(n: int, model: Path, queries: int, approximate_from: int, keep: boo
     data = Path(tempfile.mkdtemp(prefix=f"photoman-scale-{n}-", dir="/tmp"))
     out: dict = {"n": n}
     try:
+        texts = [f"a photo of a {WORDS[i % len(WORDS)]} next to a {WORDS[(5 * i + 2) % len(WORDS)]} {i}"
+                 for i in range(queries + 3)]  # fmt: skip
+        enc_dir = Path(tempfile.mkdtemp(prefix="photoman-scale-enc-", dir="/tmp"))
+        with Library(Settings(data_dir=enc_dir, model=str(model))) as lib:
+            qvecs = np.stack([lib.text_encoder.encode_texts([t])[0] for t in texts])
+        shutil.rmtree(enc_dir, ignore_errors=True)
+        np.save(data / "queries.npy", qvecs)
         t = time.perf_counter()
         child = subprocess.Popen([sys.executable, __file__, "--fill", str(n), "--data", str(data)])
         _, status, usage = os.wait4(child.pid, 0)
@@ -141,12 +152,6 @@ def run_size(n: int, model: Path, queries: int, approximate_from: int, keep: boo
                                   for p in data.glob("catalog*"))  # fmt: skip
         stored = np.load(data / "vectors.npy", mmap_mode="r")
 
-        texts = [f"a photo of a {WORDS[i % len(WORDS)]} next to a {WORDS[(5 * i + 2) % len(WORDS)]} {i}"
-                 for i in range(queries + 3)]  # fmt: skip
-        enc_dir = Path(tempfile.mkdtemp(prefix="photoman-scale-enc-", dir="/tmp"))
-        with Library(Settings(data_dir=enc_dir, model=str(model))) as lib:
-            qvecs = np.stack([lib.text_encoder.encode_texts([t])[0] for t in texts])
-        shutil.rmtree(enc_dir, ignore_errors=True)
         exact = np.argsort(-(np.asarray(stored, dtype=np.float32) @ qvecs.T), axis=0)[:10].T
 
         since, until, folder = datetime(2018, 1, 1), datetime(2019, 12, 31), "/bench/2019"

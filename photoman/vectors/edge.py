@@ -52,22 +52,29 @@ MAX_SEGMENT_KB = 32_768  # merges stop here, so one optimize() call stays short 
 APPROXIMATE_FROM = 250_000
 HNSW_M = 16
 HNSW_EF_CONSTRUCT = 100
-HNSW_EF = 128  # candidates a search keeps; at least the request's limit
-OVERSAMPLING = 2.0  # quantised candidates per result rescored on the originals
-# A filter matching fewer vectors than this (KB) in a segment is scored exactly from the payload
-# index instead of walking the graph (Qdrant's planner decides per segment, per query): a narrow
-# date or folder filter stays exact and fast.
-FULL_SCAN_KB = 4_096
+HNSW_EF = 256  # candidates a search keeps; at least the request's limit
+OVERSAMPLING = 4.0  # quantised candidates per result rescored on the originals
+# A graph search pays a fixed cost in every segment (300k points: 17 segments of 16-32 MB made it
+# no faster than the exact scan, 4 segments of ~72k points made it 4x faster), so approximate shards
+# seal at 64 MB and merge up to 128 MB. Each seal or merge builds a graph: ~90 s per 300k points
+# here, all of it holding the GIL (see optimize).
+APPROX_SEAL_FACTOR = 4
+APPROX_MAX_FACTOR = 8
 
 
 def _segments(segment_kb: int, approximate: bool = False) -> dict[str, Any]:
     """Segment policy, applied to new and existing shards alike."""
+    seal_kb, max_kb = segment_kb, 2 * segment_kb
     if approximate:
+        seal_kb, max_kb = APPROX_SEAL_FACTOR * segment_kb, APPROX_MAX_FACTOR * segment_kb
         hnsw = qe.HnswIndexConfig(
             m=HNSW_M,
             ef_construct=HNSW_EF_CONSTRUCT,
-            full_scan_threshold=min(FULL_SCAN_KB, max(1, segment_kb // 4)),
-            payload_m=0,  # no per-folder/per-tag subgraphs: filtered queries use the planner above
+            # a segment (or a filter's matches in it) smaller than this is scanned exactly, from the
+            # payload index when filtered (Qdrant's planner decides per segment, per query): a narrow
+            # date or folder filter stays exact, and so do small segments
+            full_scan_threshold=segment_kb,
+            payload_m=0,  # no per-folder/per-tag subgraphs: filtered graph walks use ACORN (_params)
         )
         quant: dict[str, Any] = {
             "quantization_config": qe.ScalarQuantizationConfig(
@@ -81,7 +88,7 @@ def _segments(segment_kb: int, approximate: bool = False) -> dict[str, Any]:
         quant = {}
     return {
         "optimizers": qe.EdgeOptimizersConfig(
-            default_segment_number=2, indexing_threshold=segment_kb, max_segment_size=2 * segment_kb
+            default_segment_number=2, indexing_threshold=seal_kb, max_segment_size=max_kb
         ),
         "hnsw_config": hnsw,
         **quant,
@@ -104,11 +111,14 @@ def _persisted(path: Path, segment_kb: int, approximate: bool) -> qe.EdgeConfig:
     import json
 
     stored = json.loads((path / "edge_config.json").read_text())
+    # approximate: the originals are only read to rescore a few candidates per query, so they stay
+    # on disk (Cold: mapped, not loaded at open): 1M float16 vectors are ~1 GB the daemon need not hold
     vectors = {
         name: qe.EdgeVectorParams(
             size=int(v["size"]),
             distance=qe.Distance.Cosine,
             datatype=qe.VectorStorageDatatype.Float16 if v.get("datatype") == "float16" else None,
+            memory=qe.Memory.Cold if approximate else None,
         )
         for name, v in stored["vectors"].items()
     }
