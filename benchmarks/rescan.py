@@ -76,6 +76,7 @@ def fill_catalog(data: Path, model: Path, root: Path) -> int:
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--files", type=int, default=100_000)
+    ap.add_argument("--profile", action="store_true", help="profile the in-process rescan, skip the daemon")
     args = ap.parse_args()
 
     from photoman.config import Settings
@@ -99,11 +100,21 @@ def main() -> None:
             rec = reconcile(lib)
             t_rec = time.perf_counter() - t
             t = time.perf_counter()
-            report = index(lib, None)
+            if args.profile:
+                import cProfile
+                import pstats
+
+                with cProfile.Profile() as prof:
+                    report = index(lib, None)
+                pstats.Stats(prof).sort_stats("cumulative").print_stats(25)
+            else:
+                report = index(lib, None)
             t_scan = time.perf_counter() - t
         assert not rec.missing and report.embedded == 0, (rec, report)
         print(f"in process: reconcile {t_rec:.2f} s, full rescan with nothing changed {t_scan:.2f} s "
               f"(includes a reconcile)", flush=True)  # fmt: skip
+        if args.profile:
+            return
 
         env = {k: v for k, v in os.environ.items() if not k.startswith("PHOTOMAN_")}
         env.update(PHOTOMAN_DATA_DIR=str(data), PHOTOMAN_MODEL=str(model),

@@ -60,6 +60,7 @@ OVERSAMPLING = 4.0  # quantised candidates per result rescored on the originals
 # here, all of it holding the GIL (see optimize).
 APPROX_SEAL_FACTOR = 4
 APPROX_MAX_FACTOR = 8
+QUANT_MEMORY = qe.Memory.Pinned  # int8 copies in RAM: the graph walk reads them at random
 
 
 def _segments(segment_kb: int, approximate: bool = False) -> dict[str, Any]:
@@ -78,7 +79,7 @@ def _segments(segment_kb: int, approximate: bool = False) -> dict[str, Any]:
         )
         quant: dict[str, Any] = {
             "quantization_config": qe.ScalarQuantizationConfig(
-                type=qe.ScalarType.Int8, quantile=0.99, memory=qe.Memory.Pinned
+                type=qe.ScalarType.Int8, quantile=0.99, memory=QUANT_MEMORY
             )
         }
     else:
