@@ -347,13 +347,13 @@ class Daemon:
     def _index_loop(self) -> None:
         assert self.lib is not None
         s = self.settings
-        store = self.lib.store
-        if hasattr(store, "busy"):  # the embedded store: its graph builds stall the whole process
-            store.busy = lambda: self.gate.recent(self.QUIET)
         next_full = 0.0
         next_roots_check = 0.0
         while not self.stop_event.is_set() and self.writing.is_set():
             try:
+                store = self.lib.store
+                if getattr(store, "busy", False) is None:  # embedded: its graph builds stall the process
+                    store.busy = lambda: self.gate.recent(self.QUIET)  # type: ignore[attr-defined]
                 now = time.monotonic()
                 if now >= next_roots_check:
                     self._watch_roots()
