@@ -306,7 +306,9 @@ def test_edge_switches_to_graph_search_past_the_size_threshold(tmp_path: Path) -
         assert s.approximate == (start >= 3000), start  # below the threshold: exact, no graph
         assert s.pending == (start == 2500)
     config = json.loads((tmp_path / "shard" / "edge_config.json").read_text())
-    assert config["hnsw_config"]["m"] > 0 and "scalar" in config["quantization_config"]
+    image, caption = config["vectors"][IMAGE], config["vectors"]["caption"]
+    assert image["hnsw_config"]["m"] > 0 and "scalar" in image["quantization_config"]
+    assert "hnsw_config" not in caption and config["hnsw_config"]["m"] == 0  # captions stay exact
     assert list((tmp_path / "shard").rglob("*hnsw*")) or list((tmp_path / "shard").rglob("*graph*"))
     stored = vecs.astype(np.float16).astype(np.float32)
     recall = []

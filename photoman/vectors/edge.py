@@ -68,32 +68,46 @@ def _segments(segment_kb: int, approximate: bool = False) -> dict[str, Any]:
     seal_kb, max_kb = segment_kb, 2 * segment_kb
     if approximate:
         seal_kb, max_kb = APPROX_SEAL_FACTOR * segment_kb, APPROX_MAX_FACTOR * segment_kb
-        hnsw = qe.HnswIndexConfig(
-            m=HNSW_M,
-            ef_construct=HNSW_EF_CONSTRUCT,
-            # a segment (or a filter's matches in it) smaller than this is scanned exactly, from the
-            # payload index when filtered (Qdrant's planner decides per segment, per query): a narrow
-            # date or folder filter stays exact, and so do small segments
-            full_scan_threshold=segment_kb,
-            payload_m=0,  # no per-folder/per-tag subgraphs: filtered graph walks use ACORN (_params)
-        )
-        quant: dict[str, Any] = {
-            "quantization_config": qe.ScalarQuantizationConfig(
-                type=qe.ScalarType.Int8, quantile=0.99, memory=QUANT_MEMORY
-            )
-        }
-    else:
-        # m=0: sealed segments get no HNSW graph; searches here are exact scans, a graph would be
-        # build time and memory spent for nothing
-        hnsw = qe.HnswIndexConfig(m=0, ef_construct=100, full_scan_threshold=10)
-        quant = {}
     return {
         "optimizers": qe.EdgeOptimizersConfig(
             default_segment_number=2, indexing_threshold=seal_kb, max_segment_size=max_kb
         ),
-        "hnsw_config": hnsw,
-        **quant,
+        # m=0: sealed segments get no HNSW graph; searches are exact scans. An approximate shard
+        # gives its image vector a graph of its own (_vector_params)
+        "hnsw_config": qe.HnswIndexConfig(m=0, ef_construct=100, full_scan_threshold=10),
     }
+
+
+def _vector_params(
+    name: str, size: int, float16: bool, approximate: bool, segment_kb: int = SEGMENT_KB
+) -> qe.EdgeVectorParams:
+    """One named vector's storage. Approximate: the image vector gets the graph and int8 copies in
+    RAM, and its float16 originals stay on disk (Cold: mapped, not loaded at open), as they are only
+    read to rescore a few candidates per query. Caption vectors (few photos have one, but the store
+    keeps a slot per point) stay exact: a graph and int8 copies of empty slots doubled the memory."""
+    extra: dict[str, Any] = {}
+    if approximate and name == IMAGE:
+        extra = {
+            "memory": qe.Memory.Cold,
+            "quantization_config": qe.ScalarQuantizationConfig(
+                type=qe.ScalarType.Int8, quantile=0.99, memory=QUANT_MEMORY
+            ),
+            "hnsw_config": qe.HnswIndexConfig(
+                m=HNSW_M,
+                ef_construct=HNSW_EF_CONSTRUCT,
+                # a segment (or a filter's matches in it) smaller than this is scanned exactly, from
+                # the payload index when filtered (Qdrant's planner decides per segment, per query):
+                # a narrow date or folder filter stays exact, and so do small segments
+                full_scan_threshold=segment_kb,
+                payload_m=0,  # no per-folder/per-tag subgraphs: filtered graph walks use ACORN (_params)
+            ),
+        }
+    return qe.EdgeVectorParams(
+        size=size,
+        distance=qe.Distance.Cosine,
+        datatype=qe.VectorStorageDatatype.Float16 if float16 else None,
+        **extra,
+    )
 
 
 def _is_approximate(path: Path) -> bool:
@@ -104,7 +118,8 @@ def _is_approximate(path: Path) -> bool:
         stored = json.loads((path / "edge_config.json").read_text())
     except (OSError, ValueError):
         return False
-    return int((stored.get("hnsw_config") or {}).get("m") or 0) > 0
+    configs = [stored.get("hnsw_config")] + [v.get("hnsw_config") for v in stored.get("vectors", {}).values()]
+    return any(int((c or {}).get("m") or 0) > 0 for c in configs)
 
 
 def _persisted(path: Path, segment_kb: int, approximate: bool) -> qe.EdgeConfig:
@@ -112,15 +127,8 @@ def _persisted(path: Path, segment_kb: int, approximate: bool) -> qe.EdgeConfig:
     import json
 
     stored = json.loads((path / "edge_config.json").read_text())
-    # approximate: the originals are only read to rescore a few candidates per query, so they stay
-    # on disk (Cold: mapped, not loaded at open): 1M float16 vectors are ~1 GB the daemon need not hold
     vectors = {
-        name: qe.EdgeVectorParams(
-            size=int(v["size"]),
-            distance=qe.Distance.Cosine,
-            datatype=qe.VectorStorageDatatype.Float16 if v.get("datatype") == "float16" else None,
-            memory=qe.Memory.Cold if approximate else None,
-        )
+        name: _vector_params(name, int(v["size"]), v.get("datatype") == "float16", approximate, segment_kb)
         for name, v in stored["vectors"].items()
     }
     return qe.EdgeConfig(vectors=vectors, **_segments(segment_kb, approximate))
