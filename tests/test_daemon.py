@@ -254,3 +254,18 @@ def test_offline_root_is_hidden_not_deleted(settings: Settings, library_dir: Pat
 def catalog_rows_of(lib: Library) -> list[Photo]:
     with lib.catalog.session() as s:
         return list(s.scalars(select(Photo)))
+
+
+def test_query_gate_says_when_a_user_was_querying_recently() -> None:
+    """What the store's graph work waits on: a query in flight, or one that ended moments ago."""
+    import time
+
+    from photoman.service.daemon import QueryGate
+
+    gate = QueryGate()
+    assert not gate.recent(3.0)
+    with gate.query():
+        assert gate.recent(0.0)
+    assert gate.recent(3.0) and not gate.recent(0.0)
+    gate.last = time.monotonic() - 5
+    assert not gate.recent(3.0)

@@ -284,3 +284,47 @@ def test_edge_survives_kill_9_while_sealing_segments(tmp_path: Path) -> None:
     for p in probe:  # points keep their vectors and are found by an exact search for themselves
         assert s.search(p.vectors[IMAGE], limit=1)[0].id == p.id
     s.close()
+
+
+def test_edge_switches_to_graph_search_past_the_size_threshold(tmp_path: Path) -> None:
+    """Small libraries stay exact; past approximate_from the shard gets HNSW + int8 quantisation and
+    results still match an exact scan on this small set (clustered, like real photo embeddings)."""
+    dim, n = 64, 4000
+    rng = np.random.default_rng(3)
+    centres = rng.standard_normal((40, dim)).astype(np.float32)
+    vecs = centres[rng.integers(0, 40, n)] + 0.5 * rng.standard_normal((n, dim)).astype(np.float32)
+    vecs /= np.linalg.norm(vecs, axis=1, keepdims=True)
+    ids = [point_id(f"h{i}", "m") for i in range(n)]
+    s = EdgeStore.open(tmp_path / "shard", "test", dim, segment_kb=64, approximate_from=3000)
+    busy = [False]
+    s.busy = lambda: busy[0]
+    for start in range(0, n, 500):
+        s.upsert([VectorPoint(ids[i], {IMAGE: vecs[i]}, {"hash": f"h{i}", "roots": ["/a" if i % 2 else "/b"]})
+                  for i in range(start, start + 500)])  # fmt: skip
+        busy[0] = start == 2500  # a query came in just as the threshold was crossed: the work waits
+        s.optimize()
+        assert s.approximate == (start >= 3000), start  # below the threshold: exact, no graph
+        assert s.pending == (start == 2500)
+    config = json.loads((tmp_path / "shard" / "edge_config.json").read_text())
+    image, caption = config["vectors"][IMAGE], config["vectors"]["caption"]
+    assert image["hnsw_config"]["m"] > 0 and "scalar" in image["quantization_config"]
+    assert "hnsw_config" not in caption and config["hnsw_config"]["m"] == 0  # captions stay exact
+    assert list((tmp_path / "shard").rglob("*hnsw*")) or list((tmp_path / "shard").rglob("*graph*"))
+    stored = vecs.astype(np.float16).astype(np.float32)
+    recall = []
+    for q in stored[rng.integers(0, n, 20)] + 0.1 * rng.standard_normal((20, dim)).astype(np.float32):
+        q /= np.linalg.norm(q)
+        order = np.argsort(-(stored @ q))
+        odd = [i for i in order if i % 2]
+        got = [h.id for h in s.search(q, limit=10)]
+        assert got[0] == ids[order[0]]
+        recall.append(len(set(got) & {ids[i] for i in order[:10]}) / 10)
+        got = [h.id for h in s.search(q, limit=10, flt=SearchFilter(roots=["/a"]))]
+        recall.append(len(set(got) & {ids[i] for i in odd[:10]}) / 10)
+        fused = [h.id for h in s.fused_search({IMAGE: q}, limit=10)]
+        recall.append(len(set(fused) & {ids[i] for i in order[:10]}) / 10)
+    assert np.mean(recall) >= 0.95, recall  # approximate, but as good as exact on this set
+    s.close()
+    again = EdgeStore.open(tmp_path / "shard", "test", dim, segment_kb=64, approximate_from=3000)
+    assert again.approximate and again.count() == n
+    again.close()

@@ -51,6 +51,7 @@ class QueryGate:
     def __init__(self) -> None:
         self._active = 0
         self._cv = threading.Condition()
+        self.last = 0.0  # monotonic time the latest query ended
 
     @contextmanager
     def query(self) -> Iterator[None]:
@@ -61,7 +62,12 @@ class QueryGate:
         finally:
             with self._cv:
                 self._active -= 1
+                self.last = time.monotonic()
                 self._cv.notify_all()
+
+    def recent(self, seconds: float) -> bool:
+        """A query is running or ended less than ``seconds`` ago: a user is at the keyboard."""
+        return self._active > 0 or time.monotonic() - self.last < seconds
 
     def wait_idle(self, timeout: float = 5.0) -> None:
         with self._cv:
@@ -392,6 +398,8 @@ class Daemon:
                 log.info("watching %s (%s)", root, kind)
                 self.full_scan.set()  # new or returning root: catch up on what happened meanwhile
 
+    QUIET = 3.0  # seconds without a query before the store may build graphs (GIL-holding, seconds)
+
     def _index_loop(self) -> None:
         assert self.lib is not None
         s = self.settings
@@ -399,6 +407,9 @@ class Daemon:
         next_roots_check = 0.0
         while not self.stop_event.is_set() and self.writing.is_set():
             try:
+                store = self.lib.store
+                if getattr(store, "busy", False) is None:  # embedded: its graph builds stall the process
+                    store.busy = lambda: self.gate.recent(self.QUIET)  # type: ignore[attr-defined]
                 now = time.monotonic()
                 if now >= next_roots_check:
                     self._watch_roots()
@@ -424,6 +435,10 @@ class Daemon:
                     self.stop_event.wait(min(0.1, s.debounce))  # events pending: wait for them to go quiet
                 elif self.lib.target_name is not None:
                     self._switch_step()
+                elif getattr(store, "pending", False) and not self.gate.recent(self.QUIET):
+                    self.activity.state = "optimising"
+                    store.optimize(idle=True)  # graph work put off while queries came in
+                    self.activity.state = "idle"
                 else:
                     self.dirty.changed.wait(timeout=1.0)
             except Abandon:

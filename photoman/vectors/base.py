@@ -141,8 +141,9 @@ class VectorStore(Protocol):
     def flush(self) -> None:
         """Make everything written so far durable."""
 
-    def optimize(self) -> None:
-        """Reorganise storage for fast search after writes (a no-op where the store does it itself)."""
+    def optimize(self, idle: bool = False) -> None:
+        """Reorganise storage for fast search after writes (a no-op where the store does it itself);
+        ``idle``: the caller knows no user is waiting, so long work put off earlier may run now."""
 
     def disk_bytes(self) -> int | None:
         """Bytes on local disk, when the store is local."""

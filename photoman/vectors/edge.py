@@ -45,40 +45,101 @@ SEGMENT_KB = 16_384  # an appendable segment this big (KB of vectors) is sealed 
 MAX_SEGMENT_KB = 32_768  # merges stop here, so one optimize() call stays short (~0.2 s)
 
 
-def _segments(segment_kb: int) -> dict[str, Any]:
+# Past this many points an exact scan reads too much per query (1M float16 vectors: ~1 GB, ~60-90 ms
+# on 2 cores), so sealed segments get an HNSW graph over int8-quantised vectors kept in RAM, and
+# searches walk the graph and rescore the best candidates on the float16 originals. Below it the
+# exact scan is as fast and costs no build time, so small libraries stay exact.
+APPROXIMATE_FROM = 250_000
+HNSW_M = 16
+HNSW_EF_CONSTRUCT = 100
+HNSW_EF = 256  # candidates a search keeps; at least the request's limit
+OVERSAMPLING = 4.0  # quantised candidates per result rescored on the originals
+# A graph search pays a fixed cost in every segment (300k points: 17 segments of 16-32 MB made it
+# no faster than the exact scan, 4 segments of ~72k points made it 4x faster), so approximate shards
+# seal at 64 MB and merge up to 128 MB. Each seal or merge builds a graph: ~90 s per 300k points
+# here, all of it holding the GIL (see optimize).
+APPROX_SEAL_FACTOR = 4
+APPROX_MAX_FACTOR = 8
+QUANT_MEMORY = qe.Memory.Pinned  # int8 copies in RAM: the graph walk reads them at random
+
+
+def _segments(segment_kb: int, approximate: bool = False) -> dict[str, Any]:
     """Segment policy, applied to new and existing shards alike."""
+    seal_kb, max_kb = segment_kb, 2 * segment_kb
+    if approximate:
+        seal_kb, max_kb = APPROX_SEAL_FACTOR * segment_kb, APPROX_MAX_FACTOR * segment_kb
     return {
         "optimizers": qe.EdgeOptimizersConfig(
-            default_segment_number=2, indexing_threshold=segment_kb, max_segment_size=2 * segment_kb
+            default_segment_number=2, indexing_threshold=seal_kb, max_segment_size=max_kb
         ),
-        # m=0: sealed segments get no HNSW graph; searches here are exact scans, a graph would be
-        # build time and memory spent for nothing
+        # m=0: sealed segments get no HNSW graph; searches are exact scans. An approximate shard
+        # gives its image vector a graph of its own (_vector_params)
         "hnsw_config": qe.HnswIndexConfig(m=0, ef_construct=100, full_scan_threshold=10),
     }
 
 
-def _persisted(path: Path, segment_kb: int) -> qe.EdgeConfig:
+def _vector_params(
+    name: str, size: int, float16: bool, approximate: bool, segment_kb: int = SEGMENT_KB
+) -> qe.EdgeVectorParams:
+    """One named vector's storage. Approximate: the image vector gets the graph and int8 copies in
+    RAM, and its float16 originals stay on disk (Cold: mapped, not loaded at open), as they are only
+    read to rescore a few candidates per query. Caption vectors (few photos have one, but the store
+    keeps a slot per point) stay exact: a graph and int8 copies of empty slots doubled the memory."""
+    extra: dict[str, Any] = {}
+    if approximate and name == IMAGE:
+        extra = {
+            "memory": qe.Memory.Cold,
+            "quantization_config": qe.ScalarQuantizationConfig(
+                type=qe.ScalarType.Int8, quantile=0.99, memory=QUANT_MEMORY
+            ),
+            "hnsw_config": qe.HnswIndexConfig(
+                m=HNSW_M,
+                ef_construct=HNSW_EF_CONSTRUCT,
+                # a segment (or a filter's matches in it) smaller than this is scanned exactly, from
+                # the payload index when filtered (Qdrant's planner decides per segment, per query):
+                # a narrow date or folder filter stays exact, and so do small segments
+                full_scan_threshold=segment_kb,
+                payload_m=0,  # no per-folder/per-tag subgraphs: filtered graph walks use ACORN (_params)
+            ),
+        }
+    return qe.EdgeVectorParams(
+        size=size,
+        distance=qe.Distance.Cosine,
+        datatype=qe.VectorStorageDatatype.Float16 if float16 else None,
+        **extra,
+    )
+
+
+def _is_approximate(path: Path) -> bool:
+    """Whether the shard was switched to graph search (it stays so: see EdgeStore.optimize)."""
+    import json
+
+    try:
+        stored = json.loads((path / "edge_config.json").read_text())
+    except (OSError, ValueError):
+        return False
+    configs = [stored.get("hnsw_config")] + [v.get("hnsw_config") for v in stored.get("vectors", {}).values()]
+    return any(int((c or {}).get("m") or 0) > 0 for c in configs)
+
+
+def _persisted(path: Path, segment_kb: int, approximate: bool) -> qe.EdgeConfig:
     """The shard's own vector config (EdgeConfig needs it on load) with today's segment policy."""
     import json
 
     stored = json.loads((path / "edge_config.json").read_text())
     vectors = {
-        name: qe.EdgeVectorParams(
-            size=int(v["size"]),
-            distance=qe.Distance.Cosine,
-            datatype=qe.VectorStorageDatatype.Float16 if v.get("datatype") == "float16" else None,
-        )
+        name: _vector_params(name, int(v["size"]), v.get("datatype") == "float16", approximate, segment_kb)
         for name, v in stored["vectors"].items()
     }
-    return qe.EdgeConfig(vectors=vectors, **_segments(segment_kb))
+    return qe.EdgeConfig(vectors=vectors, **_segments(segment_kb, approximate))
 
 
-def _load(path: Path, segment_kb: int, ballast_dir: Path | None) -> qe.EdgeShard:
+def _load(path: Path, segment_kb: int, ballast_dir: Path | None, approximate: bool) -> qe.EdgeShard:
     """Load with today's segment policy. Loading rewrites the shard's config file, so a disk full to
     the last byte refuses it: then the data dir's set-aside room is freed and the shard loaded as it
     was saved (photoman.diskspace.release_ballast)."""
     try:
-        return qe.EdgeShard.load(str(path), _persisted(path, segment_kb))
+        return qe.EdgeShard.load(str(path), _persisted(path, segment_kb, approximate))
     except Exception as exc:
         from photoman.diskspace import is_disk_full, release_ballast
 
@@ -149,23 +210,50 @@ def back_sparse_files(path: Path) -> None:
 class EdgeStore:
     """A Qdrant Edge shard; only one process may hold it open (its WAL is locked)."""
 
-    def __init__(self, shard: qe.EdgeShard, path: Path, name: str, dim: int) -> None:
+    def __init__(
+        self,
+        shard: qe.EdgeShard,
+        path: Path,
+        name: str,
+        dim: int,
+        segment_kb: int = SEGMENT_KB,
+        approximate_from: int | None = None,
+        ballast_dir: Path | None = None,
+    ) -> None:
         self._shard = shard
         self._changed = False  # a store only read is closed without a flush (~0.1-0.25 s at 100k)
         self.path = path
         self.name = name
         self.dim = dim
+        self.segment_kb = segment_kb
+        self.approximate_from = APPROXIMATE_FROM if approximate_from is None else approximate_from
+        self.ballast_dir = ballast_dir
+        self.approximate = _is_approximate(path)
+        # Graph builds hold the GIL for seconds (the whole process waits): a daemon sets this to say
+        # "a user is querying now", and optimize() then leaves graph work for later (optimize(idle=True)).
+        self.busy: Callable[[], bool] | None = None
+        self.pending = False  # optimisation was put off: the daemon runs it when idle
 
     @classmethod
     def open(
-        cls, path: Path, name: str, dim: int, segment_kb: int = SEGMENT_KB, ballast_dir: Path | None = None
+        cls,
+        path: Path,
+        name: str,
+        dim: int,
+        segment_kb: int = SEGMENT_KB,
+        ballast_dir: Path | None = None,
+        approximate_from: int | None = None,
     ) -> EdgeStore:
-        """Load the shard at path, creating it (with payload indexes) on first use."""
+        """Load the shard at path, creating it (with payload indexes) on first use.
+
+        ``approximate_from``: the size (points) past which the shard switches to graph search
+        (default :data:`APPROXIMATE_FROM`).
+        """
         path.mkdir(parents=True, exist_ok=True)
         back_sparse_files(path)
         try:
             if (path / "edge_config.json").exists():
-                shard = _load(path, segment_kb, ballast_dir)
+                shard = _load(path, segment_kb, ballast_dir, _is_approximate(path))
             else:
                 shard = qe.EdgeShard.create(str(path), _config(dim, segment_kb))
         except Exception as exc:  # noqa: BLE001 - the bindings raise plain exceptions: sorted below
@@ -175,9 +263,24 @@ class EdgeStore:
                     f"vector store {path} is in use by another process (Qdrant Edge allows one opener)"
                 ) from None
             raise PhotomanError(f"cannot open vector store {path}: {text.splitlines()[0]}") from None
-        store = cls(shard, path, name, dim)
+        store = cls(shard, path, name, dim, segment_kb, approximate_from, ballast_dir)
         store._ensure_indexes()
         return store
+
+    def _params(self, limit: int, filtered: bool) -> qe.SearchParams:
+        """Exact scan for a small library; graph + quantised candidates + exact rescoring past it.
+
+        A filter the planner does not send to the exact path walks the graph with ACORN (it looks
+        past neighbours the filter rejects): with no per-field subgraphs (payload_m=0) a plain walk
+        loses results once the filter rejects half the graph.
+        """
+        if not self.approximate:
+            return qe.SearchParams(exact=True)
+        return qe.SearchParams(
+            hnsw_ef=max(HNSW_EF, limit),
+            quantization=qe.QuantizationSearchParams(rescore=True, oversampling=OVERSAMPLING),
+            acorn=qe.AcornSearchParams(enable=True) if filtered else None,
+        )
 
     def _ensure_indexes(self) -> None:
         """Every filtered field indexed, on disk; an in-memory index from an older store is rebuilt
@@ -237,7 +340,7 @@ class EdgeStore:
             limit=limit,
             prefetches=[
                 qe.Prefetch(depth, query=qe.Query.Nearest(as_list(v), using=name), filter=f,
-                            params=qe.SearchParams(exact=True), score_threshold=thresholds.get(name))
+                            params=self._params(depth, f is not None), score_threshold=thresholds.get(name))
                 for name, v in queries.items()
             ],
             query=qe.Fusion.Rrf(k=RRF_K),  # type: ignore[arg-type]  # a Fusion; the stubs miss the variant
@@ -257,9 +360,9 @@ class EdgeStore:
         req = qe.QueryRequest(
             limit=limit,
             query=qe.Query.Nearest(as_list(vector), using=using),
-            filter=edge_filter(flt),
+            filter=(f := edge_filter(flt)),
             with_payload=with_payload,
-            params=qe.SearchParams(exact=True),
+            params=self._params(limit, f is not None),
         )
         return [Hit(str(p.id), cosine(p.score), dict(p.payload or {})) for p in self._shard.query(req)]
 
@@ -295,17 +398,37 @@ class EdgeStore:
     def flush(self) -> None:
         self._shard.flush()
 
-    def optimize(self) -> None:
-        """Seal a full appendable segment / merge small ones, so exact scans run on every core.
+    def optimize(self, idle: bool = False) -> None:
+        """Seal a full appendable segment / merge small ones, so searches run on every core; past
+        ``approximate_from`` points, switch the shard to graph search (once: it stays so if the
+        library shrinks, the graph costs nothing to keep).
 
-        Cheap when there is nothing to do (~0.3 ms); sealing one segment takes ~0.2 s, during which
-        the bindings hold the GIL (the whole process waits), about once per 16k photos indexed.
-        Crash-safe: Qdrant builds the new segment aside and swaps it in. Files it creates sparse get
-        their blocks here (:func:`back_sparse_files`), ~1 ms.
+        Exact mode: cheap when there is nothing to do (~0.3 ms); sealing one segment takes ~0.2 s,
+        about once per 16k photos indexed. Approximate mode: sealing also builds the segment's graph,
+        seconds per 16k photos, and the switch builds graphs for the whole library (minutes at 1M).
+        The bindings hold the GIL throughout: the whole process, queries included, waits. So while
+        ``busy()`` says a user is querying, graph work is put off (``pending``) and done by a later
+        call with ``idle=True`` (the daemon's idle loop). Crash-safe: Qdrant builds each new segment
+        aside and swaps it in. Files it creates sparse get their blocks here (:func:`back_sparse_files`).
         """
+        switch = not self.approximate and self._shard.info().points_count >= self.approximate_from
+        graph_work = self.approximate or switch
+        if graph_work and not idle and self.busy is not None and self.busy():
+            self.pending = True
+            return
         self._changed = True
+        if switch:
+            self._switch_to_approximate()
+        self.pending = False
         self._shard.optimize()
         back_sparse_files(self.path)
+
+    def _switch_to_approximate(self) -> None:
+        """Reload the shard with the graph + quantisation config; the next optimize builds them."""
+        self._shard.flush()
+        self._shard.close()
+        self._shard = _load(self.path, self.segment_kb, self.ballast_dir, approximate=True)
+        self.approximate = True
 
     def disk_bytes(self) -> int | None:
         # allocated blocks, not apparent size: the WAL preallocates sparse 32 MB segments

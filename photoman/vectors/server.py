@@ -31,6 +31,20 @@ _SCHEMA = {
 }
 
 
+HNSW_EF = 128
+OVERSAMPLING = 2.0
+
+
+def _params(limit: int) -> models.SearchParams:
+    """A server chooses by size itself: segments under its indexing threshold (~20k photos) are
+    scanned exactly, bigger ones get HNSW; quantised candidates are rescored on the originals
+    (the embedded store's approximate mode, photoman.vectors.edge)."""
+    return models.SearchParams(
+        hnsw_ef=max(HNSW_EF, limit),
+        quantization=models.QuantizationSearchParams(rescore=True, oversampling=OVERSAMPLING),
+    )
+
+
 def server_filter(flt: SearchFilter | None) -> models.Filter | None:
     """SearchFilter as a qdrant-client filter."""
     return translate_filter(flt, models, models.DatetimeRange, lambda ids: models.HasIdCondition(has_id=ids))
@@ -86,7 +100,19 @@ class ServerStore:
             params = models.VectorParams(
                 size=self.dim, distance=models.Distance.COSINE, datatype=models.Datatype.FLOAT16
             )
-            self._client.create_collection(self.name, vectors_config={IMAGE: params, CAPTION: params})
+            # int8 copies in RAM for the graph walk (a quarter of the float32 bytes); payload_m=0: no
+            # per-field subgraphs, filtered queries go exact (small) or walk the graph (large)
+            quant = models.ScalarQuantization(
+                scalar=models.ScalarQuantizationConfig(
+                    type=models.ScalarType.INT8, quantile=0.99, always_ram=True
+                )
+            )
+            self._client.create_collection(
+                self.name,
+                vectors_config={IMAGE: params, CAPTION: params},
+                hnsw_config=models.HnswConfigDiff(payload_m=0),
+                quantization_config=quant,
+            )
         info = self._client.get_collection(self.name)
         have = set((info.payload_schema or {}).keys())
         for field, kind in INDEXED_FIELDS.items():
@@ -137,7 +163,7 @@ class ServerStore:
             self.name,
             prefetch=[
                 models.Prefetch(query=as_list(v), using=name, filter=f, limit=depth,
-                                params=models.SearchParams(exact=True), score_threshold=thresholds.get(name))
+                                params=_params(depth), score_threshold=thresholds.get(name))
                 for name, v in queries.items()
             ],
             query=models.RrfQuery(rrf=models.Rrf(k=RRF_K)),
@@ -162,7 +188,7 @@ class ServerStore:
             query_filter=server_filter(flt),
             limit=limit,
             with_payload=with_payload,
-            search_params=models.SearchParams(exact=True),
+            search_params=_params(limit),
         )
         return [Hit(str(p.id), cosine(p.score), dict(p.payload or {})) for p in res.points]
 
@@ -197,7 +223,7 @@ class ServerStore:
     def flush(self) -> None:
         """Server writes are durable once acknowledged (wait=True)."""
 
-    def optimize(self) -> None:
+    def optimize(self, idle: bool = False) -> None:
         """The server runs its own optimizers in the background."""
 
     def disk_bytes(self) -> int | None:
