@@ -35,7 +35,15 @@ class Batcher:
             self._waiting.append((args, future))
             first = len(self._waiting) == 1
         if first:  # otherwise a drain is already queued and will take this one too
-            self.executor.submit(self._drain)
+            try:
+                self.executor.submit(self._drain)
+            except BaseException:  # a stopping daemon's executor: nothing will drain, leave no one waiting
+                with self._lock:
+                    waiting, self._waiting = self._waiting, []
+                for _, other in waiting:
+                    if other is not future:
+                        other.set_exception(RuntimeError("the daemon is stopping"))
+                raise
         return future.result()
 
     def _drain(self) -> None:
