@@ -68,3 +68,12 @@ def test_the_exclude_setting_replaces_the_defaults(
         index(lib, [library_dir])
         got = {str(Path(p).relative_to(library_dir)) for p in _paths(lib)}
     assert "node_modules/a.jpg" in got and not any(p.startswith("trips/") for p in got)
+
+
+def test_paths_below_a_folder_are_what_relpath_gives() -> None:
+    import os
+
+    from photoman.indexing.ignore import _below
+
+    for path, folder in (("/a/b/c.jpg", "/a"), ("/a/b/c.jpg", "/a/b"), ("/x.jpg", "/"), ("/a/é b/c", "/a")):
+        assert _below(path, folder) == os.path.relpath(path, folder)
