@@ -6,6 +6,8 @@ from __future__ import annotations
 import re
 from pathlib import Path
 
+import pytest
+
 ROOT = Path(__file__).resolve().parent.parent
 
 
@@ -59,11 +61,24 @@ def readme_commands() -> list[str]:
     return lines
 
 
+# The README's console examples, run as written in four parts (each under half a minute): the
+# everyday commands; choosing and switching models; evaluating them; the daemon, the TUI, roots and
+# settings. Each part gets its own HOME and library; a later part that searches starts from the
+# photos already indexed.
+PARTS = {  # first command, first command of the next part, whether it needs the photos indexed first
+    "everyday": (None, "photoman models", False),
+    "models": ("photoman models", "photoman eval", True),
+    "eval": ("photoman eval", "photoman watch ", False),
+    "daemon-and-rest": ("photoman watch ", None, True),
+}
+
+
+@pytest.mark.parametrize("part", list(PARTS))
 def test_every_readme_example_runs(
-    tiny_model: Path, wide_model: Path, library_dir: Path, photos_src: Path, tmp_path: Path
+    part: str, tiny_model: Path, wide_model: Path, library_dir: Path, photos_src: Path, tmp_path: Path
 ) -> None:
     """Each documented command, run as written (a user's shell, HOME, files in the current folder), in
-    README order against one test library. With the tiny random model only success is checked."""
+    README order against a test library. With the tiny random model only success is checked."""
     import json
     import os
     import shlex
@@ -95,7 +110,8 @@ def test_every_readme_example_runs(
     env.update(HOME=str(home), PHOTOMAN_MODEL=str(tiny_model), PHOTOMAN_DATA_DIR=str(tmp_path / "data"),
                PHOTOMAN_STATE_DIR=str(tmp_path / "state"), PHOTOMAN_RUNTIME_DIR=str(tmp_path / "run"),
                PHOTOMAN_CONFIG=str(tmp_path / "none.toml"), PHOTOMAN_WORKERS="1", HF_HUB_OFFLINE="1",
-               XDG_DATA_HOME=str(tmp_path / "xdg"))  # fmt: skip
+               XDG_DATA_HOME=str(tmp_path / "xdg"),
+               PHOTOMAN_CACHE_DIR=str(home / ".cache" / "photoman"))  # fmt: skip
     env["SHELL"] = env.get("SHELL") or "/bin/bash"  # a user has a login shell; completion falls back to it
     env["PATH"] = f"{bindir}{os.pathsep}{env.get('PATH', '')}"
     env["PHOTOMAN_VIEWER"] = "true"  # `--open` examples: a viewer that opens nothing, and exists
@@ -115,6 +131,15 @@ def test_every_readme_example_runs(
     for m in KNOWN_MODELS:  # no weights can be downloaded here: named models run as the test checkpoint
         commands = [c.replace(m.name, str(tiny_model)) for c in commands]
     assert len(commands) > 20
+    first, stop, indexed = PARTS[part]
+    begin = 0 if first is None else next(i for i, c in enumerate(commands) if c.startswith(first))
+    end = len(commands) if stop is None else next(i for i, c in enumerate(commands) if c.startswith(stop))
+    if indexed:  # the photos are indexed already, as the everyday part left them
+        from .daemon_helpers import index_here
+
+        index_here({**env, "PHOTOMAN_PRECISION": "fp32"}, home / "Pictures")  # in-process: no runtime timing
+    commands = commands[begin:end]
+    assert commands
     try:
         for cmd in commands:
             words = shlex.split(cmd, comments=True)
