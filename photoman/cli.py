@@ -144,14 +144,16 @@ def _notices_on_stderr() -> None:
     ctx, debug = state.ctx, state.debug
     logger = logging.getLogger("photoman")
     handler = NoticeHandler(_notice, logging.DEBUG if debug else logging.INFO)
-    level = logger.level
+    level, propagate = logger.level, logger.propagate
     logger.addHandler(handler)
     logger.setLevel(handler.level)
+    logger.propagate = False  # shown here, once, whatever handlers a library gave the root logger
     state.notices = handler
 
     def remove() -> None:  # a test runs many commands in one process: each one's handler goes with it
         _quiet_notices()
         logger.setLevel(level)
+        logger.propagate = propagate
 
     if ctx is not None:
         ctx.call_on_close(remove)

@@ -124,6 +124,8 @@ def test_console_script_runs_as_a_process(cli_env: Settings, library_dir: Path) 
         "PHOTOMAN_DATA_DIR": str(cli_env.data_dir),
         "PHOTOMAN_MODEL": cli_env.model,
         "PHOTOMAN_PROGRESS": "1",
+        "PHOTOMAN_CACHE_DIR": str(cli_env.data_dir.parent / "fresh-cache"),  # the text pack is built now
+        "PHOTOMAN_PRECISION": "auto",  # and the runtime measured after it: a second notice
     }
     proc = subprocess.run(
         [sys.executable, "-m", "photoman", "index", str(library_dir), "--json"],
@@ -132,6 +134,13 @@ def test_console_script_runs_as_a_process(cli_env: Settings, library_dir: Path) 
     assert proc.returncode == 0, proc.stderr
     assert json.loads(proc.stdout)["embedded"] == 10
     assert "indexing" in proc.stderr and "10/10" in proc.stderr
+    # each notice once, as its own line: ONNX Runtime's quantiser (building the text pack) configures
+    # the root logger when imported, which must not print photoman's notices a second time
+    lines = proc.stderr.splitlines()
+    assert lines.count("Preparing the fast text encoder for this model (once, a few seconds)…") == 1, lines
+    measuring = "Measuring which runtime runs this model fastest on this CPU (once per machine and model)…"
+    assert lines.count(measuring) == 1, lines
+    assert not any(ln.startswith(("INFO:", "WARNING:")) or " [INFO] " in ln for ln in lines), lines
     proc = subprocess.run(
         [sys.executable, "-m", "photoman", "find", ""], capture_output=True, text=True, env=env, timeout=300
     )

@@ -29,7 +29,7 @@ import numpy as np
 import torch
 
 from photoman.embedding.checkpoint import model_identity
-from photoman.embedding.ort_session import optimized_session
+from photoman.embedding.ort_session import optimized_session, ort_quantization
 from photoman.embedding.precision import EXPORT_FORMAT, encoder_folder
 from photoman.embedding.preprocess import PreprocessSpec
 
@@ -124,8 +124,8 @@ def export(clip: Any, spec: PreprocessSpec, target: Path, int8: bool = False) ->
         if int8:
             import logging
 
-            from onnxruntime.quantization import QuantType, quantize_dynamic
-
+            quantization = ort_quantization()
+            QuantType, quantize_dynamic = quantization.QuantType, quantization.quantize_dynamic
             out = Path(tmp) / "int8.onnx"
             logging.disable(logging.WARNING)  # the quantiser's advice is not for a CLI user's terminal
             try:

@@ -39,7 +39,10 @@ def available() -> bool:
     try:
         import onnx  # noqa: F401
         import onnxruntime  # noqa: F401
-        from onnxruntime.quantization import quantize_dynamic  # noqa: F401
+
+        from photoman.embedding.ort_session import ort_quantization
+
+        ort_quantization()
     except ImportError:
         return False
     return True
@@ -77,8 +80,10 @@ def fingerprint(clip: Any) -> str:
 
 def build(lean: LeanTextTower, target: Path, quantize: bool = True) -> None:
     """Export the text tower to ONNX (fp32), quantise its weights to int8, write ``target`` atomically."""
-    from onnxruntime.quantization import QuantType, quantize_dynamic
+    from photoman.embedding.ort_session import ort_quantization
 
+    quantization = ort_quantization()
+    QuantType, quantize_dynamic = quantization.QuantType, quantization.quantize_dynamic
     graph = _Graph(lean).eval()
     dim = lean.token_embedding.embedding_dim
     target.parent.mkdir(parents=True, exist_ok=True)

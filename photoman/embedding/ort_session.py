@@ -53,3 +53,20 @@ def optimized_session(ort: Any, model_file: Path, opts: Any, level: str = "exten
     except OSError:  # the next open optimises again
         tmp.unlink(missing_ok=True)
     return sess
+
+
+def ort_quantization() -> Any:
+    """``onnxruntime.quantization``, imported without its side effect: one of its modules calls
+    ``logging.basicConfig`` at import, which would print every library's INFO records on stderr (and
+    each photoman notice twice, once as ``INFO:photoman…``). The root logger is left as it was."""
+    import logging
+
+    root = logging.getLogger()
+    handlers, level = list(root.handlers), root.level
+    import onnxruntime.quantization as quantization
+
+    for handler in root.handlers[:]:
+        if handler not in handlers:
+            root.removeHandler(handler)
+    root.setLevel(level)
+    return quantization

@@ -117,6 +117,7 @@ def setup_logging(settings: Settings, foreground: bool) -> None:
     settings.state_dir.mkdir(parents=True, exist_ok=True)
     root = logging.getLogger("photoman")
     root.setLevel(logging.INFO)
+    root.propagate = False  # its records go to its log once, whatever handlers a library gave the root
     fmt = SafeFormatter("%(asctime)s %(levelname)s %(name)s: %(message)s")
     handler = RotatingFileHandler(settings.log_file, maxBytes=5_000_000, backupCount=3)
     handler.setFormatter(fmt)
