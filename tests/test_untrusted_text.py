@@ -358,7 +358,7 @@ def test_daemon_log_escapes_names(settings: Settings) -> None:
     from photoman.service.daemon import setup_logging
 
     logger = logging.getLogger("photoman")
-    before = list(logger.handlers)
+    before, level, propagate = list(logger.handlers), logger.level, logger.propagate
     setup_logging(settings, foreground=False)
     try:
         log = logging.getLogger("photoman.daemon")
@@ -374,6 +374,8 @@ def test_daemon_log_escapes_names(settings: Settings) -> None:
         for h in logger.handlers[len(before) :]:
             logger.removeHandler(h)
             h.close()
+        logger.setLevel(level)
+        logger.propagate = propagate  # the daemon's set-up is for its own process, not the tests'
     text = assert_inert(settings.log_file.read_bytes())
     assert r"watching /photos/csi\x1b[2J\r\xe9.jpg (inotify)" in text
     assert r"cannot read /photos/csi\x1b[2J\r\xe9.jpg" in text
