@@ -39,3 +39,29 @@ def twelve_mp_jpegs(count: int) -> Path:
             img.putpixel((i, i), (i % 256, 0, 0))
         img.save(out / f"IMG_{i:04d}.jpg", quality=92)
     return out
+
+
+def bench_root(lib: object) -> int:
+    """The synthetic library's one root (``/bench``, not on disk: an offline drive), its row id."""
+    from datetime import datetime
+
+    from photoman.catalog.models import Root
+
+    with lib.catalog.session() as s:  # type: ignore[attr-defined]
+        root = Root(path="/bench", added_at=datetime.now())
+        s.add(root)
+        s.flush()
+        return int(root.id)
+
+
+def daemon_env(data: Path, model: Path, config_dir: Path) -> dict[str, str]:
+    """This environment without the user's PHOTOMAN_* settings, pointed at the benchmark's data dir
+    and model, with an empty config file and no daemon started on demand."""
+    import os
+
+    env = {k: v for k, v in os.environ.items() if not k.startswith("PHOTOMAN_")}
+    env.update(PHOTOMAN_DATA_DIR=str(data), PHOTOMAN_MODEL=str(model),
+               PHOTOMAN_STATE_DIR=str(data / "state"), PHOTOMAN_RUNTIME_DIR=str(data / "run"),
+               PHOTOMAN_CONFIG=str(config_dir / "none.toml"), PHOTOMAN_AUTOSTART="0")  # fmt: skip
+    (config_dir / "none.toml").write_text("")
+    return env

@@ -19,11 +19,10 @@ import subprocess
 import sys
 import tempfile
 import time
-from datetime import datetime
 from pathlib import Path
 
 import numpy as np
-from _common import vit_b32_model
+from _common import bench_root, vit_b32_model
 
 from photoman.library import Library
 
@@ -32,14 +31,10 @@ def fill(lib: Library, n: int, rng: np.random.Generator) -> None:
     """n rows in the catalog and n points in the store, written the way the pipeline writes them."""
     from sqlalchemy import insert
 
-    from photoman.catalog.models import Photo, Root
+    from photoman.catalog.models import Photo
     from photoman.vectors import IMAGE, VectorPoint, point_id
 
-    with lib.catalog.session() as s:
-        root = Root(path="/bench", added_at=datetime.now())
-        s.add(root)
-        s.flush()
-        rid = root.id
+    rid = bench_root(lib)
     step = 2000
     for start in range(0, n, step):
         count = min(step, n - start)

@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import argparse
 import io
-import os
 import shutil
 import subprocess
 import sys
@@ -22,7 +21,7 @@ from datetime import datetime
 from pathlib import Path
 
 import numpy as np
-from _common import vit_b32_model
+from _common import daemon_env, vit_b32_model
 from PIL import Image
 
 
@@ -116,11 +115,7 @@ def main() -> None:
         if args.profile:
             return
 
-        env = {k: v for k, v in os.environ.items() if not k.startswith("PHOTOMAN_")}
-        env.update(PHOTOMAN_DATA_DIR=str(data), PHOTOMAN_MODEL=str(model),
-                   PHOTOMAN_STATE_DIR=str(data / "state"), PHOTOMAN_RUNTIME_DIR=str(data / "run"),
-                   PHOTOMAN_CONFIG=str(work / "none.toml"), PHOTOMAN_AUTOSTART="0")  # fmt: skip
-        (work / "none.toml").write_text("")
+        env = daemon_env(data, model, work)
         sock = Settings(data_dir=data, runtime_dir=data / "run").socket_path
         t = time.perf_counter()
         proc = subprocess.Popen([sys.executable, "-m", "photoman", "watch"], env=env,

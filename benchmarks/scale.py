@@ -31,7 +31,7 @@ from datetime import datetime, timedelta
 from pathlib import Path
 
 import numpy as np
-from _common import vit_b32_model
+from _common import bench_root, daemon_env, vit_b32_model
 
 CAMERAS = [("Canon", "EOS 350D"), ("Canon", "EOS R6"), ("Apple", "iPhone 12"), ("SONY", "ILCE-7M3"),
            ("NIKON", "D750"), ("samsung", "SM-G991B"), ("FUJIFILM", "X-T3")]  # fmt: skip
@@ -66,7 +66,7 @@ def fill(data: Path, model: Path, n: int, approximate_from: int) -> None:
     from photoman.indexing.payload import ancestors, camera_terms
     from sqlalchemy import insert
 
-    from photoman.catalog.models import Photo, Root
+    from photoman.catalog.models import Photo
     from photoman.config import Settings
     from photoman.library import Library
     from photoman.vectors import IMAGE, VectorPoint, point_id
@@ -79,11 +79,7 @@ def fill(data: Path, model: Path, n: int, approximate_from: int) -> None:
     centres[: len(queries)] = queries  # each query text has its cluster of photos, as real ones do
     stored = np.lib.format.open_memmap(data / "vectors.npy", mode="w+", dtype=np.float16, shape=(n, 512))
     with Library(Settings(data_dir=data, model=str(model))) as lib:
-        with lib.catalog.session() as s:
-            root = Root(path="/bench", added_at=datetime.now())
-            s.add(root)
-            s.flush()
-            rid = root.id
+        rid = bench_root(lib)
         step = 2000
         for start in range(0, n, step):
             count = min(step, n - start)
@@ -162,11 +158,7 @@ def run_size(n: int, model: Path, queries: int, approximate_from: int, keep: boo
         exact_f = idx[np.argsort(-(sub @ qvecs.T), axis=0)[:10].T]
         out["filter_share"] = len(idx) / n
 
-        env = {k: v for k, v in os.environ.items() if not k.startswith("PHOTOMAN_")}
-        env.update(PHOTOMAN_DATA_DIR=str(data), PHOTOMAN_MODEL=str(model),
-                   PHOTOMAN_STATE_DIR=str(data / "state"), PHOTOMAN_RUNTIME_DIR=str(data / "run"),
-                   PHOTOMAN_CONFIG=str(data / "none.toml"), PHOTOMAN_AUTOSTART="0")  # fmt: skip
-        (data / "none.toml").write_text("")
+        env = daemon_env(data, model, data)
         sock = Settings(data_dir=data, runtime_dir=data / "run").socket_path
         err = data / "daemon.err"
         q0 = Query([Term("text", "a photo of a dog on a beach")], include_offline=True)
