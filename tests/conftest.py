@@ -58,14 +58,38 @@ def photos_src() -> Path:
 
 @pytest.fixture(scope="session")
 def tiny_model(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """Random CLIP (production image size 224 / patch 32) + real BPE tokenizer, via save_pretrained."""
-    return build_random_clip(tmp_path_factory.mktemp("tiny-clip"), BPE_DIR, shape="tiny")
+    """Random CLIP (production image size 224 / patch 32) + real BPE tokenizer, via save_pretrained.
+
+    Loaded once here as the tests' settings load it (precision "onnx"), which fills the run's cache
+    (the ONNX graphs and what else a process needs): the photoman processes the tests start then open
+    the encoder from it without torch, as a user's do after their first run."""
+    from photoman.embedding.model import load_encoder
+
+    model = build_random_clip(tmp_path_factory.mktemp("tiny-clip"), BPE_DIR, shape="tiny")
+    load_encoder(str(model), device="cpu", precision="onnx", text_int8=True)
+    return model
+
+
+@pytest.fixture(scope="session")
+def tiny_model_auto(tiny_model: Path, wide_model: Path) -> Path:
+    """The run's cache also holds `precision = "auto"`'s measurement for the tiny models (a few seconds
+    each, once): for tests that run photoman with its default settings; returns the cache folder."""
+    from photoman.embedding.model import load_encoder
+
+    for model in (tiny_model, wide_model):
+        load_encoder(str(model), device="cpu", precision="auto", text_int8=True)
+    return Path(os.environ["PHOTOMAN_CACHE_DIR"])
 
 
 @pytest.fixture(scope="session")
 def wide_model(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """A second random tiny CLIP with 24-d vectors instead of 16: the model a switch goes to."""
-    return build_random_clip(tmp_path_factory.mktemp("tiny-clip-24"), BPE_DIR, shape="tiny-24", seed=1)
+    """A second random tiny CLIP with 24-d vectors instead of 16: the model a switch goes to (its
+    encoders cached as the tiny model's are)."""
+    from photoman.embedding.model import load_encoder
+
+    model = build_random_clip(tmp_path_factory.mktemp("tiny-clip-24"), BPE_DIR, shape="tiny-24", seed=1)
+    load_encoder(str(model), device="cpu", precision="onnx", text_int8=True)
+    return model
 
 
 @pytest.fixture(scope="session")
@@ -90,7 +114,7 @@ def library_dir(tmp_path: Path, photos_src: Path) -> Path:
 @pytest.fixture
 def settings(tmp_path: Path, tiny_model: Path, catalog_url: str | None) -> Settings:
     return Settings(
-        data_dir=tmp_path / "data", model=str(tiny_model), precision="fp32", workers=2, batch_size=4,
+        data_dir=tmp_path / "data", model=str(tiny_model), precision="onnx", workers=2, batch_size=4,
         autostart=0, runtime_dir=tmp_path / "run", state_dir=tmp_path / "state", catalog_url=catalog_url,
     )  # fmt: skip
 
@@ -100,7 +124,7 @@ def cli_env(monkeypatch: pytest.MonkeyPatch, settings: Settings) -> Settings:
     """Environment so the CLI under test uses the temp data dir and the tiny model."""
     monkeypatch.setenv("PHOTOMAN_DATA_DIR", str(settings.data_dir))
     monkeypatch.setenv("PHOTOMAN_MODEL", settings.model)
-    monkeypatch.setenv("PHOTOMAN_PRECISION", "fp32")
+    monkeypatch.setenv("PHOTOMAN_PRECISION", "onnx")
     monkeypatch.setenv("PHOTOMAN_WORKERS", "2")
     monkeypatch.setenv("PHOTOMAN_AUTOSTART", "0")  # in-process unless a test starts a daemon itself
     monkeypatch.setenv("PHOTOMAN_RUNTIME_DIR", str(settings.data_dir.parent / "run"))
@@ -114,14 +138,16 @@ def cli_env(monkeypatch: pytest.MonkeyPatch, settings: Settings) -> Settings:
 
 @pytest.fixture
 def env(tmp_path: Path, tiny_model: Path, catalog_url: str | None) -> dict[str, str]:
-    e = {k: v for k, v in os.environ.items() if not k.startswith("PHOTOMAN_")}
+    from tests.daemon_helpers import base_env
+
+    e = base_env()
     e.update(
         PHOTOMAN_DATA_DIR=str(tmp_path / "data"),
         PHOTOMAN_STATE_DIR=str(tmp_path / "state"),
         PHOTOMAN_RUNTIME_DIR=str(tmp_path / "run"),
         PHOTOMAN_CONFIG=str(tmp_path / "config.toml"),
         PHOTOMAN_MODEL=str(tiny_model),
-        PHOTOMAN_PRECISION="fp32",
+        PHOTOMAN_PRECISION="onnx",
         PHOTOMAN_WORKERS="1",
         PHOTOMAN_BATCH_SIZE="2",
         PHOTOMAN_SETTLE="1.0",

@@ -12,6 +12,14 @@ from photoman.config import Settings, load_settings
 from photoman.service.protocol import daemon_running
 
 
+def base_env() -> dict[str, str]:
+    """This environment without the user's PHOTOMAN_* settings, except the run's own cache
+    (conftest.py): the processes a test starts find the encoders built once for the run there."""
+    import os
+
+    return {k: v for k, v in os.environ.items() if not k.startswith("PHOTOMAN_") or k == "PHOTOMAN_CACHE_DIR"}
+
+
 def settings_of(env: dict[str, str]) -> Settings:
     return load_settings(env=env)
 

@@ -16,7 +16,7 @@ import photoman
 from photoman.config import Settings
 from photoman.service.protocol import call, daemon_running
 
-from .daemon_helpers import index_here, settings_of, start, wait_for
+from .daemon_helpers import base_env, index_here, settings_of, start, wait_for
 from .daemon_helpers import photoman as run
 
 HEAVY = ("torch", "transformers", "numpy", "sqlalchemy", "qdrant_edge", "qdrant_client", "PIL", "textual",
@@ -72,6 +72,10 @@ def test_a_live_daemon_answers_thin_processes(env: dict[str, str], library_dir: 
                 assert not mods & {"logging", "tomllib"}, (args, sorted(mods & {"logging", "tomllib"}))
         res, _ = run_timed(env, "caption", chelsea, "--json")
         assert json.loads(res.stdout)["caption"] == "a tabby cat"
+        # the daemon itself embedded the image query and indexed without torch: its encoders came
+        # from the cache the set-up's first load filled (embedding/cached.py)
+        runtime = json.loads(run_timed(env, "status", "--json")[0].stdout)["runtime"]
+        assert runtime["runtime"] == "onnx-fp32" and "not loaded" in runtime["torch"], runtime
         res, _ = run_timed(env, "find", "a cat", "--json", "--all", "-n", "3")
         assert len(json.loads(res.stdout)) == 3
         # errors keep their one line and exit code through the socket (validation lives in the library)
@@ -192,9 +196,9 @@ def test_config_file_survives_detach(tiny_model: Path, library_dir: Path, tmp_pa
     """Every setting of the starting command reaches the detached daemon, `--config FILE` included."""
     data = tmp_path / "from-config"
     cfg = tmp_path / "photoman.toml"
-    cfg.write_text(f'data_dir = "{data}"\nmodel = "{tiny_model}"\nprecision = "fp32"\nsettle = 1.25\n'
+    cfg.write_text(f'data_dir = "{data}"\nmodel = "{tiny_model}"\nprecision = "onnx"\nsettle = 1.25\n'
                    f'runtime_dir = "{tmp_path / "run"}"\nstate_dir = "{tmp_path / "state"}"\n')  # fmt: skip
-    env = {k: v for k, v in __import__("os").environ.items() if not k.startswith("PHOTOMAN_")}
+    env = base_env()
     env.update(HF_HUB_OFFLINE="1", PHOTOMAN_CONFIG=str(tmp_path / "unused.toml"))
     (tmp_path / "unused.toml").write_text("")
     res = subprocess.run([sys.executable, "-m", "photoman", "--config", str(cfg), "watch", "--detach"],

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import logging
+import threading
 import time
 from pathlib import Path
 from typing import Any
@@ -64,14 +65,17 @@ def test_onnx_image_tower_matches_transformers_on_the_real_photos(
     assert len(list(enc.image_runtime.model_file.parent.glob("fp32.opt-all-*.onnx"))) == 1
     again = load_encoder(str(tiny_model), device="cpu", precision="onnx", cache_dir=tmp_path)
     assert np.allclose(again.encode_pixels(px), enc.encode_pixels(px), atol=1e-6)
-    # sessions follow torch's thread count on the calling thread (the daemon's indexer/query split)
-    saved = torch.get_num_threads()
-    try:
-        torch.set_num_threads(1)
+    # sessions follow the calling thread's count (the daemon's indexer/query split)
+    from photoman.embedding import threads
+
+    def one_thread() -> None:
+        threads.use(1)
         enc.encode_pixels(px[:2])
-        assert 1 in enc.image_runtime._sessions
-    finally:
-        torch.set_num_threads(saved)
+
+    worker = threading.Thread(target=one_thread)
+    worker.start()
+    worker.join()
+    assert 1 in enc.image_runtime._sessions
 
 
 def test_onnx_vit_b32_parity_on_the_real_photos(photos_src: Path, tmp_path: Path) -> None:

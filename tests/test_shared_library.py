@@ -167,7 +167,7 @@ def test_a_pure_query_answers_while_another_machine_writes(
     from photoman import ops
     from photoman.client import Client
 
-    kw = {"model": str(tiny_model), "precision": "fp32", "workers": 1, "batch_size": 4}
+    kw = {"model": str(tiny_model), "precision": "onnx", "workers": 1, "batch_size": 4}
     gpu_box = Library(machine(tmp_path, "gpu-box", pg_url, **kw), "photoman watch")
     try:
         assert ops.index(gpu_box, folders=[str(library_dir)])["embedded"] == 10
@@ -234,7 +234,7 @@ def test_a_standby_daemon_answers_takes_over_and_steps_back(
 
     from .daemon_helpers import photoman, settings_of, wait_for
 
-    kw = {"model": str(tiny_model), "precision": "fp32", "workers": 1, "batch_size": 4}
+    kw = {"model": str(tiny_model), "precision": "onnx", "workers": 1, "batch_size": 4}
     with Library(machine(tmp_path, "gpu-box", pg_url, **kw), "photoman index") as lib:
         ops.index(lib, folders=[str(library_dir)])
     gpu_box = lease_holder(pg_url)

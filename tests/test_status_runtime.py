@@ -25,7 +25,7 @@ def test_status_names_the_image_runtime_and_why(
     cli_env: Settings, library_dir: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     fixed = status()["runtime"]
-    assert fixed["runtime"] == "fp32" and "precision = 'fp32'" in fixed["line"]  # cli_env sets fp32
+    assert fixed["runtime"] == "onnx" and "precision = 'onnx'" in fixed["line"]  # cli_env sets onnx
     monkeypatch.setenv("PHOTOMAN_PRECISION", "auto")
     monkeypatch.setenv("PHOTOMAN_CACHE_DIR", str(tmp_path / "fresh-cache"))  # no earlier test's measurement
     assert "not measured yet" in status()["runtime"]["line"]

@@ -21,6 +21,8 @@ from photoman.library import Library
 from photoman.tui.app import PhotomanApp, image_widget_class
 from photoman.tui.widgets import DetailPane, HelpScreen, ResultsGrid
 
+from .daemon_helpers import base_env
+
 SIZE = (130, 42)
 
 
@@ -278,7 +280,7 @@ def test_tui_starts_in_a_real_terminal(tui_settings: Settings, tmp_path: Path) -
         assert not alive()
     finally:
         subprocess.run([*tmux, "kill-server"], capture_output=True)
-        env = {**{k: v for k, v in os.environ.items() if not k.startswith("PHOTOMAN_")}, **env_vars}
+        env = {**base_env(), **env_vars}
         subprocess.run([sys.executable, "-m", "photoman", "stop"], env=env, capture_output=True, timeout=120)
 
 
@@ -288,14 +290,14 @@ async def test_tui_through_a_running_daemon(
     """With `photoman watch` up, the TUI asks the daemon (socket) for results, details and caption edits."""
     from .daemon_helpers import start
 
-    env = {k: v for k, v in os.environ.items() if not k.startswith("PHOTOMAN_")}
+    env = base_env()
     env.update(
         PHOTOMAN_DATA_DIR=str(tui_settings.data_dir),
         PHOTOMAN_MODEL=tui_settings.model,
         PHOTOMAN_RUNTIME_DIR=str(tui_settings.runtime_dir),
         PHOTOMAN_STATE_DIR=str(tmp_path / "state"),
         PHOTOMAN_CONFIG="",
-        PHOTOMAN_PRECISION="fp32",
+        PHOTOMAN_PRECISION="onnx",
     )
     proc = start(env, tmp_path)
     try:

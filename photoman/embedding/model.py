@@ -479,6 +479,18 @@ def load_encoder(
         family=family,
     )
     _choose_image_runtime(enc, model, precision, cache_dir)
+    if fast is not None:  # what a later process needs to open this encoder without torch
+        from photoman.config import default_cache_dir
+        from photoman.embedding.cached import write_manifest
+
+        write_manifest(
+            cache_dir or default_cache_dir(),
+            model,
+            family=family,
+            logit_scale=enc.logit_scale,
+            logit_bias=enc.logit_bias,
+            spec=enc.spec,
+        )
     return enc
 
 

@@ -20,16 +20,15 @@ import json
 import os
 import shutil
 import tempfile
-import threading
 import warnings
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import torch
 
 from photoman.embedding.checkpoint import model_identity
-from photoman.embedding.ort_session import optimized_session, ort_quantization
+from photoman.embedding.ort_image import OrtImageEncoder
+from photoman.embedding.ort_session import ort_quantization
 from photoman.embedding.precision import EXPORT_FORMAT, encoder_folder
 from photoman.embedding.preprocess import PreprocessSpec
 
@@ -143,54 +142,6 @@ def export(clip: Any, spec: PreprocessSpec, target: Path, int8: bool = False) ->
             finally:
                 logging.disable(logging.NOTSET)
         os.replace(out, target)
-
-
-class OrtImageEncoder:
-    """Runs the exported image tower; one session per thread count (the daemon's indexer/query split).
-
-    The thread count is the one torch would use on the calling thread (``torch.get_num_threads()``),
-    so whoever sizes torch's threads sizes these too.
-    """
-
-    def __init__(self, model_file: Path, runtime: str, spinning: bool = True) -> None:
-        self.model_file = model_file
-        self.runtime = runtime  # "onnx-fp32" | "onnx-int8" | "onnx-bf16-fastmath"
-        self.int8 = runtime == "onnx-int8"
-        self.spinning = spinning
-        self._sessions: dict[int, Any] = {}
-        self._lock = threading.Lock()
-
-    def _session(self, threads: int) -> Any:
-        sess = self._sessions.get(threads)
-        if sess is None:
-            import onnxruntime as ort
-
-            opts = ort.SessionOptions()
-            opts.intra_op_num_threads = threads
-            opts.inter_op_num_threads = 1
-            # threads spin between the ~150 ops of one batch (10-20% faster at 2 threads than
-            # blocking), and stop the moment a run ends: otherwise they would spin on for ~30-50 ms,
-            # taking the cores from a query or the decode workers
-            opts.add_session_config_entry("session.intra_op.allow_spinning", "1" if self.spinning else "0")
-            opts.add_session_config_entry("session.force_spinning_stop", "1")
-            if self.runtime == "onnx-bf16-fastmath":  # ARM64 CPUs with bf16 matrix instructions
-                opts.add_session_config_entry("mlas.enable_gemm_fastmath_arm64_bfloat16", "1")
-            opts.log_severity_level = 3
-            with self._lock:
-                sess = self._sessions.get(threads)
-                if sess is None:
-                    sess = optimized_session(ort, self.model_file, opts, "all", key=f"-{self.runtime}")
-                    self._sessions[threads] = sess
-        return sess
-
-    def warm(self, threads: int | None = None) -> None:
-        """Open the session for this thread count now (default: torch's), not in the first batch."""
-        self._session(max(1, threads or torch.get_num_threads()))
-
-    def features(self, pixels: np.ndarray) -> np.ndarray:
-        """Projected (unnormalised) float32 features for a uint8 batch (N, crop, crop, 3)."""
-        sess = self._session(max(1, torch.get_num_threads()))
-        return sess.run(None, {"pixels": np.ascontiguousarray(pixels, dtype=np.uint8)})[0]
 
 
 def load(

@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import functools
 import json
-import os
 import threading
 from collections.abc import Sequence
 from pathlib import Path
@@ -26,18 +25,9 @@ import numpy as np
 
 from photoman.embedding.checkpoint import checkpoint_key
 from photoman.embedding.ort_session import optimized_session
+from photoman.embedding.threads import current as threads_now
 
 FORMAT = 7  # bump when the pack's contents change: old packs are then ignored
-_threads = threading.local()
-
-
-def use_threads(n: int) -> None:
-    """ONNX Runtime threads for this thread's next encodings (the daemon's query/indexer split)."""
-    _threads.n = max(1, int(n))
-
-
-def _current_threads() -> int:
-    return getattr(_threads, "n", None) or (os.cpu_count() or 1)
 
 
 def pack_dir(cache_dir: Path, model: str, int8: bool = True) -> Path | None:
@@ -98,7 +88,7 @@ class QueryTextEncoder:
 
     def warm(self, threads: Sequence[int] | None = None) -> None:
         """Open the sessions for these thread counts now (default: the current one), not in a query."""
-        for n in threads or [_current_threads()]:
+        for n in threads or [threads_now()]:
             self._session(max(1, n))
 
     def token_ids(self, text: str) -> list[int]:
@@ -125,7 +115,7 @@ class QueryTextEncoder:
         """Projected (unnormalised) features, shape (1, dim), for one token sequence."""
         x = self.token_embedding[np.asarray(ids)] + self.position_embedding[: len(ids)]
         eos = np.array(self.eos_position(ids), dtype=np.int64)
-        sess = self._session(_current_threads())
+        sess = self._session(threads_now())
         return sess.run(None, {"x": x[None].astype(np.float32), "eos": eos})[0]
 
     def _encode_one(self, text: str) -> np.ndarray:

@@ -12,6 +12,7 @@ import gc
 import logging
 import os
 import signal
+import sys
 import threading
 import time
 from collections.abc import Iterator
@@ -29,7 +30,7 @@ from photoman.catalog.models import Root
 from photoman.catalog.roots import offline_roots, register_roots
 from photoman.config import Settings
 from photoman.diskspace import as_disk_full, is_disk_full, space_ok
-from photoman.embedding import query_text
+from photoman.embedding import threads
 from photoman.errors import BadInputError, DiskFullError, PhotomanError
 from photoman.indexing.pipeline import IndexReport, index, sync
 from photoman.indexing.watcher import DirtyPaths, Watcher
@@ -90,11 +91,12 @@ class Activity:
     last_rate: float = 0.0
 
 
-def torch_threads(n: int, force: bool = False) -> None:
-    """Size the calling thread's OpenMP team (torch applies its setting per calling thread)."""
-    import torch
-
-    if force or torch.get_num_threads() != n:
+def use_threads(n: int, force: bool = False) -> None:
+    """Size the calling thread's encodings: its ONNX Runtime sessions and, when the model runs in
+    torch, its OpenMP team (torch applies its setting per calling thread)."""
+    threads.use(n)
+    torch = sys.modules.get("torch")
+    if torch is not None and (force or torch.get_num_threads() != n):
         torch.set_num_threads(n)
 
 
@@ -217,9 +219,7 @@ class Daemon:
         # oversubscribed thread team makes a query several times slower
         cores = os.cpu_count() or 1
         n = cores if self.activity.state in ("idle", "standby") else max(1, cores - self.index_threads)
-        query_text.use_threads(n)
-        if self.lib is not None and self.lib.encoder_loaded:
-            torch_threads(n)
+        use_threads(n)
 
     def _status(self, errors_limit: int = 20) -> dict[str, Any]:
         info = ops.status(self.library, errors_limit=errors_limit)
@@ -318,7 +318,7 @@ class Daemon:
             self.gate.wait_idle()
             if self.stop_event.is_set() or not self.writing.is_set():
                 raise Abandon
-            torch_threads(self.index_threads, force=True)  # MKL's count is global: a query may have moved it
+            use_threads(self.index_threads, force=True)  # MKL's count is global: a query may have moved it
             parts.append(encoder.encode_pixels(pixels[i : i + self.CHUNK]))
         return np.concatenate(parts) if parts else np.zeros((0, encoder.dim), dtype=np.float32)
 
@@ -592,15 +592,17 @@ class Daemon:
         assert self.lib is not None
         if self.lib.encoder_loaded:
             return
-        import torch
-
         # OpenMP keeps one thread team per calling thread, and once the process has more team
         # threads than cores every team stops spinning between parallel regions, so each of a
         # query's ~100 small ops pays a wake-up (measured: a 2-thread query went 15 → 40 ms).
         # So the main thread never forms a team (it only loads the model); the query thread
         # uses every core while the indexer rests; the indexer takes half the cores (the rest
-        # decode) and queries during indexing get what is left.
-        torch.set_num_threads(1)
+        # decode) and queries during indexing get what is left. (Opened from the cache, the
+        # encoder runs without torch: no team at all.)
+        if not self.lib.encoder_from_cache():
+            import torch
+
+            torch.set_num_threads(1)
         enc = self.lib.encoder
         if enc.query_text is not None:
             cores = os.cpu_count() or 1

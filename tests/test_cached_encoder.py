@@ -1,0 +1,117 @@
+"""The encoder opened from the caches alone: the full load's very vectors, torch never imported, and the
+model loaded instead whenever the caches do not hold what the settings ask for."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from photoman.embedding import cached
+from photoman.embedding import precision as prec
+from photoman.embedding.cached import CachedEncoder, open_cached
+from photoman.embedding.model import ClipEncoder, load_encoder
+from photoman.media.decode import load_image
+
+TEXTS = ["a tabby cat on a sofa", "two dogs running across a frosty field", "ein rotes Auto", ""]
+
+
+def _photos(photos_src: Path, n: int = 12) -> list[Path]:
+    return sorted(p for p in photos_src.iterdir() if p.suffix in (".jpg", ".png"))[:n]
+
+
+def _folder(model: Path, cache: Path) -> Path:
+    folder = prec.encoder_folder(cache, str(model))
+    assert folder is not None
+    return folder
+
+
+def test_the_cached_encoder_gives_the_full_loads_vectors_without_torch(
+    tiny_model: Path, photos_src: Path, tmp_path: Path
+) -> None:
+    """A first load writes what a later process needs; that process opens it without torch or
+    transformers and embeds the real photos and texts exactly as the full load does."""
+    cache = tmp_path / "cache"
+    full = load_encoder(str(tiny_model), device="cpu", precision="onnx", text_int8=True, cache_dir=cache)
+    assert (_folder(tiny_model, cache) / cached.MANIFEST).is_file()
+    files = _photos(photos_src)
+    images = [load_image(f, min_side=full.spec.size) for f in files]
+    want_images, want_texts = full.encode_images(images), full.encode_texts(TEXTS)
+    script = (
+        "import json, sys; from pathlib import Path; import numpy as np\n"
+        "from photoman.embedding.cached import open_cached\n"
+        "from photoman.media.decode import load_image\n"
+        f"enc = open_cached({str(tiny_model)!r}, 'cpu', 'onnx', True, Path({str(cache)!r}))\n"
+        f"files = [Path(f) for f in {[str(f) for f in files]!r}]\n"
+        "ims = enc.encode_images([load_image(f, min_side=enc.spec.size) for f in files])\n"
+        f"txt = enc.encode_texts({TEXTS!r})\n"
+        "print(json.dumps({'images': ims.tolist(), 'texts': txt.tolist(), 'scale': enc.logit_scale,\n"
+        "  'dim': enc.dim, 'info': enc.precision_info,\n"
+        "  'heavy': sorted(m for m in ('torch', 'transformers') if m in sys.modules)}))\n"
+    )
+    proc = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0, proc.stderr
+    got = json.loads(proc.stdout)
+    assert got["heavy"] == []
+    assert np.array_equal(np.asarray(got["images"], dtype=np.float32), want_images)
+    assert np.array_equal(np.asarray(got["texts"], dtype=np.float32), want_texts)
+    assert got["scale"] == pytest.approx(full.logit_scale) and got["dim"] == full.dim
+    assert got["info"]["runtime"] == "onnx-fp32" and "not loaded" in got["info"]["torch"]
+
+
+def test_auto_opens_from_the_cache_only_when_onnx_measured_faster(tiny_model: Path, tmp_path: Path) -> None:
+    """`precision = "auto"` follows the choice measured on this machine: ONNX Runtime for batches and
+    single images → cached; torch for either (here or on another CPU) → the model loads."""
+    cache = tmp_path / "cache"
+    full = load_encoder(str(tiny_model), device="cpu", precision="onnx", text_int8=True, cache_dir=cache)
+    folder = _folder(tiny_model, cache)
+    assert open_cached(str(tiny_model), "cpu", "auto", True, cache) is None  # nothing measured yet
+    onnx = {"runtime": "onnx-fp32", "single": "onnx-fp32", "reason": "-", "signature": prec.signature()}
+    prec.write_choice(folder, onnx)
+    enc = open_cached(str(tiny_model), "cpu", "auto", True, cache)
+    assert isinstance(enc, CachedEncoder) and enc.precision_info["precision"] == "auto"
+    px = prec.test_batch(3, enc.spec.crop)
+    assert np.array_equal(enc.encode_pixels(px), full.encode_pixels(px))
+    for choice in (
+        {**onnx, "single": "torch-fp32"},  # image queries faster in torch here: never made slower
+        {**onnx, "runtime": "torch-bf16", "single": "torch-bf16"},
+        {**onnx, "signature": {**prec.signature(), "cpu": "another CPU"}},
+    ):
+        prec.write_choice(folder, choice)
+        assert open_cached(str(tiny_model), "cpu", "auto", True, cache) is None, choice
+
+
+def test_the_model_loads_when_the_caches_do_not_hold_it(tiny_model: Path, tmp_path: Path) -> None:
+    """Settings the cached graphs do not run, a missing manifest, a damaged graph: None, and the full
+    load (which rebuilds what was damaged) takes over; afterwards the cache opens again."""
+    cache = tmp_path / "cache"
+    load_encoder(str(tiny_model), device="cpu", precision="onnx", text_int8=True, cache_dir=cache)
+    folder = _folder(tiny_model, cache)
+    assert open_cached(str(tiny_model), "cpu", "onnx", True, cache) is not None
+    for device, precision, int8 in (("cpu", "fp32", True), ("cpu", "bf16", True), ("cpu", "onnx", False),
+                                    ("cuda", "onnx", True), ("cpu", "int8", True)):  # fmt: skip
+        assert open_cached(str(tiny_model), device, precision, int8, cache) is None, (device, precision, int8)
+    graph = folder / "fp32.onnx"
+    graph.write_bytes(graph.read_bytes()[: graph.stat().st_size // 3])  # a crash mid-write, say
+    assert open_cached(str(tiny_model), "cpu", "onnx", True, cache) is None
+    again = load_encoder(str(tiny_model), device="cpu", precision="onnx", text_int8=True, cache_dir=cache)
+    assert isinstance(again, ClipEncoder)
+    assert open_cached(str(tiny_model), "cpu", "onnx", True, cache) is not None
+    (folder / cached.MANIFEST).unlink()
+    assert open_cached(str(tiny_model), "cpu", "onnx", True, cache) is None
+    # another checkpoint in the same folder (retrained, copied over): other files, other cache entries
+    assert open_cached(str(tmp_path / "no-such-model"), "cpu", "onnx", True, cache) is None
+
+
+def test_a_gpu_is_left_to_torch() -> None:
+    """`device = "auto"` on a machine where torch may find a GPU loads the model (torch decides)."""
+    import torch
+
+    if torch.cuda.is_available():
+        assert cached.gpu_possible()
+    elif sys.platform.startswith("linux") and not Path("/dev/nvidiactl").exists():
+        assert not cached.gpu_possible()
