@@ -24,24 +24,26 @@ from pathlib import Path
 from _common import PHOTOS, ROOT, vit_b32_model
 
 CHILD = r"""
-import json, resource, sys, time
+import json, sys, time
 from pathlib import Path
 t0 = time.perf_counter()
-model, cache, how = sys.argv[1], Path(sys.argv[2]), sys.argv[3]
+model, cache, how, precision = sys.argv[1], Path(sys.argv[2]), sys.argv[3], sys.argv[5]
 if how == "full":
     from photoman.embedding.model import load_encoder
-    enc = load_encoder(model, device="cpu", precision="auto", text_int8=True, cache_dir=cache)
+    enc = load_encoder(model, device="cpu", precision=precision, text_int8=True, cache_dir=cache)
 else:
     from photoman.embedding.cached import open_cached
-    enc = open_cached(model, "cpu", "auto", True, cache)
+    enc = open_cached(model, "cpu", precision, True, cache)
     assert enc is not None, "nothing cached"
 opened = time.perf_counter() - t0
 from photoman.media.decode import load_image
 files = sorted(p for p in Path(sys.argv[4]).iterdir() if p.suffix == ".jpg")[:4]
 enc.encode_images([load_image(f, min_side=enc.spec.size) for f in files])
 enc.encode_texts(["two dogs running across a frosty field"])
+# VmHWM, not ru_maxrss: Linux carries ru_maxrss over from the parent through fork and exec
+hwm_kb = next(int(ln.split()[1]) for ln in open("/proc/self/status") if ln.startswith("VmHWM:"))
 print(json.dumps({"open_s": opened, "runtime": enc.precision_info["runtime"],
-                  "rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
+                  "rss_mb": hwm_kb / 1024,
                   "torch": "torch" in sys.modules}))
 """
 
@@ -56,33 +58,42 @@ def main() -> None:
     model = str(vit_b32_model())
     cache = Path(tempfile.mkdtemp(prefix="photoman-bench-cache-"))
     print(f"CPU {cpu_name()}, {os.cpu_count()} cores; ViT-B/32 shape, random weights; {args.runs} runs")
+    from photoman.embedding.cached import open_cached
+
     t0 = time.perf_counter()
     first = load_encoder(model, device="cpu", precision="auto", text_int8=True, cache_dir=cache)
+    load_encoder(model, device="cpu", precision="onnx", text_int8=True, cache_dir=cache)
     took = time.perf_counter() - t0
-    print(f"first load here (exports, measures, writes the cache): {took:.1f} s, "
-          f"image runtime {first.precision_info['runtime']}")  # fmt: skip
+    auto = first.precision_info["runtime"]
+    print(f"first loads here (export, measure, write the cache): {took:.1f} s; precision auto chose {auto}")
     del first
+    variants = ["full auto", "full onnx", "cached onnx"]
+    if open_cached(model, "cpu", "auto", True, cache) is not None:
+        variants.append("cached auto")
+    else:
+        print(f"(auto runs {auto} here, in torch: a process with default settings loads the model)")
     env = {**os.environ, "PYTHONPATH": str(ROOT)}
-    rows: dict[str, list[dict]] = {"full": [], "cached": []}
+    rows: dict[str, list[dict]] = {v: [] for v in variants}
     for _ in range(args.runs):
-        for how in rows:
+        for variant in rows:
+            how, precision = variant.split()
             t = time.perf_counter()
-            out = subprocess.run([sys.executable, "-c", CHILD, model, str(cache), how, str(PHOTOS)], env=env,
-                                 capture_output=True, text=True, check=True)  # fmt: skip
+            cmd = [sys.executable, "-c", CHILD, model, str(cache), how, str(PHOTOS), precision]
+            out = subprocess.run(cmd, env=env, capture_output=True, text=True, check=True)
             row = json.loads(out.stdout.strip().splitlines()[-1])
             row["wall_s"] = time.perf_counter() - t
-            rows[how].append(row)
+            rows[variant].append(row)
     for how, runs in rows.items():
         wall = sorted(r["wall_s"] for r in runs)
         opened = sorted(r["open_s"] for r in runs)
         rss = sorted(r["rss_mb"] for r in runs)
-        print(f"{how:7s}: process {statistics.median(wall):5.2f} s ({wall[0]:.2f}-{wall[-1]:.2f}), "
+        print(f"{how:11s}: process {statistics.median(wall):5.2f} s ({wall[0]:.2f}-{wall[-1]:.2f}), "
               f"open {statistics.median(opened):5.2f} s ({opened[0]:.2f}-{opened[-1]:.2f}), "
               f"peak RSS {statistics.median(rss):5.0f} MB, torch imported: {runs[0]['torch']}, "
               f"image runtime {runs[0]['runtime']}")  # fmt: skip
-    full = statistics.median(r["wall_s"] for r in rows["full"])
-    fast = statistics.median(r["wall_s"] for r in rows["cached"])
-    print(f"cached / full, whole process: {fast / full:.2f}x the time")
+    full = statistics.median(r["wall_s"] for r in rows["full onnx"])
+    fast = statistics.median(r["wall_s"] for r in rows["cached onnx"])
+    print(f"cached onnx / full onnx, whole process: {fast / full:.2f}x the time")
 
 
 if __name__ == "__main__":

@@ -179,6 +179,26 @@ BOTH_CATALOGS = {
 }
 
 
+def _utf8(text: str) -> str:
+    return text.encode("utf-8", "backslashreplace").decode("utf-8")
+
+
+@pytest.hookimpl(hookwrapper=True)
+def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo) -> Iterator[None]:
+    """Under pytest-xdist every report crosses to the controller as UTF-8: a file name that is not
+    UTF-8 (several tests make them) in a failure or in captured output is shown escaped instead of
+    breaking the run."""
+    outcome = yield
+    if not os.environ.get("PYTEST_XDIST_WORKER"):
+        return
+    report = outcome.get_result()  # type: ignore[attr-defined]
+    report.sections = [(key, _utf8(text)) for key, text in report.sections]
+    if report.longrepr is not None:
+        text = str(report.longrepr)
+        if _utf8(text) != text:
+            report.longrepr = _utf8(text)
+
+
 def pytest_configure(config: pytest.Config) -> None:
     config.addinivalue_line("markers", "catalogs: run the test on a SQLite and on a PostgreSQL catalog")
 

@@ -442,6 +442,22 @@ def test_a_half_closed_client_still_gets_its_replies(serve: Callable[..., Socket
         assert lines.next() is None  # and then the server closes
 
 
+def test_a_socket_deep_in_a_long_runtime_dir_still_serves(tmp_path: Path) -> None:
+    """A Unix socket address holds ~107 bytes; a runtime dir deeper than that (a long home, a test's
+    temp dir) still binds and connects, through a handle on the folder (Linux)."""
+    from photoman.service.protocol import call
+
+    path = tmp_path / ("d" * 60) / ("e" * 60) / "photoman-0123456789ab.sock"
+    assert len(str(path)) > 120
+    srv = SocketServer(path, dispatch)
+    try:
+        srv.serve_in_thread()
+        assert path.is_socket()
+        assert call(path, "ping", {"i": 7}) == 7
+    finally:
+        srv.close()
+
+
 def test_listen_backlog_is_large(serve: Callable[..., SocketServer]) -> None:
     srv = serve(run=False)
     assert srv.request_queue_size >= 1024

@@ -260,13 +260,14 @@ def test_edge_survives_kill_9_while_sealing_segments(tmp_path: Path) -> None:
     script.write_text(_WRITER)
     acknowledged: list[int] = []
     start = 0
-    for _ in range(4):
+    rng = random.Random(5)  # fixed: a failure replays with the same kill moments
+    for _ in range(3):
         cmd = [sys.executable, str(script), str(shard), str(start)]
         proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, text=True)
         assert proc.stdout is not None
         first = proc.stdout.readline()  # the store is open and writing
         assert first.strip(), "writer died before its first batch"
-        time.sleep(random.uniform(0.3, 1.5))
+        time.sleep(rng.uniform(0.2, 1.0))
         proc.kill()
         out = first + proc.stdout.read()
         proc.wait()
@@ -278,7 +279,7 @@ def test_edge_survives_kill_9_while_sealing_segments(tmp_path: Path) -> None:
     assert s.count() == len(ids)
     expected = {point_id(f"h{b}-{i}", "m") for b in acknowledged for i in range(50)}
     assert expected <= ids  # every acknowledged write survived, whatever the kill interrupted
-    assert len(ids - expected) % 50 == 0 and len(ids - expected) <= 4 * 50  # at most the batches in flight
+    assert len(ids - expected) % 50 == 0 and len(ids - expected) <= 3 * 50  # at most the batches in flight
     assert s._shard.info().segments_count > 1  # sealing did happen between the kills
     probe = s.retrieve(sorted(expected)[:20], with_vectors=True)
     for p in probe:  # points keep their vectors and are found by an exact search for themselves

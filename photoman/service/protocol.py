@@ -15,8 +15,12 @@ client checks the runtime dir (see runtime.py) and, once connected, that the dae
 from __future__ import annotations
 
 import json
+import os
 import socket
+import sys
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -168,6 +172,29 @@ def parse_request(line: bytes) -> tuple[str, dict[str, Any]]:
     return op, args
 
 
+SUN_PATH_MAX = 103  # bytes of a Unix socket address that fit everywhere (Linux 107, macOS 103)
+
+
+@contextmanager
+def unix_address(path: Path) -> Iterator[str]:
+    """``path`` as a Unix socket address. The address field is short: a socket deep in a long
+    runtime dir is reached on Linux through an open handle on its folder (``/proc/self/fd/N/NAME``,
+    the same file); elsewhere such a path is a one-line error that says what to change."""
+    if len(os.fsencode(path)) <= SUN_PATH_MAX:
+        yield str(path)
+        return
+    if not sys.platform.startswith("linux"):
+        raise PhotomanError(
+            f"the daemon's socket path {path} is too long for a Unix socket ({len(os.fsencode(path))} bytes, "
+            f"at most {SUN_PATH_MAX}): set runtime_dir (PHOTOMAN_RUNTIME_DIR) to a shorter folder"
+        )
+    folder = os.open(path.parent, os.O_PATH | os.O_DIRECTORY)
+    try:
+        yield f"/proc/self/fd/{folder}/{path.name}"
+    finally:
+        os.close(folder)
+
+
 def _connect(path: Path, timeout: float) -> socket.socket:
     """A connected socket; while the daemon's listen backlog is full (EAGAIN), wait for room as a
     blocking connect would (a socket with a timeout is non-blocking and would fail at once)."""
@@ -177,7 +204,8 @@ def _connect(path: Path, timeout: float) -> socket.socket:
         sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
         sock.settimeout(timeout)
         try:
-            sock.connect(str(path))
+            with unix_address(path) as address:
+                sock.connect(address)
             return sock
         except BlockingIOError:
             sock.close()

@@ -23,7 +23,15 @@ from pathlib import Path
 from typing import Any
 
 from photoman.errors import PhotomanError
-from photoman.service.protocol import MAX_LINE, BadRequest, FrameTooLong, LineBuffer, encode, parse_request
+from photoman.service.protocol import (
+    MAX_LINE,
+    BadRequest,
+    FrameTooLong,
+    LineBuffer,
+    encode,
+    parse_request,
+    unix_address,
+)
 from photoman.service.runtime import secure_runtime_dir
 
 log = logging.getLogger("photoman.server")
@@ -116,7 +124,8 @@ class SocketServer:
         self.socket = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
         old = os.umask(0o177)
         try:
-            self.socket.bind(str(path))
+            with unix_address(path) as address:
+                self.socket.bind(address)
             os.chmod(path, 0o600)
             self.socket.listen(backlog)
         except BaseException:
