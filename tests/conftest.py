@@ -199,6 +199,13 @@ def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo) -> Itera
             report.longrepr = _utf8(text)
 
 
+def pytest_xdist_auto_num_workers(config: pytest.Config) -> int:
+    """`-n auto`: one worker per core plus one. Much of a test is a daemon or a photoman process
+    starting, settling or being waited for; the extra worker fills those gaps (2-core AMD EPYC:
+    237 s with 2 workers, 215 s with 3)."""
+    return (os.cpu_count() or 1) + 1
+
+
 def pytest_configure(config: pytest.Config) -> None:
     config.addinivalue_line("markers", "catalogs: run the test on a SQLite and on a PostgreSQL catalog")
 
