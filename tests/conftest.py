@@ -2,10 +2,10 @@
 
 from __future__ import annotations
 
+import fcntl
 import os
 import shutil
 import subprocess
-import tempfile
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
@@ -16,8 +16,6 @@ from tests.checkpoints import build_random_clip
 
 os.environ["HF_HUB_OFFLINE"] = "1"  # nothing in the suite may reach the network
 os.environ.pop("PHOTOMAN_CONFIG", None)
-# the compiled text encoder is cached per checkpoint: one fresh cache for the whole run
-os.environ["PHOTOMAN_CACHE_DIR"] = tempfile.mkdtemp(prefix="photoman-test-cache-")
 
 FIXTURES = Path(__file__).parent / "fixtures"
 BPE_DIR = FIXTURES / "clip-bpe"
@@ -56,40 +54,76 @@ def photos_src() -> Path:
     return real_photos_dir()
 
 
+def _run_root(factory: pytest.TempPathFactory) -> Path:
+    """The run's temp folder, which every pytest-xdist worker of the run shares."""
+    base = factory.getbasetemp()
+    return base.parent if os.environ.get("PYTEST_XDIST_WORKER") else base
+
+
+def once(factory: pytest.TempPathFactory, name: str, build: Callable[[Path], object]) -> Path:
+    """A folder built once per run by whichever worker asks first; the others wait for it and reuse it
+    (the checkpoints, and the encoders cached for them, cost seconds of CPU each)."""
+    root = _run_root(factory)
+    out, done = root / name, root / f"{name}.done"
+    with open(root / f"{name}.lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        if not done.exists():
+            shutil.rmtree(out, ignore_errors=True)
+            out.mkdir()
+            build(out)
+            done.touch()
+    return out
+
+
+@pytest.fixture(scope="session", autouse=True)
+def run_cache(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """One cache (encoders compiled per checkpoint, `auto` measurements) for the whole run, its workers
+    included: never the user's."""
+    cache = _run_root(tmp_path_factory) / "photoman-cache"
+    cache.mkdir(exist_ok=True)
+    os.environ["PHOTOMAN_CACHE_DIR"] = str(cache)
+    return cache
+
+
+def _cached_clip(shape: str, seed: int) -> Callable[[Path], None]:
+    def build(out: Path) -> None:
+        from photoman.embedding.model import load_encoder
+
+        build_random_clip(out, BPE_DIR, shape=shape, seed=seed)
+        load_encoder(str(out), device="cpu", precision="onnx", text_int8=True)
+
+    return build
+
+
 @pytest.fixture(scope="session")
-def tiny_model(tmp_path_factory: pytest.TempPathFactory) -> Path:
+def tiny_model(tmp_path_factory: pytest.TempPathFactory, run_cache: Path) -> Path:
     """Random CLIP (production image size 224 / patch 32) + real BPE tokenizer, via save_pretrained.
 
     Loaded once here as the tests' settings load it (precision "onnx"), which fills the run's cache
     (the ONNX graphs and what else a process needs): the photoman processes the tests start then open
     the encoder from it without torch, as a user's do after their first run."""
-    from photoman.embedding.model import load_encoder
-
-    model = build_random_clip(tmp_path_factory.mktemp("tiny-clip"), BPE_DIR, shape="tiny")
-    load_encoder(str(model), device="cpu", precision="onnx", text_int8=True)
-    return model
+    return once(tmp_path_factory, "tiny-clip", _cached_clip("tiny", seed=0))
 
 
 @pytest.fixture(scope="session")
-def tiny_model_auto(tiny_model: Path, wide_model: Path) -> Path:
+def tiny_model_auto(tmp_path_factory: pytest.TempPathFactory, tiny_model: Path, wide_model: Path) -> Path:
     """The run's cache also holds `precision = "auto"`'s measurement for the tiny models (a few seconds
     each, once): for tests that run photoman with its default settings; returns the cache folder."""
     from photoman.embedding.model import load_encoder
 
-    for model in (tiny_model, wide_model):
-        load_encoder(str(model), device="cpu", precision="auto", text_int8=True)
+    def measure(_: Path) -> None:
+        for model in (tiny_model, wide_model):
+            load_encoder(str(model), device="cpu", precision="auto", text_int8=True)
+
+    once(tmp_path_factory, "auto-measured", measure)
     return Path(os.environ["PHOTOMAN_CACHE_DIR"])
 
 
 @pytest.fixture(scope="session")
-def wide_model(tmp_path_factory: pytest.TempPathFactory) -> Path:
+def wide_model(tmp_path_factory: pytest.TempPathFactory, run_cache: Path) -> Path:
     """A second random tiny CLIP with 24-d vectors instead of 16: the model a switch goes to (its
     encoders cached as the tiny model's are)."""
-    from photoman.embedding.model import load_encoder
-
-    model = build_random_clip(tmp_path_factory.mktemp("tiny-clip-24"), BPE_DIR, shape="tiny-24", seed=1)
-    load_encoder(str(model), device="cpu", precision="onnx", text_int8=True)
-    return model
+    return once(tmp_path_factory, "tiny-clip-24", _cached_clip("tiny-24", seed=1))
 
 
 @pytest.fixture(scope="session")
@@ -97,7 +131,7 @@ def tiny_siglip(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """Random SigLIP (224 px, patch 32) + a Gemma-style BPE tokenizer trained offline, via save_pretrained."""
     from tests.checkpoints import build_random_siglip
 
-    return build_random_siglip(tmp_path_factory.mktemp("tiny-siglip"), shape="tiny")
+    return once(tmp_path_factory, "tiny-siglip", lambda out: build_random_siglip(out, shape="tiny"))
 
 
 @pytest.fixture

@@ -244,8 +244,10 @@ def test_ctrl_c_during_index_is_one_line(cli_env: Settings, photos_src: Path, tm
 
     lib = tmp_path / "many"
     lib.mkdir()
-    for i, src in enumerate(sorted(photos_src.glob("*.jpg"))[:20]):
-        shutil.copy(src, lib / f"{i:02d}.jpg")
+    # enough distinct photos (bytes after a JPEG's end change its hash, not its picture) that the run
+    # is still going when the signal comes, however fast the encoder opens
+    for i, src in enumerate(sorted(photos_src.glob("*.jpg")) * 8):
+        (lib / f"{i:03d}.jpg").write_bytes(src.read_bytes() + i.to_bytes(4, "big"))
     cmd = [sys.executable, "-m", "photoman", "index", str(lib)]
     pipe = subprocess.PIPE
     env = dict(os.environ)
