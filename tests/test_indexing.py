@@ -251,7 +251,9 @@ def test_ctrl_c_during_index_is_one_line(cli_env: Settings, photos_src: Path, tm
     cmd = [sys.executable, "-m", "photoman", "index", str(lib)]
     pipe = subprocess.PIPE
     env = dict(os.environ)
-    proc = subprocess.Popen(cmd, env=env, stdout=pipe, stderr=pipe, text=True, start_new_session=True)
+    # as from a terminal: Ctrl-C acts (a pytest-xdist worker ignores SIGINT, and children inherit that)
+    proc = subprocess.Popen(cmd, env=env, stdout=pipe, stderr=pipe, text=True, start_new_session=True,
+                            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))  # fmt: skip
     deadline = time.monotonic() + 120
     while time.monotonic() < deadline:  # wait for the decode workers (children of the command)
         kids = subprocess.run(["pgrep", "-P", str(proc.pid)], capture_output=True, text=True).stdout.split()
