@@ -167,6 +167,13 @@ class Models:
         return self._encoder is not None
 
     @property
+    def torch_loaded(self) -> bool:
+        """Whether the loaded encoder runs in torch (then imported whole); False before it loads."""
+        from photoman.embedding.model import ClipEncoder
+
+        return isinstance(self._encoder, ClipEncoder)
+
+    @property
     def dim(self) -> int:
         known = self.dim_if_known()
         # first use of a hub model: it downloads (and says so) as it loads

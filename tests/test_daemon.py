@@ -6,15 +6,17 @@ import json
 import random
 import shutil
 import signal
+import sys
 import time
 from pathlib import Path
 
+import pytest
 from sqlalchemy import select
 
 from photoman.catalog import Catalog, Photo
 from photoman.config import Settings
 from photoman.library import Library
-from photoman.service.protocol import call
+from photoman.service.protocol import DaemonError, call
 from photoman.vectors import point_id
 
 from .conftest import SMALL_SET
@@ -152,6 +154,7 @@ def test_kill_9_at_random_moments_loses_nothing_and_duplicates_nothing(
 def test_stop_while_the_model_loads_exits_at_once_and_cleanly(env: dict[str, str], tmp_path: Path) -> None:
     """`photoman stop` right after a start must not wait for torch to finish loading a model it
     would only throw away; the library is closed properly all the same."""
+    env = {**env, "PHOTOMAN_PRECISION": "fp32"}  # the torch model (seconds), not the cached ONNX graphs
     proc = start(env, tmp_path)  # returns as soon as text queries are answered
     sock = settings_of(env).socket_path
     loading = "model_ready_s" not in call(sock, "status")["daemon"]["timings"]
@@ -166,6 +169,42 @@ def test_stop_while_the_model_loads_exits_at_once_and_cleanly(env: dict[str, str
         assert time.monotonic() - began < 5
     with Library(settings_of(env)) as lib:  # lock released, stores open
         assert lib.store.count() == 0
+
+
+def test_text_queries_answer_all_through_the_model_load(env: dict[str, str], tmp_path: Path) -> None:
+    """Queries arrive while another thread imports torch and loads the model: each is answered (a
+    query must never touch the half-imported torch module), then the daemon stops cleanly."""
+    env = {**env, "PHOTOMAN_PRECISION": "fp32"}  # the torch model, not the cached ONNX graphs
+    proc = start(env, tmp_path)
+    sock = settings_of(env).socket_path
+    deadline, asked = time.monotonic() + 60, 0
+    while "model_ready_s" not in call(sock, "status")["daemon"]["timings"] and time.monotonic() < deadline:
+        with pytest.raises(DaemonError, match="the library is empty"):  # answered, and says why
+            call(sock, "find", {"text": f"a cat number {asked}"})
+        asked += 1
+    with pytest.raises(DaemonError, match="the library is empty"):
+        call(sock, "find", {"text": "a cat"})  # and after it
+    assert photoman(env, "stop").returncode == 0 and proc.wait(timeout=30) == 0
+    assert "Traceback" not in settings_of(env).log_file.read_text()
+
+
+def test_query_threads_leave_a_half_imported_torch_alone(
+    settings: Settings, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The race behind the previous test, made certain: while the model's thread is inside `import
+    torch`, sys.modules holds a torch module without its functions yet. Sizing a query's threads must
+    not reach for it (it did: `AttributeError: partially initialized module 'torch'`)."""
+    import types
+
+    from photoman.embedding import threads
+    from photoman.service.daemon import use_threads
+
+    monkeypatch.setitem(sys.modules, "torch", types.ModuleType("torch"))  # mid-import: nothing in it yet
+    with Library(settings) as lib:
+        assert not lib.torch_loaded
+        use_threads(1, lib)
+        use_threads(2, lib, force=True)
+        assert threads.current() == 2
 
 
 def test_watch_once_and_detach_stop(env: dict[str, str], library_dir: Path, tmp_path: Path) -> None:

@@ -12,7 +12,6 @@ import gc
 import logging
 import os
 import signal
-import sys
 import threading
 import time
 from collections.abc import Iterator
@@ -91,13 +90,16 @@ class Activity:
     last_rate: float = 0.0
 
 
-def use_threads(n: int, force: bool = False) -> None:
-    """Size the calling thread's encodings: its ONNX Runtime sessions and, when the model runs in
-    torch, its OpenMP team (torch applies its setting per calling thread)."""
+def use_threads(n: int, lib: Library | None, force: bool = False) -> None:
+    """Size the calling thread's encodings: its ONNX Runtime sessions and, when the loaded model runs
+    in torch, its OpenMP team (torch applies its setting per calling thread). Only a loaded torch
+    model says torch is usable: another thread may be importing it right now."""
     threads.use(n)
-    torch = sys.modules.get("torch")
-    if torch is not None and (force or torch.get_num_threads() != n):
-        torch.set_num_threads(n)
+    if lib is not None and lib.torch_loaded:
+        import torch
+
+        if force or torch.get_num_threads() != n:
+            torch.set_num_threads(n)
 
 
 class SafeFormatter(logging.Formatter):
@@ -219,7 +221,7 @@ class Daemon:
         # oversubscribed thread team makes a query several times slower
         cores = os.cpu_count() or 1
         n = cores if self.activity.state in ("idle", "standby") else max(1, cores - self.index_threads)
-        use_threads(n)
+        use_threads(n, self.lib)
 
     def _status(self, errors_limit: int = 20) -> dict[str, Any]:
         info = ops.status(self.library, errors_limit=errors_limit)
@@ -318,7 +320,7 @@ class Daemon:
             self.gate.wait_idle()
             if self.stop_event.is_set() or not self.writing.is_set():
                 raise Abandon
-            use_threads(self.index_threads, force=True)  # MKL's count is global: a query may have moved it
+            use_threads(self.index_threads, self.lib, force=True)  # MKL: one global count (queries move it)
             parts.append(encoder.encode_pixels(pixels[i : i + self.CHUNK]))
         return np.concatenate(parts) if parts else np.zeros((0, encoder.dim), dtype=np.float32)
 
