@@ -63,10 +63,10 @@ def photo(i: int) -> tuple[str, datetime, tuple[str, str], list[str]]:
 
 def fill(data: Path, model: Path, n: int, approximate_from: int) -> None:
     """Child process: n catalog rows and n points, written as the pipeline writes them."""
-    from photoman.indexing.payload import ancestors, camera_terms
     from sqlalchemy import insert
 
     from photoman.catalog.models import Photo
+    from photoman.catalog.payload import ancestors, camera_terms
     from photoman.config import Settings
     from photoman.library import Library
     from photoman.vectors import IMAGE, VectorPoint, point_id
