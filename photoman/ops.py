@@ -398,9 +398,9 @@ def models(lib: Library) -> dict[str, Any]:
     with lib.catalog.session() as s:
         counts = dict(
             s.execute(
-                select(Photo.indexed_model, func.count(func.distinct(Photo.content_hash)))
+                select(Photo.model_id, func.count(func.distinct(Photo.content_hash)))
                 .where(Photo.status == OK)
-                .group_by(Photo.indexed_model)
+                .group_by(Photo.model_id)
             ).all()
         )
     names = [m.name for m in KNOWN_MODELS]

@@ -77,6 +77,37 @@ def test_migrations_go_down_and_up_again(empty_catalog_url: str) -> None:
 
 
 @pytest.mark.catalogs
+def test_0008_renames_indexed_model_to_model_id_keeping_the_values(empty_catalog_url: str) -> None:
+    """A catalog an older photoman left at 0007 keeps which model embedded each photo through the
+    column's rename to photos.model_id, and gets it back under the old name when downgraded."""
+    from alembic import command
+    from alembic.config import Config
+
+    from photoman.catalog.db import _migrations_dir
+
+    cat = Catalog(empty_catalog_url)
+    cfg = Config()
+    cfg.set_main_option("script_location", str(_migrations_dir()))
+    with cat.engine.begin() as conn:
+        cfg.attributes["connection"] = conn
+        command.downgrade(cfg, "0007")
+        conn.execute(text("INSERT INTO roots (id, path, added_at) VALUES (1, '/photos', '2020-01-01')"))
+        conn.execute(text("INSERT INTO photos (root_id, path, size, mtime, caption, status, indexed_model) "
+                          "VALUES (1, '/photos/a.jpg', 1, 0, '', 'ok', 'some/model')"))  # fmt: skip
+    cat.close()
+    cat = Catalog(empty_catalog_url)  # the open upgrades it
+    with cat.session() as s:
+        assert s.execute(select(Photo.path, Photo.model_id)).all() == [("/photos/a.jpg", "some/model")]
+    with cat.engine.connect() as conn:
+        assert_model_schema(conn)
+    with cat.engine.begin() as conn:
+        cfg.attributes["connection"] = conn
+        command.downgrade(cfg, "0007")
+        assert conn.execute(text("SELECT indexed_model FROM photos")).scalars().all() == ["some/model"]
+    cat.close()
+
+
+@pytest.mark.catalogs
 def test_values_round_trip(empty_catalog_url: str) -> None:
     """Paths (long, non-ASCII, private-use characters), datetimes, big sizes, float mtimes, captions."""
     cat = Catalog(empty_catalog_url)

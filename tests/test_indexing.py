@@ -46,7 +46,7 @@ def test_index_then_reindex_embeds_nothing(settings: Settings, library_dir: Path
         assert again.unchanged == 10 and again.embedded == 0
         r = rows(lib)[str(library_dir / "trips" / "exif--test1.jpg")]
         assert r.camera == "Apple iPhone 4S" and r.gps_lat == pytest.approx(37.885, abs=1e-3)
-        assert r.taken_at is not None and r.taken_at.year == 2013 and r.indexed_model == lib.model_id
+        assert r.taken_at is not None and r.taken_at.year == 2013 and r.model_id == lib.model_id
 
 
 def test_image_query_ranks_the_photo_itself_first(settings: Settings, library_dir: Path) -> None:

@@ -290,6 +290,40 @@ def test_filters_match_catalog_ground_truth(settings: Settings, library_dir: Pat
             search(lib, Query(parse_query(["x"]), filters=build_filter(folder="/elsewhere")))
 
 
+def test_search_and_dupes_answer_throughout_a_store_upgrade(settings: Settings, library_dir: Path) -> None:
+    """A store an older photoman wrote names the content hash "hash" (payload format 1). While some of
+    its points still do (a shared server another machine is upgrading, an upgrade a full disk put off)
+    search and dupes find every photo, copies folded as before; reopened, the library's store renames
+    the key on every point and answers the same."""
+    import qdrant_edge as qe
+
+    from photoman.dupes import find_duplicates
+    from photoman.vectors.edge import FORMAT_FILE
+
+    shutil.copy(library_dir / "scikit-image--chelsea.png", library_dir / "trips" / "chelsea-copy.png")
+    q = Query(parse_query(["a photo"]), limit=100, cutoff="none")
+    with Library(settings) as lib:
+        index(lib, [library_dir])
+        before = [(r.path, r.duplicates) for r in search(lib, q)]
+        groups = find_duplicates(lib, rotations=False)
+        ids = sorted(lib.store.all_ids())
+        assert len(before) == len(ids) and any(dupes for _, dupes in before) and groups
+        old = ids[::2]  # half the points back to format 1
+        for pt in lib.store.retrieve(old):
+            lib.store.set_payload([pt.id], {"hash": pt.payload["content_hash"]})
+        lib.store._shard.update(qe.UpdateOperation.delete_payload(old, ["content_hash"]))  # type: ignore[attr-defined]
+        assert sorted(pt.id for pt in lib.store.retrieve(ids) if "hash" in pt.payload) == old
+        assert [(r.path, r.duplicates) for r in search(lib, q)] == before
+        assert find_duplicates(lib, rotations=False) == groups
+        shard = lib.store.path  # type: ignore[attr-defined]
+    (shard / FORMAT_FILE).unlink()  # as an older photoman left it: no format recorded
+    with Library(settings) as lib:
+        payloads = [pt.payload for pt in lib.store.retrieve(ids)]
+        assert len(payloads) == len(ids) and all("content_hash" in p and "hash" not in p for p in payloads)
+        assert [(r.path, r.duplicates) for r in search(lib, q)] == before
+        assert find_duplicates(lib, rotations=False) == groups
+
+
 def test_explain_contributions_sum_to_the_score(settings: Settings, library_dir: Path) -> None:
     with Library(settings) as lib:
         index(lib, [library_dir])

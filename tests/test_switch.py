@@ -33,7 +33,7 @@ runner = CliRunner()
 
 def models_of(lib: Library) -> dict[str, str | None]:
     with lib.catalog.session() as s:
-        return dict(s.execute(select(Photo.path, Photo.indexed_model)).all())  # type: ignore[arg-type]
+        return dict(s.execute(select(Photo.path, Photo.model_id)).all())  # type: ignore[arg-type]
 
 
 def ids_in(settings: Settings, model: str, dim: int) -> set[str]:

@@ -43,7 +43,7 @@ def points() -> list[VectorPoint]:
                 point_id(f"hash{i}", "m"),
                 {IMAGE: unit(i)},
                 {
-                    "hash": f"hash{i}",
+                    "content_hash": f"hash{i}",
                     "roots": ["/lib"],
                     "folders": ["/lib", f"/lib/{'a' if i % 2 else 'b'}"],
                     "taken_at": f"201{i}-06-01T12:00:00Z",
@@ -66,7 +66,7 @@ def test_upsert_search_count_ids(store: EdgeStore | ServerStore) -> None:
     # the stores keep float16 vectors: scores and returned vectors are exact to ~1e-4
     hits = store.search(unit(2), limit=3)
     assert hits[0].id == pts[2].id and hits[0].score == pytest.approx(1.0, abs=1e-3)
-    assert hits[0].payload["hash"] == "hash2"
+    assert hits[0].payload["content_hash"] == "hash2"
     assert [h.score for h in hits] == sorted((h.score for h in hits), reverse=True)
     assert all(-1.0 <= h.score <= 1.0 for h in store.search(unit(0), limit=6))  # clamped cosines
     bare = store.search(unit(2), limit=3, with_payload=False)  # the cheap form the cutoff pool uses
@@ -105,7 +105,8 @@ def test_set_payload_retrieve_delete(store: EdgeStore | ServerStore) -> None:
     store.upsert(pts)
     store.set_payload([pts[0].id], {"folders": ["/moved"]})
     got = store.retrieve([pts[0].id, point_id("nope", "m")], with_vectors=True)
-    assert len(got) == 1 and got[0].payload["folders"] == ["/moved"] and got[0].payload["hash"] == "hash0"
+    assert len(got) == 1 and got[0].payload["folders"] == ["/moved"]
+    assert got[0].payload["content_hash"] == "hash0"
     assert np.allclose(got[0].vectors[IMAGE], unit(0), atol=1e-3)
     store.delete([pts[0].id, pts[1].id, point_id("unknown", "m")])
     assert store.count() == 4 and pts[0].id not in store.all_ids()
@@ -144,6 +145,129 @@ def test_payload_indexes_live_on_disk_and_older_ones_are_rebuilt(tmp_path: Path)
     hits = again.search(unit(0), IMAGE, 10, SearchFilter(folder="/lib/a"))
     assert len(hits) == 3 and all("/lib/a" in h.payload["folders"] for h in hits)
     again.close()
+
+
+def old_points() -> list[VectorPoint]:
+    """points() as a photoman before payload format 2 wrote them: the content hash under "hash"."""
+    out = points()
+    for p in out:
+        p.payload = {("hash" if k == "content_hash" else k): v for k, v in p.payload.items()}
+    return out
+
+
+def write_format_1_store(kind: str, where: Path) -> None:
+    """A store as an older photoman left it: its payloads written through the store API with the old
+    key, and no payload format recorded (it wrote none)."""
+    from photoman.vectors.edge import FORMAT_FILE
+
+    if kind == "edge":
+        s = EdgeStore.open(where, "test", DIM)
+        s.upsert(old_points())
+        s.close()
+        (where / FORMAT_FILE).unlink()
+        return
+    from qdrant_client import QdrantClient, models
+
+    client = QdrantClient(path=str(where))  # qdrant-client's local mode, on disk: reopened below
+    params = models.VectorParams(size=DIM, distance=models.Distance.COSINE)
+    client.create_collection("test", vectors_config={IMAGE: params, "caption": params})  # no metadata
+    ServerStore(client, "test", DIM).upsert(old_points())
+    client.close()
+
+
+def open_store_at(kind: str, where: Path) -> EdgeStore | ServerStore:
+    if kind == "edge":
+        return EdgeStore.open(where, "test", DIM)
+    return ServerStore.connect(str(where), "test", DIM)
+
+
+@pytest.mark.parametrize("kind", ["edge", "server"])
+def test_a_store_with_the_old_hash_key_is_upgraded_once(kind: str, tmp_path: Path) -> None:
+    """An older photoman kept the content hash under "hash": the first open renames it "content_hash"
+    on every point (ids, vectors, filters untouched) and records the payload format, so later opens
+    rewrite nothing."""
+    where = tmp_path / "store"
+    write_format_1_store(kind, where)
+    s = open_store_at(kind, where)
+    pts = points()
+    assert s.count() == 6 and s.all_ids() == {p.id for p in pts}
+    stored = {p.id: p for p in s.retrieve([p.id for p in pts], with_vectors=True)}
+    assert {i: p.payload for i, p in stored.items()} == {p.id: p.payload for p in pts}  # today's payloads
+    assert all(np.allclose(stored[p.id].vectors[IMAGE], unit(i), atol=1e-3) for i, p in enumerate(pts))
+    hits = s.search(unit(1), limit=10, flt=SearchFilter(folder="/lib/a"))
+    assert {h.id for h in hits} == {pts[i].id for i in (1, 3, 5)}
+    assert hits[0].payload["content_hash"] == "hash1" and "hash" not in hits[0].payload
+    s.set_payload([pts[0].id], {"hash": "left alone"})  # recorded: a later open does not look again
+    s.close()
+    again = open_store_at(kind, where)
+    assert again.retrieve([pts[0].id])[0].payload["hash"] == "left alone"
+    again.close()
+
+
+_UPGRADE_KILLED = """
+import os, sys
+from pathlib import Path
+from photoman.vectors import edge
+edge.UPGRADE_BATCH = 2
+real, calls = edge.EdgeStore._update, [0]
+def dying(self, op):
+    real(self, op)
+    calls[0] += 1
+    if calls[0] == 4:  # batch 1 done (2 sets, 1 delete), batch 2: one point set, not yet deleted
+        os._exit(9)
+edge.EdgeStore._update = dying
+edge.EdgeStore.open(Path(sys.argv[1]), "test", int(sys.argv[2]))
+"""
+
+
+def test_edge_upgrade_killed_part_way_upgrades_again_and_loses_no_hash(tmp_path: Path) -> None:
+    """A process killed in the middle of the upgrade leaves points of both formats (and one with both
+    keys) and no format record: every point still yields its hash to readers (payload_hash), and the
+    next open finishes the upgrade."""
+    import subprocess
+    import sys
+
+    import qdrant_edge as qe
+
+    from photoman.vectors import payload_hash
+    from photoman.vectors.edge import FORMAT_FILE
+
+    where = tmp_path / "store"
+    write_format_1_store("edge", where)
+    killed = subprocess.run([sys.executable, "-c", _UPGRADE_KILLED, str(where), str(DIM)], check=False)
+    assert killed.returncode == 9 and not (where / FORMAT_FILE).exists()
+    shard = qe.EdgeShard.load(str(where))  # as it was left, without photoman's open (which upgrades)
+    recs, _ = shard.scroll(qe.ScrollRequest(limit=100, with_payload=True, with_vector=False))
+    shard.close()
+    keys = sorted(tuple(sorted({"hash", "content_hash"} & set(r.payload))) for r in recs)
+    assert keys == [("content_hash",)] * 2 + [("content_hash", "hash")] + [("hash",)] * 3
+    assert sorted(payload_hash(r.payload) for r in recs) == [f"hash{i}" for i in range(6)]
+    s = EdgeStore.open(where, "test", DIM)
+    assert {p.id: p.payload for p in s.retrieve(s.all_ids())} == {p.id: p.payload for p in points()}
+    s.close()
+    assert (where / FORMAT_FILE).exists()
+
+
+def test_edge_upgrade_waits_while_the_disk_is_nearly_full(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Rewriting payloads writes new pages, which a nearly full disk may not back (SIGBUS under a memory
+    map): the upgrade is put off, readers take the old key meanwhile, and it runs once there is room."""
+    from photoman import diskspace
+    from photoman.vectors import payload_hash
+    from photoman.vectors.edge import BACK_WHEN_FREE_BELOW_MB
+
+    where = tmp_path / "store"
+    write_format_1_store("edge", where)
+    monkeypatch.setattr(diskspace, "free_mb", lambda _path: BACK_WHEN_FREE_BELOW_MB - 1.0)
+    s = EdgeStore.open(where, "test", DIM)
+    hits = s.search(unit(2), limit=1)
+    assert "hash" in hits[0].payload and payload_hash(hits[0].payload) == "hash2"
+    s.close()
+    monkeypatch.undo()
+    s = EdgeStore.open(where, "test", DIM)
+    assert s.search(unit(2), limit=1)[0].payload["content_hash"] == "hash2"
+    s.close()
 
 
 def test_names_carry_model_and_size() -> None:
@@ -192,7 +316,8 @@ def test_edge_seals_segments_and_still_searches_exactly(tmp_path: Path) -> None:
     # segment_kb=64: ~500 float16 vectors of 64 dims per sealed segment
     s = EdgeStore.open(tmp_path / "shard", "test", dim, segment_kb=64)
     for start in range(0, n, 250):  # as the pipeline does: a batch written, then optimize()
-        s.upsert([VectorPoint(ids[i], {IMAGE: vecs[i]}, {"hash": f"h{i}", "roots": ["/a" if i % 2 else "/b"]})
+        s.upsert([VectorPoint(ids[i], {IMAGE: vecs[i]},
+                              {"content_hash": f"h{i}", "roots": ["/a" if i % 2 else "/b"]})
                   for i in range(start, start + 250)])  # fmt: skip
         s.optimize()
     s.delete(ids[:10])
@@ -242,7 +367,7 @@ rng = np.random.default_rng(start)
 for b in range(start, start + 1000):
     v = rng.standard_normal((50, 64)).astype(np.float32)
     ids = [point_id(f"h{b}-{i}", "m") for i in range(50)]
-    s.upsert([VectorPoint(ids[i], {IMAGE: v[i]}, {"hash": f"h{b}-{i}"}) for i in range(50)])
+    s.upsert([VectorPoint(ids[i], {IMAGE: v[i]}, {"content_hash": f"h{b}-{i}"}) for i in range(50)])
     s.optimize()  # seals a segment every ~5 batches: kills land in the middle of those too
     print(b, flush=True)
 """
@@ -300,7 +425,8 @@ def test_edge_switches_to_graph_search_past_the_size_threshold(tmp_path: Path) -
     busy = [False]
     s.busy = lambda: busy[0]
     for start in range(0, n, 500):
-        s.upsert([VectorPoint(ids[i], {IMAGE: vecs[i]}, {"hash": f"h{i}", "roots": ["/a" if i % 2 else "/b"]})
+        s.upsert([VectorPoint(ids[i], {IMAGE: vecs[i]},
+                              {"content_hash": f"h{i}", "roots": ["/a" if i % 2 else "/b"]})
                   for i in range(start, start + 500)])  # fmt: skip
         busy[0] = start == 2500  # a query came in just as the threshold was crossed: the work waits
         s.optimize()

@@ -111,7 +111,7 @@ class Photo(Base):
     sidecar_mtime: Mapped[float | None] = mapped_column(Float)
     # the RAW file of the same shot, when this is the JPEG of a RAW+JPEG pair (indexing/pairs.py)
     raw_path: Mapped[str | None] = mapped_column(PathString)
-    indexed_model: Mapped[str | None] = mapped_column(String(512))
+    model_id: Mapped[str | None] = mapped_column(String(512))  # the model whose collection holds its vector
     status: Mapped[str] = mapped_column(String(16), default=OK, index=True)  # a PhotoStatus
     error: Mapped[str | None] = mapped_column(Text)
     indexed_at: Mapped[datetime | None] = mapped_column(DateTime)
@@ -124,7 +124,7 @@ class Photo(Base):
     def indexed_with(cls, model_id: str) -> ColumnElement[bool]:
         """Rows searchable with this model: read fine and embedded into its collection (the one
         predicate every query, count and reconciliation uses)."""
-        return and_(cls.status == OK, cls.indexed_model == model_id)
+        return and_(cls.status == OK, cls.model_id == model_id)
 
     @property
     def camera(self) -> str | None:

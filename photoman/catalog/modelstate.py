@@ -32,9 +32,9 @@ class State:
 
 def _most_used(s: Session) -> str | None:
     row = s.execute(
-        select(Photo.indexed_model)
-        .where(Photo.status == OK, Photo.indexed_model.is_not(None))
-        .group_by(Photo.indexed_model)
+        select(Photo.model_id)
+        .where(Photo.status == OK, Photo.model_id.is_not(None))
+        .group_by(Photo.model_id)
         .order_by(func.count().desc())
         .limit(1)
     ).first()

@@ -13,7 +13,7 @@ from sqlalchemy.orm import Session
 from photoman.catalog.models import OK, Photo, Root, Tag
 from photoman.catalog.paths import path_map_of, to_store
 from photoman.media.exif import datetime_from_timestamp
-from photoman.vectors.base import rfc3339
+from photoman.vectors.base import HASH_KEY, rfc3339
 
 if TYPE_CHECKING:
     from photoman.pathmap import PathMap
@@ -45,7 +45,7 @@ def payload_for(
     folders = sorted({to_store(f, path_map) for r in rows for f in ancestors(r.path, roots[r.root_id])})
     located = next((r for r in rows if r.gps_lat is not None and r.gps_lon is not None), None)
     return {
-        "hash": first.content_hash,
+        HASH_KEY: first.content_hash,
         "paths": [to_store(r.path, path_map) for r in rows],
         "folders": folders,
         "roots": sorted({to_store(roots[r.root_id], path_map) for r in rows}),
@@ -73,7 +73,7 @@ def payloads_for_hashes(session: Session, hashes: Iterable[str], model_id: str) 
     for i in range(0, len(hashes), 500):
         # the hash index alone: extra conditions can make SQLite pick a worse index
         for r in session.scalars(select(Photo).where(Photo.content_hash.in_(hashes[i : i + 500]))):
-            if r.status == OK and r.indexed_model == model_id:
+            if r.status == OK and r.model_id == model_id:
                 by_hash[r.content_hash].append(r)  # type: ignore[index]
     tags: dict[str, list[str]] = defaultdict(list)
     for i in range(0, len(hashes), 500):

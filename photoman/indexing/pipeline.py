@@ -200,12 +200,12 @@ class _Writer:
                     row.caption, row.caption_source = p.caption or "", p.caption_source
                 row.indexed_at = now
                 if p.error is not None:
-                    row.status, row.error, row.indexed_model = ERROR, p.error, None
+                    row.status, row.error, row.model_id = ERROR, p.error, None
                     self.report.errors.append((p.file.path, p.error))
                     continue
                 m = p.meta
                 assert m is not None
-                row.status, row.error, row.indexed_model = OK, None, model_id
+                row.status, row.error, row.model_id = OK, None, model_id
                 row.width, row.height, row.format, row.orientation = (
                     m.width,
                     m.height,

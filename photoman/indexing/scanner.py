@@ -223,7 +223,7 @@ def make_plan(files: Iterable[FileStat], rows: Iterable[Photo], model_id: str, m
             and row is not None
             and (
                 (row.status == ERROR and not (row.error or "").startswith(TRANSIENT_ERRORS))
-                or (row.status != "error" and row.indexed_model == model_id and row.id not in missing)
+                or (row.status != "error" and row.model_id == model_id and row.id not in missing)
             )
         ):
             plan.unchanged += 1

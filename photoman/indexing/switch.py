@@ -280,7 +280,7 @@ def complete(lib: Library, swap: Swap | None = None) -> bool:
                 moved = update(Photo).where(Photo.indexed_with(lib.model_id))
                 if skipped:  # left with the old model: the indexer embeds them when it next sees them
                     moved = moved.where(Photo.content_hash.not_in(skipped))
-                s.execute(moved.values(indexed_model=target.model_id))
+                s.execute(moved.values(model_id=target.model_id))
                 recorded = load(s)
                 save(s, State(target.model_id, None, recorded.setting if recorded else None))
             lib.adopt(target)

@@ -19,7 +19,7 @@ from photoman.pathmap import PathMap
 from photoman.paths import is_inside
 from photoman.search.cutoff import POOL, adaptive_threshold
 from photoman.search.query import Query, Term
-from photoman.vectors import CAPTION, IMAGE, Hit, SearchFilter
+from photoman.vectors import CAPTION, IMAGE, Hit, SearchFilter, payload_hash
 
 MODE_VECTORS = {
     "text-image": [IMAGE],
@@ -347,7 +347,8 @@ def join(lib: Library, hits: list[Hit], folder: str | None = None) -> list[Resul
 
 def join_many(lib: Library, lists: list[tuple[list[Hit], str | None]]) -> list[list[Result]]:
     """:func:`join` for several hit lists, with one catalog query for all of them."""
-    hashes = list(dict.fromkeys(h.payload["hash"] for hits, _ in lists for h in hits if "hash" in h.payload))
+    found = (payload_hash(h.payload) for hits, _ in lists for h in hits)
+    hashes = list(dict.fromkeys(h for h in found if h is not None))
     rows: list[Any] = []
     if hashes:
         with lib.catalog.engine.connect() as conn:
@@ -356,13 +357,11 @@ def join_many(lib: Library, lists: list[tuple[list[Hit], str | None]]) -> list[l
             # path or status index instead (2 ms → 50 ms)
             for chunk in range(0, len(hashes), 500):
                 rows += conn.execute(
-                    select(*_JOIN_COLUMNS, Photo.status, Photo.indexed_model).where(
+                    select(*_JOIN_COLUMNS, Photo.status, Photo.model_id).where(
                         Photo.content_hash.in_(hashes[chunk : chunk + 500])
                     )
                 ).all()
-    rows = sorted(
-        (r for r in rows if r.status == OK and r.indexed_model == lib.model_id), key=lambda r: r.path
-    )
+    rows = sorted((r for r in rows if r.status == OK and r.model_id == lib.model_id), key=lambda r: r.path)
     by_hash: dict[str, list[Any]] = {}
     for r in rows:
         by_hash.setdefault(r.content_hash, []).append(r)
@@ -372,7 +371,7 @@ def join_many(lib: Library, lists: list[tuple[list[Hit], str | None]]) -> list[l
 def _results(hits: list[Hit], by_hash: dict[str, list[Any]], folder: str | None) -> list[Result]:
     results: list[Result] = []
     for hit in hits:
-        group = by_hash.get(hit.payload.get("hash", ""))
+        group = by_hash.get(payload_hash(hit.payload) or "")
         if not group:
             continue
         if folder:

@@ -19,6 +19,7 @@ if TYPE_CHECKING:
         collection_name,
         drop_collections,
         open_store,
+        payload_hash,
         point_id,
     )
 
@@ -32,6 +33,7 @@ __all__ = [
     "collection_name",
     "drop_collections",
     "open_store",
+    "payload_hash",
     "point_id",
 ]
 

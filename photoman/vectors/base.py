@@ -22,6 +22,17 @@ __all__ = ["CAPTION", "IMAGE", "SearchFilter", "rfc3339"]
 RRF_K = 60
 _NAMESPACE = uuid.UUID("6c1f3a52-9d0e-4c55-8a43-70686f746f6d")
 
+# What a point's payload holds, by format. 1: the content hash under "hash"; 2: under "content_hash",
+# the catalog's name for it. A store records the format of its payloads once every point has it
+# (edge: a file in the shard folder; server: the collection's metadata); one written with an older
+# format is upgraded when opened, UPGRADE_BATCH points at a time, the record written last, so a crash
+# part way leaves a store that upgrades again on the next open. Readers take either key meanwhile
+# (payload_hash): a shared server's store may be upgraded by another machine while this one searches.
+PAYLOAD_FORMAT = 2
+HASH_KEY = "content_hash"
+OLD_HASH_KEY = "hash"  # format 1
+UPGRADE_BATCH = 1000
+
 # payload fields that filters use; each gets a payload index in both backends
 INDEXED_FIELDS = {
     "roots": "keyword",
@@ -32,6 +43,13 @@ INDEXED_FIELDS = {
     "taken_at": "datetime",
     "location": "geo",
 }
+
+
+def payload_hash(payload: dict[str, Any]) -> str | None:
+    """The content hash a point's payload carries, under either format's key (see PAYLOAD_FORMAT), so a
+    store part way through its upgrade loses no result."""
+    found = payload.get(HASH_KEY)
+    return found if found is not None else payload.get(OLD_HASH_KEY)
 
 
 def point_id(content_hash: str, model_id: str) -> str:

@@ -15,9 +15,13 @@ import qdrant_edge as qe
 from photoman.errors import DiskFullError, PhotomanError, StoreBusyError
 from photoman.vectors.base import (
     CAPTION,
+    HASH_KEY,
     IMAGE,
     INDEXED_FIELDS,
+    OLD_HASH_KEY,
+    PAYLOAD_FORMAT,
     RRF_K,
+    UPGRADE_BATCH,
     Hit,
     SearchFilter,
     VectorPoint,
@@ -159,6 +163,40 @@ def _config(dim: int, segment_kb: int) -> qe.EdgeConfig:
     return qe.EdgeConfig(vectors={IMAGE: params(), CAPTION: params()}, **_segments(segment_kb))
 
 
+# The shard's payload format (base.PAYLOAD_FORMAT), in a file of photoman's own in the shard folder (it
+# moves and goes with the shard); a shard without one was written by a photoman before the format had
+# a number (format 1)
+FORMAT_FILE = "photoman_store.json"
+
+
+def _stored_format(path: Path) -> int:
+    """The payload format the shard recorded; 1 when it has no record (or an unreadable one: the
+    upgrade then runs again, finds nothing to change and records it afresh)."""
+    import json
+
+    try:
+        return int(json.loads((path / FORMAT_FILE).read_text())["payload_format"])
+    except (OSError, ValueError, KeyError, TypeError):
+        return 1
+
+
+def _record_format(path: Path) -> None:
+    """Record today's payload format: written aside, synced, renamed over (never a torn file)."""
+    import json
+
+    tmp = path / (FORMAT_FILE + ".tmp")
+    with open(tmp, "w") as f:
+        json.dump({"payload_format": PAYLOAD_FORMAT}, f)
+        f.flush()
+        os.fsync(f.fileno())
+    os.replace(tmp, path / FORMAT_FILE)
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
 def edge_filter(flt: SearchFilter | None) -> qe.Filter | None:
     """SearchFilter as a Qdrant Edge filter."""
     return translate_filter(flt, qe, qe.RangeDateTime, lambda ids: qe.HasIdCondition(point_ids=set(ids)))
@@ -251,11 +289,13 @@ class EdgeStore:
         """
         path.mkdir(parents=True, exist_ok=True)
         back_sparse_files(path)
+        created = False
         try:
             if (path / "edge_config.json").exists():
                 shard = _load(path, segment_kb, ballast_dir, _is_approximate(path))
             else:
                 shard = qe.EdgeShard.create(str(path), _config(dim, segment_kb))
+                created = True
         except Exception as exc:  # noqa: BLE001 - the bindings raise plain exceptions: sorted below
             text = str(exc)
             if "WouldBlock" in text or "lock" in text.lower():
@@ -265,6 +305,7 @@ class EdgeStore:
             raise PhotomanError(f"cannot open vector store {path}: {text.splitlines()[0]}") from None
         store = cls(shard, path, name, dim, segment_kb, approximate_from, ballast_dir)
         store._ensure_indexes()
+        store._upgrade_payloads(empty=created)
         return store
 
     def _params(self, limit: int, filtered: bool) -> qe.SearchParams:
@@ -299,6 +340,47 @@ class EdgeStore:
 
                 if info is None or not is_disk_full(exc):
                     raise
+
+    def _upgrade_payloads(self, empty: bool = False) -> None:
+        """Bring a shard an older photoman wrote to today's payload format (base.PAYLOAD_FORMAT), once:
+        format 1 kept the content hash under "hash". Each point that still has it gets "content_hash"
+        set, then its batch loses "hash"; the format is recorded only once all of it is flushed. A crash
+        part way leaves no record, so the next open scrolls again: points done have no "hash" left, one
+        caught between its two writes gets the same value again. ``empty``: a shard just created, with
+        nothing to rewrite. Within ``BACK_WHEN_FREE_BELOW_MB`` of a full disk (the rewrite writes new
+        payload pages: a full disk under a memory map is SIGBUS) it waits for a later open, as it does
+        after meeting ENOSPC; readers take both keys meanwhile."""
+        if _stored_format(self.path) >= PAYLOAD_FORMAT:
+            return
+        from photoman.diskspace import free_mb, is_disk_full
+
+        if not empty and free_mb(self.path) < BACK_WHEN_FREE_BELOW_MB:
+            return
+        selector = qe.PayloadSelector.Include([OLD_HASH_KEY])
+        try:
+            offset = None
+            while not empty:
+                page = qe.ScrollRequest(
+                    offset=offset, limit=UPGRADE_BATCH, with_payload=selector, with_vector=False
+                )
+                recs, offset = self._shard.scroll(page)
+                old = {}  # id: the hash, of the points that still have it under the old key
+                for r in recs:
+                    payload = r.payload or {}
+                    if OLD_HASH_KEY in payload:
+                        old[r.id] = payload[OLD_HASH_KEY]
+                for pid, digest in old.items():
+                    self._update(qe.UpdateOperation.set_payload([pid], {HASH_KEY: digest}))
+                if old:
+                    self._update(qe.UpdateOperation.delete_payload(list(old), [OLD_HASH_KEY]))
+                if offset is None:
+                    break
+            if self._changed:
+                self._shard.flush()
+            _record_format(self.path)
+        except Exception as exc:
+            if not is_disk_full(exc):
+                raise
 
     def _update(self, op: qe.UpdateOperation) -> None:
         self._changed = True

@@ -12,9 +12,13 @@ from qdrant_client import QdrantClient, models
 from photoman.errors import PhotomanError
 from photoman.vectors.base import (
     CAPTION,
+    HASH_KEY,
     IMAGE,
     INDEXED_FIELDS,
+    OLD_HASH_KEY,
+    PAYLOAD_FORMAT,
     RRF_K,
+    UPGRADE_BATCH,
     Hit,
     SearchFilter,
     VectorPoint,
@@ -31,6 +35,10 @@ _SCHEMA = {
 }
 
 
+# The collection's payload format (base.PAYLOAD_FORMAT), in its metadata (Qdrant 1.16+); a collection
+# without it was made by a photoman before the format had a number (format 1)
+FORMAT_KEY = "photoman_payload_format"
+
 HNSW_EF = 128
 OVERSAMPLING = 2.0
 
@@ -43,6 +51,10 @@ def _params(limit: int) -> models.SearchParams:
         hnsw_ef=max(HNSW_EF, limit),
         quantization=models.QuantizationSearchParams(rescore=True, oversampling=OVERSAMPLING),
     )
+
+
+def _ids_filter(ids: list[Any]) -> models.Filter:
+    return models.Filter(must=[models.HasIdCondition(has_id=ids)])
 
 
 def server_filter(flt: SearchFilter | None) -> models.Filter | None:
@@ -112,12 +124,52 @@ class ServerStore:
                 vectors_config={IMAGE: params, CAPTION: params},
                 hnsw_config=models.HnswConfigDiff(payload_m=0),
                 quantization_config=quant,
+                metadata={FORMAT_KEY: PAYLOAD_FORMAT},
             )
         info = self._client.get_collection(self.name)
         have = set((info.payload_schema or {}).keys())
         for field, kind in INDEXED_FIELDS.items():
             if field not in have:
                 self._client.create_payload_index(self.name, field, _SCHEMA[kind], wait=True)
+        stored = (info.config.metadata or {}).get(FORMAT_KEY)
+        if not isinstance(stored, int) or stored < PAYLOAD_FORMAT:
+            self._upgrade_payloads()
+
+    def _upgrade_payloads(self) -> None:
+        """Bring a collection an older photoman wrote to today's payload format, once (the embedded
+        store's _upgrade_payloads, which says why it is safe to cut short): per batch, one request
+        sets "content_hash" on each point that still has "hash" and then deletes "hash"; the format
+        goes into the collection's metadata last. Each point is addressed by a filter on its id, so a
+        point another machine deletes meanwhile is skipped, not an error; values are the same whoever
+        writes them (a point's id derives from its hash), so machines upgrading at once agree."""
+        offset = None
+        while True:
+            recs, offset = self._client.scroll(
+                self.name, limit=UPGRADE_BATCH, offset=offset, with_payload=[OLD_HASH_KEY], with_vectors=False
+            )
+            old = {}  # id: the hash, of the points that still have it under the old key
+            for r in recs:
+                payload = r.payload or {}
+                if OLD_HASH_KEY in payload:
+                    old[r.id] = payload[OLD_HASH_KEY]
+            if old:
+                ops: list[models.UpdateOperation] = [
+                    models.SetPayloadOperation(
+                        set_payload=models.SetPayload(payload={HASH_KEY: digest}, filter=_ids_filter([pid]))
+                    )
+                    for pid, digest in old.items()
+                ]
+                ops.append(
+                    models.DeletePayloadOperation(
+                        delete_payload=models.DeletePayload(
+                            keys=[OLD_HASH_KEY], filter=_ids_filter(list(old))
+                        )
+                    )
+                )
+                self._client.batch_update_points(self.name, ops, wait=True)
+            if offset is None:
+                break
+        self._client.update_collection(self.name, metadata={FORMAT_KEY: PAYLOAD_FORMAT})
 
     def upsert(self, points: Sequence[VectorPoint]) -> None:
         if not points:
