@@ -47,7 +47,7 @@ def fill(lib: Library, n: int, rng: np.random.Generator) -> None:
                     point_id(h, lib.model_id),
                     {IMAGE: v},
                     {
-                        "hash": h,
+                        "content_hash": h,
                         "paths": [f"/bench/{h[-8:]}.jpg"],
                         "folders": ["/bench"],
                         "roots": ["/bench"],
@@ -70,7 +70,7 @@ def fill(lib: Library, n: int, rng: np.random.Generator) -> None:
                         "size": 1,
                         "mtime": 0.0,
                         "status": "ok",
-                        "indexed_model": lib.model_id,
+                        "model_id": lib.model_id,
                         "caption": "",
                     }
                     for h in hashes

@@ -61,12 +61,12 @@ def fill_catalog(data: Path, model: Path, root: Path) -> int:
             vecs /= np.linalg.norm(vecs, axis=1, keepdims=True)
             hashes = [f"{start + i:064x}" for i in range(len(batch))]
             lib.store.upsert([VectorPoint(point_id(h, lib.model_id), {IMAGE: v},
-                                          {"hash": h, "paths": [f.path], "roots": [str(root)]})
+                                          {"content_hash": h, "paths": [f.path], "roots": [str(root)]})
                               for h, v, f in zip(hashes, vecs, batch, strict=True)])  # fmt: skip
             with lib.catalog.session() as s:
                 s.execute(insert(Photo), [
                     {"root_id": rid, "path": f.path, "content_hash": h, "size": f.size, "mtime": f.mtime,
-                     "status": "ok", "indexed_model": lib.model_id, "caption": "", "format": "JPEG"}
+                     "status": "ok", "model_id": lib.model_id, "caption": "", "format": "JPEG"}
                     for h, f in zip(hashes, batch, strict=True)])  # fmt: skip
             lib.store.optimize()
         return len(files)

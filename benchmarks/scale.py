@@ -91,11 +91,12 @@ def fill(data: Path, model: Path, n: int, approximate_from: int) -> None:
                 h = f"{i:064x}"
                 camera = f"{make} {cam}"
                 points.append(VectorPoint(point_id(h, lib.model_id), {IMAGE: v}, {
-                    "hash": h, "paths": [path], "folders": ancestors(path, "/bench"), "roots": ["/bench"],
-                    "taken_at": rfc3339(taken), "camera": camera, "camera_terms": camera_terms(camera),
+                    "content_hash": h, "paths": [path], "folders": ancestors(path, "/bench"),
+                    "roots": ["/bench"], "taken_at": rfc3339(taken), "camera": camera,
+                    "camera_terms": camera_terms(camera),
                     "format": "jpeg", "location": None, "tags": tags}))  # fmt: skip
                 rows.append({"root_id": rid, "path": path, "content_hash": h, "size": 2_500_000 + i,
-                             "mtime": taken.timestamp(), "status": "ok", "indexed_model": lib.model_id,
+                             "mtime": taken.timestamp(), "status": "ok", "model_id": lib.model_id,
                              "caption": "", "taken_at": taken, "camera_make": make, "camera_model": cam,
                              "format": "JPEG", "width": 4000, "height": 3000})  # fmt: skip
             lib.store.upsert(points)
@@ -238,7 +239,7 @@ def seal_test(data: Path, model: Path, qvecs: np.ndarray, extra: int, approximat
                 v = rng.standard_normal((1000, 512)).astype(np.float32)
                 v /= np.linalg.norm(v, axis=1, keepdims=True)
                 store.upsert([VectorPoint(point_id(f"x{n0 + start + i}", lib.model_id), {IMAGE: v[i]},
-                                          {"hash": f"x{n0 + start + i}", "roots": ["/bench"]})
+                                          {"content_hash": f"x{n0 + start + i}", "roots": ["/bench"]})
                               for i in range(1000)])  # fmt: skip
                 t = time.perf_counter()
                 store.optimize()

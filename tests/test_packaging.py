@@ -92,3 +92,24 @@ def test_every_benchmark_imports_what_photoman_still_has() -> None:
                         importlib.import_module(alias.name)
                         checked += 1
     assert checked > 20
+
+
+def test_the_benchmarks_synthetic_library_is_searchable(settings: object) -> None:
+    """The benchmarks write rows and points directly, as the pipeline would; a renamed column or
+    payload key there is silently ignored by SQLAlchemy and makes a library nothing can find (it
+    happened). A small fill must be found like an indexed one."""
+    import numpy as np
+
+    sys.path.insert(0, str(ROOT / "benchmarks"))
+    from query_latency import fill
+
+    from photoman.catalog.models import Photo
+    from photoman.library import Library
+    from photoman.ops import find
+
+    with Library(settings) as lib:  # type: ignore[arg-type]
+        fill(lib, 30, np.random.default_rng(0))
+        with lib.catalog.session() as s:
+            assert s.query(Photo).filter(Photo.indexed_with(lib.model_id)).count() == 30
+        hits = find(lib, text="a dog", limit=5, include_offline=True)
+        assert len(hits) == 5 and all(h["content_hash"] for h in hits)
