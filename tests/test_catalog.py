@@ -77,9 +77,10 @@ def test_migrations_go_down_and_up_again(empty_catalog_url: str) -> None:
 
 
 @pytest.mark.catalogs
-def test_0008_renames_indexed_model_to_model_id_keeping_the_values(empty_catalog_url: str) -> None:
-    """A catalog an older photoman left at 0007 keeps which model embedded each photo through the
-    column's rename to photos.model_id, and gets it back under the old name when downgraded."""
+def test_0008_0009_rename_the_model_columns_to_model_id_keeping_the_values(empty_catalog_url: str) -> None:
+    """A catalog an older photoman left at 0007 keeps which model embedded each photo and scored each
+    tag through the columns' renames to photos.model_id (0008) and tags.model_id (0009), the tags'
+    uniqueness included, and gets them back under the old names when downgraded."""
     from alembic import command
     from alembic.config import Config
 
@@ -94,16 +95,22 @@ def test_0008_renames_indexed_model_to_model_id_keeping_the_values(empty_catalog
         conn.execute(text("INSERT INTO roots (id, path, added_at) VALUES (1, '/photos', '2020-01-01')"))
         conn.execute(text("INSERT INTO photos (root_id, path, size, mtime, caption, status, indexed_model) "
                           "VALUES (1, '/photos/a.jpg', 1, 0, '', 'ok', 'some/model')"))  # fmt: skip
+        conn.execute(text("INSERT INTO tags (content_hash, model, label, score, source) "
+                          "VALUES ('h', 'some/model', 'cat', 0.9, 'zeroshot')"))  # fmt: skip
     cat.close()
     cat = Catalog(empty_catalog_url)  # the open upgrades it
     with cat.session() as s:
         assert s.execute(select(Photo.path, Photo.model_id)).all() == [("/photos/a.jpg", "some/model")]
+        assert s.execute(select(Tag.label, Tag.model_id)).all() == [("cat", "some/model")]
+    with pytest.raises(IntegrityError), cat.session() as s:  # still one label per hash and model
+        s.add(Tag(content_hash="h", model_id="some/model", label="cat", score=0.5))
     with cat.engine.connect() as conn:
         assert_model_schema(conn)
     with cat.engine.begin() as conn:
         cfg.attributes["connection"] = conn
         command.downgrade(cfg, "0007")
         assert conn.execute(text("SELECT indexed_model FROM photos")).scalars().all() == ["some/model"]
+        assert conn.execute(text("SELECT model FROM tags")).scalars().all() == ["some/model"]
     cat.close()
 
 
@@ -120,14 +127,14 @@ def test_values_round_trip(empty_catalog_url: str) -> None:
         s.flush()
         s.add(Photo(root_id=root.id, path=odd, content_hash="a" * 64, size=2**40, mtime=1700000000.123456,
                     taken_at=when, caption="un chat 🐈 sur le toit", status="ok"))  # fmt: skip
-        s.add(Tag(content_hash="a" * 64, model="m", label="cat", score=0.5))
+        s.add(Tag(content_hash="a" * 64, model_id="m", label="cat", score=0.5))
     with cat.session() as s:
         p = s.scalars(select(Photo)).one()
         assert (p.path, p.size, p.taken_at, p.caption) == (odd, 2**40, when, "un chat 🐈 sur le toit")
         assert p.mtime == 1700000000.123456 and p.root.path == "/photos"
         assert s.scalars(select(Photo.path).where(Photo.path.startswith("/photos/ünïcødé"))).all() == [odd]
     with pytest.raises(IntegrityError), cat.session() as s:  # one label per hash and model
-        s.add(Tag(content_hash="a" * 64, model="m", label="cat", score=0.9))
+        s.add(Tag(content_hash="a" * 64, model_id="m", label="cat", score=0.9))
     with pytest.raises(IntegrityError), cat.session() as s:  # one row per path, however long
         s.add(Photo(root_id=root.id, path=odd, size=1, mtime=0.0))
     with cat.session() as s:  # a root's photos go with it (ON DELETE CASCADE, foreign keys on)

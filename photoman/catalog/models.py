@@ -144,11 +144,11 @@ class Tag(Base):
     """A label on a photo's content (so copies share it), per model, with the score that earned it."""
 
     __tablename__ = "tags"
-    __table_args__ = (UniqueConstraint("content_hash", "model", "label", name="uq_tags_hash_model_label"),)
+    __table_args__ = (UniqueConstraint("content_hash", "model_id", "label", name="uq_tags_hash_model_label"),)
 
     id: Mapped[int] = mapped_column(Integer, primary_key=True)
     content_hash: Mapped[str] = mapped_column(String(64), index=True)
-    model: Mapped[str] = mapped_column(String(512))
+    model_id: Mapped[str] = mapped_column(String(512))
     label: Mapped[str] = mapped_column(String(128), index=True)
     score: Mapped[float] = mapped_column(Float)
     source: Mapped[str] = mapped_column(String(16), default="zeroshot")

@@ -77,12 +77,12 @@ def payloads_for_hashes(session: Session, hashes: Iterable[str], model_id: str) 
                 by_hash[r.content_hash].append(r)  # type: ignore[index]
     tags: dict[str, list[str]] = defaultdict(list)
     for i in range(0, len(hashes), 500):
-        for digest, label in session.execute(
+        for content_hash, label in session.execute(
             select(Tag.content_hash, Tag.label).where(
-                Tag.content_hash.in_(hashes[i : i + 500]), Tag.model == model_id
+                Tag.content_hash.in_(hashes[i : i + 500]), Tag.model_id == model_id
             )
         ):
-            tags[digest].append(label)
+            tags[content_hash].append(label)
     path_map = path_map_of(session.get_bind())  # the rows hold this machine's paths; payloads the stored
     return {h: payload_for(rows, roots, tags.get(h), path_map) for h, rows in by_hash.items()}
 
@@ -99,12 +99,12 @@ def chosen_captions(session: Session, hashes: Iterable[str], model_id: str) -> d
                 Photo.caption != "",
             )
         )
-        for digest, path, caption, source in rows:
-            if digest is None:
+        for content_hash, path, caption, source in rows:
+            if content_hash is None:
                 continue
             key = (source != "user", path, caption)
-            if digest not in out or key < out[digest]:
-                out[digest] = key
+            if content_hash not in out or key < out[content_hash]:
+                out[content_hash] = key
     return {h: v[2] for h, v in out.items()}
 
 

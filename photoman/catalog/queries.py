@@ -73,7 +73,7 @@ def lookup_photo(lib: Any, path: str) -> dict[str, Any]:
         details = photo_details(row)
         tags = s.execute(
             select(Tag.label, Tag.score)
-            .where(Tag.content_hash == row.content_hash, Tag.model == lib.model_id)
+            .where(Tag.content_hash == row.content_hash, Tag.model_id == lib.model_id)
             .order_by(Tag.score.desc())
         ).all()
         details["tags"] = [label for label, _ in tags]
@@ -101,7 +101,7 @@ def tag_counts(lib: Any) -> list[tuple[str, int]]:
         rows = s.execute(
             select(Tag.label, func.count(func.distinct(Photo.id)))
             .join(Photo, Photo.content_hash == Tag.content_hash)
-            .where(Tag.model == lib.model_id, Photo.status == OK)
+            .where(Tag.model_id == lib.model_id, Photo.status == OK)
             .group_by(Tag.label)
             .order_by(func.count(func.distinct(Photo.id)).desc(), Tag.label)
         ).all()

@@ -151,7 +151,7 @@ def drop(lib: Library, name: str) -> dict[str, Any]:
     with lib.switch_lock:
         gone = drop_collections(lib.settings, ident)
         with lib.catalog.session() as s:
-            s.execute(delete(Tag).where(Tag.model == ident))
+            s.execute(delete(Tag).where(Tag.model_id == ident))
     if not gone and not cancelled:
         raise BadInputError(f"this library has no collection for {name}")
     return {"model": ident, "collections": gone, "cancelled_switch": cancelled}

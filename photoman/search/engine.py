@@ -318,7 +318,9 @@ def _check_tags(lib: Library, tags: list[str]) -> None:
 
     with lib.catalog.engine.connect() as conn:
         found = set(
-            conn.scalars(select(Tag.label).where(Tag.label.in_(tags), Tag.model == lib.model_id).distinct())
+            conn.scalars(
+                select(Tag.label).where(Tag.label.in_(tags), Tag.model_id == lib.model_id).distinct()
+            )
         )
     unknown = [t for t in tags if t not in found]
     if unknown:

@@ -65,7 +65,9 @@ def tag_library(
         todo = {h for h in s.scalars(q) if h is not None} if hashes is None else set(hashes)
         if not retag:
             done = set(
-                s.scalars(select(Tag.content_hash).where(Tag.model == lib.model_id, Tag.source == "zeroshot"))
+                s.scalars(
+                    select(Tag.content_hash).where(Tag.model_id == lib.model_id, Tag.source == "zeroshot")
+                )
             )
             todo -= done
     todo_list = sorted(todo)
@@ -82,12 +84,12 @@ def tag_library(
         with lib.catalog.session() as s:
             s.execute(
                 delete(Tag).where(
-                    Tag.content_hash.in_(present), Tag.model == lib.model_id, Tag.source == "zeroshot"
+                    Tag.content_hash.in_(present), Tag.model_id == lib.model_id, Tag.source == "zeroshot"
                 )
             )
             for h, tags in zip(present, picks, strict=True):
                 s.add_all(
-                    Tag(content_hash=h, model=lib.model_id, label=n, score=p, source="zeroshot")
+                    Tag(content_hash=h, model_id=lib.model_id, label=n, score=p, source="zeroshot")
                     for n, p in tags
                 )
                 report.tagged += bool(tags)
