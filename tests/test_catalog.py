@@ -55,16 +55,23 @@ def test_migrations_build_the_model_schema(empty_catalog_url: str, catalog_backe
     Catalog(empty_catalog_url).close()  # re-open: upgrade is a no-op
 
 
-@pytest.mark.catalogs
-def test_migrations_go_down_and_up_again(empty_catalog_url: str) -> None:
-    from alembic import command
+def _alembic_config():  # noqa: ANN202 - alembic.config.Config
+    """Alembic pointed at photoman's migrations (a test passes the connection in its attributes)."""
     from alembic.config import Config
 
     from photoman.catalog.db import _migrations_dir
 
-    cat = Catalog(empty_catalog_url)
     cfg = Config()
     cfg.set_main_option("script_location", str(_migrations_dir()))
+    return cfg
+
+
+@pytest.mark.catalogs
+def test_migrations_go_down_and_up_again(empty_catalog_url: str) -> None:
+    from alembic import command
+
+    cat = Catalog(empty_catalog_url)
+    cfg = _alembic_config()
     with cat.engine.begin() as conn:
         cfg.attributes["connection"] = conn
         command.downgrade(cfg, "base")
@@ -82,13 +89,9 @@ def test_0008_0009_rename_the_model_columns_to_model_id_keeping_the_values(empty
     tag through the columns' renames to photos.model_id (0008) and tags.model_id (0009), the tags'
     uniqueness included, and gets them back under the old names when downgraded."""
     from alembic import command
-    from alembic.config import Config
-
-    from photoman.catalog.db import _migrations_dir
 
     cat = Catalog(empty_catalog_url)
-    cfg = Config()
-    cfg.set_main_option("script_location", str(_migrations_dir()))
+    cfg = _alembic_config()
     with cat.engine.begin() as conn:
         cfg.attributes["connection"] = conn
         command.downgrade(cfg, "0007")

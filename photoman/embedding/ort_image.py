@@ -9,7 +9,7 @@ from typing import Any
 
 import numpy as np
 
-from photoman.embedding.ort_session import optimized_session
+from photoman.embedding.ort_session import cpu_options, optimized_session
 from photoman.embedding.threads import current as threads_now
 
 
@@ -30,17 +30,12 @@ class OrtImageEncoder:
         if sess is None:
             import onnxruntime as ort
 
-            opts = ort.SessionOptions()
-            opts.intra_op_num_threads = threads
-            opts.inter_op_num_threads = 1
             # threads spin between the ~150 ops of one batch (10-20% faster at 2 threads than
             # blocking), and stop the moment a run ends: otherwise they would spin on for ~30-50 ms,
             # taking the cores from a query or the decode workers
-            opts.add_session_config_entry("session.intra_op.allow_spinning", "1" if self.spinning else "0")
-            opts.add_session_config_entry("session.force_spinning_stop", "1")
+            opts = cpu_options(ort, threads, self.spinning)
             if self.runtime == "onnx-bf16-fastmath":  # ARM64 CPUs with bf16 matrix instructions
                 opts.add_session_config_entry("mlas.enable_gemm_fastmath_arm64_bfloat16", "1")
-            opts.log_severity_level = 3
             with self._lock:
                 sess = self._sessions.get(threads)
                 if sess is None:

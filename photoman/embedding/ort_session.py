@@ -55,6 +55,20 @@ def optimized_session(ort: Any, model_file: Path, opts: Any, level: str = "exten
     return sess
 
 
+def cpu_options(ort: Any, threads: int, spinning: bool) -> Any:
+    """SessionOptions for a CPU session: ``threads`` intra-op threads, one inter-op, quiet logs.
+    Spinning threads are faster between the many small ops of one run and stop the moment it ends;
+    blocking ones leave the cores at once to whatever follows (the store's scan after a query)."""
+    opts = ort.SessionOptions()
+    opts.intra_op_num_threads = threads
+    opts.inter_op_num_threads = 1
+    opts.add_session_config_entry("session.intra_op.allow_spinning", "1" if spinning else "0")
+    if spinning:
+        opts.add_session_config_entry("session.force_spinning_stop", "1")
+    opts.log_severity_level = 3
+    return opts
+
+
 def ort_quantization() -> Any:
     """``onnxruntime.quantization``, imported without its side effect: one of its modules calls
     ``logging.basicConfig`` at import, which would print every library's INFO records on stderr (and

@@ -24,7 +24,7 @@ from typing import Any
 import numpy as np
 
 from photoman.embedding.checkpoint import checkpoint_key
-from photoman.embedding.ort_session import optimized_session
+from photoman.embedding.ort_session import cpu_options, optimized_session
 from photoman.embedding.threads import current as threads_now
 
 FORMAT = 7  # bump when the pack's contents change: old packs are then ignored
@@ -75,13 +75,8 @@ class QueryTextEncoder:
         if sess is None:
             import onnxruntime as ort
 
-            opts = ort.SessionOptions()
-            opts.intra_op_num_threads = threads
-            opts.inter_op_num_threads = 1
             # idle session threads block instead of spinning: the store's scan follows every encoding
-            opts.add_session_config_entry("session.intra_op.allow_spinning", "0")
-            opts.log_severity_level = 3
-            sess = optimized_session(ort, self.model_file, opts)
+            sess = optimized_session(ort, self.model_file, cpu_options(ort, threads, spinning=False))
             with self._lock:
                 self._sessions.setdefault(threads, sess)
         return sess
