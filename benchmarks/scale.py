@@ -121,7 +121,9 @@ def pct(values: list[float], q: float) -> float:
     return float(np.percentile(values, q)) if values else float("nan")
 
 
-def run_size(n: int, model: Path, queries: int, approximate_from: int, keep: bool, seal: int) -> dict:
+def run_size(
+    n: int, model: Path, queries: int, approximate_from: int, keep: bool, seal: int, precision: str = "auto"
+) -> dict:
     from photoman.config import Settings
     from photoman.library import Library
     from photoman.search.query import Query, Term
@@ -159,7 +161,7 @@ def run_size(n: int, model: Path, queries: int, approximate_from: int, keep: boo
         exact_f = idx[np.argsort(-(sub @ qvecs.T), axis=0)[:10].T]
         out["filter_share"] = len(idx) / n
 
-        env = daemon_env(data, model, data)
+        env = {**daemon_env(data, model, data), "PHOTOMAN_PRECISION": precision}
         sock = Settings(data_dir=data, runtime_dir=data / "run").socket_path
         err = data / "daemon.err"
         q0 = Query([Term("text", "a photo of a dog on a beach")], include_offline=True)
@@ -273,6 +275,7 @@ def main() -> None:
     ap.add_argument("--queries", type=int, default=50)
     ap.add_argument("--seal-points", type=int, default=34000, help="points added during the seal test")
     ap.add_argument("--keep", action="store_true", help="keep the data dirs under /tmp")
+    ap.add_argument("--precision", default="auto", help="the daemon's precision setting (onnx: torch-free)")
     ap.add_argument("--fill", type=int, help=argparse.SUPPRESS)
     ap.add_argument("--data", type=Path, help=argparse.SUPPRESS)
     args = ap.parse_args()
@@ -286,7 +289,7 @@ def main() -> None:
         return
     print(f"CPU: {cpu_name()}, {os.cpu_count()} cores; graph search from {threshold} points", flush=True)
     for n in [int(x) for x in args.sizes.split(",")]:
-        r = run_size(n, model, args.queries, threshold, args.keep, args.seal_points)
+        r = run_size(n, model, args.queries, threshold, args.keep, args.seal_points, args.precision)
         mode = "approximate (HNSW + int8)" if n >= threshold else "exact"
         print(f"\n== {n} photos, {mode}", flush=True)
         print(f"  write {n} points + rows: {r['fill_s']:.0f} s, peak RSS {r['fill_rss']:.0f} MB")
