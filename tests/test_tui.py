@@ -7,7 +7,9 @@ import re
 import shutil
 import subprocess
 import sys
+import tempfile
 import time
+from collections.abc import Iterator
 from dataclasses import replace
 from pathlib import Path
 
@@ -15,6 +17,7 @@ import pytest
 import textual_image.widget  # noqa: F401 - probes the terminal once, before any app runs
 from textual.widgets import Checkbox, Input, Select, Static
 
+from photoman.client import Client
 from photoman.config import Settings
 from photoman.indexing.pipeline import index
 from photoman.library import Library
@@ -199,36 +202,103 @@ async def test_library_notices_are_toasts(settings: Settings, tmp_path: Path) ->
     assert not logging.getLogger("photoman").handlers
 
 
-async def test_snapshot_is_deterministic_with_half_blocks(tui_settings: Settings, tmp_path: Path) -> None:
-    shots = []
-    for attempt in range(2):
-        app = make_app(tui_settings)
-        async with app.run_test(size=SIZE) as pilot:
-            await wait_until(pilot, lambda: "10 photos" in app.status_text)
-            app.query_one("#all", Checkbox).value = True
-            app.query_one("#query", Input).value = str(
-                tui_settings.data_dir.parent / "Pictures/scikit-image--chelsea.png"
-            )
-            app.query_one("#query", Input).focus()
-            await pilot.press("enter")
-            grid = app.query_one(ResultsGrid)
-            await wait_until(pilot, lambda: len(grid.results) == 10)
-            await wait_until(pilot, lambda: app.query_one(DetailPane).photo is not None)
-            await wait_until(pilot, lambda: all(t.query_one(".thumb").image for t in grid.query("Tile")))
-            await wait_until(pilot, lambda: app.query_one(".preview").image is not None)
-            # what differs between runs by design: the status line's timings, toasts (the first run
-            # builds caches and says so), the search box's blinking cursor
-            app.status_text = "status"
-            app.clear_notifications()
-            grid.focus()
-            await pilot.pause(0.5)
-            path = app.save_screenshot(path=str(tmp_path), filename=f"shot{attempt}.svg")
-        text = Path(path).read_text()
-        assert "scikit-image--chelsea.png" in text and "▀" in text  # half-block thumbnails
-        shots.append(text)
-    # same library, same query → the same thumbnails (whole-SVG equality was tried and is not stable
-    # yet: some cell differs between runs now and then, cause not found)
-    assert shots[0].count("▀") == shots[1].count("▀")
+SNAPSHOTS = Path(__file__).parent / "snapshots"
+PLACE = "/tmp/photoman-tui-XXXXXXXX"  # where the snapshot's library lies, as the reference shows it
+
+
+@pytest.fixture
+def snapshot_settings(
+    settings: Settings, library_dir: Path, monkeypatch: pytest.MonkeyPatch
+) -> Iterator[tuple[Settings, Path]]:
+    """The library copied to /tmp/photoman-tui-<8 random characters>/Pictures and indexed there.
+
+    The screen shows its paths (the search box, the details), and a pytest temp folder's length (user
+    name, run number, xdist worker) would move what fits on screen; here only the 8 characters vary,
+    normalised at the same length. The status line's model, a folder in the run's temp folder, reads
+    ``<model>``. Nothing else on the screen is a temp path, a time or a timing."""
+    place = Path(tempfile.mkdtemp(prefix="photoman-tui-", dir="/tmp"))
+    try:
+        if os.path.realpath(place) != str(place) or len(str(place)) != len(PLACE):
+            pytest.skip(f"the reference shows the library under {PLACE}, here {os.path.realpath(place)}")
+        shutil.copytree(library_dir, place / "Pictures")
+        with Library(settings) as lib:
+            index(lib, [place / "Pictures"])
+        # the status line stays as the app draws it: it redraws it every 2 s (set_interval), and the test
+        # that overwrote it with a fixed word saw the real line back whenever that tick fell between
+        # its overwrite and its screenshot (3 runs in 20): the cell that "differed now and then"
+        status = Client.status
+        monkeypatch.setattr(Client, "status", lambda self, *a: {**status(self, *a), "model": "<model>"})
+        yield replace(settings, tui_images="halfcell"), place
+    finally:
+        shutil.rmtree(place)
+
+
+def first_difference(expected: str, got: str) -> str | None:
+    """Where two SVGs part: the line, and each side's text around the first differing character
+    (pytest's own diff of two large SVGs takes minutes; a screen row is one long line of the SVG)."""
+    a, b = expected.splitlines(), got.splitlines()
+    for n, (x, y) in enumerate(zip(a, b, strict=False), 1):
+        if x != y:
+            i = next((i for i, (p, q) in enumerate(zip(x, y, strict=False)) if p != q), min(len(x), len(y)))
+            around = slice(max(0, i - 160), i + 80)
+            return f"line {n}, column {i + 1}:\n  expected {x[around]!r}\n  got      {y[around]!r}"
+    return None if len(a) == len(b) else f"line {min(len(a), len(b)) + 1}: one of them ends there"
+
+
+async def screenshot(settings: Settings, place: Path) -> str:
+    """The screen once an image search has settled: results, their thumbnails, the details and the
+    preview all drawn, no worker running; as SVG, normalised (see below)."""
+    app = make_app(settings)
+    async with app.run_test(size=SIZE) as pilot:
+        await wait_until(pilot, lambda: "10 photos" in app.status_text)
+        app.query_one("#all", Checkbox).value = True
+        chelsea = str(place / "Pictures/scikit-image--chelsea.png")
+        app.query_one("#query", Input).value = chelsea
+        app.query_one("#query", Input).focus()
+        await pilot.press("enter")
+        grid = app.query_one(ResultsGrid)
+        pane = app.query_one(DetailPane)
+        await wait_until(pilot, lambda: len(grid.results) == 10)
+        await wait_until(pilot, lambda: pane.photo is not None and pane.photo["path"] == chelsea)
+        await wait_until(pilot, lambda: all(t.query_one(".thumb").image for t in grid.query("Tile")))
+        await wait_until(pilot, lambda: bool(pane.preview_path) and "/512/" in pane.preview_path)
+        await app.workers.wait_for_complete()
+        assert app.focused is grid  # the search box (and its blinking cursor) has let go
+        app.clear_notifications()  # toasts time out (the first run builds caches and may say so)
+        await pilot.wait_for_scheduled_animations()
+        await pilot.pause()
+        svg = app.export_screenshot()
+    # Rich names the SVG's classes after a hash of the whole content: any cell's change renames every
+    # line; the library's folder name is random (same length, see snapshot_settings)
+    svg = re.sub(r"terminal-\d+", "terminal", svg).replace(place.name, Path(PLACE).name)
+    assert "scikit-image--chelsea.png" in svg and "▀" in svg  # half-block thumbnails
+    return svg
+
+
+async def test_snapshot_with_half_blocks_matches_the_reference(
+    snapshot_settings: tuple[Settings, Path], tmp_path: Path
+) -> None:
+    """The whole screen after an image search, every cell's character and colour (thumbnails, the
+    preview, borders, scores, details, status line and footer), against tests/snapshots/tui.svg;
+    after a deliberate change, ``PHOTOMAN_UPDATE_SNAPSHOTS=1`` rewrites it (open it in a browser to
+    review). Twice: the first run makes the thumbnails, the second reads them from the cache.
+
+    The same on any machine: scores print with 3 decimals, the nearest 5e-5 from a rounding boundary
+    (torch and ONNX Runtime agree to 1e-6); thumbnails and preview have fixed cell sizes, so the font
+    size textual-image reads from a terminal (when the run has one) changes nothing."""
+    settings, place = snapshot_settings
+    shots = [await screenshot(settings, place) for _ in range(2)]
+    for n, shot in enumerate(shots):
+        (tmp_path / f"run{n + 1}.svg").write_text(shot)
+    where = f"both runs in {tmp_path}"
+    if diff := first_difference(shots[0], shots[1]):
+        pytest.fail(f"run 1 and run 2 differ at {diff}\n{where}")
+    path = SNAPSHOTS / "tui.svg"
+    if os.environ.get("PHOTOMAN_UPDATE_SNAPSHOTS") == "1":
+        path.write_text(shots[0])
+    assert path.exists(), f"no snapshot {path}: run with PHOTOMAN_UPDATE_SNAPSHOTS=1 and review it"
+    if diff := first_difference(path.read_text(), shots[0]):
+        pytest.fail(f"the screen differs from {path} at {diff}\n{where}; review it, then update the snapshot")
 
 
 def test_tui_starts_in_a_real_terminal(tui_settings: Settings, tmp_path: Path) -> None:
