@@ -62,17 +62,12 @@ class DataDirLock:
             self._fh = None
 
 
-def open_encoder(settings: Settings, text: QueryTextEncoder | None = None) -> ClipEncoder | CachedEncoder:
-    """The CLIP encoder these settings ask for (model, device, precision, int8 text tower); what it
-    has to say (a download, a one-time export, a fallback) goes to the ``photoman`` loggers.
-
-    From this machine's caches when they hold everything it runs (no torch: seconds and half a GB
-    less), else loaded through transformers. ``text``: the query text pack, if already open."""
+def open_encoder(settings: Settings) -> ClipEncoder:
+    """The CLIP encoder these settings ask for (model, device, precision, int8 text tower), loaded
+    through transformers; what it has to say (a download, a one-time export, a fallback) goes to the
+    ``photoman`` loggers. :func:`cached_encoder` comes first where the caches hold it."""
     from photoman.embedding.model import load_encoder
 
-    cached = cached_encoder(settings, text)
-    if cached is not None:
-        return cached
     return load_encoder(
         settings.model,
         settings.device,
@@ -117,22 +112,27 @@ class Models:
         self._encoder: ClipEncoder | CachedEncoder | None = None
         self._text: QueryTextEncoder | None = None
         self._text_tried = False
+        self._cache_tried = False
         self._model_lock = threading.RLock()
 
     @property
     def encoder(self) -> ClipEncoder | CachedEncoder:
+        """From this machine's caches when they hold everything it runs (no torch: seconds and half a
+        GB less), else loaded through transformers."""
         if self._encoder is None:
             with self._model_lock:
-                if self._encoder is None:
-                    self._encoder = open_encoder(self.settings, self._text_pack())
+                if self._encoder is None and not self.encoder_from_cache():
+                    self._encoder = open_encoder(self.settings)
+        assert self._encoder is not None
         return self._encoder
 
     def encoder_from_cache(self) -> bool:
         """Open the encoder from the caches if they hold it (no torch); False when it has to load."""
-        if self._encoder is None:
+        if self._encoder is None and not self._cache_tried:
             with self._model_lock:
-                if self._encoder is None:
+                if self._encoder is None and not self._cache_tried:
                     self._encoder = cached_encoder(self.settings, self._text_pack())
+                    self._cache_tried = True
         from photoman.embedding.cached import CachedEncoder
 
         return isinstance(self._encoder, CachedEncoder)
@@ -148,7 +148,9 @@ class Models:
             with self._model_lock:
                 if not self._text_tried:
                     s = self.settings
-                    if s.text_int8 and s.device in ("auto", "cpu") and s.precision in ("auto", "fp32"):
+                    # on a CPU the model's texts go through this very pack whatever runs its images
+                    # (embedding/model.py: load_encoder); fp16 asks for a GPU
+                    if s.text_int8 and s.device in ("auto", "cpu") and s.precision != "fp16":
                         from photoman.embedding.query_text import open_pack
 
                         self._text = open_pack(s.cache_dir, s.model)

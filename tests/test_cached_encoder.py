@@ -11,6 +11,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from photoman.config import Settings
 from photoman.embedding import cached
 from photoman.embedding import precision as prec
 from photoman.embedding.cached import CachedEncoder, open_cached
@@ -115,3 +116,22 @@ def test_a_gpu_is_left_to_torch() -> None:
         assert cached.gpu_possible()
     elif sys.platform.startswith("linux") and not Path("/dev/nvidiactl").exists():
         assert not cached.gpu_possible()
+
+
+@pytest.mark.parametrize("precision", ["auto", "onnx", "bf16"])
+def test_a_text_query_opens_the_text_pack_alone(
+    settings: Settings, library_dir: Path, precision: str
+) -> None:
+    """Query texts on a CPU go through the int8 text pack whatever runs the images, so a text query
+    opens that pack and nothing of the image side (no image session, no torch model)."""
+    from dataclasses import replace
+
+    from photoman import ops
+    from photoman.embedding.query_text import QueryTextEncoder
+    from photoman.library import Library
+
+    with Library(settings) as lib:
+        ops.index(lib, folders=[str(library_dir)])  # builds the caches (the model loads here)
+    with Library(replace(settings, precision=precision)) as lib:
+        assert len(ops.find(lib, text="a tabby cat", limit=3)) == 3
+        assert isinstance(lib.text_encoder, QueryTextEncoder) and not lib.encoder_loaded

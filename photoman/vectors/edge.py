@@ -369,8 +369,8 @@ class EdgeStore:
                     payload = r.payload or {}
                     if OLD_HASH_KEY in payload:
                         old[r.id] = payload[OLD_HASH_KEY]
-                for pid, digest in old.items():
-                    self._update(qe.UpdateOperation.set_payload([pid], {HASH_KEY: digest}))
+                for pid, content_hash in old.items():
+                    self._update(qe.UpdateOperation.set_payload([pid], {HASH_KEY: content_hash}))
                 if old:
                     self._update(qe.UpdateOperation.delete_payload(list(old), [OLD_HASH_KEY]))
                 if offset is None:

@@ -155,9 +155,9 @@ class ServerStore:
             if old:
                 ops: list[models.UpdateOperation] = [
                     models.SetPayloadOperation(
-                        set_payload=models.SetPayload(payload={HASH_KEY: digest}, filter=_ids_filter([pid]))
+                        set_payload=models.SetPayload(payload={HASH_KEY: value}, filter=_ids_filter([pid]))
                     )
-                    for pid, digest in old.items()
+                    for pid, value in old.items()
                 ]
                 ops.append(
                     models.DeletePayloadOperation(
