@@ -125,9 +125,12 @@ def calibrate(
     for name, run in runners.items():  # warm-up (sessions, one-off allocations), then a first rate
         try:
             run(probe)
-            t = time.perf_counter()
-            run(probe)
-            probe_rate[name] = len(probe) / (time.perf_counter() - t)
+            best = float("inf")
+            for _ in range(3):  # best of three: a moment of other load must not drop a fast runtime
+                t = time.perf_counter()
+                run(probe)
+                best = min(best, time.perf_counter() - t)
+            probe_rate[name] = len(probe) / best
         except Exception as exc:  # noqa: BLE001 - a runtime that fails here is simply not chosen
             failed[name] = (str(exc).strip().splitlines() or [exc.__class__.__name__])[0]
     # only a runtime faster than the reference can win: one at under half its rate is not timed further
