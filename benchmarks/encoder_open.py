@@ -44,7 +44,7 @@ enc.encode_texts(["two dogs running across a frosty field"])
 hwm_kb = next(int(ln.split()[1]) for ln in open("/proc/self/status") if ln.startswith("VmHWM:"))
 print(json.dumps({"open_s": opened, "runtime": enc.precision_info["runtime"],
                   "rss_mb": hwm_kb / 1024,
-                  "torch": "torch" in sys.modules}))
+                  "torch": "torch" in sys.modules, "transformers": "transformers" in sys.modules}))
 """
 
 
@@ -71,7 +71,7 @@ def main() -> None:
     if open_cached(model, "cpu", "auto", True, cache) is not None:
         variants.append("cached auto")
     else:
-        print(f"(auto runs {auto} here, in torch: a process with default settings loads the model)")
+        print(f"(auto runs {auto} here and nothing cached runs it: a process with default settings loads the model)")
     env = {**os.environ, "PYTHONPATH": str(ROOT)}
     rows: dict[str, list[dict]] = {v: [] for v in variants}
     for _ in range(args.runs):
@@ -90,6 +90,7 @@ def main() -> None:
         print(f"{how:11s}: process {statistics.median(wall):5.2f} s ({wall[0]:.2f}-{wall[-1]:.2f}), "
               f"open {statistics.median(opened):5.2f} s ({opened[0]:.2f}-{opened[-1]:.2f}), "
               f"peak RSS {statistics.median(rss):5.0f} MB, torch imported: {runs[0]['torch']}, "
+              f"transformers: {runs[0]['transformers']}, "
               f"image runtime {runs[0]['runtime']}")  # fmt: skip
     full = statistics.median(r["wall_s"] for r in rows["full onnx"])
     fast = statistics.median(r["wall_s"] for r in rows["cached onnx"])

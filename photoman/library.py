@@ -173,7 +173,7 @@ class Models:
         """Whether the loaded encoder runs in torch (then imported whole); False before it loads."""
         from photoman.embedding.model import ClipEncoder
 
-        return isinstance(self._encoder, ClipEncoder)
+        return isinstance(self._encoder, ClipEncoder) or bool(getattr(self._encoder, "uses_torch", False))
 
     @property
     def dim(self) -> int:

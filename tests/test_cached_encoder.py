@@ -64,9 +64,10 @@ def test_the_cached_encoder_gives_the_full_loads_vectors_without_torch(
     assert got["info"]["runtime"] == "onnx-fp32" and "not loaded" in got["info"]["torch"]
 
 
-def test_auto_opens_from_the_cache_only_when_onnx_measured_faster(tiny_model: Path, tmp_path: Path) -> None:
+def test_auto_opens_from_the_cache_only_what_the_cache_holds(tiny_model: Path, tmp_path: Path) -> None:
     """`precision = "auto"` follows the choice measured on this machine: ONNX Runtime for batches and
-    single images → cached; torch for either (here or on another CPU) → the model loads."""
+    single images → cached; torch for either with no torch tower saved, or a choice measured on
+    another CPU → the model loads."""
     cache = tmp_path / "cache"
     full = load_encoder(str(tiny_model), device="cpu", precision="onnx", text_int8=True, cache_dir=cache)
     folder = _folder(tiny_model, cache)
@@ -135,3 +136,106 @@ def test_a_text_query_opens_the_text_pack_alone(
     with Library(replace(settings, precision=precision)) as lib:
         assert len(ops.find(lib, text="a tabby cat", limit=3)) == 3
         assert isinstance(lib.text_encoder, QueryTextEncoder) and not lib.encoder_loaded
+
+
+def _clip_with(act: str) -> object:
+    """A small random CLIP (production image size) whose image tower uses activation ``act``."""
+    import torch
+    from transformers import CLIPConfig, CLIPModel
+
+    from tests.checkpoints import SHAPES
+
+    torch.manual_seed(1)
+    tiny = SHAPES["tiny"]
+    config = CLIPConfig(
+        text_config=dict(vocab_size=49408, max_position_embeddings=77, **tiny["text"]),
+        vision_config=dict(image_size=224, patch_size=32, hidden_act=act, **tiny["vision"]),
+        projection_dim=tiny["projection_dim"],
+    )
+    return CLIPModel(config).eval()
+
+
+@pytest.mark.parametrize("act", ["quick_gelu", "gelu", "gelu_pytorch_tanh"])
+def test_the_torch_image_tower_mirrors_the_transformers_forward(act: str, tmp_path: Path) -> None:
+    """The saved tower computes the transformers image features (fp32: within 1e-5 cosine; bf16
+    autocast: within the parity bound of the fp32 reference) for each activation CLIP uses."""
+    import torch
+
+    from photoman.embedding import torch_image
+
+    clip = _clip_with(act)
+    mean, std = (0.48, 0.46, 0.41), (0.27, 0.26, 0.28)
+    assert torch_image.save_pack(clip, tmp_path, mean, std)
+    tower = torch_image.open_pack(tmp_path, "torch-bf16", False, mean, std)
+    assert tower is not None
+    px = prec.test_batch(5, 224, seed=3)
+    x = (torch.from_numpy(px).permute(0, 3, 1, 2).float() / 255 - torch.tensor(mean).view(1, 3, 1, 1)) / (
+        torch.tensor(std).view(1, 3, 1, 1)
+    )
+    with torch.inference_mode():
+        ref = clip.get_image_features(pixel_values=x).pooler_output.numpy()
+    assert prec.max_cosine_distance(tower.features(px, autocast=None), ref) <= 1e-5
+    assert 0 < prec.max_cosine_distance(tower.features(px), ref) <= prec.PARITY  # bf16: close, not equal
+
+
+def test_a_layout_the_tower_does_not_mirror_gets_no_pack(tmp_path: Path) -> None:
+    """An activation it does not know: no pack is written, so such a model keeps the full load."""
+    from photoman.embedding import torch_image
+
+    assert not torch_image.save_pack(_clip_with("relu"), tmp_path, (0.5,) * 3, (0.5,) * 3)
+    assert not (tmp_path / torch_image.WEIGHTS).exists()
+
+
+def test_torch_precisions_open_from_the_cache_without_transformers(
+    tiny_model: Path, photos_src: Path, tmp_path: Path
+) -> None:
+    """Where torch runs the images (bf16 on a CPU with bf16 units, say), a first load saves the image
+    tower; later processes open it with torch alone (no transformers: ~1 s instead of ~4) and embed
+    the real photos as the full load does; the query texts keep the int8 text pack."""
+    cache = tmp_path / "cache"
+    files = _photos(photos_src)
+    for precision, bound in (("fp32", 1e-5), ("bf16", prec.PARITY)):
+        full = load_encoder(str(tiny_model), "cpu", precision, text_int8=True, cache_dir=cache)
+        images = [load_image(f, min_side=full.spec.size) for f in files]
+        want, want_texts = full.encode_images(images), full.encode_texts(TEXTS)
+        script = (
+            "import json, sys; from pathlib import Path\n"
+            "from photoman.embedding.cached import open_cached\n"
+            "from photoman.media.decode import load_image\n"
+            f"enc = open_cached({str(tiny_model)!r}, 'cpu', {precision!r}, True, Path({str(cache)!r}))\n"
+            f"files = [Path(f) for f in {[str(f) for f in files]!r}]\n"
+            "ims = enc.encode_images([load_image(f, min_side=enc.spec.size) for f in files])\n"
+            f"txt = enc.encode_texts({TEXTS!r})\n"
+            "print(json.dumps({'images': ims.tolist(), 'texts': txt.tolist(), 'info': enc.precision_info,\n"
+            "  'torch': enc.uses_torch, 'transformers': 'transformers' in sys.modules}))\n"
+        )
+        proc = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=120)
+        assert proc.returncode == 0, proc.stderr
+        got = json.loads(proc.stdout)
+        assert got["torch"] and not got["transformers"]
+        assert got["info"]["runtime"] == f"torch-{precision}" and "image tower only" in got["info"]["torch"]
+        assert prec.max_cosine_distance(np.asarray(got["images"]), want) <= bound, precision
+        assert np.array_equal(np.asarray(got["texts"], dtype=np.float32), want_texts)
+
+
+def test_auto_opens_the_torch_tower_when_torch_was_measured_fastest(tiny_model: Path, tmp_path: Path) -> None:
+    """A measured torch choice opens the saved tower (single images on fp32 when that was faster at
+    batch 1); a damaged tower is dropped, the model loads, and the load writes it again."""
+    from photoman.embedding import torch_image
+
+    cache = tmp_path / "cache"
+    full = load_encoder(str(tiny_model), device="cpu", precision="bf16", text_int8=True, cache_dir=cache)
+    folder = _folder(tiny_model, cache)
+    base = {"reason": "-", "signature": prec.signature()}
+    prec.write_choice(folder, {**base, "runtime": "torch-bf16", "single": "torch-fp32"})
+    enc = open_cached(str(tiny_model), "cpu", "auto", True, cache)
+    assert isinstance(enc, CachedEncoder) and enc.uses_torch
+    one = prec.test_batch(1, enc.spec.crop)
+    assert prec.max_cosine_distance(enc.encode_pixels(one), full.encode_pixels_torch(one, None)) <= 1e-5
+    weights = folder / torch_image.WEIGHTS
+    weights.write_bytes(weights.read_bytes()[:1000])  # a crash mid-copy, say
+    assert open_cached(str(tiny_model), "cpu", "auto", True, cache) is None
+    assert not weights.exists()
+    again = load_encoder(str(tiny_model), device="cpu", precision="auto", text_int8=True, cache_dir=cache)
+    assert isinstance(again, ClipEncoder) and weights.is_file()
+    assert isinstance(open_cached(str(tiny_model), "cpu", "auto", True, cache), CachedEncoder)

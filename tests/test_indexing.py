@@ -294,3 +294,62 @@ def test_pillow_warnings_about_a_file_stay_out_of_the_terminal(cli_env: Settings
                           capture_output=True, text=True, timeout=300)  # fmt: skip
     assert proc.returncode == 0 and "Indexed 1 photos" in proc.stdout, proc.stderr
     assert "Warning" not in proc.stderr and "Skipping tag" not in proc.stderr, proc.stderr
+
+
+def test_photos_decode_while_the_model_loads(settings: Settings, library_dir: Path) -> None:
+    """The model loads in a thread while the decode workers run: every photo is decoded before a
+    slow load ends (the library's own model lock held meanwhile stands for a slow load), nothing is
+    written before the model is there, and then everything is."""
+    import threading
+
+    count = sum(1 for p in library_dir.rglob("*") if p.is_file())
+    with Library(settings) as lib:
+        lib.store  # noqa: B018 - opened first: it reads the vector size (the text pack) under the model lock
+        assert not lib.encoder_loaded
+        held, release = threading.Event(), threading.Event()
+
+        def slow_load() -> None:
+            with lib._model_lock:
+                held.set()
+                release.wait(60)
+
+        holder = threading.Thread(target=slow_load)
+        holder.start()
+        held.wait(10)
+        seen: list[tuple[int, bool, int]] = []
+
+        def progress(done: int, total: int) -> None:
+            with lib.catalog.session() as s:
+                rows = len(s.scalars(select(Photo.id)).all())
+            seen.append((done, lib.encoder_loaded, rows))
+            if done == total:
+                release.set()
+
+        try:
+            report = index(lib, [library_dir], progress=progress)
+        finally:
+            release.set()
+            holder.join()
+        assert seen[-1] == (count, False, 0)  # all decoded, the model still loading, nothing written
+        assert report.embedded == count and not report.errors
+        assert lib.encoder_loaded and len(find(lib, "a photo", limit=count)) == count
+
+
+def test_a_model_that_fails_to_load_mid_index_says_why(
+    settings: Settings, library_dir: Path, tmp_path: Path
+) -> None:
+    """The load in the background fails (a weights file cut short): the run stops with the load's
+    own one-line reason, and nothing half-written is left."""
+    from photoman.embedding.model import ModelError
+
+    broken = tmp_path / "broken-model"
+    shutil.copytree(settings.model, broken)
+    weights = broken / "model.safetensors"
+    weights.write_bytes(weights.read_bytes()[:4096])
+    bad = replace(settings, model=str(broken), cache_dir=tmp_path / "empty-cache")
+    with Library(bad) as lib:
+        with pytest.raises(ModelError, match="cannot load the CLIP model .*: Error while deserializing"):
+            index(lib, [library_dir])
+        with lib.catalog.session() as s:
+            assert s.scalars(select(Photo.id)).all() == []
+        assert lib.store.count() == 0

@@ -79,19 +79,30 @@ def test_onnx_image_tower_matches_transformers_on_the_real_photos(
 
 
 def test_onnx_vit_b32_parity_on_the_real_photos(photos_src: Path, tmp_path: Path) -> None:
-    """The production shape (ViT-B/32, random weights) holds the bound too."""
+    """The production shape (ViT-B/32, random weights) holds the bound too: ONNX Runtime, and the
+    torch image tower opened without transformers, in fp32 and in bf16."""
     import sys
+
+    from photoman.embedding import torch_image
+    from photoman.embedding.preprocess import resize_crop
 
     sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
     from _common import vit_b32_model
 
     model_dir = vit_b32_model()
     files = _photos(photos_src)[::5]  # 8 real photos: the bound holds on each
-    enc = load_encoder(
-        str(model_dir), device="cpu", precision="onnx", cache_dir=tmp_path
-    )
+    enc = load_encoder(str(model_dir), device="cpu", precision="onnx", cache_dir=tmp_path)
     assert enc.image_runtime is not None
-    assert _parity(enc, files, _reference(model_dir, files)) <= 1e-3
+    reference = _reference(model_dir, files)
+    assert _parity(enc, files, reference) <= 1e-3
+    assert torch_image.save_pack(enc.model, tmp_path / "tower", enc.spec.mean, enc.spec.std)
+    tower = torch_image.open_pack(tmp_path / "tower", "torch-bf16", False, enc.spec.mean, enc.spec.std)
+    assert tower is not None
+    px = np.stack([resize_crop(load_image(f, min_side=enc.spec.size), enc.spec) for f in files])
+    for autocast in (None, "chosen"):  # fp32, then bf16
+        got = tower.features(px, autocast=autocast)
+        got /= np.linalg.norm(got, axis=1, keepdims=True)
+        assert float((1.0 - (got * reference).sum(axis=1)).max()) <= 1e-3, autocast
 
 
 def test_auto_measures_once_per_machine_and_caches_the_choice(
@@ -235,9 +246,7 @@ def test_queries_keep_the_onnx_text_encoder_whatever_the_image_precision(tiny_mo
     """Issue 16: bf16 images once sent every query through torch's bf16 path (58 ms instead of 17)."""
     fp32 = load_encoder(str(tiny_model), device="cpu", precision="fp32", text_int8=True)
     for precision in ("bf16", "int8", "auto"):
-        enc = load_encoder(
-            str(tiny_model), device="cpu", precision=precision, text_int8=True
-        )
+        enc = load_encoder(str(tiny_model), device="cpu", precision=precision, text_int8=True)
         assert isinstance(enc.query_text, QueryTextEncoder), precision
         assert np.array_equal(enc.encode_texts(["a red boat"]), fp32.encode_texts(["a red boat"]))
 

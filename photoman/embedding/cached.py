@@ -29,26 +29,31 @@ from typing import Any
 import numpy as np
 from PIL import Image
 
+from photoman.embedding import torch_image
 from photoman.embedding.family import CLIP, SIGLIP, Family
 from photoman.embedding.ort_image import OrtImageEncoder
 from photoman.embedding.preprocess import PreprocessSpec, resize_crop
 from photoman.embedding.query_text import QueryTextEncoder
 
 MANIFEST = "encoder.json"
+TORCH = ("fp32", "bf16")  # precisions torch runs: the saved image tower (photoman/embedding/torch_image.py)
 FORMAT = 1  # bump when the manifest's contents change: old ones are then ignored (one full load rewrites)
+
+
+ImageRuntime = OrtImageEncoder | torch_image.TorchImageEncoder
 
 
 class CachedEncoder:
     """What :class:`photoman.embedding.model.ClipEncoder` offers the library, from cached graphs only."""
 
     device = "cpu"
-    autocast = None  # no torch autocast: ONNX Runtime runs the image model
+    autocast = None  # the image runtime applies its own (precision_info names it)
 
     def __init__(
         self,
         model_id: str,
         text: QueryTextEncoder,
-        image: OrtImageEncoder,
+        image: ImageRuntime,
         spec: PreprocessSpec,
         family: Family,
         logit_scale: float,
@@ -64,6 +69,11 @@ class CachedEncoder:
         self.logit_scale = logit_scale
         self.logit_bias = logit_bias
         self.precision_info = precision_info
+
+    @property
+    def uses_torch(self) -> bool:
+        """Whether the image tower runs in torch (imported whole then: thread settings apply)."""
+        return isinstance(self.image_runtime, torch_image.TorchImageEncoder)
 
     @property
     def templates(self) -> tuple[str, ...]:
@@ -172,7 +182,7 @@ def open_cached(
     from photoman.embedding.checkpoint import model_identity
     from photoman.embedding.query_text import open_pack
 
-    if not text_int8 or device not in ("auto", "cpu") or precision not in ("auto", "onnx", "int8"):
+    if not text_int8 or device not in ("auto", "cpu") or precision not in ("auto", "onnx", "int8", *TORCH):
         return None
     if device == "auto" and gpu_possible():
         return None
@@ -186,14 +196,20 @@ def open_cached(
         or manifest.get("model_id") != model_identity(model)
     ):
         return None
+    single_fp32 = False
     if precision == "auto":
         choice = prec.read_choice(folder)
-        if choice is None or not str(choice.get("runtime")).startswith("onnx"):
+        if choice is None or not str(choice.get("runtime")).startswith(("onnx", "torch-fp32", "torch-bf16")):
             return None
-        if choice.get("single", choice["runtime"]) != choice["runtime"]:
-            return None  # single images (image queries) run faster in torch here: the model loads
         runtime = str(choice["runtime"])
+        single = choice.get("single", runtime)
+        if single != runtime and not (runtime.startswith("torch") and single == "torch-fp32"):
+            return None  # single images (image queries) run faster in torch here: the model loads
+        single_fp32 = single != runtime
         info = {**choice, "precision": "auto", "cached": True}
+    elif precision in TORCH:
+        runtime = f"torch-{precision}"
+        info = {"runtime": runtime, "single": runtime, "reason": f"precision = {precision!r} in the settings"}
     else:
         runtime = "onnx-int8" if precision == "int8" else "onnx-fp32"
         info = {"runtime": runtime, "single": runtime, "reason": f"precision = {precision!r} in the settings"}
@@ -203,20 +219,27 @@ def open_cached(
                 return None
             info["parity"] = float(saved["parity"])
     graph = folder / ("int8.onnx" if runtime == "onnx-int8" else "fp32.onnx")
-    if not graph.is_file():
+    on_torch = runtime.startswith("torch")
+    if not (folder / torch_image.WEIGHTS if on_torch else graph).is_file():
         return None
     try:
         text = text or open_pack(cache_dir, model)
         if text is None or text.model_id != manifest["model_id"]:
             return None
-        image = OrtImageEncoder(graph, runtime)
-        image.warm()
-        family = {CLIP.name: CLIP, SIGLIP.name: SIGLIP}[manifest["family"]]
         f = manifest["spec"]
         spec = PreprocessSpec(
             size=int(f["size"]), crop=int(f["crop"]), resample=int(f["resample"]), mean=tuple(f["mean"]),
             std=tuple(f["std"]), square=bool(f["square"]),
         )  # fmt: skip
+        image: ImageRuntime | None
+        if on_torch:
+            image = torch_image.open_pack(folder, runtime, single_fp32, spec.mean, spec.std)
+            if image is None:
+                return None
+        else:
+            image = OrtImageEncoder(graph, runtime)
+        image.warm()
+        family = {CLIP.name: CLIP, SIGLIP.name: SIGLIP}[manifest["family"]]
         return CachedEncoder(
             model_id=manifest["model_id"],
             text=text,
@@ -225,7 +248,12 @@ def open_cached(
             family=family,
             logit_scale=float(manifest["logit_scale"]),
             logit_bias=float(manifest["logit_bias"]),
-            precision_info={**info, "torch": "not loaded (encoders opened from the cache)"},
+            precision_info={
+                **info,
+                "torch": "image tower only, without transformers (opened from the cache)"
+                if on_torch
+                else "not loaded (encoders opened from the cache)",
+            },
         )
     except Exception:  # noqa: BLE001 - a damaged file or a missing runtime: the full load rebuilds
         return None

@@ -430,6 +430,7 @@ def load_encoder(
     dev = pick_device(device)
     autocast = _autocast_dtype(dev, precision)
     import transformers
+    from safetensors import SafetensorError  # a damaged weights file (a download cut short)
     from transformers import AutoConfig, AutoProcessor, CLIPModel, SiglipModel
 
     transformers.logging.set_verbosity_error()
@@ -440,7 +441,7 @@ def load_encoder(
         model_class: Any = {CLIP: CLIPModel, SIGLIP: SiglipModel}[family]
         clip = model_class.from_pretrained(source)
         processor = AutoProcessor.from_pretrained(source)
-    except (OSError, ValueError, KeyError, ImportError) as exc:
+    except (OSError, ValueError, KeyError, ImportError, SafetensorError) as exc:
         first = str(exc).strip().splitlines()[0] if str(exc).strip() else exc.__class__.__name__
         raise ModelError(f"cannot load the {_kind(model)} {model!r}: {first}") from None
     clip.eval().to(dev)
@@ -544,6 +545,7 @@ def _choose_image_runtime(enc: ClipEncoder, model: str, precision: str, cache_di
             "single": name,
             "reason": f"precision = {precision!r} in the settings",
         }
+        _save_torch_pack(enc, model, cache)
         return
     from photoman.embedding import onnx_image
     from photoman.embedding import precision as prec
@@ -587,6 +589,22 @@ def _choose_image_runtime(enc: ClipEncoder, model: str, precision: str, cache_di
     enc.autocast = torch.bfloat16 if runtime == "torch-bf16" else None
     enc.single_fp32 = info.get("single") == "torch-fp32" and runtime != "torch-fp32"
     enc.precision_info = info
+    if runtime.startswith("torch"):
+        _save_torch_pack(enc, model, cache)
+
+
+def _save_torch_pack(enc: ClipEncoder, model: str, cache: Path) -> None:
+    """Where torch runs the images on a CPU, save the image tower for a torch-only open next time
+    (:mod:`photoman.embedding.torch_image`: no transformers, a second instead of four)."""
+    from photoman.embedding import onnx_image, torch_image
+
+    if enc.device != "cpu" or enc.image_runtime is not None or not torch_image.supports(enc.model):
+        return
+    try:
+        folder = onnx_image.cache_folder(cache, model, enc.model)
+    except (OSError, ValueError):
+        return
+    torch_image.save_pack(enc.model, folder, enc.spec.mean, enc.spec.std)
 
 
 def _onnx_image(

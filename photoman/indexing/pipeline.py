@@ -45,6 +45,7 @@ DECODE_TIMEOUT = 300.0  # seconds one file may take in a decode worker before it
 # keeps them, pending removal, until a later scan still finds them gone
 MASS_SHARE, MASS_MIN = 0.2, 10
 Encode = Callable[[np.ndarray], np.ndarray]  # uint8 pixel batch -> unit vectors
+HOLD_WHILE_LOADING = 16  # batches of decoded photos held while the model loads (~75 MB at 224 px)
 
 
 @dataclass
@@ -140,10 +141,16 @@ class _Writer:
     """Accumulates prepared files and writes them a batch at a time (vectors first, catalog second)."""
 
     def __init__(
-        self, lib: Library, roots_of: dict[str, int], report: IndexReport, encode: Encode | None
+        self,
+        lib: Library,
+        roots_of: dict[str, int],
+        report: IndexReport,
+        encode: Encode | None,
+        model_ready: Callable[[], bool] = lambda: True,
     ) -> None:
         self.lib = lib
         self.encode = encode
+        self.model_ready = model_ready
         self.roots_of = roots_of
         self.report = report
         self.pending: list[Prepared] = []
@@ -153,16 +160,22 @@ class _Writer:
 
     def add(self, prep: Prepared) -> None:
         self.pending.append(prep)
+        batch = self.lib.settings.batch_size
         to_embed = sum(1 for p in self.pending if p.pixels is not None)
-        if to_embed >= self.lib.settings.batch_size or len(self.pending) >= 8 * self.lib.settings.batch_size:
+        if to_embed < batch and len(self.pending) < 8 * batch:
+            return
+        if len(self.pending) < HOLD_WHILE_LOADING * batch and not self.model_ready():
+            return  # the decoders run on while the model loads; the batches go once it is there
+        while self.pending:
             self.flush()
 
     def flush(self) -> None:
+        """Write the first batch of what is pending (``batch_size`` photos to embed, at most)."""
         if not self.pending:
             return
         check_space(self.lib.settings)  # before any of this batch is written: all of it or none
         lib, model_id = self.lib, self.lib.model_id
-        items, self.pending = self.pending, []
+        items, self.pending = _first_batch(self.pending, lib.settings.batch_size)
         pixels: dict[str, np.ndarray] = {}
         for p in items:
             if p.pixels is not None and p.content_hash in self.embedded:
@@ -238,6 +251,34 @@ class _Writer:
                     lib.store.delete_vectors([pid], [CAPTION])
             # leaving the block commits the catalog, after the vectors are in
         lib.store.optimize()  # seals the appendable segment once it is full (rarely; ~0.3 ms otherwise)
+
+
+def _first_batch(pending: list[Prepared], batch: int) -> tuple[list[Prepared], list[Prepared]]:
+    """The items up to the ``batch``-th one with pixels to embed, and the rest."""
+    seen = 0
+    for i, p in enumerate(pending):
+        seen += p.pixels is not None
+        if seen == batch:
+            return pending[: i + 1], pending[i + 1 :]
+    return pending, []
+
+
+def _load_model_meanwhile(lib: Library) -> Callable[[], bool]:
+    """Load the encoder in a thread while the first photos decode (its imports and weights cost a
+    one-off `index` seconds that the decode workers would otherwise wait out); returns "ready?".
+    A load that fails is not ready either: the first batch then loads it again and reports why."""
+    if lib.encoder_loaded:
+        return lambda: True
+    import contextlib
+    import threading
+
+    def load() -> None:
+        with contextlib.suppress(Exception):  # the first batch loads it again and raises the reason
+            lib.encoder  # noqa: B018 - loads it (under the library's model lock)
+
+    loader = threading.Thread(target=load, name="photoman-model-load", daemon=True)
+    loader.start()
+    return lambda: lib.encoder_loaded or not loader.is_alive()
 
 
 def _settle_removals(lib: Library, gone: list[Photo], report: IndexReport) -> list[Photo]:
@@ -326,7 +367,8 @@ def _run(
     total = len(work)
     if progress:
         progress(0, total)
-    writer = _Writer(lib, roots_of, report, encode)
+    ready = _load_model_meanwhile(lib) if work and encode is None else (lambda: True)
+    writer = _Writer(lib, roots_of, report, encode, ready)
     known = _known_hashes(lib, missing) if work else frozenset()
     captions = tuple(c for c in lib.settings.caption_sources if c != "user")
     spec = checkpoint_spec(lib.settings.model)
@@ -338,7 +380,8 @@ def _run(
                 progress(done, total)
     finally:
         stream.close()  # stops the decode workers now, whatever happened
-    writer.flush()
+    while writer.pending:
+        writer.flush()
     report.new_hashes = sorted(writer.new_hashes)
     # a RAW file's own row goes at once when it becomes half of a pair: the file is there, no mass deletion
     report.removed += forget(lib, _settle_removals(lib, gone, report) + list(paired), writer.stale_hashes)
