@@ -71,7 +71,7 @@ def main() -> None:
     if open_cached(model, "cpu", "auto", True, cache) is not None:
         variants.append("cached auto")
     else:
-        print(f"(auto runs {auto} here and nothing cached runs it: a process with default settings loads the model)")
+        print(f"(auto runs {auto} here, which nothing cached runs: a process with default settings loads it)")
     env = {**os.environ, "PYTHONPATH": str(ROOT)}
     rows: dict[str, list[dict]] = {v: [] for v in variants}
     for _ in range(args.runs):

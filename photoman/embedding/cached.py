@@ -1,17 +1,20 @@
-"""The encoder opened from its caches alone, without torch or transformers.
+"""The encoder opened from its caches alone, without transformers (and without torch where ONNX
+Runtime runs the images).
 
 Loading a checkpoint through transformers costs ~5 s of imports and ~0.5 GB before the first photo
 is embedded (2-core AMD EPYC), and the process then holds the torch weights beside ONNX Runtime's
 own copy of them. Yet once a first load on this machine has built what actually runs on a CPU (the
-int8 text pack, the exported image graph that `precision = "auto"` measured fastest) and written
-down the few numbers that come from the weights (vector size, family, zero-shot scale and bias,
-preprocessing), every later daemon, `photoman index` or model-only command needs only those files.
-The vectors are the very ones the full load gives: the same graphs compute them.
+int8 text pack; the exported image graph, or the saved torch image tower, whichever `precision =
+"auto"` measured fastest) and written down the few numbers that come from the weights (vector size,
+family, zero-shot scale and bias, preprocessing), every later daemon, `photoman index` or model-only
+command needs only those files. The vectors are the ones the full load gives: the same graphs, or
+the same torch ops (:mod:`photoman.embedding.torch_image`) compute them.
 
-Used only where the full load would run the same graphs: on the CPU, with the int8 text pack, and
-an ONNX Runtime image runtime (the cached `auto` choice for this machine, or `precision = "onnx"` /
-`"int8"`). Anything missing or stale (another checkpoint, torch or ONNX Runtime version, CPU): None,
-and the caller loads the model, which rebuilds the caches.
+Used only where the full load would run the same: on the CPU, with the int8 text pack, and an ONNX
+Runtime image runtime (the cached `auto` choice for this machine, or `precision = "onnx"` / `"int8"`)
+or a torch one (`auto` measured torch fastest, or `"fp32"` / `"bf16"`) for a CLIP image tower. Anything
+missing or stale (another checkpoint, torch or ONNX Runtime version, CPU): None, and the caller loads
+the model, which rebuilds the caches.
 """
 
 from __future__ import annotations
