@@ -222,9 +222,11 @@ def test_cold_query_without_a_daemon_never_imports_torch(
     """In-process, a text query needs the tokenizer and the cached ONNX tower only; a missing cache
     is built once (torch imported, one notice), and from then on torch stays out."""
     import os
+    import shutil
 
     from photoman.cli import app
 
+    shutil.copytree(os.environ["PHOTOMAN_CACHE_DIR"], tmp_path / "fresh-cache")  # the run's, built once
     monkeypatch.setenv("PHOTOMAN_CACHE_DIR", str(tmp_path / "fresh-cache"))
     env = dict(os.environ)
     res = CliRunner().invoke(app, ["--no-daemon", "index", str(library_dir)])  # (torch: in-process)
@@ -233,8 +235,6 @@ def test_cold_query_without_a_daemon_never_imports_torch(
     assert res.returncode == 0 and len(json.loads(res.stdout)) == 3, res.stderr
     assert "torch" not in mods, "index built the text encoder cache already"
     # with the cache gone, the first query builds it (and says so); the next one is torch-free again
-    import shutil
-
     shutil.rmtree(tmp_path / "fresh-cache")
     res, mods = run_timed(env, "--no-daemon", "find", "a red car", "--json", "--all", "-n", "3")
     assert res.returncode == 0 and "torch" in mods and "fast text encoder" in res.stderr

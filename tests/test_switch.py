@@ -132,7 +132,6 @@ def test_kill_9_mid_switch_then_the_daemon_resumes_and_switches(
     env: dict[str, str], library_dir: Path, wide_model: Path, tmp_path: Path
 ) -> None:
     old, new = env["PHOTOMAN_MODEL"], str(wide_model)
-    env["PHOTOMAN_TEXT_INT8"] = "0"  # no int8 text encoder to build for either model: the torch one answers
     with Library(settings_of(env)) as lib:
         index(lib, [library_dir])
     proc = subprocess.Popen([sys.executable, "-c", textwrap.dedent(KILLED_MIDWAY), new], env=env,
