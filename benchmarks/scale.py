@@ -302,8 +302,9 @@ def main() -> None:
               f"catalog {r['disk_catalog']:.0f} MB)")  # fmt: skip
         if "seals" in r:
             print(f"  seal/optimise during queries: {r['seals']} calls, each holds the process "
-                  f"p50 {r['seal_ms_p50']:.0f} ms, max {r['seal_ms_max']:.0f} ms; "
-                  f"queries started during one: p99 {r['query_during_seal_p99']:.0f} ms")  # fmt: skip
+                  f"p50 {r['seal_ms_p50']:.0f} ms, max {r['seal_ms_max']:.0f} ms (the bindings hold the GIL: "
+                  f"a query arriving during one waits for its end, up to that long); queries whose start "
+                  f"the thread saw inside one: p99 {r['query_during_seal_p99']:.0f} ms")  # fmt: skip
         print(f"  (this process's peak RSS so far: "
               f"{resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024:.0f} MB)", flush=True)
 

@@ -31,6 +31,26 @@ def _folder(model: Path, cache: Path) -> Path:
     return folder
 
 
+def _in_a_fresh_process(model: Path, precision: str, cache: Path, files: list[Path]) -> dict:
+    """What a later process gets from the cache: its vectors for ``files`` and TEXTS, its numbers,
+    and which heavy modules it imported."""
+    script = (
+        "import json, sys; from pathlib import Path\n"
+        "from photoman.embedding.cached import open_cached\n"
+        "from photoman.media.decode import load_image\n"
+        f"enc = open_cached({str(model)!r}, 'cpu', {precision!r}, True, Path({str(cache)!r}))\n"
+        f"files = [Path(f) for f in {[str(f) for f in files]!r}]\n"
+        "ims = enc.encode_images([load_image(f, min_side=enc.spec.size) for f in files])\n"
+        f"txt = enc.encode_texts({TEXTS!r})\n"
+        "print(json.dumps({'images': ims.tolist(), 'texts': txt.tolist(), 'scale': enc.logit_scale,\n"
+        "  'dim': enc.dim, 'info': enc.precision_info, 'torch_tower': enc.uses_torch,\n"
+        "  'heavy': sorted(m for m in ('torch', 'transformers') if m in sys.modules)}))\n"
+    )
+    proc = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0, proc.stderr
+    return dict(json.loads(proc.stdout))
+
+
 def test_the_cached_encoder_gives_the_full_loads_vectors_without_torch(
     tiny_model: Path, photos_src: Path, tmp_path: Path
 ) -> None:
@@ -42,21 +62,7 @@ def test_the_cached_encoder_gives_the_full_loads_vectors_without_torch(
     files = _photos(photos_src)
     images = [load_image(f, min_side=full.spec.size) for f in files]
     want_images, want_texts = full.encode_images(images), full.encode_texts(TEXTS)
-    script = (
-        "import json, sys; from pathlib import Path; import numpy as np\n"
-        "from photoman.embedding.cached import open_cached\n"
-        "from photoman.media.decode import load_image\n"
-        f"enc = open_cached({str(tiny_model)!r}, 'cpu', 'onnx', True, Path({str(cache)!r}))\n"
-        f"files = [Path(f) for f in {[str(f) for f in files]!r}]\n"
-        "ims = enc.encode_images([load_image(f, min_side=enc.spec.size) for f in files])\n"
-        f"txt = enc.encode_texts({TEXTS!r})\n"
-        "print(json.dumps({'images': ims.tolist(), 'texts': txt.tolist(), 'scale': enc.logit_scale,\n"
-        "  'dim': enc.dim, 'info': enc.precision_info,\n"
-        "  'heavy': sorted(m for m in ('torch', 'transformers') if m in sys.modules)}))\n"
-    )
-    proc = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=120)
-    assert proc.returncode == 0, proc.stderr
-    got = json.loads(proc.stdout)
+    got = _in_a_fresh_process(tiny_model, "onnx", cache, files)
     assert got["heavy"] == []
     assert np.array_equal(np.asarray(got["images"], dtype=np.float32), want_images)
     assert np.array_equal(np.asarray(got["texts"], dtype=np.float32), want_texts)
@@ -202,21 +208,8 @@ def test_torch_precisions_open_from_the_cache_without_transformers(
         full = load_encoder(str(tiny_model), "cpu", precision, text_int8=True, cache_dir=cache)
         images = [load_image(f, min_side=full.spec.size) for f in files]
         want, want_texts = full.encode_images(images), full.encode_texts(TEXTS)
-        script = (
-            "import json, sys; from pathlib import Path\n"
-            "from photoman.embedding.cached import open_cached\n"
-            "from photoman.media.decode import load_image\n"
-            f"enc = open_cached({str(tiny_model)!r}, 'cpu', {precision!r}, True, Path({str(cache)!r}))\n"
-            f"files = [Path(f) for f in {[str(f) for f in files]!r}]\n"
-            "ims = enc.encode_images([load_image(f, min_side=enc.spec.size) for f in files])\n"
-            f"txt = enc.encode_texts({TEXTS!r})\n"
-            "print(json.dumps({'images': ims.tolist(), 'texts': txt.tolist(), 'info': enc.precision_info,\n"
-            "  'torch': enc.uses_torch, 'transformers': 'transformers' in sys.modules}))\n"
-        )
-        proc = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=120)
-        assert proc.returncode == 0, proc.stderr
-        got = json.loads(proc.stdout)
-        assert got["torch"] and not got["transformers"]
+        got = _in_a_fresh_process(tiny_model, precision, cache, files)
+        assert got["torch_tower"] and got["heavy"] == ["torch"]
         assert got["info"]["runtime"] == f"torch-{precision}" and "image tower only" in got["info"]["torch"]
         assert prec.max_cosine_distance(np.asarray(got["images"]), want) <= bound, precision
         assert np.array_equal(np.asarray(got["texts"], dtype=np.float32), want_texts)
