@@ -112,3 +112,41 @@ def test_inotify_limit_falls_back_to_polling_with_the_sysctl_hint(
 def test_watch_limit_hint_names_the_watch_sysctl() -> None:
     hint = inotify_hint(errno.ENOSPC, "/photos")
     assert "sudo sysctl fs.inotify.max_user_watches=524288" in hint and "polling /photos" in hint
+
+
+@pytest.mark.parametrize("kind", ["native", "polling"])
+def test_reading_the_library_raises_no_events(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, kind: str
+) -> None:
+    """A rescan lists every folder and a decode reads files: no events for those (at 100k photos they
+    overflowed inotify's queue and watchdog re-walked the whole tree); writing a photo still is one."""
+    from photoman.indexing import watcher as watcher_mod
+
+    root = tmp_path / "lib"
+    for i in range(5):
+        (root / f"d{i}").mkdir(parents=True)
+        (root / f"d{i}" / "a.jpg").write_bytes(b"x" * 100)
+    kinds: list[str] = []
+    real = watcher_mod._Handler.on_any_event
+
+    def record(self: object, event: object) -> None:
+        kinds.append(event.event_type)  # type: ignore[attr-defined]
+        real(self, event)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(watcher_mod._Handler, "on_any_event", record)
+    dirty = DirtyPaths()
+    watcher = Watcher(dirty, poll_roots=[str(root)] if kind == "polling" else (), poll_interval=0.2)
+    try:
+        assert watcher.watch(str(root)) == kind
+        time.sleep(0.5)
+        for _ in range(3):
+            for folder in root.iterdir():
+                for f in os.scandir(folder):
+                    Path(f.path).read_bytes()
+        time.sleep(0.6)
+        assert kinds == []
+        (root / "d0" / "new.jpg").write_bytes(b"y")
+        assert wait_for(lambda: "created" in kinds)
+        assert not {"opened", "closed_no_write"} & set(kinds)
+    finally:
+        watcher.stop()

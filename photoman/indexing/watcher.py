@@ -13,7 +13,18 @@ import threading
 import time
 from collections.abc import Iterable
 
-from watchdog.events import FileSystemEvent, FileSystemEventHandler
+from watchdog.events import (
+    DirCreatedEvent,
+    DirDeletedEvent,
+    DirMovedEvent,
+    FileClosedEvent,
+    FileCreatedEvent,
+    FileDeletedEvent,
+    FileModifiedEvent,
+    FileMovedEvent,
+    FileSystemEvent,
+    FileSystemEventHandler,
+)
 from watchdog.observers import Observer
 from watchdog.observers.api import BaseObserver
 from watchdog.observers.polling import PollingObserver
@@ -70,6 +81,13 @@ class DirtyPaths:
             return len(self._paths)
 
 
+# what the indexer acts on. Not opens, reads and closes without a write: a rescan lists every folder
+# (an open and a close of each), which overflowed inotify's queue at 100k photos and sent watchdog
+# re-walking the whole tree to re-add its watches, nearly doubling the daemon's rescan
+EVENTS = [FileCreatedEvent, FileDeletedEvent, FileModifiedEvent, FileMovedEvent, FileClosedEvent,
+          DirCreatedEvent, DirDeletedEvent, DirMovedEvent]  # fmt: skip
+
+
 class _Handler(FileSystemEventHandler):
     def __init__(self, dirty: DirtyPaths, root: str) -> None:
         self.dirty = dirty
@@ -109,7 +127,7 @@ class Watcher:
             observer: BaseObserver | None = None
             try:
                 observer = Observer()  # watchdog's inotify observer opens its instance right here
-                observer.schedule(handler, root, recursive=True)
+                observer.schedule(handler, root, recursive=True, event_filter=EVENTS)
                 observer.start()
                 self.observers[root], self.kinds[root] = observer, "native"
                 return "native"
@@ -120,7 +138,7 @@ class Watcher:
                     raise
                 log.warning(inotify_hint(exc.errno, root))
         observer = PollingObserver(timeout=self.poll_interval)
-        observer.schedule(handler, root, recursive=True)
+        observer.schedule(handler, root, recursive=True, event_filter=EVENTS)
         observer.start()
         self.observers[root], self.kinds[root] = observer, "polling"
         return "polling"
