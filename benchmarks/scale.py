@@ -109,8 +109,14 @@ def fill(data: Path, model: Path, n: int, approximate_from: int) -> None:
 
 def rss_mb(pid: int) -> tuple[float, float]:
     """VmRSS and VmHWM (peak) of a process, MB."""
-    st = dict(ln.split(":", 1) for ln in Path(f"/proc/{pid}/status").read_text().splitlines() if ":" in ln)
-    return int(st["VmRSS"].split()[0]) / 1024, int(st["VmHWM"].split()[0]) / 1024
+    st = _status(pid)
+    return st["VmRSS"], st["VmHWM"]
+
+
+def _status(pid: int) -> dict[str, float]:
+    """The kB figures of /proc/PID/status, in MB."""
+    lines = Path(f"/proc/{pid}/status").read_text().splitlines()
+    return {k: int(v.split()[0]) / 1024 for k, v in (ln.split(":", 1) for ln in lines if ln.endswith(" kB"))}
 
 
 def du_mb(path: Path) -> float:
@@ -209,6 +215,8 @@ def run_size(
             out.update(p50=statistics.median(plain), p95=pct(plain, 95), fp50=statistics.median(filtered),
                        fp95=pct(filtered, 95), recall=float(np.mean(rec)), recall_f=float(np.mean(rec_f)),
                        rss=rss_mb(proc.pid)[0], rss_peak=rss_mb(proc.pid)[1])  # fmt: skip
+            mem = _status(proc.pid)
+            out.update(rss_anon=mem["RssAnon"], rss_file=mem["RssFile"])
         finally:
             proc.terminate()
             proc.wait(timeout=120)
@@ -297,7 +305,8 @@ def main() -> None:
         print(f"  warm find p50 {r['p50']:.1f} ms, p95 {r['p95']:.1f} ms; recall@10 {r['recall']:.3f}")
         print(f"  date+folder filter ({r['filter_share']:.1%} of photos): p50 {r['fp50']:.1f} ms, "
               f"p95 {r['fp95']:.1f} ms; recall@10 {r['recall_f']:.3f}")  # fmt: skip
-        print(f"  daemon RSS with the model loaded: {r['rss']:.0f} MB (peak {r['rss_peak']:.0f} MB)")
+        print(f"  daemon RSS with the model loaded: {r['rss']:.0f} MB (peak {r['rss_peak']:.0f} MB; "
+              f"anonymous {r['rss_anon']:.0f} MB, file pages mapped {r['rss_file']:.0f} MB)")
         print(f"  disk: {r['disk_total']:.0f} MB (vectors {r['disk_vectors']:.0f} MB, "
               f"catalog {r['disk_catalog']:.0f} MB)")  # fmt: skip
         if "seals" in r:
