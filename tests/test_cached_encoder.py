@@ -236,3 +236,25 @@ def test_auto_opens_the_torch_tower_when_torch_was_measured_fastest(tiny_model: 
     again = load_encoder(str(tiny_model), device="cpu", precision="auto", text_int8=True, cache_dir=cache)
     assert isinstance(again, ClipEncoder) and weights.is_file()
     assert isinstance(open_cached(str(tiny_model), "cpu", "auto", True, cache), CachedEncoder)
+
+
+def test_a_library_indexes_and_searches_with_the_saved_torch_tower(
+    settings: Settings, library_dir: Path, tmp_path: Path
+) -> None:
+    """End to end where torch runs the images: the first library load saves the tower, the next
+    library opens it (no transformers), indexes with it, and an image query finds the photo itself."""
+    from dataclasses import replace
+
+    from photoman import ops
+    from photoman.library import Library
+
+    bf16 = replace(settings, precision="bf16", cache_dir=tmp_path / "cache")
+    with Library(bf16) as lib:
+        assert isinstance(lib.encoder, ClipEncoder)  # nothing cached yet: the full load, which saves it
+    with Library(bf16) as lib:
+        report = ops.index(lib, folders=[str(library_dir)])
+        assert report["embedded"] == 10 and not report["errors"]
+        assert isinstance(lib.encoder, CachedEncoder) and lib.encoder.uses_torch and lib.torch_loaded
+        photo = library_dir / "scikit-image--chelsea.png"
+        assert ops.find(lib, image=str(photo), limit=1)[0]["path"] == str(photo)
+        assert lib.encoder.precision_info["runtime"] == "torch-bf16"
