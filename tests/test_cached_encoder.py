@@ -258,3 +258,15 @@ def test_a_library_indexes_and_searches_with_the_saved_torch_tower(
         photo = library_dir / "scikit-image--chelsea.png"
         assert ops.find(lib, image=str(photo), limit=1)[0]["path"] == str(photo)
         assert lib.encoder.precision_info["runtime"] == "torch-bf16"
+
+
+def test_a_pack_that_cannot_be_written_leaves_the_full_load(tmp_path: Path) -> None:
+    """A full or read-only cache (here: the temporary file's name taken by a folder) costs the pack,
+    never the load: save_pack says False and raises nothing."""
+    import os
+
+    from photoman.embedding import torch_image
+
+    (tmp_path / f".{torch_image.WEIGHTS}.{os.getpid()}").mkdir()
+    assert not torch_image.save_pack(_clip_with("quick_gelu"), tmp_path, (0.5,) * 3, (0.5,) * 3)
+    assert not (tmp_path / torch_image.WEIGHTS).exists()

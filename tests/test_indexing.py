@@ -353,3 +353,31 @@ def test_a_model_that_fails_to_load_mid_index_says_why(
         with lib.catalog.session() as s:
             assert s.scalars(select(Photo.id)).all() == []
         assert lib.store.count() == 0
+
+
+def test_the_model_loads_only_when_a_photo_needs_it(settings: Settings, library_dir: Path) -> None:
+    """A moved folder is all known content: the run re-points rows and loads no model (seconds and
+    half a GB saved); the first run, with photos to embed, does."""
+    with Library(settings) as lib:
+        assert index(lib, [library_dir]).embedded == 10 and lib.encoder_loaded
+    (library_dir / "trips").rename(library_dir / "journeys")
+    with Library(settings) as lib:
+        report = index(lib, [library_dir])
+        assert report.embedded == 0 and report.reused > 0 and not report.errors
+        assert not lib.encoder_loaded
+
+
+def test_a_first_auto_measurement_is_not_overlapped_with_decoding(
+    settings: Settings, tiny_model_auto: Path, tmp_path: Path
+) -> None:
+    """`precision = "auto"` times the runtimes on the first load on a machine: that load waits for
+    the first batch (the decode workers then rest) instead of running beside them; once measured, or
+    with a runtime named in the settings, the load overlaps the decoding."""
+    from photoman.indexing.pipeline import _measured_here
+
+    fresh = replace(settings, precision="auto", device="cpu", cache_dir=tmp_path / "empty-cache")
+    measured = replace(fresh, cache_dir=tiny_model_auto)  # the run's cache: measured once already
+    with Library(fresh) as a, Library(replace(measured, data_dir=tmp_path / "b")) as b:
+        assert not _measured_here(a) and _measured_here(b)
+    with Library(replace(fresh, precision="onnx", data_dir=tmp_path / "c")) as c:
+        assert _measured_here(c)

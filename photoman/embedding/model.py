@@ -545,7 +545,8 @@ def _choose_image_runtime(enc: ClipEncoder, model: str, precision: str, cache_di
             "single": name,
             "reason": f"precision = {precision!r} in the settings",
         }
-        _save_torch_pack(enc, model, cache)
+        if precision in ("fp32", "bf16"):
+            _save_torch_pack(enc, model, cache)
         return
     from photoman.embedding import onnx_image
     from photoman.embedding import precision as prec
@@ -598,7 +599,9 @@ def _save_torch_pack(enc: ClipEncoder, model: str, cache: Path) -> None:
     (:mod:`photoman.embedding.torch_image`: no transformers, a second instead of four)."""
     from photoman.embedding import onnx_image, torch_image
 
-    if enc.device != "cpu" or enc.image_runtime is not None or not torch_image.supports(enc.model):
+    if enc.device != "cpu" or enc.image_runtime is not None or enc.query_text is None:
+        return  # not a CPU torch runtime, or no int8 text pack: a later process loads the model anyway
+    if not torch_image.supports(enc.model):
         return
     try:
         folder = onnx_image.cache_folder(cache, model, enc.model)

@@ -25,8 +25,6 @@ from typing import Any
 
 import numpy as np
 
-from photoman.embedding.threads import current as threads_now
-
 WEIGHTS = "torch-image.safetensors"
 CONFIG = "torch-image.json"
 FORMAT = 1  # bump when the saved layout changes: older packs are then ignored and written again
@@ -190,16 +188,13 @@ class TorchImageEncoder:
         x = torch.from_numpy(np.ascontiguousarray(pixels))
         x = (x.permute(0, 3, 1, 2).float().div_(255.0) - self._mean) / self._std
         ctx = contextlib.nullcontext() if dtype is None else torch.autocast("cpu", dtype=dtype)
-        n = threads_now()
-        if torch.get_num_threads() != n:  # torch applies it per calling thread (the daemon's split)
-            torch.set_num_threads(n)
+        # torch's thread count is the caller's: the daemon sizes each thread's team (use_threads)
         with torch.inference_mode(), ctx:
             return self.tower(x).float().numpy()
 
     def warm(self) -> None:
-        """One tiny batch now: the first call's one-off allocations are not a photo's."""
-        crop = self.layout["image_size"]
-        self.features(np.zeros((1, crop, crop, 3), dtype=np.uint8))
+        """Nothing to open ahead (the weights are loaded): no forward pass here, as one would form an
+        OpenMP thread team on the calling thread, which the daemon's main thread must never have."""
 
 
 def save_pack(clip: Any, folder: Path, mean: tuple[float, ...], std: tuple[float, ...]) -> bool:
@@ -235,7 +230,7 @@ def save_pack(clip: Any, folder: Path, mean: tuple[float, ...], std: tuple[float
         tmp.write_text(json.dumps(layout, indent=1))
         os.replace(tmp, folder / CONFIG)
         return True
-    except (OSError, RuntimeError, ValueError):  # a read-only or full cache: the full load stays
+    except Exception:  # noqa: BLE001 - a read-only or full cache (safetensors: SafetensorError): the full load stays
         return False
 
 

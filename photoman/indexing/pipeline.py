@@ -7,8 +7,10 @@ one batch to redo, which :func:`photoman.indexing.reconcile.reconcile` finds on 
 
 from __future__ import annotations
 
+import contextlib
 import multiprocessing as mp
 import os
+import threading
 import time
 from collections.abc import Callable, Generator, Sequence
 from dataclasses import dataclass, field
@@ -146,11 +148,11 @@ class _Writer:
         roots_of: dict[str, int],
         report: IndexReport,
         encode: Encode | None,
-        model_ready: Callable[[], bool] = lambda: True,
+        loader: _ModelLoader | None = None,
     ) -> None:
         self.lib = lib
         self.encode = encode
-        self.model_ready = model_ready
+        self.loader = loader or _ModelLoader(lib, enabled=False)
         self.roots_of = roots_of
         self.report = report
         self.pending: list[Prepared] = []
@@ -160,11 +162,13 @@ class _Writer:
 
     def add(self, prep: Prepared) -> None:
         self.pending.append(prep)
+        if prep.pixels is not None:
+            self.loader.need()
         batch = self.lib.settings.batch_size
         to_embed = sum(1 for p in self.pending if p.pixels is not None)
         if to_embed < batch and len(self.pending) < 8 * batch:
             return
-        if len(self.pending) < HOLD_WHILE_LOADING * batch and not self.model_ready():
+        if len(self.pending) < HOLD_WHILE_LOADING * batch and not self.loader.ready():
             return  # the decoders run on while the model loads; the batches go once it is there
         while self.pending:
             self.flush()
@@ -263,22 +267,45 @@ def _first_batch(pending: list[Prepared], batch: int) -> tuple[list[Prepared], l
     return pending, []
 
 
-def _load_model_meanwhile(lib: Library) -> Callable[[], bool]:
-    """Load the encoder in a thread while the first photos decode (its imports and weights cost a
-    one-off `index` seconds that the decode workers would otherwise wait out); returns "ready?".
-    A load that fails is not ready either: the first batch then loads it again and reports why."""
-    if lib.encoder_loaded:
-        return lambda: True
-    import contextlib
-    import threading
+class _ModelLoader:
+    """Loads the encoder in a thread once the first photo needs it, while the decode workers go on (its
+    imports and weights cost a one-off `index` seconds that the workers would otherwise wait out).
 
-    def load() -> None:
-        with contextlib.suppress(Exception):  # the first batch loads it again and raises the reason
-            lib.encoder  # noqa: B018 - loads it (under the library's model lock)
+    Not on the very first load of a model on this machine with `precision = "auto"`: that load times
+    the runtimes against each other, which must not happen while the workers take the cores. A load
+    that fails is not ready either: the next batch loads it again and reports why."""
 
-    loader = threading.Thread(target=load, name="photoman-model-load", daemon=True)
-    loader.start()
-    return lambda: lib.encoder_loaded or not loader.is_alive()
+    def __init__(self, lib: Library, enabled: bool) -> None:
+        self.lib = lib
+        self.thread: threading.Thread | None = None
+        self.enabled = enabled and not lib.encoder_loaded and _measured_here(lib)
+
+    def need(self) -> None:
+        """A photo to embed has arrived: start loading, if it was not started and may be."""
+        if self.enabled and self.thread is None:
+
+            def load() -> None:
+                with contextlib.suppress(Exception):  # the next batch loads it again and says why
+                    self.lib.encoder  # noqa: B018 - loads it (under the library's model lock)
+
+            self.thread = threading.Thread(target=load, name="photoman-model-load", daemon=True)
+            self.thread.start()
+
+    def ready(self) -> bool:
+        """False only while the thread loads; not started, the first batch loads it itself."""
+        return self.thread is None or self.lib.encoder_loaded or not self.thread.is_alive()
+
+
+def _measured_here(lib: Library) -> bool:
+    """Whether loading the model needs no `auto` measurement (done before on this machine, a setting
+    that names the runtime, or a GPU, where nothing is measured)."""
+    s = lib.settings
+    if s.precision != "auto" or s.device not in ("auto", "cpu"):
+        return True
+    from photoman.embedding.cached import gpu_possible
+    from photoman.embedding.precision import cached_choice
+
+    return (s.device == "auto" and gpu_possible()) or cached_choice(s.cache_dir, s.model) is not None
 
 
 def _settle_removals(lib: Library, gone: list[Photo], report: IndexReport) -> list[Photo]:
@@ -367,8 +394,7 @@ def _run(
     total = len(work)
     if progress:
         progress(0, total)
-    ready = _load_model_meanwhile(lib) if work and encode is None else (lambda: True)
-    writer = _Writer(lib, roots_of, report, encode, ready)
+    writer = _Writer(lib, roots_of, report, encode, _ModelLoader(lib, enabled=encode is None))
     known = _known_hashes(lib, missing) if work else frozenset()
     captions = tuple(c for c in lib.settings.caption_sources if c != "user")
     spec = checkpoint_spec(lib.settings.model)

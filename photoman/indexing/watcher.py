@@ -17,6 +17,7 @@ from watchdog.events import (
     DirCreatedEvent,
     DirDeletedEvent,
     DirMovedEvent,
+    FileAttribEvent,
     FileClosedEvent,
     FileCreatedEvent,
     FileDeletedEvent,
@@ -84,8 +85,9 @@ class DirtyPaths:
 # what the indexer acts on. Not opens, reads and closes without a write: a rescan lists every folder
 # (an open and a close of each), which overflowed inotify's queue at 100k photos and sent watchdog
 # re-walking the whole tree to re-add its watches, nearly doubling the daemon's rescan
-EVENTS = [FileCreatedEvent, FileDeletedEvent, FileModifiedEvent, FileMovedEvent, FileClosedEvent,
-          DirCreatedEvent, DirDeletedEvent, DirMovedEvent]  # fmt: skip
+# (attribute changes stay: `touch -d` sets the date of a photo without EXIF)
+EVENTS = [FileCreatedEvent, FileDeletedEvent, FileModifiedEvent, FileAttribEvent, FileMovedEvent,
+          FileClosedEvent, DirCreatedEvent, DirDeletedEvent, DirMovedEvent]  # fmt: skip
 
 
 class _Handler(FileSystemEventHandler):

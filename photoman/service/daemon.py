@@ -599,8 +599,9 @@ class Daemon:
         # query's ~100 small ops pays a wake-up (measured: a 2-thread query went 15 → 40 ms).
         # So the main thread never forms a team (it only loads the model); the query thread
         # uses every core while the indexer rests; the indexer takes half the cores (the rest
-        # decode) and queries during indexing get what is left. (Opened from the cache, the
-        # encoder runs without torch: no team at all.)
+        # decode) and queries during indexing get what is left. (Opened from the cache: ONNX
+        # Runtime forms no team, and the torch image tower runs nothing here: its first forward
+        # pass is a query's or the indexer's, on threads sized by use_threads.)
         if not self.lib.encoder_from_cache():
             import torch
 
