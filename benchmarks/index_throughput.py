@@ -86,7 +86,7 @@ def encoders(model_dir: Path, device: str) -> dict[str, Any]:
     from photoman.embedding import torch_image
 
     folder = Path(tempfile.mkdtemp(prefix="photoman-bench-tower-"))
-    if torch_image.save_pack(enc.model, folder, enc.spec.mean, enc.spec.std):
+    if torch_image.save_pack(enc.model, folder, enc.spec.mean, enc.spec.std, enc.encode_pixels_torch):
         for runtime in ("torch-fp32", "torch-bf16"):
             tower = torch_image.open_pack(folder, runtime, False, enc.spec.mean, enc.spec.std)
             if tower is not None:

@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
@@ -161,30 +162,39 @@ def _clip_with(act: str) -> object:
     return CLIPModel(config).eval()
 
 
+def _transformers_forward(clip: object, mean: tuple, std: tuple, bf16: bool = False) -> Callable:
+    """transformers' own image features for uint8 pixels (fp32, or under bf16 autocast)."""
+    import contextlib
+
+    import torch
+
+    def run(px: np.ndarray) -> np.ndarray:
+        x = torch.from_numpy(px).permute(0, 3, 1, 2).float() / 255
+        x = (x - torch.tensor(mean).view(1, 3, 1, 1)) / torch.tensor(std).view(1, 3, 1, 1)
+        ctx = torch.autocast("cpu", dtype=torch.bfloat16) if bf16 else contextlib.nullcontext()
+        with torch.inference_mode(), ctx:
+            return clip.get_image_features(pixel_values=x).pooler_output.float().numpy()  # type: ignore[attr-defined]
+
+    return run
+
+
 @pytest.mark.parametrize("act", ["quick_gelu", "gelu", "gelu_pytorch_tanh"])
 def test_the_torch_image_tower_mirrors_the_transformers_forward(act: str, tmp_path: Path) -> None:
     """The saved tower computes the transformers image features (fp32: within 1e-5 cosine; bf16
     autocast: within the parity bound of the fp32 reference) for each activation CLIP uses."""
-    import torch
-
     from photoman.embedding import torch_image
 
     clip = _clip_with(act)
     mean, std = (0.48, 0.46, 0.41), (0.27, 0.26, 0.28)
-    assert torch_image.save_pack(clip, tmp_path, mean, std)
+    assert torch_image.save_pack(clip, tmp_path, mean, std, _transformers_forward(clip, mean, std))
     fp32 = torch_image.open_pack(tmp_path, "torch-fp32", False, mean, std)
     bf16 = torch_image.open_pack(tmp_path, "torch-bf16", False, mean, std)
     assert fp32 is not None and bf16 is not None
     px = prec.test_batch(5, 224, seed=3)
-    x = (torch.from_numpy(px).permute(0, 3, 1, 2).float() / 255 - torch.tensor(mean).view(1, 3, 1, 1)) / (
-        torch.tensor(std).view(1, 3, 1, 1)
-    )
-    with torch.inference_mode():
-        ref = clip.get_image_features(pixel_values=x).pooler_output.numpy()
+    ref = _transformers_forward(clip, mean, std)(px)
     assert prec.max_cosine_distance(fp32.features(px), ref) <= 1e-5
     assert 0 < prec.max_cosine_distance(bf16.features(px), ref) <= prec.PARITY  # bf16: close, not equal
-    with torch.inference_mode(), torch.autocast("cpu", dtype=torch.bfloat16):  # its weights cast once:
-        auto = clip.get_image_features(pixel_values=x).pooler_output.float().numpy()  # autocast's numbers
+    auto = _transformers_forward(clip, mean, std, bf16=True)(px)  # its weights cast once: autocast's numbers
     assert prec.max_cosine_distance(bf16.features(px), auto) <= 1e-5
 
 
@@ -192,7 +202,8 @@ def test_a_layout_the_tower_does_not_mirror_gets_no_pack(tmp_path: Path) -> None
     """An activation it does not know: no pack is written, so such a model keeps the full load."""
     from photoman.embedding import torch_image
 
-    assert not torch_image.save_pack(_clip_with("relu"), tmp_path, (0.5,) * 3, (0.5,) * 3)
+    clip, half = _clip_with("relu"), (0.5,) * 3
+    assert not torch_image.save_pack(clip, tmp_path, half, half, _transformers_forward(clip, half, half))
     assert not (tmp_path / torch_image.WEIGHTS).exists()
 
 
@@ -200,7 +211,7 @@ def test_torch_precisions_open_from_the_cache_without_transformers(
     tiny_model: Path, photos_src: Path, tmp_path: Path
 ) -> None:
     """Where torch runs the images (bf16 on a CPU with bf16 units, say), a first load saves the image
-    tower; later processes open it with torch alone (no transformers: ~1 s instead of ~4) and embed
+    tower; later processes open it with torch alone (no transformers) and embed
     the real photos as the full load does; the query texts keep the int8 text pack."""
     cache = tmp_path / "cache"
     files = _photos(photos_src)
@@ -268,5 +279,6 @@ def test_a_pack_that_cannot_be_written_leaves_the_full_load(tmp_path: Path) -> N
     from photoman.embedding import torch_image
 
     (tmp_path / f".{torch_image.WEIGHTS}.{os.getpid()}").mkdir()
-    assert not torch_image.save_pack(_clip_with("quick_gelu"), tmp_path, (0.5,) * 3, (0.5,) * 3)
+    clip, half = _clip_with("quick_gelu"), (0.5,) * 3
+    assert not torch_image.save_pack(clip, tmp_path, half, half, _transformers_forward(clip, half, half))
     assert not (tmp_path / torch_image.WEIGHTS).exists()

@@ -370,14 +370,14 @@ def test_the_model_loads_only_when_a_photo_needs_it(settings: Settings, library_
 def test_a_first_auto_measurement_is_not_overlapped_with_decoding(
     settings: Settings, tiny_model_auto: Path, tmp_path: Path
 ) -> None:
-    """`precision = "auto"` times the runtimes on the first load on a machine: that load waits for
-    the first batch (the decode workers then rest) instead of running beside them; once measured, or
-    with a runtime named in the settings, the load overlaps the decoding."""
-    from photoman.indexing.pipeline import _measured_here
+    """`precision = "auto"` times the runtimes on the first load on a machine: the pipeline's loader
+    then stays off (the first batch loads the model while the decode workers rest) instead of loading
+    beside them; once measured, or with a runtime named in the settings, it overlaps the decoding."""
+    from photoman.indexing.pipeline import _ModelLoader
 
     fresh = replace(settings, precision="auto", device="cpu", cache_dir=tmp_path / "empty-cache")
     measured = replace(fresh, cache_dir=tiny_model_auto)  # the run's cache: measured once already
     with Library(fresh) as a, Library(replace(measured, data_dir=tmp_path / "b")) as b:
-        assert not _measured_here(a) and _measured_here(b)
+        assert not _ModelLoader(a, enabled=True).enabled and _ModelLoader(b, enabled=True).enabled
     with Library(replace(fresh, precision="onnx", data_dir=tmp_path / "c")) as c:
-        assert _measured_here(c)
+        assert _ModelLoader(c, enabled=True).enabled

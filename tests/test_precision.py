@@ -95,7 +95,8 @@ def test_onnx_vit_b32_parity_on_the_real_photos(photos_src: Path, tmp_path: Path
     assert enc.image_runtime is not None
     reference = _reference(model_dir, files)
     assert _parity(enc, files, reference) <= 1e-3
-    assert torch_image.save_pack(enc.model, tmp_path / "tower", enc.spec.mean, enc.spec.std)
+    mean, std = enc.spec.mean, enc.spec.std
+    assert torch_image.save_pack(enc.model, tmp_path / "tower", mean, std, enc.encode_pixels_torch)
     px = np.stack([resize_crop(load_image(f, min_side=enc.spec.size), enc.spec) for f in files])
     for runtime in ("torch-fp32", "torch-bf16"):
         tower = torch_image.open_pack(tmp_path / "tower", runtime, False, enc.spec.mean, enc.spec.std)

@@ -436,8 +436,8 @@ def test_edge_switches_to_graph_search_past_the_size_threshold(tmp_path: Path) -
     image, caption = config["vectors"][IMAGE], config["vectors"]["caption"]
     assert image["hnsw_config"]["m"] > 0 and "scalar" in image["quantization_config"]
     assert "hnsw_config" not in caption and config["hnsw_config"]["m"] == 0  # captions stay exact
-    # both kept on disk, mapped: what queries read of them comes into RAM (at 1M photos the daemon's
-    # RSS went 3.0 -> 1.96 GB when the caption vectors, read only by caption modes, stopped loading)
+    # both kept on disk, mapped: only what queries read of them comes into RAM (caption vectors are
+    # read by the caption modes alone)
     assert image["memory"] == caption["memory"] == "cold"
     assert list((tmp_path / "shard").rglob("*hnsw*")) or list((tmp_path / "shard").rglob("*graph*"))
     stored = vecs.astype(np.float16).astype(np.float32)

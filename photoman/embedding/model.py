@@ -545,7 +545,9 @@ def _choose_image_runtime(enc: ClipEncoder, model: str, precision: str, cache_di
             "single": name,
             "reason": f"precision = {precision!r} in the settings",
         }
-        if precision in ("fp32", "bf16"):
+        from photoman.embedding.cached import TORCH
+
+        if precision in TORCH:
             _save_torch_pack(enc, model, cache)
         return
     from photoman.embedding import onnx_image
@@ -607,7 +609,7 @@ def _save_torch_pack(enc: ClipEncoder, model: str, cache: Path) -> None:
         folder = onnx_image.cache_folder(cache, model, enc.model)
     except (OSError, ValueError):
         return
-    torch_image.save_pack(enc.model, folder, enc.spec.mean, enc.spec.std)
+    torch_image.save_pack(enc.model, folder, enc.spec.mean, enc.spec.std, enc.encode_pixels_torch)
 
 
 def _onnx_image(

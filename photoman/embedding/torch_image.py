@@ -1,12 +1,12 @@
 """A CLIP image tower in plain torch, saved once from the loaded model and opened without transformers.
 
-Where torch runs the image model fastest (bf16 autocast on CPUs with bf16 matrix units: 2.3-3.6x
-torch fp32 and 1.6-3x ONNX Runtime for ViT-B/32 on the 2-core VMs), every `photoman index` and
-daemon start used to load the checkpoint through transformers first: ~2.3 s of imports and the whole
-model (text tower included) before the first photo was embedded, 4 s in all on an Intel Xeon. This
-module holds the same weights (the vision tower and its projection, nothing else) and runs the very
-same ops (convolution, LayerNorms, Linears, scaled-dot-product attention, the checkpoint's
-activation) as transformers' ``CLIPVisionModel``, so it opens with torch alone in about a second.
+Where torch runs the image model fastest (bf16 autocast on CPUs with bf16 matrix units; the README's
+Benchmarks give the figures and CPUs), every `photoman index` and daemon start used to load the
+checkpoint through transformers first: seconds of imports and the whole model (text tower included)
+before the first photo was embedded. This module holds the same weights (the vision tower and its
+projection, nothing else) and runs the very same ops (convolution, LayerNorms, Linears,
+scaled-dot-product attention, the checkpoint's activation) as transformers' ``CLIPVisionModel``, so
+it opens with torch alone, without importing transformers.
 q, k and v run as one Linear (one matrix product instead of three; the same sums).
 
 :func:`save_pack` writes it from a loaded model and keeps it only if its vectors match the
@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import json
 import os
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -171,7 +172,7 @@ class TorchImageEncoder:
         self.single_fp32 = single_fp32
         if self.autocast is not None and not single_fp32:
             # autocast casts each matrix's weights to bf16 on every call; cast once instead: the same
-            # numbers (the product runs in bf16 either way), ~8% faster, half the weights' memory
+            # numbers (the product runs in bf16 either way), less work per call, half the weights' memory
             for m in tower.modules():
                 if isinstance(m, torch.nn.Linear | torch.nn.Conv2d):
                     m.to(torch.bfloat16)
@@ -197,10 +198,17 @@ class TorchImageEncoder:
         OpenMP thread team on the calling thread, which the daemon's main thread must never have."""
 
 
-def save_pack(clip: Any, folder: Path, mean: tuple[float, ...], std: tuple[float, ...]) -> bool:
-    """Write the tower beside the exported encoders if it mirrors ``clip`` (checked here); True if
-    a usable pack is there. Atomic: a reader sees the old pack or the new one, never half of one."""
-    import torch
+def save_pack(
+    clip: Any,
+    folder: Path,
+    mean: tuple[float, ...],
+    std: tuple[float, ...],
+    reference: Callable[[np.ndarray], np.ndarray],
+) -> bool:
+    """Write the tower beside the exported encoders if it mirrors ``clip``: its fp32 vectors must match
+    ``reference`` (the loaded model's own fp32 forward on uint8 pixels, e.g. ``ClipEncoder.
+    encode_pixels_torch``) on a test batch. True if a usable pack is there. Atomic: a reader sees the
+    old pack or the new one, never half of one."""
     from safetensors.torch import save_file
 
     from photoman.embedding.precision import max_cosine_distance, test_batch
@@ -215,12 +223,7 @@ def save_pack(clip: Any, folder: Path, mean: tuple[float, ...], std: tuple[float
         tower = build(layout, state)
         pixels = test_batch(4, layout["image_size"])
         mine = TorchImageEncoder(tower, layout, "torch-fp32", False, mean, std).features(pixels)
-        x = torch.from_numpy(pixels).permute(0, 3, 1, 2).float().div_(255.0)
-        x = (x - torch.tensor(mean).view(1, 3, 1, 1)) / torch.tensor(std).view(1, 3, 1, 1)
-        with torch.inference_mode():
-            out = clip.get_image_features(pixel_values=x.to(clip.device))
-        ref = (out.pooler_output if hasattr(out, "pooler_output") else out).float().cpu().numpy()
-        if max_cosine_distance(mine, ref) > SAME:
+        if max_cosine_distance(mine, reference(pixels)) > SAME:
             return False  # a variant this module does not mirror: the full load stays
         folder.mkdir(parents=True, exist_ok=True)
         tmp = folder / f".{WEIGHTS}.{os.getpid()}"

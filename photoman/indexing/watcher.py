@@ -96,10 +96,8 @@ class _Handler(FileSystemEventHandler):
         self.root = root
 
     def on_any_event(self, event: FileSystemEvent) -> None:
-        if event.event_type in ("opened", "closed_no_write"):
-            return
-        if event.is_directory and event.event_type == "modified":
-            return  # a folder's mtime changes with its files; the file events say what changed
+        # only EVENTS arrive: no opens or reads, and no folder "modified" (a folder's mtime changes
+        # with its files; the file events say what changed)
         paths = [event.src_path, getattr(event, "dest_path", "") or ""]
         for raw in paths:
             if not raw:
