@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import sys
 from pathlib import Path
 
@@ -10,7 +11,7 @@ from PIL import Image
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 BPE = ROOT / "tests" / "fixtures" / "clip-bpe"
-PHOTOS = ROOT.parent / "shared" / "photos"
+PHOTOS = Path(os.environ.get("PHOTOMAN_TEST_PHOTOS") or ROOT.parent / "shared" / "photos")
 CACHE = ROOT / "bench-data"
 
 

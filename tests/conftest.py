@@ -19,7 +19,9 @@ os.environ.pop("PHOTOMAN_CONFIG", None)
 
 FIXTURES = Path(__file__).parent / "fixtures"
 BPE_DIR = FIXTURES / "clip-bpe"
-_SHARED = Path(__file__).resolve().parents[2] / "shared" / "photos"
+# ../shared/photos beside the checkout; PHOTOMAN_TEST_PHOTOS names them for a checkout elsewhere
+_BESIDE = Path(__file__).resolve().parents[2] / "shared" / "photos"
+_SHARED = Path(os.environ.get("PHOTOMAN_TEST_PHOTOS") or _BESIDE)
 
 # a spread of real photos: PNG and JPEG, greyscale, EXIF camera/date/GPS, small to 2.5 MP
 SMALL_SET = [
@@ -45,7 +47,7 @@ TRIPS = {
 def real_photos_dir() -> Path:
     """The real photos in ../shared/photos beside the checkout (CI has them there too)."""
     if not _SHARED.is_dir():  # pragma: no cover
-        pytest.fail(f"real test photos missing: expected {_SHARED}")
+        pytest.fail(f"real test photos missing: expected {_SHARED} (or set PHOTOMAN_TEST_PHOTOS)")
     return _SHARED
 
 
