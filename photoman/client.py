@@ -139,6 +139,10 @@ class Client:
         # a request that only reads opens the library read-only: it answers even while another
         # machine writes a shared library
         kind = "models" if not entry.library else "write" if entry.changes(args) else "read"
+        if op == "index":  # the decode workers' fork server gets ready while the library opens
+            from photoman.indexing.forkserver import start
+
+            start()
         lib = self._open_lib(kind, prefetch_text=op == "find")
         if op == "index":
             return ops.index(lib, **args, progress=progress)  # type: ignore[arg-type]

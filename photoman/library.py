@@ -143,14 +143,18 @@ class Models:
         if not self._text_tried:
             threading.Thread(target=self._text_pack, name="photoman-text-pack", daemon=True).start()
 
+    def _pack_used(self) -> bool:
+        s = self.settings
+        # on a CPU the model's texts go through this very pack whatever runs its images
+        # (embedding/model.py: load_encoder); fp16 asks for a GPU
+        return bool(s.text_int8) and s.device in ("auto", "cpu") and s.precision != "fp16"
+
     def _text_pack(self) -> QueryTextEncoder | None:
         if not self._text_tried:
             with self._model_lock:
                 if not self._text_tried:
                     s = self.settings
-                    # on a CPU the model's texts go through this very pack whatever runs its images
-                    # (embedding/model.py: load_encoder); fp16 asks for a GPU
-                    if s.text_int8 and s.device in ("auto", "cpu") and s.precision != "fp16":
+                    if self._pack_used():
                         from photoman.embedding.query_text import open_pack
 
                         self._text = open_pack(s.cache_dir, s.model)
@@ -185,9 +189,14 @@ class Models:
         """The vector size when it is known without loading or downloading anything (for status)."""
         if self._encoder is not None:
             return self._encoder.dim
-        pack = self._text_pack()
-        if pack is not None:
-            return pack.dim
+        if self._text is not None:
+            return self._text.dim
+        if self._pack_used():
+            from photoman.embedding.query_text import pack_dim
+
+            dim = pack_dim(self.settings.cache_dir, self.settings.model)
+            if dim is not None:
+                return dim
         from photoman.embedding.model import ModelNotCached, model_dim
 
         try:

@@ -217,3 +217,19 @@ def test_find_preview_and_open(indexed: Path, tmp_path: Path, monkeypatch: pytes
     monkeypatch.setenv("PHOTOMAN_VIEWER", "no-such-viewer-here")
     res = run("find", "cat", "--open", "--all")
     one_line_error(res, 1, "copy the path")
+
+
+def test_the_command_exits_without_walking_its_objects(tmp_path: Path) -> None:
+    """The interpreter's last collection at exit walks every live object (with torch loaded, most of a
+    second of an `index` run after its last line): the entry point freezes them first, on every exit."""
+    probe = (
+        "import atexit, gc, sys\n"
+        "atexit.register(lambda: print('frozen', gc.get_freeze_count() > 0))\n"
+        "from photoman.cli import main\n"
+        "sys.argv = ['photoman', *sys.argv[1:]]\n"
+        "main()\n"
+    )
+    for args in (["--version"], ["find"]):  # a normal exit and a usage error
+        cmd = [sys.executable, "-c", probe, *args]
+        proc = subprocess.run(cmd, capture_output=True, text=True, timeout=120)
+        assert proc.stdout.strip().endswith("frozen True"), (args, proc.stdout, proc.stderr)

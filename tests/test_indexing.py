@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import os
 import shutil
+import subprocess
+import sys
 from dataclasses import replace
 from pathlib import Path
 
@@ -304,7 +306,7 @@ def test_photos_decode_while_the_model_loads(settings: Settings, library_dir: Pa
 
     count = sum(1 for p in library_dir.rglob("*") if p.is_file())
     with Library(settings) as lib:
-        lib.store  # noqa: B018 - opened first: it reads the vector size (the text pack) under the model lock
+        lib.store  # noqa: B018 - opened first, as index() does
         assert not lib.encoder_loaded
         held, release = threading.Event(), threading.Event()
 
@@ -317,8 +319,11 @@ def test_photos_decode_while_the_model_loads(settings: Settings, library_dir: Pa
         holder.start()
         held.wait(10)
         seen: list[tuple[int, bool, int]] = []
+        loading: list[bool] = []
 
         def progress(done: int, total: int) -> None:
+            if done == 0:  # a first index: the load starts with the workers, not after their first photo
+                loading.append(any(t.name == "photoman-model-load" for t in threading.enumerate()))
             with lib.catalog.session() as s:
                 rows = len(s.scalars(select(Photo.id)).all())
             seen.append((done, lib.encoder_loaded, rows))
@@ -330,6 +335,7 @@ def test_photos_decode_while_the_model_loads(settings: Settings, library_dir: Pa
         finally:
             release.set()
             holder.join()
+        assert loading == [True]
         assert seen[-1] == (count, False, 0)  # all decoded, the model still loading, nothing written
         assert report.embedded == count and not report.errors
         assert lib.encoder_loaded and len(find(lib, "a photo", limit=count)) == count
@@ -381,3 +387,24 @@ def test_a_first_auto_measurement_is_not_overlapped_with_decoding(
         assert not _ModelLoader(a, enabled=True).enabled and _ModelLoader(b, enabled=True).enabled
     with Library(replace(fresh, precision="onnx", data_dir=tmp_path / "c")) as c:
         assert _ModelLoader(c, enabled=True).enabled
+
+
+def test_decode_workers_fork_with_their_modules_imported(tmp_path: Path) -> None:
+    """The fork server is started with the decode modules preloaded: a process forked from it has them
+    before its own code imports anything (each worker used to import Pillow, numpy and the rest
+    itself, after the server had started only when the first worker was asked for)."""
+    (tmp_path / "probe_target.py").write_text(
+        "import sys\n\ndef report(conn):\n    conn.send('photoman.indexing.prepare' in sys.modules)\n"
+    )
+    script = (
+        "from photoman.indexing.forkserver import start\n"
+        "from probe_target import report\n"
+        "ctx = start()\n"
+        "parent, child = ctx.Pipe()\n"
+        "p = ctx.Process(target=report, args=(child,)); p.start()\n"
+        "print('preloaded', parent.recv()); p.join()\n"
+    )
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(tmp_path), *sys.path])}
+    cmd = [sys.executable, "-c", script]
+    proc = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=120)
+    assert proc.stdout.strip() == "preloaded True", proc.stderr

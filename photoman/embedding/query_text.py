@@ -42,6 +42,19 @@ def pack_ready(pack: Path) -> bool:
     return (pack / "meta.json").is_file()
 
 
+def pack_dim(cache_dir: Path, model: str, int8: bool = True) -> int | None:
+    """The vector size a built pack records, read without opening it (an ONNX Runtime session costs
+    tenths of a second that opening a library for `index` need not wait for); None without one."""
+    pack = pack_dir(cache_dir, model, int8)
+    if pack is None:
+        return None
+    try:
+        meta = json.loads((pack / "meta.json").read_text())
+        return int(meta["dim"]) if meta.get("format") == FORMAT else None
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
+
+
 class QueryTextEncoder:
     """Encodes query texts one at a time (a vector never depends on what it was batched with)."""
 

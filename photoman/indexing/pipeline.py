@@ -8,7 +8,6 @@ one batch to redo, which :func:`photoman.indexing.reconcile.reconcile` finds on 
 from __future__ import annotations
 
 import contextlib
-import multiprocessing as mp
 import os
 import threading
 import time
@@ -27,6 +26,7 @@ from photoman.diskspace import check_space
 from photoman.embedding.model import checkpoint_spec
 from photoman.embedding.preprocess import PreprocessSpec
 from photoman.errors import BadInputError
+from photoman.indexing.forkserver import start as start_fork_server
 from photoman.indexing.ignore import IgnoreRules
 from photoman.indexing.pairs import fold_raw_pairs, same_shot
 from photoman.indexing.prepare import Prepared, prepare
@@ -111,32 +111,14 @@ def decode_stream(
         for f in todo:
             yield prepare(f, spec, known, captions)
         return
-    ctx = mp.get_context("forkserver")
-    _start_forkserver_deaf_to_ctrl_c()
-    pool = DecodePool(ctx, min(workers, len(todo)), (spec, known, captions), prepare, DECODE_TIMEOUT)
+    init = (spec, known, captions)
+    pool = DecodePool(start_fork_server(), min(workers, len(todo)), init, prepare, DECODE_TIMEOUT)
     graceful = False
     try:
         yield from pool.run(todo)
         graceful = True
     finally:
         pool.close(graceful)
-
-
-def _start_forkserver_deaf_to_ctrl_c() -> None:
-    """Ctrl-C in a terminal signals the whole process group. The command reports it once; the fork
-    server and the decode workers it forks (which inherit an ignored SIGINT) must not also die of it,
-    or the pool breaks mid-shutdown and prints tracebacks."""
-    import signal
-    import threading
-    from multiprocessing import forkserver
-
-    if threading.current_thread() is not threading.main_thread():
-        return  # the daemon's indexer thread: no terminal, and only the main thread may set handlers
-    previous = signal.signal(signal.SIGINT, signal.SIG_IGN)
-    try:
-        forkserver.ensure_running()
-    finally:
-        signal.signal(signal.SIGINT, previous)
 
 
 class _Writer:
@@ -392,10 +374,14 @@ def _run(
 ) -> None:
     work, gone, roots_of, paired = todo.work, todo.gone, todo.roots_of, todo.paired
     total = len(work)
-    if progress:
-        progress(0, total)
     writer = _Writer(lib, roots_of, report, encode, _ModelLoader(lib, enabled=encode is None))
     known = _known_hashes(lib, missing) if work else frozenset()
+    if len(work) > len(known):
+        # more new files than contents the library knows: some of them need the model (a first index
+        # always does), so it loads while the decode workers start rather than after their first photo
+        writer.loader.need()
+    if progress:
+        progress(0, total)
     captions = tuple(c for c in lib.settings.caption_sources if c != "user")
     spec = checkpoint_spec(lib.settings.model)
     stream = decode_stream(work, spec, known, lib.settings.decode_workers, captions)
