@@ -390,11 +390,13 @@ def test_a_first_auto_measurement_is_not_overlapped_with_decoding(
 
 
 def test_decode_workers_fork_with_their_modules_imported(tmp_path: Path) -> None:
-    """The fork server is started with the decode modules preloaded: a process forked from it has them
-    before its own code imports anything (each worker used to import Pillow, numpy and the rest
-    itself, after the server had started only when the first worker was asked for)."""
+    """The fork server is started with the decode modules and the CLI preloaded: a process forked from
+    it has them before its own code imports anything (each worker used to import Pillow, numpy and
+    the rest itself, after the server had started only when the first worker was asked for; and each
+    imports the main script again, which for the `photoman` command is the CLI)."""
     (tmp_path / "probe_target.py").write_text(
-        "import sys\n\ndef report(conn):\n    conn.send('photoman.indexing.prepare' in sys.modules)\n"
+        "import sys\n\ndef report(conn):\n"
+        "    conn.send(all(m in sys.modules for m in ('photoman.indexing.prepare', 'photoman.cli')))\n"
     )
     script = (
         "from photoman.indexing.forkserver import start\n"
@@ -408,3 +410,37 @@ def test_decode_workers_fork_with_their_modules_imported(tmp_path: Path) -> None
     cmd = [sys.executable, "-c", script]
     proc = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=120)
     assert proc.stdout.strip() == "preloaded True", proc.stderr
+
+
+def test_a_load_started_for_nothing_is_waited_for(settings: Settings, tmp_path: Path) -> None:
+    """A first index starts loading the model before any photo is decoded; when no photo needed it
+    (here every file is unreadable), the run still waits for that load rather than return (and let the
+    process exit) with a thread inside torch's or ONNX Runtime's imports."""
+    import threading
+
+    folder = tmp_path / "broken"
+    folder.mkdir()
+    for i in range(3):
+        (folder / f"bad{i}.jpg").write_bytes(b"\xff\xd8\xff\xe0 not really a JPEG" * (i + 1))
+    with Library(settings) as lib:
+        lib.store  # noqa: B018
+        held, release = threading.Event(), threading.Event()
+
+        def slow_load() -> None:
+            with lib._model_lock:  # stands for a slow load, as in the test above
+                held.set()
+                release.wait(60)
+
+        holder = threading.Thread(target=slow_load)
+        holder.start()
+        held.wait(10)
+        reports: list[object] = []
+        run = threading.Thread(target=lambda: reports.append(index(lib, [folder])))
+        run.start()
+        run.join(3)
+        still_running = run.is_alive()
+        release.set()
+        run.join(60)
+        holder.join()
+        assert still_running and len(reports) == 1
+        assert not any(t.name == "photoman-model-load" for t in threading.enumerate())

@@ -14,7 +14,10 @@ import threading
 from multiprocessing import forkserver
 from multiprocessing.context import BaseContext
 
-PRELOAD = ["photoman.indexing.workers"]  # the worker loop and everything prepare() decodes with
+# The worker loop and everything prepare() decodes with. Python 3.11's fork server never preloads the
+# main script (its own default, '__main__', looks for a key the preparation data does not carry), so
+# each worker imports it again; the `photoman` command's script imports the CLI, preloaded here.
+PRELOAD = ["photoman.cli", "photoman.indexing.workers"]
 
 
 def start() -> BaseContext:

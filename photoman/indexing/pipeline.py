@@ -273,6 +273,10 @@ class _ModelLoader:
             self.thread = threading.Thread(target=load, name="photoman-model-load", daemon=True)
             self.thread.start()
 
+    def join(self) -> None:
+        if self.thread is not None:
+            self.thread.join()
+
     def ready(self) -> bool:
         """False only while the thread loads; not started, the first batch loads it itself."""
         return self.thread is None or self.lib.encoder_loaded or not self.thread.is_alive()
@@ -394,6 +398,7 @@ def _run(
         stream.close()  # stops the decode workers now, whatever happened
     while writer.pending:
         writer.flush()
+    writer.loader.join()  # a load started early for nothing is not left importing as the process exits
     report.new_hashes = sorted(writer.new_hashes)
     # a RAW file's own row goes at once when it becomes half of a pair: the file is there, no mass deletion
     report.removed += forget(lib, _settle_removals(lib, gone, report) + list(paired), writer.stale_hashes)
