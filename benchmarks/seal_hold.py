@@ -3,7 +3,9 @@ pipeline writes it (1000-point batches, optimize() after each), then searched an
 
 Qdrant Edge holds the GIL for the whole of optimize(): a query arriving during a seal waits for its
 end (README, issue 13: target ≤ 100 ms). This shows what the segment size buys: shorter seals against
-more segments to open. Usage: python benchmarks/seal_hold.py [--points 100000] [--sizes 16384,4096,1024]
+more segments to open. ``--per-index``: the store with no payload index, then with each indexed
+field alone (what each index adds to a seal). Usage: python benchmarks/seal_hold.py [--points 100000]
+[--sizes 16384,4096,1024] [--per-index]
 """
 
 from __future__ import annotations
@@ -21,7 +23,7 @@ from _common import ROOT  # noqa: F401 - puts the checkout on sys.path
 from scale import cpu_name, photo
 
 from photoman.catalog.payload import ancestors, camera_terms
-from photoman.vectors import IMAGE, SearchFilter, VectorPoint
+from photoman.vectors import IMAGE, SearchFilter, VectorPoint, edge
 from photoman.vectors.base import rfc3339
 from photoman.vectors.edge import EdgeStore
 
@@ -40,7 +42,7 @@ def points(start: int, vecs: np.ndarray) -> list[VectorPoint]:
     return out
 
 
-def run(segment_kb: int, n: int) -> None:
+def run(segment_kb: int, n: int, label: str = "") -> None:
     data = Path(tempfile.mkdtemp(prefix="photoman-seal-", dir="/tmp"))
     try:
         store = EdgeStore.open(data / "s", "bench", 512, segment_kb=segment_kb)
@@ -73,7 +75,7 @@ def run(segment_kb: int, n: int) -> None:
             filtered = timed(SearchFilter(folder="/bench/2019", since=datetime(2018, 1, 1),
                                           until=datetime(2019, 12, 31)))  # fmt: skip
             store.close()
-        print(f"segments of {segment_kb // 1024} MB: {len(seals)} seals/merges holding the process p50 "
+        print(f"{label}segments of {segment_kb // 1024} MB: {len(seals)} seals/merges holding the process p50 "
               f"{statistics.median(seals):.0f} ms, max {max(seals):.0f} ms; search p50 {plain:.1f} ms, "
               f"filtered {filtered:.1f} ms; store open {min(opens):.2f}-{max(opens):.2f} s",
               flush=True)  # fmt: skip
@@ -85,10 +87,17 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--points", type=int, default=100_000)
     ap.add_argument("--sizes", default="16384,4096,1024", help="segment sizes to try, KB of vectors")
+    ap.add_argument("--per-index", action="store_true", help="no payload index, then each field's alone")
     args = ap.parse_args()
     print(f"CPU: {cpu_name()}; {args.points} points, exact mode", flush=True)
-    for kb in (int(x) for x in args.sizes.split(",")):
-        run(kb, args.points)
+    fields = dict(edge.INDEXED_FIELDS)
+    variants = [("", fields)]
+    if args.per_index:
+        variants = [("no payload index: ", {})] + [(f"{f} only: ", {f: k}) for f, k in fields.items()]
+    for label, indexed in variants:
+        edge.INDEXED_FIELDS = indexed  # what EdgeStore.open indexes (this benchmark's stores only)
+        for kb in (int(x) for x in args.sizes.split(",")):
+            run(kb, args.points, label)
 
 
 if __name__ == "__main__":
