@@ -75,7 +75,8 @@ def run(segment_kb: int, n: int, label: str = "") -> None:
             filtered = timed(SearchFilter(folder="/bench/2019", since=datetime(2018, 1, 1),
                                           until=datetime(2019, 12, 31)))  # fmt: skip
             store.close()
-        print(f"{label}segments of {segment_kb // 1024} MB: {len(seals)} seals/merges holding the process p50 "
+        print(f"{label}segments of {segment_kb // 1024} MB: {len(seals)} seals/merges holding the process "
+              f"p50 "
               f"{statistics.median(seals):.0f} ms, max {max(seals):.0f} ms; search p50 {plain:.1f} ms, "
               f"filtered {filtered:.1f} ms; store open {min(opens):.2f}-{max(opens):.2f} s",
               flush=True)  # fmt: skip
