@@ -198,6 +198,31 @@ def test_the_torch_image_tower_mirrors_the_transformers_forward(act: str, tmp_pa
     assert prec.max_cosine_distance(bf16.features(px), auto) <= 1e-5
 
 
+def test_a_bf16_tower_lets_its_fp32_weights_file_go(tmp_path: Path) -> None:
+    """The bf16 tower copies its matrices to bf16 at open; nothing of it may still point into the mapped
+    fp32 weights file, or the whole file stays in the process's memory beside the copy (335 MB of a
+    ViT-B/32 daemon's RSS). The fp32 tower runs on the mapped file itself."""
+    import gc
+
+    from photoman.embedding import torch_image
+
+    clip = _clip_with("quick_gelu")
+    mean, std = (0.48, 0.46, 0.41), (0.27, 0.26, 0.28)
+    assert torch_image.save_pack(clip, tmp_path, mean, std, _transformers_forward(clip, mean, std))
+    weights = str(tmp_path / torch_image.WEIGHTS)
+
+    def mapped() -> bool:
+        gc.collect()
+        return weights in Path("/proc/self/maps").read_text()
+
+    bf16 = torch_image.open_pack(tmp_path, "torch-bf16", False, mean, std)
+    assert bf16 is not None and not mapped()
+    ref = _transformers_forward(clip, mean, std, bf16=True)(px := prec.test_batch(3, 224, seed=4))
+    assert prec.max_cosine_distance(bf16.features(px), ref) <= 1e-5  # the same numbers as before
+    fp32 = torch_image.open_pack(tmp_path, "torch-fp32", False, mean, std)
+    assert fp32 is not None and mapped()
+
+
 def test_a_layout_the_tower_does_not_mirror_gets_no_pack(tmp_path: Path) -> None:
     """An activation it does not know: no pack is written, so such a model keeps the full load."""
     from photoman.embedding import torch_image
