@@ -82,7 +82,10 @@ class Client:
         if self.want_daemon is False:
             self.mode = "direct"
             return False
-        if self.daemon_running():
+        state = protocol.daemon_state(self.socket)
+        if state != "absent":
+            if state == "busy":
+                self._say_busy()
             self.mode = "daemon"
             return True
         autostart = self.want_daemon is True or (bool(self.settings.autostart) and op in AUTOSTART_OPS)
@@ -91,6 +94,16 @@ class Client:
         self.start_daemon()
         self.mode = "daemon"
         return True
+
+    def _say_busy(self) -> None:
+        import logging
+
+        self._library_here()  # the front end's notices, as for a daemon started here
+        logging.getLogger(__name__).warning(
+            "the daemon has not answered for %g s: it is busy (on a large library, building the search "
+            "graph can take a minute); waiting for it, Ctrl-C to give up; its log: %s",
+            protocol.PING_TIMEOUT, self.settings.log_file,
+        )  # fmt: skip
 
     def connect(self) -> str:
         """Decide now (the TUI does, at start): the daemon, started unless autostart is off, or the

@@ -6,6 +6,7 @@ import json
 import random
 import shutil
 import signal
+import subprocess
 import sys
 import time
 from pathlib import Path
@@ -296,3 +297,30 @@ def test_query_gate_says_when_a_user_was_querying_recently() -> None:
     assert gate.recent(3.0) and not gate.recent(0.0)
     gate.last = time.monotonic() - 5
     assert not gate.recent(3.0)
+
+
+def test_a_busy_daemon_is_waited_for_not_replaced(
+    env: dict[str, str], library_dir: Path, tmp_path: Path
+) -> None:
+    """A daemon that accepts but does not answer (its store's native code holding the interpreter while
+    it builds a search graph; here, the process stopped) is busy, not gone: a query says so once and
+    waits for it, and no second daemon is started or the library opened beside it."""
+    from photoman.service.protocol import PING_TIMEOUT
+
+    index_here(env, library_dir)
+    proc = start(env, tmp_path)
+    try:
+        proc.send_signal(signal.SIGSTOP)
+        cmd = [sys.executable, "-m", "photoman", "find", "a cat", "--json"]
+        query = subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        time.sleep(2 * PING_TIMEOUT + 1)  # longer than the two pings a replacement daemon's start took
+        assert query.poll() is None  # still waiting
+        proc.send_signal(signal.SIGCONT)
+        out, err = query.communicate(timeout=120)
+        assert query.returncode == 0, err
+        assert json.loads(out) and err.count("has not answered for") == 1, err
+        assert "started the photoman daemon" not in err
+    finally:
+        proc.send_signal(signal.SIGCONT)
+        proc.terminate()
+        proc.wait(timeout=60)

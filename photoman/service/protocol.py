@@ -245,10 +245,25 @@ def daemon_running(path: Path) -> bool:
     False would quietly fall back to opening the stores here, and the user would never learn that
     someone is posing as their daemon (its query texts would go to whoever asks next).
     """
+    return daemon_state(path) != "absent"
+
+
+PING_TIMEOUT = 5.0  # a daemon that takes longer to say "pong" is busy, not gone
+
+
+def daemon_state(path: Path) -> str:
+    """"answering", "busy" or "absent" (as :func:`daemon_running`, which counts busy as running).
+
+    A daemon is busy when it accepts the connection (only a live process can: a dead one's socket
+    refuses it) but does not answer a ping within :data:`PING_TIMEOUT`: the store's native code holds
+    the interpreter while it builds a search graph (seconds, a minute on a large library). Taken for
+    gone, it had every command start a second daemon, which failed on the library's lock."""
     path = Path(path)
     if not path.exists():
-        return False
+        return "absent"
     try:
-        return call(path, "ping", timeout=5.0) == "pong"
+        return "answering" if call(path, "ping", timeout=PING_TIMEOUT) == "pong" else "absent"
+    except (TimeoutError, BlockingIOError):  # no answer in time / its listen backlog full
+        return "busy"
     except (OSError, DaemonError, ValueError):
-        return False
+        return "absent"
