@@ -96,14 +96,32 @@ class Client:
         return True
 
     def _say_busy(self) -> None:
+        """One notice that the daemon answers late and why, if it can be told: the command waits."""
         import logging
 
         self._library_here()  # the front end's notices, as for a daemon started here
-        logging.getLogger(__name__).warning(
-            "the daemon has not answered for %g s: it is busy (on a large library, building the search "
-            "graph can take a minute); waiting for it, Ctrl-C to give up; its log: %s",
-            protocol.PING_TIMEOUT, self.settings.log_file,
+        log = logging.getLogger(__name__)
+        pid = protocol.daemon_pid(self.socket)
+        if pid is not None and protocol.process_stopped(pid):
+            log.warning("the daemon (pid %d) is stopped (suspended, as by Ctrl-Z): `kill -CONT %d` or `fg` "
+                        "in its terminal resumes it; waiting for it", pid, pid)  # fmt: skip
+            return
+        who = "the daemon" if pid is None else f"the daemon (pid {pid})"
+        log.warning(
+            "%s has not answered for %g s: it is busy (on a large library, building the search graph can "
+            "take a minute); waiting for it; its log: %s", who, protocol.PING_TIMEOUT, self.settings.log_file,
         )  # fmt: skip
+
+    def _daemon_call(self, op: str, args: dict[str, Any] | None = None, timeout: float | None = None) -> Any:
+        """A request to the daemon; one that stopped answering (or never did) is a one-line error."""
+        try:
+            return protocol.call(self.socket, op, args, timeout=timeout or LONG_OPS.get(op, 300.0))
+        except protocol.DaemonError:
+            raise
+        except OSError as exc:
+            raise PhotomanError(
+                f"the daemon stopped answering ({exc.strerror or exc}); see {self.settings.log_file}"
+            ) from None
 
     def connect(self) -> str:
         """Decide now (the TUI does, at start): the daemon, started unless autostart is off, or the
@@ -133,14 +151,7 @@ class Client:
 
     def _call(self, op: str, args: dict[str, Any], *, progress: Progress | None = None) -> Any:
         if self._use_daemon(op):
-            try:
-                return protocol.call(self.socket, op, args, timeout=LONG_OPS.get(op, 300.0))
-            except protocol.DaemonError:
-                raise
-            except OSError as exc:
-                raise PhotomanError(
-                    f"the daemon stopped answering ({exc.strerror or exc}); see {self.settings.log_file}"
-                ) from None
+            return self._daemon_call(op, args)
         return self._local(op, args, progress)
 
     def _local(self, op: str, args: dict[str, Any], progress: Progress | None) -> Any:
@@ -365,7 +376,7 @@ class Client:
         args = {"folders": paths, "force": force}
         if self.mode != "direct" and self.want_daemon is not False and self.daemon_running():
             self.mode = "daemon"
-            return {"daemon": True, **protocol.call(self.socket, "index", args)}
+            return {"daemon": True, **self._daemon_call("index", args)}
         if self.want_daemon is True:
             return {"daemon": True, **self._call("index", args)}
         return self._local("index", args, progress)
@@ -376,8 +387,8 @@ class Client:
 
         if not self.daemon_running():
             raise PhotomanError(f"no daemon is running for {self.settings.data_dir}")
-        pid = int(protocol.call(self.socket, "status")["daemon"]["pid"])
-        protocol.call(self.socket, "stop")
+        pid = int(self._daemon_call("status")["daemon"]["pid"])
+        self._daemon_call("stop")
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             try:  # the daemon releases the data-dir lock as the very last thing it does

@@ -143,7 +143,7 @@ def _runtime_dir(settings: Settings) -> Finding:
 
 def diagnose(settings: Settings) -> list[Finding]:
     """Every check, in the order a user would fix things."""
-    from photoman.service.protocol import call, daemon_running
+    from photoman.service.protocol import PING_TIMEOUT, call, daemon_pid, daemon_state, process_stopped
 
     findings = [
         _model(settings),
@@ -153,12 +153,22 @@ def diagnose(settings: Settings) -> list[Finding]:
         _runtime_dir(settings),
     ]
     try:
-        running = daemon_running(settings.socket_path)
+        state = daemon_state(settings.socket_path)
     except Exception as exc:  # noqa: BLE001 - an unsafe socket dir is itself the finding
         findings.append(Finding("daemon", False, str(exc), "see the socket dir finding"))
-        running = False
+        state = "absent"
+    if state == "busy":  # there, but not answering: the rest is read from the library itself
+        pid = daemon_pid(settings.socket_path)
+        who = "the daemon" + ("" if pid is None else f" (pid {pid})")
+        stopped = pid is not None and process_stopped(pid)
+        findings.append(Finding(
+            "daemon", False, f"{who} accepts connections but has not answered for {PING_TIMEOUT:g} s"
+            + (" (the process is stopped)" if stopped else ""),
+            f"`kill -CONT {pid}` resumes it" if stopped else
+            f"busy building the search graph, or stuck: see {settings.log_file}",
+        ))  # fmt: skip
     roots: list[dict[str, Any]] = []
-    if running:
+    if state == "answering":
         info = call(settings.socket_path, "status")
         d = info["daemon"]
         findings.append(
@@ -168,7 +178,8 @@ def diagnose(settings: Settings) -> list[Finding]:
         from photoman.library import Library
         from photoman.status import library_status
 
-        findings.append(Finding("daemon", True, "not running (commands that need it start it)"))
+        if state == "absent":
+            findings.append(Finding("daemon", True, "not running (commands that need it start it)"))
         try:
             with Library(settings, "photoman doctor", write=False, allow_busy=True) as lib:
                 info = library_status(lib)

@@ -25,7 +25,7 @@ from pathlib import Path
 from typing import Any
 
 from photoman.errors import PhotomanError
-from photoman.service.runtime import check_peer, check_runtime_dir
+from photoman.service.runtime import check_peer, check_runtime_dir, peer_pid
 
 MAX_LINE = 64 * 1024 * 1024  # bytes in one message (an image sent on stdin travels inside a request)
 MAX_DEPTH = 32  # nesting of arrays/objects in a request's args (real requests use less than 6)
@@ -265,5 +265,30 @@ def daemon_state(path: Path) -> str:
         return "answering" if call(path, "ping", timeout=PING_TIMEOUT) == "pong" else "absent"
     except (TimeoutError, BlockingIOError):  # no answer in time / its listen backlog full
         return "busy"
-    except (OSError, DaemonError, ValueError):
+    except DaemonError as exc:  # its connection slots all taken: there, and busy
+        return "busy" if str(exc).startswith(BUSY_REPLY) else "absent"
+    except (OSError, ValueError):
         return "absent"
+
+
+BUSY_REPLY = "daemon busy:"  # how the server refuses a connection past its limit (service/server.py)
+
+
+def daemon_pid(path: Path) -> int | None:
+    """The pid of the process serving the socket (asked of the kernel, not of the daemon, so a busy
+    or stopped daemon has one too); None when nobody serves it or the platform cannot tell."""
+    try:
+        with _connect(Path(path), 1.0) as sock:
+            check_peer(sock, Path(path))
+            return peer_pid(sock)
+    except OSError:
+        return None
+
+
+def process_stopped(pid: int) -> bool:
+    """Whether the process is stopped (Ctrl-Z, SIGSTOP): it then answers nothing until resumed."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return False
+    return stat.rpartition(")")[2].split()[:1] in (["T"], ["t"])

@@ -86,6 +86,15 @@ def peer_uid(sock: socket.socket) -> int | None:
     return None
 
 
+def peer_pid(sock: socket.socket) -> int | None:
+    """The pid of the process on the other end of a connected Unix socket (Linux); None elsewhere."""
+    if not hasattr(socket, "SO_PEERCRED"):
+        return None
+    pid, _uid, _gid = struct.unpack("3i", sock.getsockopt(socket.SOL_SOCKET, socket.SO_PEERCRED,
+                                                          struct.calcsize("3i")))  # fmt: skip
+    return pid or None
+
+
 def check_peer(sock: socket.socket, path: Path) -> None:
     """Refuse to talk to a socket served by another user (it could read our queries and lie back)."""
     uid = peer_uid(sock)

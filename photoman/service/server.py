@@ -24,6 +24,7 @@ from typing import Any
 
 from photoman.errors import PhotomanError
 from photoman.service.protocol import (
+    BUSY_REPLY,
     MAX_LINE,
     BadRequest,
     FrameTooLong,
@@ -117,7 +118,7 @@ class SocketServer:
         self.max_line = max_line
         self.max_connections = max_connections
         self.workers = workers
-        busy = f"daemon busy: {max_connections} connections open; try again shortly"
+        busy = f"{BUSY_REPLY} {max_connections} connections open; try again shortly"
         self._busy = encode({"ok": False, "error": busy, "code": 1})
         secure_runtime_dir(path.parent)
         path.unlink(missing_ok=True)  # a stale socket from a crash; the data-dir lock proves nobody serves it
