@@ -64,6 +64,7 @@ class Client:
         self.want_daemon = daemon
         self.mode: str | None = None  # "daemon" | "direct" once the first request decided it
         self.started_pid: int | None = None
+        self._busy_said = False  # the "daemon is busy" notice, once per client
         self._lib: Models | None = None
         self._lib_kind = ""  # "models" | "read" | "write" | "busy-ok"
 
@@ -73,8 +74,11 @@ class Client:
         return self.settings.socket_path
 
     def daemon_running(self) -> bool:
-        """Whether this library's daemon answers now."""
-        return protocol.daemon_running(self.socket)
+        """Whether this library's daemon is there: answering now, or busy (said once, then waited for)."""
+        state = protocol.daemon_state(self.socket)
+        if state == "busy":
+            self._say_busy()
+        return state != "absent"
 
     def _use_daemon(self, op: str) -> bool:
         if self.mode is not None:
@@ -82,10 +86,7 @@ class Client:
         if self.want_daemon is False:
             self.mode = "direct"
             return False
-        state = protocol.daemon_state(self.socket)
-        if state != "absent":
-            if state == "busy":
-                self._say_busy()
+        if self.daemon_running():
             self.mode = "daemon"
             return True
         autostart = self.want_daemon is True or (bool(self.settings.autostart) and op in AUTOSTART_OPS)
@@ -98,6 +99,10 @@ class Client:
     def _say_busy(self) -> None:
         """One notice that the daemon answers late and why, if it can be told: the command waits."""
         import logging
+
+        if self._busy_said:
+            return
+        self._busy_said = True
 
         self._library_here()  # the front end's notices, as for a daemon started here
         log = logging.getLogger(__name__)
