@@ -76,8 +76,7 @@ def run(segment_kb: int, n: int, label: str = "") -> None:
                                           until=datetime(2019, 12, 31)))  # fmt: skip
             store.close()
         print(f"{label}segments of {segment_kb // 1024} MB: {len(seals)} seals/merges holding the process "
-              f"p50 "
-              f"{statistics.median(seals):.0f} ms, max {max(seals):.0f} ms; search p50 {plain:.1f} ms, "
+              f"p50 {statistics.median(seals):.0f} ms, max {max(seals):.0f} ms; search p50 {plain:.1f} ms, "
               f"filtered {filtered:.1f} ms; store open {min(opens):.2f}-{max(opens):.2f} s",
               flush=True)  # fmt: skip
     finally:

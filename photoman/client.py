@@ -103,11 +103,10 @@ class Client:
         if self._busy_said:
             return
         self._busy_said = True
-
         self._library_here()  # the front end's notices, as for a daemon started here
         log = logging.getLogger(__name__)
-        pid = protocol.daemon_pid(self.socket)
-        if pid is not None and protocol.process_stopped(pid):
+        pid, stopped = protocol.busy_daemon(self.socket)
+        if stopped:
             log.warning("the daemon (pid %d) is stopped (suspended, as by Ctrl-Z): `kill -CONT %d` or `fg` "
                         "in its terminal resumes it; waiting for it", pid, pid)  # fmt: skip
             return
@@ -117,10 +116,10 @@ class Client:
             "take a minute); waiting for it; its log: %s", who, protocol.PING_TIMEOUT, self.settings.log_file,
         )  # fmt: skip
 
-    def _daemon_call(self, op: str, args: dict[str, Any] | None = None, timeout: float | None = None) -> Any:
+    def _daemon_call(self, op: str, args: dict[str, Any] | None = None) -> Any:
         """A request to the daemon; one that stopped answering (or never did) is a one-line error."""
         try:
-            return protocol.call(self.socket, op, args, timeout=timeout or LONG_OPS.get(op, 300.0))
+            return protocol.call(self.socket, op, args, timeout=LONG_OPS.get(op, 300.0))
         except protocol.DaemonError:
             raise
         except OSError as exc:

@@ -143,7 +143,7 @@ def _runtime_dir(settings: Settings) -> Finding:
 
 def diagnose(settings: Settings) -> list[Finding]:
     """Every check, in the order a user would fix things."""
-    from photoman.service.protocol import PING_TIMEOUT, call, daemon_pid, daemon_state, process_stopped
+    from photoman.service.protocol import PING_TIMEOUT, busy_daemon, call, daemon_state
 
     findings = [
         _model(settings),
@@ -158,9 +158,8 @@ def diagnose(settings: Settings) -> list[Finding]:
         findings.append(Finding("daemon", False, str(exc), "see the socket dir finding"))
         state = "absent"
     if state == "busy":  # there, but not answering: the rest is read from the library itself
-        pid = daemon_pid(settings.socket_path)
+        pid, stopped = busy_daemon(settings.socket_path)
         who = "the daemon" + ("" if pid is None else f" (pid {pid})")
-        stopped = pid is not None and process_stopped(pid)
         findings.append(Finding(
             "daemon", False, f"{who} accepts connections but has not answered for {PING_TIMEOUT:g} s"
             + (" (the process is stopped)" if stopped else ""),

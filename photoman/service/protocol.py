@@ -29,6 +29,8 @@ from photoman.service.runtime import check_peer, check_runtime_dir, peer_pid
 
 MAX_LINE = 64 * 1024 * 1024  # bytes in one message (an image sent on stdin travels inside a request)
 MAX_DEPTH = 32  # nesting of arrays/objects in a request's args (real requests use less than 6)
+PING_TIMEOUT = 5.0  # a daemon that takes longer to say "pong" is busy, not gone
+BUSY_REPLY = "daemon busy:"  # how the server refuses a connection past its limit (service/server.py)
 
 
 class DaemonError(PhotomanError):
@@ -238,7 +240,8 @@ def call(path: Path, op: str, args: dict[str, Any] | None = None, timeout: float
 
 
 def daemon_running(path: Path) -> bool:
-    """Whether a daemon answers on this socket (a stale socket file from a crash does not count).
+    """Whether a daemon serves this socket, answering or busy (a stale socket file from a crash does
+    not count; see :func:`daemon_state`).
 
     False when there is no socket. When there is one but the runtime dir is not private to us or the
     process serving it is another user's, this raises UnsafeRuntimeError instead of answering False:
@@ -246,9 +249,6 @@ def daemon_running(path: Path) -> bool:
     someone is posing as their daemon (its query texts would go to whoever asks next).
     """
     return daemon_state(path) != "absent"
-
-
-PING_TIMEOUT = 5.0  # a daemon that takes longer to say "pong" is busy, not gone
 
 
 def daemon_state(path: Path) -> str:
@@ -271,18 +271,17 @@ def daemon_state(path: Path) -> str:
         return "absent"
 
 
-BUSY_REPLY = "daemon busy:"  # how the server refuses a connection past its limit (service/server.py)
-
-
-def daemon_pid(path: Path) -> int | None:
-    """The pid of the process serving the socket (asked of the kernel, not of the daemon, so a busy
-    or stopped daemon has one too); None when nobody serves it or the platform cannot tell."""
+def busy_daemon(path: Path) -> tuple[int | None, bool]:
+    """A busy daemon's pid (asked of the kernel, not of the daemon, so a busy or stopped one has one;
+    None when nobody serves the socket or the platform cannot tell) and whether its process is
+    stopped (Ctrl-Z, SIGSTOP), for a message that says what to do."""
     try:
         with _connect(Path(path), 1.0) as sock:
             check_peer(sock, Path(path))
-            return peer_pid(sock)
+            pid = peer_pid(sock)
     except OSError:
-        return None
+        return None, False
+    return pid, pid is not None and process_stopped(pid)
 
 
 def process_stopped(pid: int) -> bool:

@@ -73,12 +73,20 @@ def secure_runtime_dir(path: Path) -> Path:
     return check_runtime_dir(path)
 
 
+def _ucred(sock: socket.socket) -> tuple[int, int, int] | None:
+    """Linux's struct ucred {pid, uid, gid} of the other end of a connected Unix socket, else None."""
+    if not hasattr(socket, "SO_PEERCRED"):
+        return None
+    raw = sock.getsockopt(socket.SOL_SOCKET, socket.SO_PEERCRED, struct.calcsize("3i"))
+    pid, uid, gid = struct.unpack("3i", raw)
+    return pid, uid, gid
+
+
 def peer_uid(sock: socket.socket) -> int | None:
     """The uid of the process on the other end of a connected Unix socket; None where unknowable."""
-    if hasattr(socket, "SO_PEERCRED"):  # Linux: struct ucred {pid, uid, gid}
-        _pid, uid, _gid = struct.unpack("3i", sock.getsockopt(socket.SOL_SOCKET, socket.SO_PEERCRED,
-                                                              struct.calcsize("3i")))  # fmt: skip
-        return uid
+    cred = _ucred(sock)
+    if cred is not None:
+        return cred[1]
     if sys.platform == "darwin":  # LOCAL_PEERCRED: struct xucred {u_int version; uid_t uid; ...}
         with contextlib.suppress(OSError):
             raw = sock.getsockopt(0, getattr(socket, "LOCAL_PEERCRED", 1), 76)
@@ -88,11 +96,8 @@ def peer_uid(sock: socket.socket) -> int | None:
 
 def peer_pid(sock: socket.socket) -> int | None:
     """The pid of the process on the other end of a connected Unix socket (Linux); None elsewhere."""
-    if not hasattr(socket, "SO_PEERCRED"):
-        return None
-    pid, _uid, _gid = struct.unpack("3i", sock.getsockopt(socket.SOL_SOCKET, socket.SO_PEERCRED,
-                                                          struct.calcsize("3i")))  # fmt: skip
-    return pid or None
+    cred = _ucred(sock)
+    return None if cred is None or cred[0] == 0 else cred[0]
 
 
 def check_peer(sock: socket.socket, path: Path) -> None:
