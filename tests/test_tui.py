@@ -356,10 +356,16 @@ def test_tui_starts_in_a_real_terminal(tui_settings: Settings, tmp_path: Path) -
 
 
 async def test_tui_through_a_running_daemon(
-    tui_settings: Settings, library_dir: Path, tmp_path: Path
+    tui_settings: Settings, library_dir: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """With `photoman watch` up, the TUI asks the daemon (socket) for results, details and caption edits."""
+    """With `photoman watch` up, the TUI asks the daemon (socket) for results, details and caption edits.
+    While the daemon does not answer (stopped here; on a large library, building a search graph), the
+    status line says it waits, with one request in flight however many refreshes pass, and recovers."""
+    import signal
+
     from .daemon_helpers import start
+
+    monkeypatch.setattr(PhotomanApp, "STATUS_EVERY", 0.2)
 
     env = base_env()
     env.update(
@@ -390,7 +396,27 @@ async def test_tui_through_a_running_daemon(
             app.query_one("#caption", Input).value = "cat portrait"
             await pilot.press("enter")
             await wait_until(pilot, lambda: pane.photo.get("caption") == "cat portrait")
+
+            def threads_in_refresh() -> int:
+                """Threads whose stack is in a status refresh (waiting on the daemon)."""
+                n = 0
+                for frame in sys._current_frames().values():
+                    f = frame
+                    while f is not None and f.f_code.co_name != "refresh_status":
+                        f = f.f_back
+                    n += f is not None
+                return n
+
+            proc.send_signal(signal.SIGSTOP)
+            try:
+                await pilot.pause(1.5)  # seven refreshes
+                assert threads_in_refresh() == 1
+                await wait_until(pilot, lambda: "has not answered" in app.status_text, timeout=30)
+            finally:
+                proc.send_signal(signal.SIGCONT)
+            await wait_until(pilot, lambda: "daemon pid" in app.status_text, timeout=30)
     finally:
+        proc.send_signal(signal.SIGCONT)
         proc.terminate()
         proc.wait(timeout=60)
 

@@ -10,6 +10,7 @@ import shlex
 import subprocess
 import sys
 import threading
+import time
 from collections.abc import Callable
 from typing import Any
 
@@ -72,6 +73,7 @@ class PhotomanApp(App[None]):
     ]  # fmt: skip
 
     status_text: reactive[str] = reactive("starting…")
+    STATUS_EVERY = 2.0  # seconds between status refreshes
 
     def __init__(
         self,
@@ -93,6 +95,10 @@ class PhotomanApp(App[None]):
         self._notices: NoticeHandler | None = None  # while mounted: library notices become toasts
         self._notice_level = logging.NOTSET
         self._app_thread = threading.get_ident()
+        # held by the one status request in flight: a daemon that does not answer (its store building
+        # a search graph, or the process stopped) must not gain a waiting thread every refresh
+        self._status_lock = threading.Lock()
+        self._status_since = 0.0  # when the request in flight was sent
 
     # ---- layout ----
     def compose(self) -> ComposeResult:
@@ -118,7 +124,7 @@ class PhotomanApp(App[None]):
         grid.show_message("Press / to describe a photo (or give an image path), Enter to search; ? for keys.")
         grid.focus()
         self.connect()
-        self.set_interval(2.0, self.refresh_status)
+        self.set_interval(self.STATUS_EVERY, self._poll_status)
 
     def on_unmount(self) -> None:
         if self.client is not None:
@@ -173,11 +179,30 @@ class PhotomanApp(App[None]):
         self.client = client
         self.refresh_status()
 
-    @work(thread=True, exclusive=True, group="status")
+    def _poll_status(self) -> None:
+        """The timer's refresh: none while one still waits, whose wait the status line shows instead."""
+        if not self._status_lock.locked():
+            self.refresh_status()
+            return
+        waited = time.monotonic() - self._status_since
+        if waited >= 2 * self.STATUS_EVERY:
+            self._set_status(
+                f"the daemon has not answered for {waited:.0f} s (busy building the search graph, or its "
+                "process stopped); waiting for it"
+            )
+
+    @work(thread=True, group="status")
     def refresh_status(self) -> None:
         client = self.client
-        if client is None:
-            return
+        if client is None or not self._status_lock.acquire(blocking=False):
+            return  # not connected yet, or a refresh already waits for the daemon
+        try:
+            self._status_since = time.monotonic()
+            self._refresh_status(client)
+        finally:
+            self._status_lock.release()
+
+    def _refresh_status(self, client: Client) -> None:
         try:
             info = client.status()
         except PhotomanError as exc:
