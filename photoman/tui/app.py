@@ -98,7 +98,7 @@ class PhotomanApp(App[None]):
         # held by the one status request in flight: a daemon that does not answer (its store building
         # a search graph, or the process stopped) must not gain a waiting thread every refresh
         self._status_lock = threading.Lock()
-        self._status_since = 0.0  # when the request in flight was sent
+        self._status_since = 0.0  # when the request in flight was sent (0: none is)
 
     # ---- layout ----
     def compose(self) -> ComposeResult:
@@ -185,7 +185,8 @@ class PhotomanApp(App[None]):
             self.refresh_status()
             return
         waited = time.monotonic() - self._status_since
-        if waited >= 2 * self.STATUS_EVERY:
+        through_daemon = self.client is not None and self.client.mode == "daemon"
+        if through_daemon and self._status_since and waited >= 2 * self.STATUS_EVERY:
             self._set_status(
                 f"the daemon has not answered for {waited:.0f} s (busy building the search graph, or its "
                 "process stopped); waiting for it"
@@ -200,6 +201,7 @@ class PhotomanApp(App[None]):
             self._status_since = time.monotonic()
             self._refresh_status(client)
         finally:
+            self._status_since = 0.0
             self._status_lock.release()
 
     def _refresh_status(self, client: Client) -> None:
