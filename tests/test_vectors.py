@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 
 from photoman.errors import StoreBusyError
-from photoman.vectors import IMAGE, SearchFilter, VectorPoint, collection_name, point_id
+from photoman.vectors import IMAGE, SearchFilter, VectorPoint, collection_name, edge, point_id
 from photoman.vectors.edge import EdgeStore
 from photoman.vectors.server import ServerStore
 
@@ -409,6 +409,52 @@ def test_edge_survives_kill_9_while_sealing_segments(tmp_path: Path) -> None:
     probe = s.retrieve(sorted(expected)[:20], with_vectors=True)
     for p in probe:  # points keep their vectors and are found by an exact search for themselves
         assert s.search(p.vectors[IMAGE], limit=1)[0].id == p.id
+    s.close()
+
+
+def test_a_busy_store_puts_sealing_off_until_idle_or_overdue(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """While a user queries (busy), a seal (it holds the process) waits for the daemon's idle call;
+    the points written meanwhile are found all the same; work put off for MAX_DEFER, or for two
+    seals' worth of points, runs anyway."""
+    dim, n = 64, 2000
+    rng = np.random.default_rng(5)
+    vecs = rng.standard_normal((n, dim)).astype(np.float32)
+    vecs /= np.linalg.norm(vecs, axis=1, keepdims=True)
+    ids = [point_id(f"h{i}", "m") for i in range(n)]
+    s = EdgeStore.open(tmp_path / "shard", "test", dim, segment_kb=64)  # ~500 vectors a segment
+    busy = [True]
+    s.busy = lambda: busy[0]
+
+    def write(lo: int, hi: int) -> None:
+        for start in range(lo, hi, 250):
+            s.upsert([VectorPoint(ids[i], {IMAGE: vecs[i]}, {"content_hash": f"h{i}"})
+                      for i in range(start, start + 250)])  # fmt: skip
+            s.optimize()
+
+    write(0, 1000)
+    assert s.pending and s._shard.info().segments_count == 1  # nothing sealed while busy
+    assert s.search(vecs[700], limit=1)[0].id == ids[700]
+    s.optimize(idle=True)  # the daemon's idle loop
+    assert not s.pending and s._shard.info().segments_count > 1
+    sealed = s._shard.info().segments_count
+    write(1000, 1500)
+    assert s.pending and s._shard.info().segments_count == sealed
+    monkeypatch.setattr(edge, "MAX_DEFER", 0.0)  # put off long enough: the next call does it
+    write(1500, 1750)
+    assert not s.pending and s._shard.info().segments_count > sealed
+    monkeypatch.setattr(edge, "MAX_DEFER", 600.0)
+    assert s._backlog_cap() == 1024  # 64 KB segments of 64 float16 dims: 2 x 512 points
+    write(1750, 2000)  # 250 points: under the cap
+    assert s.pending
+    more = rng.standard_normal((800, dim)).astype(np.float32)
+    s.upsert([VectorPoint(point_id(f"x{i}", "m"), {IMAGE: v / np.linalg.norm(v)}, {"content_hash": f"x{i}"})
+              for i, v in enumerate(more)])  # fmt: skip
+    segments = s._shard.info().segments_count
+    s.optimize()  # 1050 points written while busy: past the cap
+    assert not s.pending and s._shard.info().segments_count > segments
+    assert s.count() == n + 800
     s.close()
 
 

@@ -401,7 +401,9 @@ class Daemon:
                 log.info("watching %s (%s)", root, kind)
                 self.full_scan.set()  # new or returning root: catch up on what happened meanwhile
 
-    QUIET = 3.0  # seconds without a query before the store may build graphs (GIL-holding, seconds)
+    # Seconds without a query before the store may seal or build graphs (each holds the process:
+    # 0.4-0.8 s a seal, seconds a graph): longer than a user's pause between two searches
+    QUIET = 30.0
 
     def _index_loop(self) -> None:
         assert self.lib is not None
@@ -411,7 +413,7 @@ class Daemon:
         while not self.stop_event.is_set() and self.writing.is_set():
             try:
                 store = self.lib.store
-                if getattr(store, "busy", False) is None:  # embedded: its graph builds stall the process
+                if getattr(store, "busy", False) is None:  # embedded: its seals and graph builds stall it
                     store.busy = lambda: self.gate.recent(self.QUIET)  # type: ignore[attr-defined]
                 now = time.monotonic()
                 if now >= next_roots_check:
@@ -440,7 +442,7 @@ class Daemon:
                     self._switch_step()
                 elif getattr(store, "pending", False) and not self.gate.recent(self.QUIET):
                     self.activity.state = "optimising"
-                    store.optimize(idle=True)  # graph work put off while queries came in
+                    store.optimize(idle=True)  # work put off while queries came in
                     self.activity.state = "idle"
                 else:
                     self.dirty.changed.wait(timeout=1.0)

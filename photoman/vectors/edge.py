@@ -5,6 +5,7 @@ from __future__ import annotations
 import errno
 import os
 import stat
+import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any, cast
@@ -63,6 +64,8 @@ OVERSAMPLING = 4.0  # quantised candidates per result rescored on the originals
 # seal at 64 MB and merge up to 128 MB. Each seal or merge builds a graph: ~90 s per 300k points
 # here, all of it holding the GIL (see optimize).
 APPROX_SEAL_FACTOR = 4
+# Longest a busy daemon puts optimisation off (EdgeStore.optimize): past it, a query may wait once
+MAX_DEFER = 600.0
 APPROX_MAX_FACTOR = 8
 QUANT_MEMORY = qe.Memory.Pinned  # int8 copies in RAM: the graph walk reads them at random
 
@@ -272,10 +275,13 @@ class EdgeStore:
         self.approximate_from = APPROXIMATE_FROM if approximate_from is None else approximate_from
         self.ballast_dir = ballast_dir
         self.approximate = _is_approximate(path)
-        # Graph builds hold the GIL for seconds (the whole process waits): a daemon sets this to say
-        # "a user is querying now", and optimize() then leaves graph work for later (optimize(idle=True)).
+        # Seals and graph builds hold the GIL (the whole process waits: 0.4-0.8 s for a seal, seconds
+        # for a graph): a daemon sets this to say "a user is querying now", and optimize() then leaves
+        # the work for later (optimize(idle=True)), unless it has waited MAX_DEFER already.
         self.busy: Callable[[], bool] | None = None
         self.pending = False  # optimisation was put off: the daemon runs it when idle
+        self._deferred_since = 0.0  # monotonic time the pending work was first put off
+        self._backlog = 0  # points written since optimisation last ran
 
     @classmethod
     def open(
@@ -396,6 +402,7 @@ class EdgeStore:
             return
         pts = [qe.Point(p.id, {k: as_list(v) for k, v in p.vectors.items()}, p.payload) for p in points]
         self._update(qe.UpdateOperation.upsert_points(pts))
+        self._backlog += len(pts)
 
     def set_payload(self, ids: Sequence[str], payload: dict[str, Any]) -> None:
         if ids:
@@ -490,25 +497,37 @@ class EdgeStore:
         ``approximate_from`` points, switch the shard to graph search (once: it stays so if the
         library shrinks, the graph costs nothing to keep).
 
-        Exact mode: cheap when there is nothing to do (~0.3 ms); sealing one segment takes ~0.2 s,
-        about once per 16k photos indexed. Approximate mode: sealing also builds the segment's graph,
-        seconds per 16k photos, and the switch builds graphs for the whole library (minutes at 1M).
+        Exact mode: cheap when there is nothing to do (~0.3 ms); sealing one segment takes 0.4-0.8 s
+        on the 2-core Xeon VM (benchmarks/seal_hold.py), about once per 16k photos indexed.
+        Approximate mode: sealing also builds the segment's graph, seconds per 16k photos, and the
+        switch builds graphs for the whole library (minutes at 1M).
         The bindings hold the GIL throughout: the whole process, queries included, waits. So while
-        ``busy()`` says a user is querying, graph work is put off (``pending``) and done by a later
-        call with ``idle=True`` (the daemon's idle loop). Crash-safe: Qdrant builds each new segment
-        aside and swaps it in. Files it creates sparse get their blocks here (:func:`back_sparse_files`).
+        ``busy()`` says a user is querying, the work is put off (``pending``) and done by a later call
+        with ``idle=True`` (the daemon's idle loop), or by the first call once it has been put off for
+        :data:`MAX_DEFER` or two seals' worth of points were written meanwhile (a user who never
+        pauses): until then new points wait in the appendable segment, searched exactly. Crash-safe:
+        Qdrant builds each new segment aside and swaps it in. Files it creates sparse get their
+        blocks here (:func:`back_sparse_files`).
         """
+        if not idle and self.busy is not None and self.busy():
+            now = time.monotonic()
+            if not self.pending:
+                self.pending, self._deferred_since = True, now
+            if now - self._deferred_since < MAX_DEFER and self._backlog < self._backlog_cap():
+                return
         switch = not self.approximate and self._shard.info().points_count >= self.approximate_from
-        graph_work = self.approximate or switch
-        if graph_work and not idle and self.busy is not None and self.busy():
-            self.pending = True
-            return
         self._changed = True
         if switch:
             self._switch_to_approximate()
-        self.pending = False
+        self.pending, self._backlog = False, 0
         self._shard.optimize()
         back_sparse_files(self.path)
+
+    def _backlog_cap(self) -> int:
+        """Points written while busy after which the work runs anyway: two seals' worth of image
+        vectors (float16), so one put-off seal holds the process about twice as long as a seal."""
+        seal_kb = self.segment_kb * (APPROX_SEAL_FACTOR if self.approximate else 1)
+        return 2 * seal_kb * 1024 // (2 * self.dim)
 
     def _switch_to_approximate(self) -> None:
         """Reload the shard with the graph + quantisation config; the next optimize builds them."""
