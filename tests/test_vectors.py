@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import time
 from collections.abc import Iterator
 from datetime import datetime
 from pathlib import Path
@@ -416,9 +417,9 @@ def test_a_busy_store_puts_sealing_off_until_idle_or_overdue(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """While a user queries (busy), a seal (it holds the process) waits for the daemon's idle call;
-    the points written meanwhile are found all the same; work put off for MAX_DEFER, or for two
-    seals' worth of points, runs anyway."""
-    dim, n = 64, 2000
+    the points written meanwhile are found all the same; a seal put off for MAX_DEFER (counted from
+    the first call put off), or for two seals' worth of points, runs anyway."""
+    dim, n = 64, 3000
     rng = np.random.default_rng(5)
     vecs = rng.standard_normal((n, dim)).astype(np.float32)
     vecs /= np.linalg.norm(vecs, axis=1, keepdims=True)
@@ -427,34 +428,79 @@ def test_a_busy_store_puts_sealing_off_until_idle_or_overdue(
     busy = [True]
     s.busy = lambda: busy[0]
 
-    def write(lo: int, hi: int) -> None:
-        for start in range(lo, hi, 250):
+    def write(lo: int, hi: int, batch: int = 250) -> None:
+        for start in range(lo, hi, batch):
             s.upsert([VectorPoint(ids[i], {IMAGE: vecs[i]}, {"content_hash": f"h{i}"})
-                      for i in range(start, start + 250)])  # fmt: skip
+                      for i in range(start, start + batch)])  # fmt: skip
             s.optimize()
 
+    def segments() -> int:
+        return s._shard.info().segments_count
+
     write(0, 1000)
-    assert s.pending and s._shard.info().segments_count == 1  # nothing sealed while busy
+    assert s.pending and segments() == 1  # nothing sealed while busy
     assert s.search(vecs[700], limit=1)[0].id == ids[700]
     s.optimize(idle=True)  # the daemon's idle loop
-    assert not s.pending and s._shard.info().segments_count > 1
-    sealed = s._shard.info().segments_count
-    write(1000, 1500)
-    assert s.pending and s._shard.info().segments_count == sealed
-    monkeypatch.setattr(edge, "MAX_DEFER", 0.0)  # put off long enough: the next call does it
-    write(1500, 1750)
-    assert not s.pending and s._shard.info().segments_count > sealed
+    assert not s.pending and segments() > 1
+    # calls put off 0.2 s apart: the one at least MAX_DEFER after the first runs the work
+    monkeypatch.setattr(edge, "MAX_DEFER", 0.5)
+    calls = 0
+    for start in range(1000, 1500, 50):
+        write(start, start + 50, 50)
+        calls += 1
+        if not s.pending:
+            break
+        time.sleep(0.2)
+    assert 2 <= calls < 10 and not s.pending
+    # a backlog of two seals' worth runs it at once
     monkeypatch.setattr(edge, "MAX_DEFER", 600.0)
     assert s._backlog_cap() == 1024  # 64 KB segments of 64 float16 dims: 2 x 512 points
-    write(1750, 2000)  # 250 points: under the cap
-    assert s.pending
-    more = rng.standard_normal((800, dim)).astype(np.float32)
-    s.upsert([VectorPoint(point_id(f"x{i}", "m"), {IMAGE: v / np.linalg.norm(v)}, {"content_hash": f"x{i}"})
-              for i, v in enumerate(more)])  # fmt: skip
-    segments = s._shard.info().segments_count
-    s.optimize()  # 1050 points written while busy: past the cap
-    assert not s.pending and s._shard.info().segments_count > segments
-    assert s.count() == n + 800
+    sealed = segments()
+    write(1500, 2500)  # 1000 points: under the cap
+    assert s.pending and segments() == sealed
+    write(2500, 2750)  # 1250: past it
+    assert not s.pending and segments() > sealed
+    assert s.count() == 1000 + 50 * calls + 1250
+    s.close()
+
+
+def test_searches_during_the_switch_to_graph_search_wait_rather_than_fail(tmp_path: Path) -> None:
+    """The switch closes the shard and loads it again: a search from another thread (a daemon's
+    query) meanwhile waits for it instead of failing on the closed shard."""
+    import threading
+
+    dim, n = 32, 1200
+    rng = np.random.default_rng(9)
+    vecs = rng.standard_normal((n, dim)).astype(np.float32)
+    vecs /= np.linalg.norm(vecs, axis=1, keepdims=True)
+    s = EdgeStore.open(tmp_path / "shard", "test", dim, segment_kb=16, approximate_from=1000)
+    s.upsert([VectorPoint(point_id(f"h{i}", "m"), {IMAGE: vecs[i]}, {"content_hash": f"h{i}"})
+              for i in range(n)])  # fmt: skip
+    errors: list[str] = []
+    searches = [0]
+    stop = threading.Event()
+
+    def search() -> None:
+        while not stop.is_set():
+            try:
+                s.search(vecs[searches[0] % n], limit=5)
+                s.count()
+            except Exception as exc:  # noqa: BLE001 - any failure is the finding
+                errors.append(str(exc))
+            searches[0] += 1
+
+    threads = [threading.Thread(target=search) for _ in range(2)]
+    for t in threads:
+        t.start()
+    try:
+        time.sleep(0.05)
+        s.optimize(idle=True)
+    finally:
+        stop.set()
+        for t in threads:
+            t.join()
+    assert s.approximate and searches[0] > 0
+    assert not errors, errors[:3]
     s.close()
 
 

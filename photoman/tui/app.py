@@ -184,12 +184,12 @@ class PhotomanApp(App[None]):
         if not self._status_lock.locked():
             self.refresh_status()
             return
-        waited = time.monotonic() - self._status_since
+        since = self._status_since  # read once: the worker sets and clears it
         through_daemon = self.client is not None and self.client.mode == "daemon"
-        if through_daemon and self._status_since and waited >= 2 * self.STATUS_EVERY:
+        if through_daemon and since and time.monotonic() - since >= 2 * self.STATUS_EVERY:
             self._set_status(
-                f"the daemon has not answered for {waited:.0f} s (busy building the search graph, or its "
-                "process stopped); waiting for it"
+                f"the daemon has not answered for {time.monotonic() - since:.0f} s (busy sealing or "
+                "building the search index, or its process stopped); waiting for it"
             )
 
     @work(thread=True, group="status")
@@ -208,8 +208,10 @@ class PhotomanApp(App[None]):
         try:
             info = client.status()
         except PhotomanError as exc:
+            self._status_since = 0.0
             self.call_from_thread(self._set_status, f"status unavailable: {exc}")
             return
+        self._status_since = 0.0  # answered: the line below must not be overwritten with the wait
         photos = info["photos"]["indexed"]
         d = info.get("daemon")
         text = f"{photos} photos, {info['photos']['errors']} unreadable │ "

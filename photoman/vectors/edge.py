@@ -5,6 +5,7 @@ from __future__ import annotations
 import errno
 import os
 import stat
+import threading
 import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -64,7 +65,7 @@ OVERSAMPLING = 4.0  # quantised candidates per result rescored on the originals
 # seal at 64 MB and merge up to 128 MB. Each seal or merge builds a graph: ~90 s per 300k points
 # here, all of it holding the GIL (see optimize).
 APPROX_SEAL_FACTOR = 4
-# Longest a busy daemon puts optimisation off (EdgeStore.optimize): past it, a query may wait once
+# Longest a busy daemon puts an exact seal off (EdgeStore.optimize): past it, a query may wait once
 MAX_DEFER = 600.0
 APPROX_MAX_FACTOR = 8
 QUANT_MEMORY = qe.Memory.Pinned  # int8 copies in RAM: the graph walk reads them at random
@@ -267,6 +268,9 @@ class EdgeStore:
         ballast_dir: Path | None = None,
     ) -> None:
         self._shard = shard
+        # held while the shard object is replaced (the switch to graph search closes and reloads it:
+        # a call on the closed one fails) and by every call on it from any thread
+        self._swap = threading.RLock()
         self._changed = False  # a store only read is closed without a flush (~0.1-0.25 s at 100k)
         self.path = path
         self.name = name
@@ -395,7 +399,8 @@ class EdgeStore:
 
     def _update(self, op: qe.UpdateOperation) -> None:
         self._changed = True
-        self._shard.update(op)
+        with self._swap:
+            self._shard.update(op)
 
     def upsert(self, points: Sequence[VectorPoint]) -> None:
         if not points:
@@ -441,7 +446,9 @@ class EdgeStore:
             filter=f,
             with_payload=True,
         )  # fmt: skip
-        return [Hit(str(p.id), float(p.score), dict(p.payload or {})) for p in self._shard.query(req)]
+        with self._swap:
+            found = self._shard.query(req)
+        return [Hit(str(p.id), float(p.score), dict(p.payload or {})) for p in found]
 
     def search(
         self,
@@ -458,12 +465,15 @@ class EdgeStore:
             with_payload=with_payload,
             params=self._params(limit, f is not None),
         )
-        return [Hit(str(p.id), cosine(p.score), dict(p.payload or {})) for p in self._shard.query(req)]
+        with self._swap:
+            found = self._shard.query(req)
+        return [Hit(str(p.id), cosine(p.score), dict(p.payload or {})) for p in found]
 
     def retrieve(self, ids: Sequence[str], with_vectors: bool = False) -> list[VectorPoint]:
         if not ids:
             return []
-        recs = self._shard.retrieve(list(ids), with_payload=True, with_vector=with_vectors)
+        with self._swap:
+            recs = self._shard.retrieve(list(ids), with_payload=True, with_vector=with_vectors)
         return [
             VectorPoint(
                 str(r.id),
@@ -479,18 +489,21 @@ class EdgeStore:
         ids: set[str] = set()
         offset = None
         while True:
-            recs, offset = self._shard.scroll(
-                qe.ScrollRequest(offset=offset, limit=1000, with_payload=False, with_vector=False)
-            )
+            with self._swap:
+                recs, offset = self._shard.scroll(
+                    qe.ScrollRequest(offset=offset, limit=1000, with_payload=False, with_vector=False)
+                )
             ids.update(str(r.id) for r in recs)
             if offset is None:
                 return ids
 
     def count(self) -> int:
-        return int(self._shard.count(qe.CountRequest(exact=True)))
+        with self._swap:
+            return int(self._shard.count(qe.CountRequest(exact=True)))
 
     def flush(self) -> None:
-        self._shard.flush()
+        with self._swap:
+            self._shard.flush()
 
     def optimize(self, idle: bool = False) -> None:
         """Seal a full appendable segment / merge small ones, so searches run on every core; past
@@ -503,19 +516,21 @@ class EdgeStore:
         switch builds graphs for the whole library (minutes at 1M).
         The bindings hold the GIL throughout: the whole process, queries included, waits. So while
         ``busy()`` says a user is querying, the work is put off (``pending``) and done by a later call
-        with ``idle=True`` (the daemon's idle loop), or by the first call once it has been put off for
-        :data:`MAX_DEFER` or two seals' worth of points were written meanwhile (a user who never
-        pauses): until then new points wait in the appendable segment, searched exactly. Crash-safe:
-        Qdrant builds each new segment aside and swaps it in. Files it creates sparse get their
-        blocks here (:func:`back_sparse_files`).
+        with ``idle=True`` (the daemon's idle loop); new points wait in the appendable segment,
+        searched exactly. An exact seal put off for :data:`MAX_DEFER`, or for two seals' worth of
+        points written meanwhile (a user who never pauses), runs anyway; graph work (seconds to
+        minutes) only ever runs idle. Crash-safe: Qdrant builds each new segment aside and swaps it
+        in. Files it creates sparse get their blocks here (:func:`back_sparse_files`), put off or not.
         """
+        switch = not self.approximate and self._shard.info().points_count >= self.approximate_from
         if not idle and self.busy is not None and self.busy():
             now = time.monotonic()
-            if not self.pending:
+            if not self.pending:  # (the clock starts at the first call put off, due or not)
                 self.pending, self._deferred_since = True, now
-            if now - self._deferred_since < MAX_DEFER and self._backlog < self._backlog_cap():
+            overdue = now - self._deferred_since >= MAX_DEFER or self._backlog >= self._backlog_cap()
+            if self.approximate or switch or not overdue:
+                back_sparse_files(self.path)  # the batch just written may have made new sparse files
                 return
-        switch = not self.approximate and self._shard.info().points_count >= self.approximate_from
         self._changed = True
         if switch:
             self._switch_to_approximate()
@@ -524,16 +539,17 @@ class EdgeStore:
         back_sparse_files(self.path)
 
     def _backlog_cap(self) -> int:
-        """Points written while busy after which the work runs anyway: two seals' worth of image
-        vectors (float16), so one put-off seal holds the process about twice as long as a seal."""
-        seal_kb = self.segment_kb * (APPROX_SEAL_FACTOR if self.approximate else 1)
-        return 2 * seal_kb * 1024 // (2 * self.dim)
+        """Points written while busy after which an exact seal runs anyway: two seals' worth of
+        float16 image vectors (four of a float32 store's), so that seal holds the process about
+        twice as long as one on time."""
+        return 2 * self.segment_kb * 1024 // (2 * self.dim)
 
     def _switch_to_approximate(self) -> None:
         """Reload the shard with the graph + quantisation config; the next optimize builds them."""
-        self._shard.flush()
-        self._shard.close()
-        self._shard = _load(self.path, self.segment_kb, self.ballast_dir, approximate=True)
+        with self._swap:
+            self._shard.flush()
+            self._shard.close()
+            self._shard = _load(self.path, self.segment_kb, self.ballast_dir, approximate=True)
         self.approximate = True
 
     def disk_bytes(self) -> int | None:
