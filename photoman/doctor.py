@@ -201,12 +201,19 @@ def diagnose(settings: Settings) -> list[Finding]:
             Finding("vectors", True, f"{vec['points']} points = {photos['unique']} unique photos")
         )
     else:
+        from photoman.indexing.reconcile import ORPHANS_KEPT_PAST
+
+        unknown = vec["points"] - photos["unique"]
+        foreign = unknown > 0 and (photos["unique"] == 0 or unknown > ORPHANS_KEPT_PAST * vec["points"])
         findings.append(
             Finding(
                 "vectors",
                 False,
                 f"{vec['points']} points for {photos['unique']} unique photos",
-                "run `photoman index` (it reconciles the two)",
+                "most of the store's photos are unknown to this catalog: is catalog_url the library's "
+                "catalog? (indexing leaves them alone)"
+                if foreign
+                else "run `photoman index` (it reconciles the two)",
             )
         )
     if not roots:

@@ -378,6 +378,7 @@ def index(
         "errors": len(report.errors),
         "requeued": report.requeued,
         "orphans_removed": report.orphans_removed,
+        "orphans_kept": report.orphans_kept,
         "offline_roots": report.offline_roots,
         "seconds": round(report.seconds, 3),
         "rate": round(report.processed / report.seconds, 2) if report.seconds > 0 else 0.0,

@@ -181,6 +181,26 @@ def test_crash_leftovers_are_reconciled(settings: Settings, library_dir: Path) -
         assert_consistent(lib)
 
 
+def test_another_catalog_does_not_wipe_the_vector_store(
+    settings: Settings, library_dir: Path, tmp_path: Path
+) -> None:
+    """Indexing with a catalog that is not the store's (another catalog_url, a new file) leaves the
+    store's vectors alone: they are the library's photos, not a crash's leftovers."""
+    with Library(settings) as lib:
+        index(lib, [library_dir])
+    other = replace(settings, catalog_url=f"sqlite:///{tmp_path / 'other.sqlite3'}")
+    for _ in range(2):  # a new catalog, then one that knows two of the ten photos
+        with Library(other) as lib:
+            rep = index(lib, [library_dir / "trips"])
+            assert rep.orphans_removed == 0 and rep.orphans_kept > 0
+            assert lib.store.count() == 10
+    with Library(settings) as lib:  # the library's own catalog: all there, nothing to redo
+        rep = index(lib, [library_dir])
+        assert rep.embedded == 0 and rep.orphans_removed == 0 and rep.orphans_kept == 0
+        assert lib.store.count() == 10
+        assert_consistent(lib)
+
+
 def test_interrupted_run_loses_at_most_the_batch_in_flight(settings: Settings, library_dir: Path) -> None:
     class Stop(Exception):
         pass

@@ -63,6 +63,7 @@ class IndexReport:
     errors: list[tuple[str, str]] = field(default_factory=list)
     requeued: int = 0  # rows found without a vector on start
     orphans_removed: int = 0
+    orphans_kept: int = 0  # vectors the catalog does not know, too many to be a crash's: left alone
     offline_roots: list[str] = field(default_factory=list)
     new_hashes: list[str] = field(default_factory=list)  # content embedded this run (what auto-tag tags)
     seconds: float = 0.0
@@ -436,6 +437,7 @@ def index(
     remember_roots(lib, root_ids, offline)
     rec = reconcile(lib)
     report.requeued, report.orphans_removed = len(rec.missing), rec.orphans_removed
+    report.orphans_kept = rec.orphans_kept
 
     todo = _Todo()
     rules = IgnoreRules.for_library(lib.settings, list(root_ids))
