@@ -48,6 +48,21 @@ class _State:
 state = _State()
 
 
+def _path(value: str) -> Path:
+    """A path argument: an empty one is refused (Path("") is the current folder, which turned
+    `roots relocate OLD ""` into a move of the whole library to wherever the command ran)."""
+    if value == "":
+        raise typer.BadParameter("an empty path")
+    return Path(value)
+
+
+def _nonempty(value: str) -> str:
+    """A path given as text (an image term, a folder filter, a label file): not empty, as for _path."""
+    if value == "":
+        raise typer.BadParameter("an empty path")
+    return value
+
+
 @functools.cache
 def _console(stderr: bool) -> Console:
     """Rich consoles, made on first use: a query answered as JSON never imports Rich.
@@ -181,7 +196,8 @@ def _version(value: bool) -> None:
 def main_options(
     ctx: typer.Context,
     data_dir: Annotated[
-        Path | None, typer.Option(help="Where catalog and vectors live [env PHOTOMAN_DATA_DIR].")
+        Path | None,
+        typer.Option(parser=_path, help="Where catalog and vectors live [env PHOTOMAN_DATA_DIR]."),
     ] = None,
     model: Annotated[
         str | None, typer.Option(help="CLIP or SigLIP model: Hugging Face id or folder [env PHOTOMAN_MODEL].")
@@ -196,7 +212,9 @@ def main_options(
     catalog_url: Annotated[
         str | None, typer.Option(help="SQLAlchemy URL of the catalog [env PHOTOMAN_CATALOG_URL].")
     ] = None,
-    config: Annotated[Path | None, typer.Option(help="Config file (TOML) [env PHOTOMAN_CONFIG].")] = None,
+    config: Annotated[
+        Path | None, typer.Option(parser=_path, help="Config file (TOML) [env PHOTOMAN_CONFIG].")
+    ] = None,
     no_daemon: Annotated[
         bool,
         typer.Option(
@@ -254,7 +272,8 @@ def _progress() -> Progress:
 @handles_errors
 def index(
     folders: Annotated[
-        list[Path] | None, typer.Argument(help="Folders to add and index; none = all known roots.")
+        list[Path] | None,
+        typer.Argument(parser=_path, help="Folders to add and index; none = all known roots."),
     ] = None,
     workers: Annotated[
         int | None, typer.Option(help="Decode worker processes (default: one per core).")
@@ -330,7 +349,8 @@ def find(
         list[str] | None, typer.Argument(help="Query terms (see above).", show_default=False)
     ] = None,
     image: Annotated[
-        list[str] | None, typer.Option("--image", "-i", help="Add an image term (path, or - for stdin).")
+        list[str] | None,
+        typer.Option("--image", "-i", parser=_nonempty, help="Add an image term (path, or - for stdin)."),
     ] = None,
     mode: Annotated[
         str, typer.Option(help="auto, text-image, image-image, text-caption, image-caption, all.")
@@ -340,7 +360,9 @@ def find(
         str | None, typer.Option(help="Taken on or after (YYYY[-MM[-DD]]); else file time.")
     ] = None,
     until: Annotated[str | None, typer.Option(help="Taken on or before (YYYY[-MM[-DD]]).")] = None,
-    folder: Annotated[str | None, typer.Option("--in", help="Only photos under this folder.")] = None,
+    folder: Annotated[
+        str | None, typer.Option("--in", parser=_nonempty, help="Only photos under this folder.")
+    ] = None,
     camera: Annotated[str | None, typer.Option(help="Camera make/model words, e.g. 'iphone 4s'.")] = None,
     tag: Annotated[
         list[str] | None, typer.Option("--tag", help="Only photos with this tag (repeatable).")
@@ -484,7 +506,7 @@ def _open_with_viewer(paths: list[str]) -> None:
 @app.command()
 @handles_errors
 def caption(
-    path: Annotated[Path, typer.Argument(help="A photo in the library.")],
+    path: Annotated[Path, typer.Argument(parser=_path, help="A photo in the library.")],
     text: Annotated[str | None, typer.Argument(help="The new caption; omit to show the current one.")] = None,
     clear: Annotated[
         bool, typer.Option("--clear", help="Drop your caption; use the file's own again.")
@@ -507,7 +529,7 @@ def caption(
 @app.command()
 @handles_errors
 def embed(
-    images: Annotated[list[Path] | None, typer.Argument(help="Image files to embed.")] = None,
+    images: Annotated[list[Path] | None, typer.Argument(parser=_path, help="Image files to embed.")] = None,
     text: Annotated[
         list[str] | None, typer.Option("--text", "-t", help="Text to embed (repeatable).")
     ] = None,
@@ -604,7 +626,9 @@ def status(
 def tag(
     labels: Annotated[
         list[Path] | None,
-        typer.Option("--labels", "-l", help="Extra label file (one per line, TAB threshold)."),
+        typer.Option(
+            "--labels", "-l", parser=_path, help="Extra label file (one per line, TAB threshold)."
+        ),
     ] = None,
     no_builtin: Annotated[bool, typer.Option("--no-builtin", help="Only the given label files.")] = False,
     retag: Annotated[
@@ -638,7 +662,7 @@ def tags(as_json: Annotated[bool, typer.Option("--json", help="JSON object {tag:
 @app.command()
 @handles_errors
 def classify(
-    path: Annotated[Path, typer.Argument(help="Any image file.")],
+    path: Annotated[Path, typer.Argument(parser=_path, help="Any image file.")],
     labels: Annotated[str, typer.Option("--labels", "-l", help="Comma-separated labels, e.g. cat,dog,car.")],
     as_json: Annotated[bool, typer.Option("--json", help="JSON {label: probability}.")] = False,
 ) -> None:
@@ -658,12 +682,15 @@ def classify(
 @app.command()
 @handles_errors
 def locate(
-    path: Annotated[Path, typer.Argument(help="Any image file.")],
+    path: Annotated[Path, typer.Argument(parser=_path, help="Any image file.")],
     query: Annotated[str, typer.Argument(help="What to find in it, e.g. 'a fluffy cat'.")],
     out_file: Annotated[
         Path | None,
         typer.Option(
-            "--out", "-o", help="Heat map PNG (default: in photoman's cache dir, never the library)."
+            "--out",
+            "-o",
+            parser=_path,
+            help="Heat map PNG (default: in photoman's cache dir, never the library).",
         ),
     ] = None,
     as_json: Annotated[bool, typer.Option("--json", help="Box, score, windows and timing as JSON.")] = False,
@@ -772,7 +799,7 @@ def tui(
 @handles_errors
 def watch(
     folders: Annotated[
-        list[Path] | None, typer.Argument(help="Folders to add as roots and watch (optional).")
+        list[Path] | None, typer.Argument(parser=_path, help="Folders to add as roots and watch (optional).")
     ] = None,
     detach: Annotated[
         bool, typer.Option("--detach", help="Run in the background and return once it answers.")
@@ -782,7 +809,9 @@ def watch(
     ] = False,
     poll: Annotated[
         list[str] | None,
-        typer.Option("--poll", help="Watch this root by polling (network shares); repeatable."),
+        typer.Option(
+            "--poll", parser=_nonempty, help="Watch this root by polling (network shares); repeatable."
+        ),
     ] = None,
     detached: Annotated[bool, typer.Option("--detached", hidden=True)] = False,
 ) -> None:
@@ -963,7 +992,9 @@ def roots(
 
 @roots_app.command("remove")
 @handles_errors
-def roots_remove(path: Annotated[Path, typer.Argument(help="A root, in any spelling.")]) -> None:
+def roots_remove(
+    path: Annotated[Path, typer.Argument(parser=_path, help="A root, in any spelling.")],
+) -> None:
     """Forget a root: its photos leave the catalog and the vector store (the files are not touched)."""
     with client() as pm:
         done = pm.remove_root(path)
@@ -977,8 +1008,10 @@ def roots_remove(path: Annotated[Path, typer.Argument(help="A root, in any spell
 @roots_app.command("relocate")
 @handles_errors
 def roots_relocate(
-    old: Annotated[Path, typer.Argument(help="The root as the library knows it.")],
-    new: Annotated[Path, typer.Argument(help="Where it is now (e.g. the drive's new mount point).")],
+    old: Annotated[Path, typer.Argument(parser=_path, help="The root as the library knows it.")],
+    new: Annotated[
+        Path, typer.Argument(parser=_path, help="Where it is now (e.g. the drive's new mount point).")
+    ],
 ) -> None:
     """A root moved (a drive mounted elsewhere): every path follows, nothing is re-embedded."""
     with client() as pm:
@@ -1109,7 +1142,7 @@ def models_drop(
 @handles_errors
 def eval_(
     source: Annotated[
-        Path, typer.Argument(help="Folder of labelled sub-folders, or a path<TAB>caption TSV.")
+        Path, typer.Argument(parser=_path, help="Folder of labelled sub-folders, or a path<TAB>caption TSV.")
     ],
     model: Annotated[
         list[str] | None,

@@ -36,6 +36,9 @@ LONG_OPS = {"tag": 3600.0, "dupes": 3600.0, "index": 60.0, "models_use": 3600.0}
 
 
 def _abs(path: str | os.PathLike[str]) -> str:
+    """Absolute, as the daemon needs; an empty path is refused (it would mean this process's folder)."""
+    if not os.fspath(path):
+        raise BadInputError("an empty path (it would mean the current folder)")
     return os.path.abspath(os.path.expanduser(os.fspath(path)))
 
 

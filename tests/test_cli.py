@@ -94,6 +94,39 @@ def test_bad_input_is_one_line_and_changes_nothing(indexed: Path, tmp_path: Path
     assert info["photos"]["indexed"] == 10 and info["vectors"]["points"] == 10
 
 
+def test_an_empty_path_is_refused_not_taken_for_the_current_folder(
+    indexed: Path, cli_env: Settings, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Path("") is ".": `roots relocate OLD ""` moved every photo to wherever the command ran, and
+    `roots remove ""` from inside a root forgot it. Refused on the command line, in the Python API
+    and in the requests the daemon takes."""
+    from photoman.client import Client
+    from photoman.errors import BadInputError
+
+    monkeypatch.chdir(indexed)
+    for args in (["roots", "relocate", str(indexed), ""], ["roots", "remove", ""], ["index", ""],
+                 ["find", "--in", "", "cat"], ["find", "--image", "", "cat"], ["--data-dir", "", "status"],
+                 ["locate", str(indexed / "scikit-image--chelsea.png"), "cat", "-o", ""]):  # fmt: skip
+        res = run(*args)  # a usage error (main() makes it one line, as for every usage error)
+        assert res.exit_code == 2 and "an empty path" in res.output, (args, res.output)
+    from photoman import ops
+    from photoman.library import Library
+
+    with Client(cli_env, daemon=False) as pm:
+        with pytest.raises(BadInputError, match="empty path"):
+            pm.relocate_root(indexed, "")
+        with pytest.raises(BadInputError, match="empty path"):
+            pm.remove_root("")
+    with Library(cli_env) as lib:  # what a raw socket request reaches
+        for call in (lambda: ops.roots_relocate(lib, old=str(indexed), new=""),
+                     lambda: ops.roots_remove(lib, path=""),
+                     lambda: ops.index(lib, folders=[""])):  # fmt: skip
+            with pytest.raises(BadInputError, match="empty|list of paths"):
+                call()
+    info = json.loads(run("status", "--json").stdout)
+    assert info["photos"]["indexed"] == 10 and info["roots"][0]["path"] == str(indexed)
+
+
 def test_busy_store_says_why(indexed: Path, cli_env: Settings) -> None:
     lock = DataDirLock(cli_env.lock_file)
     lock.acquire("photoman index")

@@ -92,6 +92,8 @@ def remember_roots(lib: Any, paths: Iterable[str], offline: set[str]) -> None:
 
 def _find_root(s: Any, path: str) -> Root:
     """The root a user names, in any spelling (relative, through a symlink, trailing slash)."""
+    if not path:
+        raise BadInputError("an empty path (it would mean the current folder): name the root")
     roots = list(s.scalars(select(Root)))
     for r in roots:
         if r.path == absolute(path) or (os.path.exists(path) and os.path.exists(r.path)
@@ -141,6 +143,8 @@ def relocate_root(lib: Any, old: str, new: str) -> dict[str, Any]:
     from photoman.catalog.payload import payloads_for_hashes
     from photoman.vectors import point_id
 
+    if not new:
+        raise BadInputError("an empty path (it would mean the current folder): give the root's new place")
     target = canonical(new)
     if not os.path.isdir(target):
         raise BadInputError(f"no such folder: {new}")

@@ -76,6 +76,8 @@ class IndexReport:
 def _check_folder(folder: Path | str) -> str:
     from photoman.catalog.paths import has_reserved
 
+    if not os.fspath(folder):
+        raise BadInputError("an empty path (it would mean the current folder): name the folder")
     path = absolute(folder)
     if not os.path.exists(path):
         raise BadInputError(f"no such folder: {folder}")

@@ -236,7 +236,7 @@ class Daemon:
         return result
 
     def _index(self, folders: list[str] | None = None, force: bool = False) -> dict[str, Any]:
-        if folders is not None and not all(isinstance(f, str) for f in folders):
+        if folders is not None and not all(isinstance(f, str) and f for f in folders):
             raise BadInputError("folders must be a list of paths")
         return self.add_roots(folders or [], force=bool(force))
 
