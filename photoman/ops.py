@@ -9,6 +9,7 @@ range is a BadInputError with a one-line message, never a crash).
 from __future__ import annotations
 
 import math
+import os
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -297,6 +298,38 @@ def classify(lib: Library, *, path: str, labels: list[str]) -> dict[str, float]:
     return {n: round(p, 6) for n, p in run_classify(encoder, image, names)}
 
 
+HEATMAP_MARK = "photoman locate"  # the PNG's Software text: a file photoman may write over
+
+
+def _heatmap_mark() -> Any:
+    from PIL.PngImagePlugin import PngInfo
+
+    info = PngInfo()
+    info.add_text("Software", HEATMAP_MARK)
+    return info
+
+
+def _heatmap_target(target: Path) -> Path:
+    """Where the user asked for the heat map: a .png, and never over a file photoman did not write
+    (`-o` naming the photo itself replaced it), nor into a device or FIFO."""
+    from PIL import Image
+
+    if target.suffix.lower() != ".png":
+        raise BadInputError(f"{target}: the heat map is a PNG; give a name ending in .png")
+    if not os.path.lexists(target):
+        return target
+    if not target.is_file():
+        raise BadInputError(f"{target} exists and is not a regular file; give a new file name")
+    try:
+        with Image.open(target) as im:
+            ours = getattr(im, "text", {}).get("Software") == HEATMAP_MARK
+    except Exception:  # noqa: BLE001 - not an image photoman can read: not one it wrote
+        ours = False
+    if not ours:
+        raise BadInputError(f"{target} exists and is not a heat map photoman wrote; give a new file name")
+    return target
+
+
 def locate(lib: Library, *, path: str, text: str, out: str | None = None) -> dict[str, Any]:
     """Where ``text`` is in one image: best box in the original's pixels, and a heat-map PNG."""
     from photoman.media.decode import image_size, load_image
@@ -306,7 +339,7 @@ def locate(lib: Library, *, path: str, text: str, out: str | None = None) -> dic
     file = _image_file(path)
     text = _str(text, "query").strip()
     if out:
-        target = Path(out)
+        target = _heatmap_target(Path(_str(out, "out")))
     else:  # never beside the photo: the next `index` would take the heat map for a photo
         import hashlib
 
@@ -320,7 +353,7 @@ def locate(lib: Library, *, path: str, text: str, out: str | None = None) -> dic
     scale = full_width / image.width
     box = [int(round(v * scale)) for v in result.box]
     try:
-        overlay(image, result.heat, result.box).save(target)
+        overlay(image, result.heat, result.box).save(target, pnginfo=_heatmap_mark())
     except OSError as exc:
         raise BadInputError(f"cannot write {target}: {exc.strerror or exc}") from None
     return {**result.to_json(), "box": box, "path": str(file), "query": text, "heatmap": str(target)}

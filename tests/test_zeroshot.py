@@ -207,6 +207,16 @@ def test_cli_commands(cli_env: Settings, library_dir: Path, tmp_path: Path) -> N
     assert Image.open(out).size == (640, 427) and len(info["box"]) == 4 and info["windows"] > 10
     x0, y0, x1, y1 = info["box"]
     assert 0 <= x0 < x1 <= 640 and 0 <= y0 < y1 <= 427
+    china = library_dir / "scikit-learn--china.jpg"
+    again = runner.invoke(app, ["locate", str(china), "a temple", "-o", str(out)])
+    assert again.exit_code == 0, again.output  # its own heat map: written over
+    photo = library_dir / "scikit-image--chelsea.png"
+    before = photo.read_bytes()
+    for target, words in ((photo, "not a heat map photoman wrote"), (tmp_path / "h.txt", "ending in .png"),
+                          (tmp_path, "ending in .png")):  # fmt: skip
+        res = runner.invoke(app, ["locate", str(china), "a pagoda", "-o", str(target)])
+        assert res.exit_code == 2 and words in res.stderr, res.output
+    assert photo.read_bytes() == before  # `-o` naming a photo replaced it
     res = runner.invoke(app, ["tag"])
     assert res.exit_code == 0 and "of 10 photos" in res.stdout
     labels = library_dir.parent / "labels.txt"
