@@ -400,7 +400,9 @@ def find(
         raise fail("nothing to search for: give a description or --image PATH", 2)
     if sum((as_json, ndjson, null)) > 1:
         raise fail("choose one of --json, --ndjson and -0", 2)
-    stdin = sys.stdin.buffer.read() if needs_stdin(words, images) else None
+    from photoman.userfiles import read_stdin_image
+
+    stdin = read_stdin_image() if needs_stdin(words, images) else None
     if stdin is not None and not stdin:
         raise fail("no image data on standard input", 2)
     q = build_query(words, image=images, mode=mode, limit=limit, since=since, until=until, folder=folder,

@@ -157,7 +157,7 @@ def _coerce(name: str, value: Any) -> Any:
                 raise TypeError
             return [str(v) for v in value]
         return str(value) if value != "" else None
-    except (TypeError, ValueError):
+    except (TypeError, ValueError, OverflowError):
         raise ConfigError(f"setting {name!r} must be {kind}, got {value!r}") from None
 
 
@@ -166,15 +166,18 @@ def _file_values(path: Path, explicit: bool) -> dict[str, Any]:
         if explicit:
             raise ConfigError(f"config file {path} does not exist")
         return {}
-    text = path.read_text() if path.is_file() else None
-    if text is not None and not text.strip():
+    from photoman.userfiles import read_text
+
+    text = read_text(path, "config file", limit_mb=1, error=ConfigError)
+    if not text.strip():
         return {}  # an empty file: nothing to parse (tomllib's import is ~4 ms of a query's start)
     import tomllib
 
     try:
-        values = tomllib.loads(text if text is not None else path.read_text())
-    except (tomllib.TOMLDecodeError, OSError) as exc:
-        raise ConfigError(f"cannot read config file {path}: {exc}") from None
+        values = tomllib.loads(text)
+    except (tomllib.TOMLDecodeError, RecursionError) as exc:
+        what = "nested too deeply" if isinstance(exc, RecursionError) else exc
+        raise ConfigError(f"cannot read config file {path}: {what}") from None
     for name in values:
         if name not in _FIELD_TYPES or name == "config_file":
             raise _unknown(name, f" in {path}")

@@ -65,7 +65,11 @@ def _captions(tsv: Path) -> EvalSet:
     queries: list[str] = []
     relevant: list[set[int]] = []
     index: dict[Path, int] = {}
-    with tsv.open(newline="", encoding="utf-8") as fh:
+    import io
+
+    from photoman.userfiles import read_text
+
+    with io.StringIO(read_text(tsv, "caption table"), newline="") as fh:
         for n, row in enumerate(csv.reader(fh, delimiter="\t"), 1):
             if not row or row[0].startswith("#"):
                 continue

@@ -127,6 +127,38 @@ def test_an_empty_path_is_refused_not_taken_for_the_current_folder(
     assert info["photos"]["indexed"] == 10 and info["roots"][0]["path"] == str(indexed)
 
 
+def test_files_named_as_input_are_read_safely(
+    indexed: Path, cli_env: Settings, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A label file, caption table, config file or stdin image that is a FIFO (it hung the command,
+    and in the daemon every later one), an endless device (it filled the memory), binary or absurd is
+    a one-line error; nothing indexed changes."""
+    import os
+
+    from photoman import userfiles
+
+    fifo = tmp_path / "fifo.txt"
+    os.mkfifo(fifo)
+    binary = tmp_path / "photo.jpg"
+    binary.write_bytes(b"\xff\xd8\xff\xe0" + bytes(range(256)) * 4)
+    for source, words in ((fifo, "not a regular file"), ("/dev/zero", "not a regular file"),
+                          (binary, "not UTF-8 text")):  # fmt: skip
+        one_line_error(run("tag", "--labels", str(source)), 2, words)
+        one_line_error(run("--config", str(source), "status"), 1, words)  # a setting: exit 1, as ever
+    one_line_error(run("eval", str(binary)), 2, "not UTF-8 text")
+    deep = tmp_path / "deep.toml"
+    deep.write_text("a = " + "[" * 100_000)
+    one_line_error(run("--config", str(deep), "status"), 1, "nested too deeply")
+    huge = tmp_path / "huge.toml"
+    huge.write_text("batch_size = 1e400\n")
+    one_line_error(run("--config", str(huge), "status"), 1, "batch_size")
+    monkeypatch.setattr(userfiles, "MAX_STDIN_IMAGE_MB", 1)
+    res = runner.invoke(app, ["find", "-"], input=b"\0" * (2 * 1024 * 1024))
+    one_line_error(res, 2, "over 1 MB")
+    info = json.loads(run("status", "--json").stdout)
+    assert info["photos"]["indexed"] == 10 and info["vectors"]["points"] == 10
+
+
 def test_busy_store_says_why(indexed: Path, cli_env: Settings) -> None:
     lock = DataDirLock(cli_env.lock_file)
     lock.acquire("photoman index")

@@ -50,11 +50,9 @@ def builtin_labels() -> list[Label]:
 
 
 def load_labels(path: Path | str) -> list[Label]:
-    try:
-        text = Path(path).read_text()
-    except OSError as exc:
-        raise BadInputError(f"cannot read label file {path}: {exc.strerror or exc}") from None
-    labels = parse_labels(text, str(path))
+    from photoman.userfiles import read_text
+
+    labels = parse_labels(read_text(path, "label file"), str(path))
     if not labels:
         raise BadInputError(f"label file {path} has no labels")
     return labels
