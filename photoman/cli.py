@@ -119,7 +119,11 @@ def handles_errors(fn: F) -> F:
             ) from None
         except Exception as exc:
             from photoman.diskspace import as_disk_full, is_disk_full
+            from photoman.errors import path_error
 
+            bad_path = path_error(exc)
+            if bad_path is not None and not state.debug:
+                raise fail(str(bad_path), bad_path.exit_code) from None
             if state.debug or not is_disk_full(exc):
                 raise
             full = as_disk_full(exc, state.settings or Settings())
@@ -1237,6 +1241,14 @@ def main() -> None:
     except KeyboardInterrupt:
         fail("interrupted")
         sys.exit(130)
+    except Exception as exc:  # the global options' own work (the config file) is outside handles_errors
+        from photoman.errors import PhotomanError, path_error
+
+        user = exc if isinstance(exc, PhotomanError) else path_error(exc)
+        if user is None or state.debug:
+            raise
+        fail(str(user))
+        sys.exit(user.exit_code)
     finally:
         # the interpreter's exit collects every object still alive: with torch loaded that is most of
         # a second of an `index` run spent after its last line; what is frozen is not walked

@@ -9,7 +9,7 @@ from typing import Any
 
 import platformdirs
 
-from photoman.errors import ConfigError
+from photoman.errors import ConfigError, SettingValueError
 
 APP = "photoman"
 DEFAULT_MODEL = "laion/CLIP-ViT-B-32-laion2B-s34B-b79K"
@@ -39,6 +39,10 @@ def _default_runtime_dir() -> Path:
 
 def _default_config_file() -> Path:
     return Path(platformdirs.user_config_dir(APP)) / "config.toml"
+
+
+PRECISIONS = ("auto", "fp32", "bf16", "fp16", "onnx", "int8")
+TUI_IMAGES = ("auto", "halfcell", "unicode")
 
 
 @dataclass(frozen=True)
@@ -80,6 +84,13 @@ class Settings:
         ]
     )  # fmt: skip
     config_file: Path | None = None
+
+    def __post_init__(self) -> None:
+        """Every value checked when settings are made (file, env, option, or code), so a bad one is
+        one line at the start, not a daemon that reports success and dies, or a silent misuse."""
+        problem = _problem(self)
+        if problem:
+            raise SettingValueError(problem)
 
     @property
     def catalog(self) -> str:
@@ -125,6 +136,55 @@ class Settings:
 
 
 _FIELD_TYPES = {f.name: f.type for f in fields(Settings)}
+
+
+def _problem(s: Settings) -> str | None:
+    """What is wrong with these settings, in one line, or None."""
+    import math
+    import re
+
+    if not isinstance(s.model, str) or not s.model.strip():
+        return "model: give a Hugging Face id or a model folder (it is empty)"
+    if not re.fullmatch(r"auto|cpu|mps|cuda(:\d+)?", str(s.device)):
+        return f"device: unknown device {s.device or ''!r}; use auto, cpu, cuda, cuda:N or mps"
+    if s.precision not in PRECISIONS:
+        return f"precision: unknown precision {s.precision!r}; use {', '.join(PRECISIONS)}"
+    if s.tui_images not in TUI_IMAGES:
+        return f"tui_images: {s.tui_images!r}; use {', '.join(TUI_IMAGES)}"
+    for name in ("text_int8", "auto_tag", "autostart"):
+        if getattr(s, name) not in (0, 1):
+            return f"{name}: 0 or 1, not {getattr(s, name)!r}"
+    if s.batch_size < 1:
+        return f"batch_size: at least 1, not {s.batch_size}"
+    if s.workers < 0:
+        return f"workers: 0 (one per core) or more, not {s.workers}"
+    if s.min_free_mb < 0:
+        return f"min_free_mb: 0 or more, not {s.min_free_mb}"
+    for name in ("settle", "debounce"):
+        value = getattr(s, name)
+        if not (math.isfinite(value) and value >= 0):
+            return f"{name}: seconds, 0 or more, not {value}"
+    if not (math.isfinite(s.rescan_interval) and s.rescan_interval > 0):
+        return f"rescan_interval: seconds, more than 0, not {s.rescan_interval}"
+    if not isinstance(s.poll_roots, list) or not all(isinstance(r, str) and r for r in s.poll_roots):
+        return "poll_roots: a list of folder paths"
+    url = s.qdrant_url
+    if url is not None and url != "" and not re.match(r"https?://", url) and not os.path.isabs(url):
+        hint = f"; did you mean http://{url}?" if re.fullmatch(r"[\w.-]+:\d+", url) else ""
+        return f"qdrant_url: an http(s):// address of a Qdrant server, not {url!r}{hint}"
+    if s.catalog_url is not None and _in_memory(s.catalog_url):
+        return ("catalog_url: a catalog in memory would be gone at exit (and the daemon's threads each "
+                "see their own); give a database file or server")
+    return None
+
+
+def _in_memory(url: str) -> bool:
+    """An SQLite URL with no file (sqlite://, sqlite:///:memory:, mode=memory)."""
+    low = url.strip().lower()
+    if not low.startswith("sqlite"):
+        return False
+    rest = low.split("://", 1)[1] if "://" in low else ""
+    return rest in ("", "/") or rest.startswith("/:memory:") or "mode=memory" in rest
 
 
 def _unknown(name: str, where: str = "") -> ConfigError:

@@ -159,6 +159,21 @@ def test_files_named_as_input_are_read_safely(
     assert info["photos"]["indexed"] == 10 and info["vectors"]["points"] == 10
 
 
+def test_impossible_names_are_one_line(indexed: Path, tmp_path: Path) -> None:
+    """A name the system refuses (over 255 bytes), a model id the hub refuses, a catalog that is not
+    a database: one line each, where they were tracebacks."""
+    long = "a" * 300
+    one_line_error(run("find", "--image", f"/{long}.jpg"), 2, "File name too long")
+    one_line_error(run("find", f"{long}.jpg"), 2, "File name too long")
+    one_line_error(run("embed", long), 2, "File name too long")
+    one_line_error(run("--model", "bad id", "status"), 1, "neither a folder nor a Hugging Face model id")
+    text = tmp_path / "notes.txt"
+    text.write_text("not a database " * 100)
+    one_line_error(run("--catalog-url", f"sqlite:///{text}", "status"), 1, "file is not a database")
+    info = json.loads(run("status", "--json").stdout)
+    assert info["photos"]["indexed"] == 10 and info["vectors"]["points"] == 10
+
+
 def test_busy_store_says_why(indexed: Path, cli_env: Settings) -> None:
     lock = DataDirLock(cli_env.lock_file)
     lock.acquire("photoman index")

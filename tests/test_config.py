@@ -66,3 +66,45 @@ def test_config_shows_each_setting_and_its_source(tmp_path, monkeypatch) -> None
     cfg.write_text("modle = 'x'\n")
     bad = CliRunner().invoke(app, ["config"])
     assert bad.exit_code == 1 and "did you mean 'model'" in bad.stderr and str(cfg) in bad.stderr
+
+
+@pytest.mark.parametrize(
+    ("env", "words"),
+    [
+        ({"PHOTOMAN_PRECISION": "bogus"}, "unknown precision 'bogus'"),  # a daemon said running, then died
+        ({"PHOTOMAN_DEVICE": "tpu"}, "unknown device 'tpu'"),
+        ({"PHOTOMAN_BATCH_SIZE": "0"}, "batch_size: at least 1"),
+        ({"PHOTOMAN_WORKERS": "-5"}, "workers: 0"),
+        ({"PHOTOMAN_SETTLE": "nan"}, "settle: seconds"),
+        ({"PHOTOMAN_DEBOUNCE": "inf"}, "debounce: seconds"),
+        ({"PHOTOMAN_RESCAN_INTERVAL": "0"}, "rescan_interval"),
+        ({"PHOTOMAN_MIN_FREE_MB": "-1"}, "min_free_mb"),
+        ({"PHOTOMAN_AUTOSTART": "5"}, "autostart: 0 or 1"),
+        ({"PHOTOMAN_TUI_IMAGES": "bogus"}, "tui_images"),
+        ({"PHOTOMAN_QDRANT_URL": "bogus"}, "an http(s):// address"),  # it made a folder named bogus here
+        ({"PHOTOMAN_QDRANT_URL": "localhost:6333"}, "did you mean http://localhost:6333"),
+        ({"PHOTOMAN_CATALOG_URL": "sqlite:///:memory:"}, "in memory"),  # a daemon without tables
+        ({"PHOTOMAN_CATALOG_URL": "sqlite://"}, "in memory"),
+    ],
+)
+def test_a_setting_that_cannot_work_is_refused_when_read(env: dict[str, str], words: str) -> None:
+    """Checked as settings are made, from any source: one line (exit 2), not a later failure."""
+    from photoman.errors import SettingValueError
+
+    with pytest.raises(SettingValueError, match=words.replace("(", r"\(").replace(")", r"\)")):
+        load_settings(env={**env, "PHOTOMAN_CONFIG": ""})
+
+
+def test_an_empty_model_option_is_refused() -> None:
+    from photoman.config import Settings
+    from photoman.errors import SettingValueError
+
+    with pytest.raises(SettingValueError, match="model: give"):
+        Settings().with_overrides(model="")  # `--model ''` (an empty variable is taken as unset)
+
+
+def test_settings_that_work_are_taken(tmp_path: Path) -> None:
+    for env in ({"PHOTOMAN_QDRANT_URL": "https://nas:6333"}, {"PHOTOMAN_QDRANT_URL": str(tmp_path / "q")},
+                {"PHOTOMAN_CATALOG_URL": f"sqlite:///{tmp_path / 'c.db'}"}, {"PHOTOMAN_DEVICE": "cuda:1"},
+                {"PHOTOMAN_WORKERS": "0"}, {"PHOTOMAN_SETTLE": "0"}):  # fmt: skip
+        load_settings(env={**env, "PHOTOMAN_CONFIG": ""})

@@ -9,7 +9,7 @@ from typing import TYPE_CHECKING
 
 from sqlalchemy import create_engine, event
 from sqlalchemy.engine import Engine, make_url
-from sqlalchemy.exc import ArgumentError, OperationalError
+from sqlalchemy.exc import ArgumentError, DatabaseError, OperationalError
 from sqlalchemy.orm import Session, sessionmaker
 
 from photoman.catalog.paths import bind_path_map
@@ -131,8 +131,8 @@ class Catalog:
         try:
             if not schema_current(self.engine):
                 upgrade_schema(self.engine)
-        except OperationalError as exc:
-            if not self._read_only_when_full():
+        except DatabaseError as exc:  # OperationalError, or a file that is not a database at all
+            if not isinstance(exc, OperationalError) or not self._read_only_when_full():
                 reason = " ".join(str(exc.orig).split())  # one line (libpq's messages have several)
                 raise PhotomanError(f"cannot open catalog {shown_url(url)}: {reason}") from None
         bind_path_map(self.engine, path_map)  # after the migrations: they work in stored paths

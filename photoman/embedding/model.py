@@ -65,7 +65,7 @@ def cpu_has_bf16() -> bool:
     return "avx512_bf16" in flags or "amx_bf16" in flags
 
 
-PRECISIONS = ("auto", "fp32", "bf16", "fp16", "onnx", "int8")
+from photoman.config import PRECISIONS  # noqa: E402 - with its neighbours, where it is used
 
 
 def _autocast_dtype(device: str, precision: str) -> torch.dtype | None:
@@ -684,7 +684,10 @@ def model_dim(model: str) -> int:
             raise ModelError(f"model {model!r} is neither a folder nor a Hugging Face model id")
         from huggingface_hub import try_to_load_from_cache
 
-        cfg_file = try_to_load_from_cache(model, "config.json")
+        try:
+            cfg_file = try_to_load_from_cache(model, "config.json")
+        except ValueError:  # the hub's own check of an id (spaces, too long, ...)
+            raise ModelError(f"model {model!r} is neither a folder nor a Hugging Face model id") from None
         if not isinstance(cfg_file, str):
             known = KNOWN_SIZES_MB.get(model)
             size = f" (about {known} MB)" if known else ""

@@ -22,7 +22,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from photoman.errors import PhotomanError
+from photoman.errors import PhotomanError, path_error
 from photoman.service.protocol import (
     BUSY_REPLY,
     MAX_LINE,
@@ -65,6 +65,9 @@ def answer(dispatch: Handler, line: bytes) -> bytes:
     except (ValueError, TypeError) as exc:
         return encode(_bad(str(exc)))
     except Exception as exc:  # noqa: BLE001 - a bug in one request must not kill the daemon
+        bad_path = path_error(exc)
+        if bad_path is not None:
+            return encode({"ok": False, "error": _one_line(str(bad_path)), "code": bad_path.exit_code})
         return _internal(op, exc)
     try:
         return encode({"ok": True, "result": result})
