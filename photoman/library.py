@@ -141,7 +141,15 @@ class Models:
         """Open the cached text encoder in a thread: a one-shot query overlaps its ONNX session set-up
         (which mostly releases the GIL) with opening the catalog and the vector store."""
         if not self._text_tried:
-            threading.Thread(target=self._text_pack, name="photoman-text-pack", daemon=True).start()
+            self._prefetch = threading.Thread(target=self._text_pack, name="photoman-text-pack", daemon=True)
+            self._prefetch.start()
+
+    def _join_prefetch(self) -> None:
+        """Wait for the prefetch thread: a process that exits (a busy library's one-line error) while
+        it is inside ONNX Runtime's session set-up crashed in the interpreter's teardown (SIGSEGV)."""
+        thread = getattr(self, "_prefetch", None)
+        if thread is not None and thread is not threading.current_thread():
+            thread.join()
 
     def _pack_used(self) -> bool:
         s = self.settings
@@ -251,6 +259,7 @@ class Library(Models):
                 self._lock.acquire(purpose)
             except StoreBusyError as exc:
                 if not allow_busy:
+                    self._join_prefetch()
                     raise
                 self.busy = exc  # catalog readable (SQLite WAL), vector store not
         try:
@@ -262,6 +271,7 @@ class Library(Models):
                 self._open_lease(purpose, standby or allow_busy)
             self._resolve_model()
         except BaseException:
+            self._join_prefetch()
             if self.lease is not None:
                 self.lease.close()
             if hasattr(self, "catalog"):
@@ -418,6 +428,7 @@ class Library(Models):
         return self._store
 
     def close(self) -> None:
+        self._join_prefetch()
         try:
             if self._target is not None:
                 self._target.close()

@@ -245,6 +245,21 @@ def test_second_writer_is_refused(settings: Settings, library_dir: Path) -> None
         reader.close()
 
 
+def test_a_refused_open_leaves_no_thread_behind(settings: Settings, library_dir: Path) -> None:
+    """`photoman --no-daemon find` against a busy library: the text-encoder prefetch thread is done
+    when the refusal is raised (the process exiting while it was inside ONNX Runtime crashed, SIGSEGV)."""
+    import threading
+
+    with Library(settings, "photoman index") as lib:
+        index(lib, [library_dir])
+        lib.encoder  # noqa: B018 - builds the cached text encoder the prefetch opens
+    with Library(settings, "photoman watch"):
+        for _ in range(3):
+            with pytest.raises(StoreBusyError):
+                Library(settings, "photoman find", prefetch_text=True)
+            assert not [t for t in threading.enumerate() if t.name == "photoman-text-pack"]
+
+
 def test_server_backend_runs_the_same_pipeline(settings: Settings, library_dir: Path, tmp_path: Path) -> None:
     cfg = replace(settings, qdrant_url=str(tmp_path / "qdrant-local"))  # qdrant-client local mode
     with Library(cfg) as lib:
