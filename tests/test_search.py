@@ -53,8 +53,13 @@ def with_iptc_caption(jpeg: bytes, caption: str) -> bytes:
 # ---------- grammar, algebra, cutoff (pure) ----------
 
 
-def test_query_grammar(photos_src: Path) -> None:
+def test_query_grammar(photos_src: Path, tmp_path: Path) -> None:
+    import os
+
     img = str(photos_src / "exif--test1.jpg")
+    folder, fifo = tmp_path / "album.jpg", tmp_path / "pipe.jpg"  # named like photos, neither a file
+    folder.mkdir()
+    os.mkfifo(fifo)
     terms = parse_query(["beach", "+", "2:red car", "-", "0.5:people"])
     assert [(t.kind, t.value, t.weight, t.sign) for t in terms] == [
         ("text", "beach", 1.0, 1), ("text", "red car", 2.0, 1), ("text", "people", 0.5, -1)
@@ -71,6 +76,8 @@ def test_query_grammar(photos_src: Path) -> None:
         (["beach", "+", "+", "x"], "expected a term"),
         (["0:beach"], "weight must be positive"),
         (["beach", "+", "./missing.jpg"], "no such image"),
+        (["beach", "+", str(folder)], "is a folder, not an image file"),
+        (["beach", "+", str(fifo)], "not a regular file"),
         (["-"], "standard input"),
         (["  "], "empty query"),
     ):
@@ -227,7 +234,7 @@ def test_captions_are_indexed_edited_and_searched(settings: Settings, library_di
             )
 
         assert [r.path for r in both] == sorted(set(by_image) | set(by_caption), key=rrf, reverse=True)[:5]
-        with pytest.raises(BadInputError, match="needs a image term"):
+        with pytest.raises(BadInputError, match="needs an image term"):
             search(lib, Query(parse_query(["text only"]), mode="image-caption"))
 
 

@@ -89,6 +89,8 @@ def build_filter(
         raise BadInputError(f"--since {since} is after --until {until}: nothing can match")
     if folder:
         flt.folder = os.path.normpath(os.path.abspath(os.path.expanduser(folder)))
+        if os.path.exists(flt.folder) and not os.path.isdir(flt.folder):  # absent: maybe an offline drive's
+            raise BadInputError(f"--in {folder} is a file, not a folder")
     if camera:
         words = camera.lower().replace(",", " ").split()
         if not words:

@@ -116,7 +116,7 @@ def _term(raw: str, sign: int, stdin: bytes | None, stdin_ok: bool = False) -> T
     if _looks_like_image(raw):
         path = Path(raw).expanduser()
         if not path.is_file():
-            raise BadInputError(f"no such image: {raw}")
+            raise BadInputError(_not_a_file(path, raw))
         return Term("image", str(path.absolute()), weight, sign)
     return Term("text", raw, weight, sign)
 
@@ -183,11 +183,18 @@ def _image_term(value: str, stdin: bytes | None) -> Term:
             raise BadInputError("'-' means an image on standard input, but none was given")
         return Term("image", "-", 1.0, 1, stdin)
     path = Path(value).expanduser()
-    if not path.exists():
-        raise BadInputError(f"no such image: {value}")
     if not path.is_file():
-        raise BadInputError(f"not an image file: {value}" + (" is a folder" if path.is_dir() else ""))
+        raise BadInputError(_not_a_file(path, value))
     return Term("image", str(path.absolute()), 1.0, 1)
+
+
+def _not_a_file(path: Path, raw: str) -> str:
+    """Why an image term's path cannot be read: not there, a folder, or another kind of file."""
+    if not path.exists():
+        return f"no such image: {raw}"
+    if path.is_dir():
+        return f"{raw} is a folder, not an image file"
+    return f"{raw} is not a regular file (a FIFO, device or socket), not an image file"
 
 
 @dataclass
@@ -236,7 +243,8 @@ class Query:
             raise BadInputError(f"unknown mode {self.mode!r}; use auto, {', '.join(MODES)}")
         source = self.mode.split("-")[0]
         if source in ("text", "image") and source not in kinds:
-            raise BadInputError(f"mode {self.mode} needs a {source} term in the query")
+            article = "an" if source == "image" else "a"
+            raise BadInputError(f"mode {self.mode} needs {article} {source} term in the query")
         return self.mode
 
     def to_json(self) -> dict[str, Any]:
