@@ -829,6 +829,9 @@ def watch(
     if folders:
         _adopt_roots(cfg, folders)
     if poll:
+        missing = [p for p in poll if not Path(p).expanduser().is_dir()]
+        if missing:
+            raise fail(f"--poll {missing[0]}: no such folder (mount the share first)", 2)
         cfg = cfg.with_overrides(
             poll_roots=[*cfg.poll_roots, *(str(Path(p).expanduser().absolute()) for p in poll)]
         )

@@ -91,6 +91,7 @@ def test_bad_input_is_one_line_and_changes_nothing(indexed: Path, tmp_path: Path
     one_line_error(run("embed"), 2, "nothing to embed")
     one_line_error(run("find", "cat", "--limit", "0"), 2, "--limit")
     one_line_error(run("find", "cat", "--in", str(junk)), 2, "is a file, not a folder")
+    one_line_error(run("watch", "--once", "--poll", str(tmp_path / "share")), 2, "no such folder")
     info = json.loads(run("status", "--json").stdout)
     assert info["photos"]["indexed"] == 10 and info["vectors"]["points"] == 10
 
