@@ -148,6 +148,9 @@ def test_files_named_as_input_are_read_safely(
         one_line_error(run("tag", "--labels", str(source)), 2, words)
         one_line_error(run("--config", str(source), "status"), 1, words)  # a setting: exit 1, as ever
     one_line_error(run("eval", str(binary)), 2, "not UTF-8 text")
+    many = tmp_path / "labels.txt"
+    many.write_text("".join(f"thing {i}\n" for i in range(5001)))
+    one_line_error(run("tag", "--labels", str(many)), 2, "at most 5000")
     deep = tmp_path / "deep.toml"
     deep.write_text("a = " + "[" * 100_000)
     one_line_error(run("--config", str(deep), "status"), 1, "nested too deeply")

@@ -16,6 +16,7 @@ import numpy as np
 from photoman.embedding.family import CLIP_TEMPLATES
 from photoman.errors import BadInputError
 
+MAX_LABELS = 5000  # in one label file: its texts are encoded before any photo is tagged
 TEMPLATES = CLIP_TEMPLATES  # CLIP's ensemble (a SigLIP encoder brings its own: encoder.templates)
 
 Label = tuple[str, float | None]  # name, its own probability threshold (None: the default)
@@ -53,6 +54,9 @@ def load_labels(path: Path | str) -> list[Label]:
     from photoman.userfiles import read_text
 
     labels = parse_labels(read_text(path, "label file"), str(path))
+    if len(labels) > MAX_LABELS:
+        raise BadInputError(f"label file {path} has {len(labels)} labels; photoman takes at most "
+                            f"{MAX_LABELS} (each is {len(TEMPLATES)} text encodings)")  # fmt: skip
     if not labels:
         raise BadInputError(f"label file {path} has no labels")
     return labels
