@@ -8,7 +8,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from sqlalchemy import create_engine, event
-from sqlalchemy.engine import Engine, make_url
+from sqlalchemy.engine import Connection, Engine, make_url
 from sqlalchemy.exc import ArgumentError, DatabaseError, OperationalError
 from sqlalchemy.orm import Session, sessionmaker
 
@@ -76,6 +76,12 @@ def upgrade_schema(engine: Engine) -> None:
     # configparser reads % as interpolation: escape it (a socket dir or password in the URL has them)
     url = engine.url.render_as_string(hide_password=False).replace("%", "%%")
     cfg.set_main_option("sqlalchemy.url", url)
+    if engine.dialect.name == "sqlite":
+        with engine.connect() as conn, _sqlite_ddl_transaction(conn):
+            _drop_unfinished_schema(conn)
+            cfg.attributes["connection"] = conn
+            command.upgrade(cfg, "head")
+        return
     with engine.begin() as conn:
         if engine.dialect.name == "postgresql":  # machines sharing the catalog upgrade one at a time
             from photoman.catalog.lease import MIGRATE_KEY
@@ -83,6 +89,45 @@ def upgrade_schema(engine: Engine) -> None:
             conn.exec_driver_sql(f"SELECT pg_advisory_xact_lock({MIGRATE_KEY})")
         cfg.attributes["connection"] = conn
         command.upgrade(cfg, "head")
+
+
+@contextmanager
+def _sqlite_ddl_transaction(conn: Connection) -> Iterator[None]:
+    """Run the migrations in one real SQLite transaction, so a crash halfway leaves the schema as it was.
+
+    Python's sqlite3 opens transactions only before INSERT/UPDATE/DELETE: each CREATE or ALTER of a
+    migration otherwise commits on its own, and a process killed while the first open created the
+    tables left a catalog Alembic could never upgrade ("table roots already exists"). With the
+    driver's own transaction handling off, an explicit BEGIN IMMEDIATE covers every statement (and
+    makes a second process that opens the same new catalog wait its turn)."""
+    raw = conn.connection.driver_connection
+    level = raw.isolation_level  # type: ignore[union-attr]
+    raw.isolation_level = None  # type: ignore[union-attr]
+    try:
+        conn.exec_driver_sql("BEGIN IMMEDIATE")
+        yield
+        conn.commit()  # the driver's commit() sends COMMIT: a transaction is open
+    finally:
+        if raw.in_transaction:  # type: ignore[union-attr]
+            raw.rollback()  # type: ignore[union-attr]
+        raw.isolation_level = level  # type: ignore[union-attr]
+
+
+def _drop_unfinished_schema(conn: Connection) -> None:
+    """Drop what a crashed first open of an older photoman left: tables with no Alembic revision
+    recorded and no rows in any of them (so nothing of the user's can be in them); the migrations then
+    create the schema from the start. A catalog with any row is left for Alembic to report."""
+    from sqlalchemy import inspect
+
+    tables = [t for t in inspect(conn).get_table_names() if not t.startswith("sqlite_")]
+    if not tables:
+        return
+    if "alembic_version" in tables and conn.exec_driver_sql("SELECT 1 FROM alembic_version").first():
+        return
+    if any(conn.exec_driver_sql(f'SELECT 1 FROM "{t}" LIMIT 1').first() for t in tables):
+        return
+    for t in tables:
+        conn.exec_driver_sql(f'DROP TABLE "{t}"')
 
 
 def head_revision() -> str | None:
