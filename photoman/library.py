@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import fcntl
+import logging
 import os
 import threading
 from pathlib import Path
@@ -20,6 +21,8 @@ if TYPE_CHECKING:
     from photoman.embedding.query_text import QueryTextEncoder
     from photoman.indexing.switch import Target
     from photoman.vectors import VectorStore
+
+log = logging.getLogger(__name__)
 
 
 class DataDirLock:
@@ -424,8 +427,27 @@ class Library(Models):
                 if self._store is None:
                     from photoman.vectors import open_store
 
-                    self._store = open_store(self.settings, self.model_id, self.dim)
+                    store = open_store(self.settings, self.model_id, self.dim)
+                    if self._may_mend():
+                        self._replay_pending(store)
+                    self._store = store
         return self._store
+
+    def _may_mend(self) -> bool:
+        """Whether this process alone writes the store now: the writer, or a reader of an embedded store
+        (it holds the data-dir lock too); never a shared catalog's standby or a read-only catalog."""
+        holds_lock = self.write or not self.settings.qdrant_url
+        return holds_lock and (self.lease is None or self.write) and not self.catalog.read_only
+
+    def _replay_pending(self, store: VectorStore) -> None:
+        """Payloads an operation killed halfway left out of step with the catalog are rewritten before
+        anything reads or writes the store (catalog/pending.py; one empty query otherwise)."""
+        from photoman.catalog.pending import replay
+
+        try:
+            replay(self.catalog, store, self.model_id, [self.target_name] if self.target_name else [])
+        except PhotomanError as exc:  # a full disk, a lost lease: the next writer's open tries again
+            log.warning("could not bring search data in line with the catalog yet: %s", exc)
 
     def close(self) -> None:
         self._join_prefetch()

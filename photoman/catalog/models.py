@@ -166,3 +166,14 @@ class ModelState(Base):
     target_model: Mapped[str | None] = mapped_column(String(4096))
     model_setting: Mapped[str | None] = mapped_column(String(4096))
     switch_started: Mapped[datetime | None] = mapped_column(DateTime)
+
+
+class PayloadPending(Base):
+    """A point whose payload the store may not match the catalog on: written (and committed) before an
+    operation touches payloads, deleted once the store has flushed them. A crash in between leaves the
+    row, and the next writer rewrites that payload from the catalog (catalog/pending.py)."""
+
+    __tablename__ = "payload_pending"
+
+    content_hash: Mapped[str] = mapped_column(String(64), primary_key=True)
+    model_id: Mapped[str] = mapped_column(String(512), primary_key=True)

@@ -12,6 +12,7 @@ from typing import Any
 from sqlalchemy import func, select
 
 from photoman.catalog.models import OK, Photo, Root
+from photoman.catalog.pending import clear, mark_in, payload_writes
 from photoman.errors import BadInputError
 from photoman.mounts import mount_points, root_online, root_state
 from photoman.paths import absolute, canonical, is_inside
@@ -52,6 +53,7 @@ def forget(lib: Any, rows: Iterable[Photo], extra_stale: set[str]) -> int:
                 if row.content_hash:
                     stale.add(row.content_hash)
                 s.delete(row)
+        mark_in(s, stale, lib.model_id)  # with the rows' removal: a crash before the store's turn is mended
     if stale:
         from photoman.catalog.payload import payloads_for_hashes
         from photoman.vectors import point_id
@@ -62,6 +64,8 @@ def forget(lib: Any, rows: Iterable[Photo], extra_stale: set[str]) -> int:
         lib.store.delete(gone)
         for h, payload in payloads.items():
             lib.store.set_payload([point_id(h, lib.model_id)], payload)
+        lib.store.flush()
+        clear(lib.catalog, stale, lib.model_id)
     return len(ids)
 
 
@@ -159,12 +163,16 @@ def relocate_root(lib: Any, old: str, new: str) -> dict[str, Any]:
             raise BadInputError(f"{target} overlaps the root {clash[0]}; remove that one first")
         rows = list(s.scalars(select(Photo).where(Photo.root_id == root.id)))
         hashes = {r.content_hash for r in rows if r.content_hash}
+    lib.store  # noqa: B018 - opened (and any earlier crash mended) before this one's marks are made
+    with payload_writes(lib) as marks, lib.catalog.session() as s:
+        marks.add(hashes)  # committed first: a crash below leaves them for the next writer to mend
+        root = s.get(Root, root.id)
+        rows = list(s.scalars(select(Photo).where(Photo.root_id == root.id)))
         for r in rows:
             r.path = target + r.path[len(source.rstrip("/")) :] if r.path != source else target
         root.path = target
         s.flush()
         payloads = payloads_for_hashes(s, hashes, lib.model_id)
-        lib.store  # noqa: B018
         for h, payload in payloads.items():  # vectors' payloads (roots, folders) before the commit
             lib.store.set_payload([point_id(h, lib.model_id)], payload)
         lib.store.flush()

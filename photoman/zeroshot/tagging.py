@@ -4,12 +4,14 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 from sqlalchemy import delete, select
 
 from photoman.catalog.models import Photo, Tag
 from photoman.catalog.payload import payloads_for_hashes
+from photoman.catalog.pending import payload_writes
 from photoman.library import Library
 from photoman.vectors import IMAGE, point_id
 from photoman.zeroshot.labels import (
@@ -72,6 +74,13 @@ def tag_library(
             todo -= done
     todo_list = sorted(todo)
     report.considered = len(todo_list)
+    with payload_writes(lib) as marks:  # a crash midway: the next writer mends the payloads
+        _tag_chunks(lib, todo_list, labels, vecs, min_prob, top_k, report, marks)
+    return report
+
+
+def _tag_chunks(lib: Library, todo_list: list[str], labels: list[Label], vecs: np.ndarray, min_prob: float,
+                top_k: int, report: TagReport, marks: Any) -> None:  # fmt: skip
     for i in range(0, len(todo_list), 256):
         chunk = todo_list[i : i + 256]
         ids = {point_id(h, lib.model_id): h for h in chunk}
@@ -81,6 +90,7 @@ def tag_library(
             continue
         probs = zero_shot_probs(np.stack([np.asarray(stored[h]) for h in present]), vecs, lib.encoder)
         picks = choose_tags(probs, labels, min_prob, top_k)
+        marks.add(present)
         with lib.catalog.session() as s:
             s.execute(
                 delete(Tag).where(
@@ -100,7 +110,6 @@ def tag_library(
                 if h in payloads:
                     lib.store.set_payload([point_id(h, lib.model_id)], {"tags": payloads[h]["tags"]})
     lib.store.flush()
-    return report
 
 
 def classify(lib_or_encoder, image, labels: list[str]) -> list[tuple[str, float]]:  # noqa: ANN001
