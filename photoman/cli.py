@@ -618,6 +618,11 @@ def status(
                       "once the lease is free", highlight=False)  # fmt: skip
         for root, kind in d["watching"].items():
             line(f"watching  {shown(root)} ({kind})")
+    gone = info["pending_removal"]
+    if gone["photos"]:
+        example = shown(gone["paths"][0])
+        line(f"missing   {gone['photos']} photos gone since the last scan, with much of their root: hidden "
+             f"from results, removed by the next scan that still misses them (e.g. {example})")  # fmt: skip
     for e in info["errors"]:
         line(f"error     {shown(e['path'])}: {shown(e['error'])}")
     if p["errors"] > len(info["errors"]):

@@ -216,6 +216,13 @@ def diagnose(settings: Settings) -> list[Finding]:
                 else "run `photoman index` (it reconciles the two)",
             )
         )
+    gone = info["pending_removal"]["photos"]
+    if gone:  # not a fault: a pause before forgetting many photos at once
+        findings.append(Finding(
+            "removals", True, f"{gone} photos went missing in one scan with much of their root (a deletion, "
+            "or a drive half there): hidden from results, forgotten by the next scan that still misses "
+            "them; if they should be there, check the drive before then",
+        ))  # fmt: skip
     if not roots:
         findings.append(Finding("roots", False, "no roots yet", "photoman index ~/Pictures"))
     for r in roots:

@@ -40,6 +40,7 @@ from photoman.indexing.scanner import FileStat
 from photoman.library import Library
 from photoman.media.decode import image_size, load_image
 from photoman.search.engine import find
+from photoman.status import library_status
 from photoman.vectors import point_id
 
 # the fixtures' photos (tests.conftest is not imported here: decode workers import this module by
@@ -524,7 +525,8 @@ def test_legacy_root_without_mount_record_keeps_the_old_rule(settings: Settings,
             assert root.device == os.stat(library_dir).st_dev
 
 
-def test_mass_deletion_waits_for_a_second_scan(settings: Settings, tmp_path: Path, photos_src: Path) -> None:
+def test_mass_deletion_waits_for_a_second_scan(cli_env: Settings, tmp_path: Path, photos_src: Path) -> None:
+    settings = cli_env
     lib_dir = tmp_path / "Pictures"
     lib_dir.mkdir()
     for i in range(20):
@@ -541,6 +543,20 @@ def test_mass_deletion_waits_for_a_second_scan(settings: Settings, tmp_path: Pat
             pending = s.scalars(select(Photo.path).where(Photo.missing_since.is_not(None))).all()
         assert sorted(pending) == sorted(str(v) for v in victims)
         assert pending_removals(lib, limit=3) == (16, sorted(pending)[:3])
+        # what a user sees meanwhile: not in results; in status and doctor, with what happens next
+        shown = [p for r in find(lib, text="a photo", limit=20) for p in [r.path, *r.duplicates]]
+        assert sorted(shown) == sorted(str(f) for f in lib_dir.iterdir())
+        assert library_status(lib)["pending_removal"] == {"photos": 16, "paths": sorted(pending)[:5]}
+        from photoman.doctor import diagnose
+
+        note = next(f for f in diagnose(settings) if f.check == "removals")
+        assert note.ok and note.detail.startswith("16 photos went missing in one scan")
+        from typer.testing import CliRunner
+
+        from photoman.cli import app
+
+        out = CliRunner().invoke(app, ["status"]).stdout
+        assert "missing   16 photos gone since the last scan" in out and str(victims[0]) in out
         shutil.copy(photos_src / SMALL_SET[0], victims[0])  # one came back meanwhile: kept
         second = index_or_fail(lib, [lib_dir])
         assert second.removed == 15 and second.pending_removal == 0

@@ -359,11 +359,13 @@ def join_many(lib: Library, lists: list[tuple[list[Hit], str | None]]) -> list[l
             # path or status index instead (2 ms → 50 ms)
             for chunk in range(0, len(hashes), 500):
                 rows += conn.execute(
-                    select(*_JOIN_COLUMNS, Photo.status, Photo.model_id).where(
+                    select(*_JOIN_COLUMNS, Photo.status, Photo.model_id, Photo.missing_since).where(
                         Photo.content_hash.in_(hashes[chunk : chunk + 500])
                     )
                 ).all()
-    rows = sorted((r for r in rows if r.status == OK and r.model_id == lib.model_id), key=lambda r: r.path)
+    # a file a scan found gone (pending removal, see indexing/pipeline.py) is not shown: it is not there
+    shown = (r for r in rows if r.status == OK and r.model_id == lib.model_id and r.missing_since is None)
+    rows = sorted(shown, key=lambda r: r.path)
     by_hash: dict[str, list[Any]] = {}
     for r in rows:
         by_hash.setdefault(r.content_hash, []).append(r)
