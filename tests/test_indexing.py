@@ -21,7 +21,7 @@ from photoman.errors import BadInputError, StoreBusyError
 from photoman.indexing.pipeline import index
 from photoman.library import Library
 from photoman.search.engine import find, join
-from photoman.vectors import IMAGE, point_id
+from photoman.vectors import IMAGE, SearchFilter, point_id
 
 
 def rows(lib: Library) -> dict[str, Photo]:
@@ -225,6 +225,11 @@ def test_roots_nest_and_missing_folders_fail_before_writing(settings: Settings, 
         index(lib, [library_dir])  # the parent adopts the inner root
         with lib.catalog.session() as s:
             assert list(s.scalars(select(Root.path))) == [str(library_dir)]
+        # the adopted photos' search data names the new root and its folders (before, `find --in` the
+        # parent missed every photo of the inner root, and an offline parent still showed them)
+        trip = str(library_dir / "trips" / "exif--test1.jpg")
+        for flt in (SearchFilter(folder=str(library_dir)), SearchFilter(roots=[str(library_dir)])):
+            assert trip in {r.path for r in find(lib, text="a photo", limit=20, flt=flt)}
         before = rows(lib)
         with pytest.raises(BadInputError, match="no such folder"):
             index(lib, [library_dir / "nope"])

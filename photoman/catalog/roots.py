@@ -23,6 +23,7 @@ def register_roots(lib: Any, folders: Sequence[str]) -> dict[str, int]:
     A new root remembers its device and mount point (what :func:`root_online` later checks)."""
     out: dict[str, int] = {}
     mounts = mount_points()
+    adopted: set[str] = set()  # their payloads name the inner root, and lack the new root's folders
     with lib.catalog.session() as s:
         for folder in folders:
             roots = list(s.scalars(select(Root)))
@@ -38,9 +39,29 @@ def register_roots(lib: Any, folders: Sequence[str]) -> dict[str, int]:
                     if is_inside(inner.path, folder):
                         for photo in s.scalars(select(Photo).where(Photo.root_id == inner.id)):
                             photo.root_id = parent.id
+                            if photo.content_hash:
+                                adopted.add(photo.content_hash)
                         s.delete(inner)
             out[folder] = parent.id
+        mark_in(s, adopted, lib.model_id)  # committed with the adoption: a crash before the rewrite is mended
+    if adopted:
+        rewrite_payloads(lib, adopted)
     return out
+
+
+def rewrite_payloads(lib: Any, hashes: set[str]) -> None:
+    """Bring the payloads of these (marked) points in line with the catalog, flush, clear the marks."""
+    from photoman.catalog.payload import payloads_for_hashes
+    from photoman.vectors import point_id
+
+    with lib.catalog.session() as s:
+        payloads = payloads_for_hashes(s, hashes, lib.model_id)
+    present = {p.id for p in lib.store.retrieve([point_id(h, lib.model_id) for h in payloads])}
+    for h, payload in payloads.items():
+        if point_id(h, lib.model_id) in present:  # one missing is reconcile's: it re-embeds that photo
+            lib.store.set_payload([point_id(h, lib.model_id)], payload)
+    lib.store.flush()
+    clear(lib.catalog, hashes, lib.model_id)
 
 
 def forget(lib: Any, rows: Iterable[Photo], extra_stale: set[str]) -> int:
