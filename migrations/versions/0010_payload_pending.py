@@ -1,5 +1,6 @@
 """payload_pending: points whose store payload an unfinished operation (tagging, a root's relocation,
-forgetting photos) may have left out of step with the catalog; the next writer rewrites them.
+forgetting photos) may have left out of step with the catalog; the next writer rewrites them. And an
+index on photos.missing_since: every search asks which photos are pending removal (hidden).
 
 Revision ID: 0010
 Revises: 0009
@@ -21,7 +22,9 @@ def upgrade() -> None:
         sa.Column("content_hash", sa.String(64), primary_key=True),
         sa.Column("model_id", sa.String(512), primary_key=True),
     )
+    op.create_index("ix_photos_missing_since", "photos", ["missing_since"])
 
 
 def downgrade() -> None:
+    op.drop_index("ix_photos_missing_since", "photos")
     op.drop_table("payload_pending")

@@ -116,7 +116,7 @@ class Photo(Base):
     error: Mapped[str | None] = mapped_column(Text)
     indexed_at: Mapped[datetime | None] = mapped_column(DateTime)
     # set when a scan finds the file gone but keeps the row: a mass deletion waits for a second scan
-    missing_since: Mapped[datetime | None] = mapped_column(DateTime)
+    missing_since: Mapped[datetime | None] = mapped_column(DateTime, index=True)  # every search asks
 
     root: Mapped[Root] = relationship(back_populates="photos")
 

@@ -39,7 +39,8 @@ def payload_for(
     Paths, folders and roots are in their stored spelling (:func:`photoman.catalog.paths.to_store`,
     through this machine's ``path_map``): a filter value compared with them must be spelt the same
     way. A file time outside what a date can hold leaves ``taken_at`` unknown (None)."""
-    rows = sorted(rows, key=lambda r: r.path)
+    present = [r for r in rows if r.missing_since is None]  # a file a scan found gone: not where it is
+    rows = sorted(present or rows, key=lambda r: r.path)
     first = rows[0]
     taken = first.taken_at or datetime_from_timestamp(first.mtime)
     folders = sorted({to_store(f, path_map) for r in rows for f in ancestors(r.path, roots[r.root_id])})

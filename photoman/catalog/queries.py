@@ -95,6 +95,31 @@ def pending_removals(lib: Any, limit: int | None = None) -> tuple[int, list[str]
     return n, paths
 
 
+def gone_points(lib: Any) -> list[str]:
+    """Point ids of the photos pending removal that have no copy left (search hides them); one indexed
+    query that finds nothing in the usual case."""
+    from photoman.vectors import point_id
+
+    with lib.catalog.session() as s:
+        pending = set(s.scalars(select(Photo.content_hash).where(Photo.missing_since.is_not(None))))
+        pending.discard(None)
+        if not pending:
+            return []
+        kept: set[str | None] = set()
+        todo = sorted(h for h in pending if h)
+        for i in range(0, len(todo), 500):
+            kept.update(
+                s.scalars(
+                    select(Photo.content_hash).where(
+                        Photo.content_hash.in_(todo[i : i + 500]),
+                        Photo.missing_since.is_(None),
+                        Photo.indexed_with(lib.model_id),
+                    )
+                )
+            )
+    return [point_id(str(h), lib.model_id) for h in sorted(h for h in pending - kept if h)]
+
+
 def tag_counts(lib: Any) -> list[tuple[str, int]]:
     """Tags with the number of photos (files) carrying each, most common first."""
     with lib.catalog.session() as s:

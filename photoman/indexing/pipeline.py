@@ -21,6 +21,7 @@ from sqlalchemy import func, select, true, update
 
 from photoman.catalog.models import ERROR, OK, Photo, Root, path_under
 from photoman.catalog.payload import caption_vectors, payloads_for_hashes
+from photoman.catalog.pending import mark_in
 from photoman.catalog.roots import forget, offline_roots, register_roots, remember_roots
 from photoman.diskspace import check_space
 from photoman.embedding.model import checkpoint_spec
@@ -195,6 +196,8 @@ class _Writer:
                     s.add(row)
                 elif row.content_hash and row.content_hash != p.content_hash:
                     self.stale_hashes.add(row.content_hash)
+                    mark_in(s, [row.content_hash], model_id)  # its payload still names this file: the
+                    # run's last step (forget) rewrites it; a crash before then leaves it marked
                 row.size, row.mtime, row.content_hash = p.file.size, p.file.mtime, p.content_hash
                 row.sidecar_mtime = p.file.sidecar_mtime
                 row.raw_path = p.file.raw
@@ -321,19 +324,32 @@ def _settle_removals(lib: Library, gone: list[Photo], report: IndexReport) -> li
         else:
             now.extend(rows)
     if pending:
-        stamp = datetime.now()
-        with lib.catalog.session() as s:
-            for i in range(0, len(pending), 500):
-                s.execute(update(Photo).where(Photo.id.in_(pending[i : i + 500])).values(missing_since=stamp))
+        _set_missing(lib, pending, datetime.now())
     report.pending_removal += len(pending)
     return now
 
 
 def _back(lib: Library, ids: list[int]) -> None:
     """Rows pending removal whose file is there again: no longer pending."""
+    _set_missing(lib, ids, None)
+
+
+def _set_missing(lib: Library, ids: list[int], stamp: datetime | None) -> None:
+    """Mark rows pending removal (or not any more), and rewrite their points' payloads: a copy still
+    there is where the point is found (`--in` its folder, not the gone one's); a point with no copy
+    left is hidden from search (search/engine.py)."""
+    if not ids:
+        return
+    from photoman.catalog.roots import rewrite_payloads
+
+    hashes: set[str] = set()
     with lib.catalog.session() as s:
         for i in range(0, len(ids), 500):
-            s.execute(update(Photo).where(Photo.id.in_(ids[i : i + 500])).values(missing_since=None))
+            chunk = ids[i : i + 500]
+            hashes.update(h for h in s.scalars(select(Photo.content_hash).where(Photo.id.in_(chunk))) if h)
+            s.execute(update(Photo).where(Photo.id.in_(chunk)).values(missing_since=stamp))
+        mark_in(s, hashes, lib.model_id)  # with the change: a crash before the rewrite is mended
+    rewrite_payloads(lib, hashes)
 
 
 def _known_hashes(lib: Library, missing: set[int]) -> frozenset[str]:

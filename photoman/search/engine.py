@@ -179,6 +179,7 @@ class _Shared:
         self.lib = lib
         self._offline: list[str] | None = None
         self._roots: list[str] | None = None
+        self._gone: list[str] | None = None
         self._empty: bool | None = None
 
     def offline(self) -> list[str]:
@@ -187,6 +188,14 @@ class _Shared:
 
             self._offline = offline_roots(self.lib)
         return self._offline
+
+    def gone(self) -> list[str]:
+        """Points whose every file a scan found gone (pending removal until a second scan): hidden."""
+        if self._gone is None:
+            from photoman.catalog.queries import gone_points
+
+            self._gone = gone_points(self.lib)
+        return self._gone
 
     def roots(self) -> list[str]:
         if self._roots is None:
@@ -231,6 +240,7 @@ def _search_store(lib: Library, plan: _Plan, shared: _Shared) -> None:
         _check_tags(lib, flt.tags)
     if not q.include_offline:
         flt.exclude_roots = shared.offline() or None
+    flt.exclude_ids = shared.gone() or None  # filtered in the store: a limit of 10 still gets 10
     plan.store_flt = store_flt = stored_filter(flt, lib.path_map)
     qvec = plan.qvec
     assert qvec is not None

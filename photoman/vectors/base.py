@@ -205,6 +205,8 @@ def translate_filter(flt: SearchFilter | None, m: Any, date_range: Any, has_id: 
         must.append(has_id(list(flt.ids)))
     excluded = [to_store(r) for r in flt.exclude_roots or []]
     must_not = [field("roots", match=m.MatchAny(any=excluded))] if excluded else []
+    if flt.exclude_ids:
+        must_not.append(has_id(list(flt.exclude_ids)))
     return m.Filter(must=must or None, must_not=must_not or None)
 
 

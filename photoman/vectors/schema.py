@@ -31,6 +31,7 @@ class SearchFilter:
     near: tuple[float, float, float] | None = None  # lat, lon, radius in km
     ids: list[str] | None = None
     exclude_roots: list[str] | None = None  # offline roots: hidden unless asked for
+    exclude_ids: list[str] | None = None  # points whose every file a scan found gone (pending removal)
 
     def is_empty(self) -> bool:
         fields = (
@@ -43,7 +44,7 @@ class SearchFilter:
             self.tags,
             self.near,
         )
-        return not any(fields) and not self.exclude_roots and self.ids is None
+        return not any(fields) and not self.exclude_roots and not self.exclude_ids and self.ids is None
 
     def to_json(self) -> dict[str, Any]:
         """For the daemon protocol."""
@@ -65,7 +66,7 @@ class SearchFilter:
                 d[k] = datetime.fromisoformat(d[k])
         if d.get("folder") is not None and not isinstance(d["folder"], str):
             raise TypeError("folder must be a string")
-        for k in ("roots", "camera", "formats", "tags", "ids", "exclude_roots"):
+        for k in ("roots", "camera", "formats", "tags", "ids", "exclude_roots", "exclude_ids"):
             v = d.get(k)
             if v is not None and not (isinstance(v, list) and all(isinstance(x, str) for x in v)):
                 raise TypeError(f"{k} must be a list of strings")
