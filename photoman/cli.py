@@ -618,8 +618,8 @@ def status(
                       "once the lease is free", highlight=False)  # fmt: skip
         for root, kind in d["watching"].items():
             line(f"watching  {shown(root)} ({kind})")
-    gone = info["pending_removal"]
-    if gone["photos"]:
+    gone = info.get("pending_removal") or {}  # a daemon started by an older photoman does not say
+    if gone.get("photos"):
         example = shown(gone["paths"][0])
         line(f"missing   {gone['photos']} photos gone since the last scan, with much of their root: hidden "
              f"from results, removed by the next scan that still misses them (e.g. {example})")  # fmt: skip

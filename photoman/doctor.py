@@ -216,7 +216,7 @@ def diagnose(settings: Settings) -> list[Finding]:
                 else "run `photoman index` (it reconciles the two)",
             )
         )
-    gone = info["pending_removal"]["photos"]
+    gone = (info.get("pending_removal") or {}).get("photos")  # an older daemon's status lacks it
     if gone:  # not a fault: a pause before forgetting many photos at once
         findings.append(Finding(
             "removals", True, f"{gone} photos went missing in one scan with much of their root (a deletion, "

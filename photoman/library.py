@@ -376,6 +376,7 @@ class Library(Models):
         if self.lease is None or self.busy is not None or not self.lease.try_acquire():
             return False
         self.write, self.writer_busy = True, None
+        self.mend()  # what the last writer left halfway, before this one writes anything
         return True
 
     def check_lease(self) -> bool:
@@ -439,15 +440,25 @@ class Library(Models):
         holds_lock = self.write or not self.settings.qdrant_url
         return holds_lock and (self.lease is None or self.write) and not self.catalog.read_only
 
-    def _replay_pending(self, store: VectorStore) -> None:
+    def _replay_pending(self, store: VectorStore, store_was_open: bool = False) -> None:
         """Payloads an operation killed halfway left out of step with the catalog are rewritten before
         anything reads or writes the store (catalog/pending.py; one empty query otherwise)."""
         from photoman.catalog.pending import replay
+        from photoman.diskspace import check_space
 
         try:
-            replay(self.catalog, store, self.model_id, [self.target_name] if self.target_name else [])
-        except PhotomanError as exc:  # a full disk, a lost lease: the next writer's open tries again
+            keep = [self.target_name] if self.target_name else []
+            space = lambda: check_space(self.settings)  # noqa: E731 - run only when there is work
+            replay(self.catalog, store, self.model_id, keep, space, store_was_open)
+        except Exception as exc:  # noqa: BLE001 - a full disk, a lost lease: a later open or mend retries
             log.warning("could not bring search data in line with the catalog yet: %s", exc)
+
+    def mend(self) -> None:
+        """What :meth:`store`'s open does, for a process that keeps the store open: the daemon on taking
+        over the writer lease and from its idle loop (an operation that failed halfway, or a writer on
+        another machine killed halfway, left records). Cheap: one query on an empty table."""
+        if self._store is not None and self.busy is None and self._may_mend():
+            self._replay_pending(self._store, store_was_open=True)
 
     def close(self) -> None:
         self._join_prefetch()

@@ -122,3 +122,47 @@ def test_photos_forgotten_by_a_run_killed_before_the_store_followed_leave_no_sta
     run("status")
     assert not out_of_step(cli_env)
     assert json.loads(run("find", "a photo", "--all", "--in", str(copy), "--json").stdout) == []
+
+
+def test_a_changed_file_whose_run_was_killed_before_its_end_leaves_no_stale_copy(
+    cli_env: Settings, library_dir: Path, photos_src: Path
+) -> None:
+    sub = library_dir / "sub"
+    sub.mkdir()
+    first = sorted(p for p in library_dir.iterdir() if p.is_file())[0]
+    shutil.copy(first, sub / "copy.jpg")  # the same bytes in two folders: one point
+    run("index", str(library_dir))
+    other = next(p for p in sorted(photos_src.iterdir()) if p.suffix == ".jpg" and p.name != first.name)
+    shutil.copy(other, sub / "copy.jpg")  # edited: new content; the old point keeps only `first`
+    # killed after the batch committed, before the run's last step rewrote the old point's payload
+    killed("photoman.catalog.payload:payloads_for_hashes", "photoman.indexing.pipeline:_settle_removals",
+           "--no-daemon", "index", str(library_dir))  # fmt: skip
+    found = json.loads(run("find", "a photo", "--all", "--in", str(sub), "--json").stdout)
+    assert [r["path"] for r in found] == [str(sub / "copy.jpg")]  # not `first`, outside that folder
+    assert not out_of_step(cli_env)
+
+
+def test_records_an_operation_left_are_mended_by_a_process_that_keeps_the_store_open(
+    cli_env: Settings, library_dir: Path
+) -> None:
+    """The daemon's case: an operation failed halfway (or a writer elsewhere died) while the store stays
+    open; `mend` (idle loop, lease takeover) rewrites its points, never those of one still running."""
+    from photoman.catalog import pending
+
+    run("index", str(library_dir))
+    with Library(cli_env) as lib:
+        pid = sorted(lib.store.all_ids())[0]
+        digest = lib.store.retrieve([pid])[0].payload["content_hash"]
+        lib.store.set_payload([pid], {"folders": ["/elsewhere"]})  # written, then the operation failed
+        dead = pending.new_token()
+        pending.mark(lib.catalog, [digest], lib.model_id, dead)
+        pending.release(dead)
+        with pending.payload_writes(lib) as running:  # another operation is under way: left alone
+            running.add(["f" * 64])
+            lib.mend()
+            assert lib.store.retrieve([pid])[0].payload["folders"] == ["/elsewhere"]
+        lib.mend()
+        assert lib.store.retrieve([pid])[0].payload["folders"] != ["/elsewhere"]
+    assert not out_of_step(cli_env)
+    with Library(cli_env) as lib, lib.catalog.session() as s:
+        assert s.query(pending.PayloadPending).count() == 0

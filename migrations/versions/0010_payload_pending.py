@@ -21,6 +21,7 @@ def upgrade() -> None:
         "payload_pending",
         sa.Column("content_hash", sa.String(64), primary_key=True),
         sa.Column("model_id", sa.String(512), primary_key=True),
+        sa.Column("token", sa.String(32), primary_key=True),
     )
     op.create_index("ix_photos_missing_since", "photos", ["missing_since"])
 

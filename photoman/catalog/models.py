@@ -177,3 +177,4 @@ class PayloadPending(Base):
 
     content_hash: Mapped[str] = mapped_column(String(64), primary_key=True)
     model_id: Mapped[str] = mapped_column(String(512), primary_key=True)
+    token: Mapped[str] = mapped_column(String(32), primary_key=True)  # the operation's (pending.new_token)

@@ -1,20 +1,25 @@
 """Payloads the store may hold out of step with the catalog after a crash, and their repair.
 
-An operation that rewrites payloads (tagging, relocating a root, forgetting photos) writes the store and
-commits the catalog at different moments; a process killed between the two left, say, a root's old
-folders in the catalog and its new ones in the store, and nothing ever looked again. Such an operation
-first records the points it will touch in ``payload_pending`` (committed), and clears them once the
-store has flushed; the next writer to open the store rewrites whatever is still recorded from the
-catalog, which is the source of truth (:func:`replay`)."""
+An operation that rewrites payloads (tagging, relocating a root, forgetting photos, a root adopting
+others, a scan marking photos gone) writes the store and commits the catalog at different moments; a
+process killed between the two left, say, a root's old folders in the catalog and its new ones in the
+store, and nothing ever looked again. Such an operation first records the points it will touch in
+``payload_pending`` under a token of its own (committed no later than the catalog change), and deletes
+its records once the store has flushed. Records whose operation is not running in this process (the
+single writer) were left by a crash or by an operation that failed halfway: :func:`replay` rewrites
+those payloads from the catalog, the source of truth, when the writer opens the store, when a standby
+becomes the writer, and from the daemon's idle loop."""
 
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterable, Iterator
+import threading
+import uuid
+from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
 from typing import Any
 
-from sqlalchemy import delete, select, tuple_
+from sqlalchemy import delete, select
 from sqlalchemy.orm import Session
 
 from photoman.catalog.models import PayloadPending
@@ -22,17 +27,33 @@ from photoman.catalog.models import PayloadPending
 log = logging.getLogger(__name__)
 
 _CHUNK = 500
+_live: set[str] = set()  # tokens of the operations running in this process: their records are theirs
+_live_lock = threading.Lock()
 
 
-def mark(catalog: Any, hashes: Iterable[str], model_id: str) -> None:
+def new_token() -> str:
+    """A token for one operation's records, live until :func:`clear` (or :func:`release`)."""
+    token = uuid.uuid4().hex
+    with _live_lock:
+        _live.add(token)
+    return token
+
+
+def release(token: str) -> None:
+    """The operation is over without clearing (it failed): its records are the next replay's."""
+    with _live_lock:
+        _live.discard(token)
+
+
+def mark(catalog: Any, hashes: Iterable[str], model_id: str, token: str) -> None:
     """Record points about to be rewritten, in a transaction of their own (committed before the store
     is touched)."""
     if hashes := set(hashes):
         with catalog.session() as s:
-            mark_in(s, hashes, model_id)
+            mark_in(s, hashes, model_id, token)
 
 
-def mark_in(session: Session, hashes: Iterable[str], model_id: str) -> None:
+def mark_in(session: Session, hashes: Iterable[str], model_id: str, token: str) -> None:
     """:func:`mark` inside a caller's transaction (one that changes the catalog before the store)."""
     todo = sorted(set(hashes))
     for i in range(0, len(todo), _CHUNK):
@@ -40,23 +61,22 @@ def mark_in(session: Session, hashes: Iterable[str], model_id: str) -> None:
         known = set(
             session.scalars(
                 select(PayloadPending.content_hash).where(
-                    PayloadPending.model_id == model_id, PayloadPending.content_hash.in_(chunk)
+                    PayloadPending.token == token,
+                    PayloadPending.model_id == model_id,
+                    PayloadPending.content_hash.in_(chunk),
                 )
             )
         )
-        session.add_all(PayloadPending(content_hash=h, model_id=model_id) for h in chunk if h not in known)
+        session.add_all(
+            PayloadPending(content_hash=h, model_id=model_id, token=token) for h in chunk if h not in known
+        )
 
 
-def clear(catalog: Any, hashes: Iterable[str], model_id: str) -> None:
-    """Forget points whose payloads the store has flushed."""
-    todo = sorted(set(hashes))
+def clear(catalog: Any, token: str) -> None:
+    """The store has flushed what this operation wrote: forget its records."""
     with catalog.session() as s:
-        for i in range(0, len(todo), _CHUNK):
-            s.execute(
-                delete(PayloadPending).where(
-                    PayloadPending.model_id == model_id, PayloadPending.content_hash.in_(todo[i : i + _CHUNK])
-                )
-            )
+        s.execute(delete(PayloadPending).where(PayloadPending.token == token))
+    release(token)
 
 
 @contextmanager
@@ -64,33 +84,67 @@ def payload_writes(lib: Any, model_id: str | None = None) -> Iterator[Any]:
     """Collect the hashes an operation marks (``add`` them before writing their payloads); on success
     the store is flushed and they are cleared. On an error they stay for :func:`replay`."""
     model = model_id or lib.model_id
+    token = new_token()
     marked: set[str] = set()
 
     class _Marks:
         def add(self, hashes: Iterable[str]) -> None:
             new = set(hashes) - marked
-            mark(lib.catalog, new, model)
+            mark(lib.catalog, new, model, token)
             marked.update(new)
 
-    yield _Marks()
-    if marked:
-        lib.store.flush()
-        clear(lib.catalog, marked, model)
+    try:
+        yield _Marks()
+        if marked:
+            lib.store.flush()
+        clear(lib.catalog, token)
+    finally:
+        release(token)
 
 
-def replay(catalog: Any, store: Any, model_id: str, keep_models: Iterable[str] = ()) -> int:
-    """Rewrite from the catalog the payload of every point still recorded for ``model_id``; drop the
-    records of models that are gone (neither this one nor one in ``keep_models``). Returns how many."""
+def replay(
+    catalog: Any,
+    store: Any,
+    model_id: str,
+    keep_models: Iterable[str] = (),
+    before_write: Callable[[], None] | None = None,
+    store_was_open: bool = False,
+) -> int:
+    """Rewrite from the catalog the payload of every point recorded for ``model_id`` by an operation not
+    running now; drop the records of models that are gone (neither this one nor one in
+    ``keep_models``). Returns how many points were rewritten. ``before_write`` runs first when there
+    is something to do (the free-space check: it raises to refuse).
+
+    The records of operations running in this process are theirs, never replayed. With
+    ``store_was_open`` (the daemon's idle loop) nothing is replayed while any runs: one may have written
+    the store and not yet committed the catalog, and a rewrite from the catalog would undo its store
+    writes for a photo that a dead record shares. On the store's first open none has written it yet."""
+    with _live_lock:  # held throughout: an operation starting meanwhile waits (a replay is short)
+        if store_was_open and _live:  # the next call does it
+            return 0
+        return _replay(catalog, store, model_id, keep_models, before_write, frozenset(_live))
+
+
+def _replay(
+    catalog: Any,
+    store: Any,
+    model_id: str,
+    keep_models: Iterable[str],
+    before_write: Callable[[], None] | None,
+    live: frozenset[str],
+) -> int:
     from photoman.catalog.payload import payloads_for_hashes
     from photoman.vectors import point_id
 
     with catalog.session() as s:
-        rows = s.execute(select(PayloadPending.content_hash, PayloadPending.model_id)).all()
+        cols = (PayloadPending.content_hash, PayloadPending.model_id, PayloadPending.token)
+        rows = [r for r in s.execute(select(*cols)).all() if r.token not in live]
     if not rows:
         return 0
+    if before_write is not None:
+        before_write()
     keep = {model_id, *keep_models}
-    gone = [(h, m) for h, m in rows if m not in keep]
-    hashes = sorted(h for h, m in rows if m == model_id)
+    hashes = sorted({r.content_hash for r in rows if r.model_id == model_id})
     for i in range(0, len(hashes), _CHUNK):
         chunk = hashes[i : i + _CHUNK]
         with catalog.session() as s:
@@ -103,9 +157,9 @@ def replay(catalog: Any, store: Any, model_id: str, keep_models: Iterable[str] =
         store.flush()
         log.warning("brought %d photos' search data back in line with the catalog after an unfinished "
                     "operation", len(hashes))  # fmt: skip
-        clear(catalog, hashes, model_id)
+    done = sorted({r.token for r in rows})  # every token read here belongs to no running operation
+    gone = PayloadPending.model_id.not_in(sorted(keep - {model_id}))  # this model's, or a dropped one's
     with catalog.session() as s:
-        for i in range(0, len(gone), _CHUNK):
-            pair = tuple_(PayloadPending.content_hash, PayloadPending.model_id)
-            s.execute(delete(PayloadPending).where(pair.in_(gone[i : i + _CHUNK])))
+        for i in range(0, len(done), _CHUNK):
+            s.execute(delete(PayloadPending).where(PayloadPending.token.in_(done[i : i + _CHUNK]), gone))
     return len(hashes)

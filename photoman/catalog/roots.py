@@ -12,7 +12,7 @@ from typing import Any
 from sqlalchemy import func, select
 
 from photoman.catalog.models import OK, Photo, Root
-from photoman.catalog.pending import clear, mark_in, payload_writes
+from photoman.catalog.pending import clear, mark_in, new_token, payload_writes, release
 from photoman.errors import BadInputError
 from photoman.mounts import mount_points, root_online, root_state
 from photoman.paths import absolute, canonical, is_inside
@@ -21,6 +21,14 @@ from photoman.paths import absolute, canonical, is_inside
 def register_roots(lib: Any, folders: Sequence[str]) -> dict[str, int]:
     """Root id per folder: a folder inside a known root joins it; a new root adopts roots inside it.
     A new root remembers its device and mount point (what :func:`root_online` later checks)."""
+    token = new_token()
+    try:
+        return _register_roots(lib, folders, token)
+    finally:
+        release(token)
+
+
+def _register_roots(lib: Any, folders: Sequence[str], token: str) -> dict[str, int]:
     out: dict[str, int] = {}
     mounts = mount_points()
     adopted: set[str] = set()  # their payloads name the inner root, and lack the new root's folders
@@ -43,13 +51,13 @@ def register_roots(lib: Any, folders: Sequence[str]) -> dict[str, int]:
                                 adopted.add(photo.content_hash)
                         s.delete(inner)
             out[folder] = parent.id
-        mark_in(s, adopted, lib.model_id)  # committed with the adoption: a crash before the rewrite is mended
+        mark_in(s, adopted, lib.model_id, token)  # with the adoption: a crash before the rewrite is mended
     if adopted:
-        rewrite_payloads(lib, adopted)
+        rewrite_payloads(lib, adopted, token)
     return out
 
 
-def rewrite_payloads(lib: Any, hashes: set[str]) -> None:
+def rewrite_payloads(lib: Any, hashes: set[str], token: str) -> None:
     """Bring the payloads of these (marked) points in line with the catalog, flush, clear the marks."""
     from photoman.catalog.payload import payloads_for_hashes
     from photoman.vectors import point_id
@@ -61,20 +69,28 @@ def rewrite_payloads(lib: Any, hashes: set[str]) -> None:
         if point_id(h, lib.model_id) in present:  # one missing is reconcile's: it re-embeds that photo
             lib.store.set_payload([point_id(h, lib.model_id)], payload)
     lib.store.flush()
-    clear(lib.catalog, hashes, lib.model_id)
+    clear(lib.catalog, token)
 
 
-def forget(lib: Any, rows: Iterable[Photo], extra_stale: set[str]) -> int:
-    """Drop rows of vanished files (catalog first), then vectors nothing refers to any more."""
-    ids = [r.id for r in rows]
-    stale = set(extra_stale)
+def forget(lib: Any, rows: Iterable[Photo], extra_stale: set[str], token: str | None = None) -> int:
+    """Drop rows of vanished files (catalog first), then vectors nothing refers to any more.
+
+    ``token``: the run's crash records (catalog/pending.py) that this ends, if any."""
+    token = token or new_token()
+    try:
+        return _forget(lib, [r.id for r in rows], set(extra_stale), token)
+    finally:
+        release(token)
+
+
+def _forget(lib: Any, ids: list[int], stale: set[str], token: str) -> int:
     with lib.catalog.session() as s:
         for i in range(0, len(ids), 500):
             for row in s.scalars(select(Photo).where(Photo.id.in_(ids[i : i + 500]))):
                 if row.content_hash:
                     stale.add(row.content_hash)
                 s.delete(row)
-        mark_in(s, stale, lib.model_id)  # with the rows' removal: a crash before the store's turn is mended
+        mark_in(s, stale, lib.model_id, token)  # with the removal: a crash before the store's turn is mended
     if stale:
         from photoman.catalog.payload import payloads_for_hashes
         from photoman.vectors import point_id
@@ -86,7 +102,7 @@ def forget(lib: Any, rows: Iterable[Photo], extra_stale: set[str]) -> int:
         for h, payload in payloads.items():
             lib.store.set_payload([point_id(h, lib.model_id)], payload)
         lib.store.flush()
-        clear(lib.catalog, stale, lib.model_id)
+    clear(lib.catalog, token)
     return len(ids)
 
 

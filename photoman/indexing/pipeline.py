@@ -21,7 +21,7 @@ from sqlalchemy import func, select, true, update
 
 from photoman.catalog.models import ERROR, OK, Photo, Root, path_under
 from photoman.catalog.payload import caption_vectors, payloads_for_hashes
-from photoman.catalog.pending import mark_in
+from photoman.catalog.pending import mark_in, new_token, release
 from photoman.catalog.roots import forget, offline_roots, register_roots, remember_roots
 from photoman.diskspace import check_space
 from photoman.embedding.model import checkpoint_spec
@@ -143,6 +143,7 @@ class _Writer:
         self.report = report
         self.pending: list[Prepared] = []
         self.stale_hashes: set[str] = set()  # hashes a changed file no longer has
+        self.token = new_token()  # their crash records (catalog/pending.py), ended by the run's forget
         self.embedded: set[str] = set()  # hashes embedded by this run
         self.new_hashes: set[str] = set()
 
@@ -196,8 +197,9 @@ class _Writer:
                     s.add(row)
                 elif row.content_hash and row.content_hash != p.content_hash:
                     self.stale_hashes.add(row.content_hash)
-                    mark_in(s, [row.content_hash], model_id)  # its payload still names this file: the
-                    # run's last step (forget) rewrites it; a crash before then leaves it marked
+                    # its payload still names this file: the run's last step (forget) rewrites it; a
+                    # crash before then leaves it marked
+                    mark_in(s, [row.content_hash], model_id, self.token)
                 row.size, row.mtime, row.content_hash = p.file.size, p.file.mtime, p.content_hash
                 row.sidecar_mtime = p.file.sidecar_mtime
                 row.raw_path = p.file.raw
@@ -343,13 +345,18 @@ def _set_missing(lib: Library, ids: list[int], stamp: datetime | None) -> None:
     from photoman.catalog.roots import rewrite_payloads
 
     hashes: set[str] = set()
-    with lib.catalog.session() as s:
-        for i in range(0, len(ids), 500):
-            chunk = ids[i : i + 500]
-            hashes.update(h for h in s.scalars(select(Photo.content_hash).where(Photo.id.in_(chunk))) if h)
-            s.execute(update(Photo).where(Photo.id.in_(chunk)).values(missing_since=stamp))
-        mark_in(s, hashes, lib.model_id)  # with the change: a crash before the rewrite is mended
-    rewrite_payloads(lib, hashes)
+    token = new_token()
+    try:
+        with lib.catalog.session() as s:
+            for i in range(0, len(ids), 500):
+                chunk = ids[i : i + 500]
+                found = s.scalars(select(Photo.content_hash).where(Photo.id.in_(chunk)))
+                hashes.update(h for h in found if h)
+                s.execute(update(Photo).where(Photo.id.in_(chunk)).values(missing_since=stamp))
+            mark_in(s, hashes, lib.model_id, token)  # with the change: a crash before the rewrite is mended
+        rewrite_payloads(lib, hashes, token)
+    finally:
+        release(token)
 
 
 def _known_hashes(lib: Library, missing: set[int]) -> frozenset[str]:
@@ -398,29 +405,33 @@ def _run(
     work, gone, roots_of, paired = todo.work, todo.gone, todo.roots_of, todo.paired
     total = len(work)
     writer = _Writer(lib, roots_of, report, encode, _ModelLoader(lib, enabled=encode is None))
-    known = _known_hashes(lib, missing) if work else frozenset()
-    if len(work) > len(known):
-        # more new files than contents the library knows: some of them need the model (a first index
-        # always does), so it loads while the decode workers start rather than after their first photo
-        writer.loader.need()
-    if progress:
-        progress(0, total)
-    captions = tuple(c for c in lib.settings.caption_sources if c != "user")
-    spec = checkpoint_spec(lib.settings.model)
-    stream = decode_stream(work, spec, known, lib.settings.decode_workers, captions)
     try:
-        for done, prep in enumerate(stream, 1):
-            writer.add(prep)
-            if progress:
-                progress(done, total)
+        known = _known_hashes(lib, missing) if work else frozenset()
+        if len(work) > len(known):
+            # more new files than contents the library knows: some of them need the model (a first index
+            # always does), so it loads while the decode workers start rather than after their first photo
+            writer.loader.need()
+        if progress:
+            progress(0, total)
+        captions = tuple(c for c in lib.settings.caption_sources if c != "user")
+        spec = checkpoint_spec(lib.settings.model)
+        stream = decode_stream(work, spec, known, lib.settings.decode_workers, captions)
+        try:
+            for done, prep in enumerate(stream, 1):
+                writer.add(prep)
+                if progress:
+                    progress(done, total)
+        finally:
+            stream.close()  # stops the decode workers now, whatever happened
+        while writer.pending:
+            writer.flush()
+        writer.loader.join()  # a load started early for nothing is not left importing as the process exits
+        report.new_hashes = sorted(writer.new_hashes)
+        # a RAW file's own row goes at once when it becomes half of a pair: there, no mass deletion
+        gone_now = _settle_removals(lib, gone, report) + list(paired)
+        report.removed += forget(lib, gone_now, writer.stale_hashes, writer.token)
     finally:
-        stream.close()  # stops the decode workers now, whatever happened
-    while writer.pending:
-        writer.flush()
-    writer.loader.join()  # a load started early for nothing is not left importing as the process exits
-    report.new_hashes = sorted(writer.new_hashes)
-    # a RAW file's own row goes at once when it becomes half of a pair: the file is there, no mass deletion
-    report.removed += forget(lib, _settle_removals(lib, gone, report) + list(paired), writer.stale_hashes)
+        release(writer.token)  # stopped halfway: its records are the next replay's
     lib.store.flush()
     lib.store.optimize()
 

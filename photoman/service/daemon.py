@@ -404,12 +404,14 @@ class Daemon:
     # Seconds without a query before the store may seal or build graphs (each holds the process:
     # 0.4-0.8 s a seal, seconds a graph): longer than a user's pause between two searches
     QUIET = 30.0
+    MEND_EVERY = 60.0  # seconds between looks for payloads a failed operation left out of step
 
     def _index_loop(self) -> None:
         assert self.lib is not None
         s = self.settings
         next_full = 0.0
         next_roots_check = 0.0
+        next_mend = time.monotonic() + self.MEND_EVERY
         while not self.stop_event.is_set() and self.writing.is_set():
             try:
                 store = self.lib.store
@@ -444,6 +446,9 @@ class Daemon:
                     self.activity.state = "optimising"
                     store.optimize(idle=True)  # work put off while queries came in
                     self.activity.state = "idle"
+                elif now >= next_mend:  # records an operation that failed halfway left (catalog/pending.py)
+                    self.lib.mend()
+                    next_mend = now + self.MEND_EVERY
                 else:
                     self.dirty.changed.wait(timeout=1.0)
             except Abandon:
