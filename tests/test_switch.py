@@ -157,3 +157,20 @@ def test_kill_9_mid_switch_then_the_daemon_resumes_and_switches(
         daemon.wait(30)
     with Library(settings_of(env)) as lib:
         assert lib.model_id == new and set(models_of(lib).values()) == {new}
+
+
+def test_switching_back_to_a_model_finds_its_tags_again(
+    cli_env: Settings, library_dir: Path, wide_model: Path
+) -> None:
+    """Tags are per model: a switch back to the first model (its collection kept whole) used to write
+    `tags: []` into every point, so `find --tag` found nothing while `photoman tags` listed them."""
+    old, new = cli_env.model, str(wide_model)
+    assert runner.invoke(app, ["index", str(library_dir)]).exit_code == 0
+    assert runner.invoke(app, ["tag", "--min-prob", "0", "--top-k", "3"]).exit_code == 0
+    for model in (new, old):
+        res = runner.invoke(app, ["--no-daemon", "models", "use", model])
+        assert res.exit_code == 0 and f"switched to {model}" in res.stdout, res.output
+    tags = json.loads(runner.invoke(app, ["tags", "--json"]).stdout)
+    label = max(tags, key=lambda k: tags[k])
+    found = json.loads(runner.invoke(app, ["find", "a photo", "--all", "--json", "--tag", label]).stdout)
+    assert len(found) + sum(len(f["duplicates"]) for f in found) == tags[label] > 0

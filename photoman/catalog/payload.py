@@ -76,6 +76,15 @@ def payloads_for_hashes(session: Session, hashes: Iterable[str], model_id: str) 
         for r in session.scalars(select(Photo).where(Photo.content_hash.in_(hashes[i : i + 500]))):
             if r.status == OK and r.model_id == model_id:
                 by_hash[r.content_hash].append(r)  # type: ignore[index]
+    tags = tag_labels(session, hashes, model_id)
+    path_map = path_map_of(session.get_bind())  # the rows hold this machine's paths; payloads the stored
+    return {h: payload_for(rows, roots, tags.get(h), path_map) for h, rows in by_hash.items()}
+
+
+def tag_labels(session: Session, hashes: Iterable[str], model_id: str) -> dict[str, list[str]]:
+    """Each hash's zero-shot labels from ``model_id`` (tags are per model: a switch back to a model
+    finds its tags again)."""
+    hashes = list(set(hashes))
     tags: dict[str, list[str]] = defaultdict(list)
     for i in range(0, len(hashes), 500):
         for content_hash, label in session.execute(
@@ -84,8 +93,7 @@ def payloads_for_hashes(session: Session, hashes: Iterable[str], model_id: str) 
             )
         ):
             tags[content_hash].append(label)
-    path_map = path_map_of(session.get_bind())  # the rows hold this machine's paths; payloads the stored
-    return {h: payload_for(rows, roots, tags.get(h), path_map) for h, rows in by_hash.items()}
+    return tags
 
 
 def chosen_captions(session: Session, hashes: Iterable[str], model_id: str) -> dict[str, str]:

@@ -215,7 +215,7 @@ def build(
 
 def _write(lib: Library, target: Target, pixels: dict[str, np.ndarray], encode: Encode | None) -> int:
     """One batch into the target's collection, with the payload and caption vector the active has."""
-    from photoman.catalog.payload import chosen_captions, payloads_for_hashes
+    from photoman.catalog.payload import chosen_captions, payloads_for_hashes, tag_labels
 
     if not pixels:
         return 0
@@ -225,6 +225,7 @@ def _write(lib: Library, target: Target, pixels: dict[str, np.ndarray], encode: 
     vectors = encode(encoder, stack) if encode else encoder.encode_pixels(stack)
     with lib.catalog.session() as s:
         payloads = payloads_for_hashes(s, hashes, lib.model_id)
+        tags = tag_labels(s, hashes, target.model_id)
         captions = chosen_captions(s, hashes, lib.model_id)
     keys = list(captions)
     texts: Any = encoder.encode_texts([captions[h] for h in keys]) if keys else []
@@ -233,7 +234,8 @@ def _write(lib: Library, target: Target, pixels: dict[str, np.ndarray], encode: 
         VectorPoint(
             target.pid(h),
             {IMAGE: v, **({CAPTION: caption_vecs[h]} if h in caption_vecs else {})},
-            {**payloads[h], "tags": []},  # zero-shot tags are per model: `photoman tag` makes the new one's
+            # zero-shot tags are per model: the target's own (a switch back finds them), else none yet
+            {**payloads[h], "tags": sorted(set(tags.get(h, [])))},
         )
         for h, v in zip(hashes, vectors, strict=True)
         if h in payloads  # removed while it was being decoded
@@ -250,7 +252,7 @@ def complete(lib: Library, swap: Swap | None = None) -> bool:
     that moves the photos and the library to the new model; ``swap`` runs that commit where no query
     is in flight (the daemon's query thread)."""
     from photoman.catalog.modelstate import State, load, save
-    from photoman.catalog.payload import payloads_for_hashes
+    from photoman.catalog.payload import payloads_for_hashes, tag_labels
 
     target = lib.target
     if target is None:
@@ -269,8 +271,9 @@ def complete(lib: Library, swap: Swap | None = None) -> bool:
         for i in range(0, len(present), 500):  # photos moved, renamed or relocated during the switch
             with lib.catalog.session() as s:
                 payloads = payloads_for_hashes(s, present[i : i + 500], lib.model_id)
+                tags = tag_labels(s, present[i : i + 500], target.model_id)
             for h, payload in payloads.items():
-                target.store.set_payload([target.pid(h)], {**payload, "tags": []})
+                target.store.set_payload([target.pid(h)], {**payload, "tags": sorted(set(tags.get(h, [])))})
         target.store.flush()
         target.store.optimize()
         skipped = sorted(target.skipped)
