@@ -151,6 +151,11 @@ def test_files_named_as_input_are_read_safely(
     many = tmp_path / "labels.txt"
     many.write_text("".join(f"thing {i}\n" for i in range(5001)))
     one_line_error(run("tag", "--labels", str(many)), 2, "at most 5000")
+    halves = [tmp_path / "a.txt", tmp_path / "b.txt"]  # each under the limit, together over it
+    for n, half in enumerate(halves):
+        half.write_text("".join(f"thing {n} {i}\n" for i in range(2600)))
+    both = run("tag", "--labels", str(halves[0]), "--labels", str(halves[1]))
+    one_line_error(both, 2, "5200 labels together")
     deep = tmp_path / "deep.toml"
     deep.write_text("a = " + "[" * 100_000)
     one_line_error(run("--config", str(deep), "status"), 1, "nested too deeply")

@@ -12,9 +12,11 @@ from sqlalchemy import delete, select
 from photoman.catalog.models import Photo, Tag
 from photoman.catalog.payload import payloads_for_hashes
 from photoman.catalog.pending import payload_writes
+from photoman.errors import BadInputError
 from photoman.library import Library
 from photoman.vectors import IMAGE, point_id
 from photoman.zeroshot.labels import (
+    MAX_LABELS,
     Label,
     builtin_labels,
     choose_tags,
@@ -37,9 +39,14 @@ class TagReport:
 def label_set(files: list[Path] | None = None, builtin: bool = True) -> list[Label]:
     """The built-in vocabulary plus user label files (a user's threshold wins for a shared label)."""
     merged: dict[str, float | None] = dict(builtin_labels()) if builtin else {}
+    own: set[str] = set()
     for f in files or []:
         for name, thr in load_labels(f):
             merged[name] = thr if thr is not None else merged.get(name)
+            own.add(name)
+    if len(own) > MAX_LABELS:  # several files, each under the limit, add up to a wait with no output too
+        raise BadInputError(f"the label files hold {len(own)} labels together; photoman takes at most "
+                            f"{MAX_LABELS}")  # fmt: skip
     return list(merged.items())
 
 
