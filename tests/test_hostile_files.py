@@ -533,6 +533,11 @@ def test_mass_deletion_waits_for_a_second_scan(cli_env: Settings, tmp_path: Path
         shutil.copy(photos_src / SMALL_SET[i % len(SMALL_SET)], lib_dir / f"{i:02d}-{SMALL_SET[i % 10]}")
     with Library(settings) as lib:
         assert index_or_fail(lib, [lib_dir]).scanned == 20
+        from photoman.catalog.queries import tag_counts
+        from photoman.zeroshot.tagging import tag_library
+
+        tag_library(lib, [("a cat", None), ("a dog", None)], min_prob=0.0, top_k=1)  # one tag per file
+        assert sum(n for _, n in tag_counts(lib)) == 20
         victims = sorted(lib_dir.iterdir())[:16]  # 80 %: a glitch as likely as a decision
         for v in victims:
             v.unlink()
@@ -552,6 +557,7 @@ def test_mass_deletion_waits_for_a_second_scan(cli_env: Settings, tmp_path: Path
         inside = SearchFilter(folder=str(lib_dir))
         assert len(find(lib, image=lib_dir / f"16-{SMALL_SET[6]}", limit=20, flt=inside)) == 4
         assert library_status(lib)["pending_removal"] == {"photos": 16, "paths": sorted(pending)[:5]}
+        assert sum(n for _, n in tag_counts(lib)) == 4  # `tags` agrees with what `find --tag` shows
         from photoman.doctor import diagnose
 
         note = next(f for f in diagnose(settings) if f.check == "removals")

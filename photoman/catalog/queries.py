@@ -121,12 +121,13 @@ def gone_points(lib: Any) -> list[str]:
 
 
 def tag_counts(lib: Any) -> list[tuple[str, int]]:
-    """Tags with the number of photos (files) carrying each, most common first."""
+    """Tags with the number of photos (files) carrying each, most common first (files a scan found
+    gone, pending removal, not counted: `find --tag` does not show them)."""
     with lib.catalog.session() as s:
         rows = s.execute(
             select(Tag.label, func.count(func.distinct(Photo.id)))
             .join(Photo, Photo.content_hash == Tag.content_hash)
-            .where(Tag.model_id == lib.model_id, Photo.status == OK)
+            .where(Tag.model_id == lib.model_id, Photo.status == OK, Photo.missing_since.is_(None))
             .group_by(Tag.label)
             .order_by(func.count(func.distinct(Photo.id)).desc(), Tag.label)
         ).all()
