@@ -58,6 +58,16 @@ def run(*args: str):  # noqa: ANN201
     return res
 
 
+def indexed_with_a_copy(library_dir: Path, folder: str, name: str | None = None) -> tuple[Path, Path]:
+    """The library indexed with a copy of its first photo in a new subfolder (two paths, one point)."""
+    sub = library_dir / folder
+    sub.mkdir()
+    first = sorted(p for p in library_dir.iterdir() if p.is_file())[0]
+    shutil.copy(first, sub / (name or first.name))
+    run("index", str(library_dir))
+    return sub, first
+
+
 def out_of_step(settings: Settings) -> dict[str, tuple[object, object]]:
     """Points whose payload in the store differs from what the catalog says it should be (looked at
     with the mending that opening the store does turned off: the user's own command must have done it)."""
@@ -110,11 +120,7 @@ def test_a_relocation_killed_after_the_store_moved_is_undone_in_the_store_too(
 def test_photos_forgotten_by_a_run_killed_before_the_store_followed_leave_no_stale_folders(
     cli_env: Settings, library_dir: Path, tmp_path: Path
 ) -> None:
-    copy = library_dir / "copies"
-    copy.mkdir()
-    first = sorted(p for p in library_dir.iterdir() if p.is_file())[0]
-    shutil.copy(first, copy / first.name)
-    run("index", str(library_dir))
+    copy, _ = indexed_with_a_copy(library_dir, "copies")
     shutil.rmtree(copy)
     # the catalog has dropped the copy; killed before the store drops its folder from the payload
     killed("photoman.catalog.payload:payloads_for_hashes", "photoman.catalog.payload:payloads_for_hashes",
@@ -127,11 +133,7 @@ def test_photos_forgotten_by_a_run_killed_before_the_store_followed_leave_no_sta
 def test_a_changed_file_whose_run_was_killed_before_its_end_leaves_no_stale_copy(
     cli_env: Settings, library_dir: Path, photos_src: Path
 ) -> None:
-    sub = library_dir / "sub"
-    sub.mkdir()
-    first = sorted(p for p in library_dir.iterdir() if p.is_file())[0]
-    shutil.copy(first, sub / "copy.jpg")  # the same bytes in two folders: one point
-    run("index", str(library_dir))
+    sub, first = indexed_with_a_copy(library_dir, "sub", "copy.jpg")
     other = next(p for p in sorted(photos_src.iterdir()) if p.suffix == ".jpg" and p.name != first.name)
     shutil.copy(other, sub / "copy.jpg")  # edited: new content; the old point keeps only `first`
     # killed after the batch committed, before the run's last step rewrote the old point's payload
