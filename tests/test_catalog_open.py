@@ -116,3 +116,26 @@ def test_a_catalog_an_older_crash_left_half_made_is_rebuilt_but_one_with_rows_is
     with engine.connect() as conn:
         assert conn.exec_driver_sql("SELECT path FROM roots").scalars().all() == ["/p"]
     engine.dispose()
+
+
+def test_a_migration_that_recreates_the_roots_table_keeps_every_photo(tmp_path: Path) -> None:
+    # what Alembic's batch mode does to change a SQLite table: copy, drop, rename. With foreign keys on,
+    # the drop deleted every photo (ON DELETE CASCADE); migrations run with them off, checked at the end
+    from photoman.catalog.db import _sqlite_ddl_transaction
+
+    url = f"sqlite:///{tmp_path / 'c.sqlite3'}"
+    cat = Catalog(url)
+    with cat.session() as s:
+        s.execute(text("INSERT INTO roots (id, path, added_at) VALUES (1, '/p', '2026-01-01')"))
+        s.execute(text("INSERT INTO photos (path, root_id, size, mtime, caption, status) "
+                       "VALUES ('/p/a.jpg', 1, 1, 0, '', 'ok')"))  # fmt: skip
+    with cat.engine.connect() as conn, _sqlite_ddl_transaction(conn):
+        made = conn.exec_driver_sql("SELECT sql FROM sqlite_master WHERE name = 'roots'").scalar_one()
+        conn.exec_driver_sql(made.replace("roots", "_tmp_roots", 1))
+        conn.exec_driver_sql("INSERT INTO _tmp_roots SELECT * FROM roots")
+        conn.exec_driver_sql("DROP TABLE roots")
+        conn.exec_driver_sql("ALTER TABLE _tmp_roots RENAME TO roots")
+    with cat.engine.connect() as conn:
+        assert conn.exec_driver_sql("SELECT count(*) FROM photos").scalar() == 1
+        assert conn.exec_driver_sql("PRAGMA foreign_keys").scalar() == 1  # on again for everything else
+    cat.close()

@@ -104,12 +104,20 @@ def _sqlite_ddl_transaction(conn: Connection) -> Iterator[None]:
     level = raw.isolation_level  # type: ignore[union-attr]
     raw.isolation_level = None  # type: ignore[union-attr]
     try:
+        # foreign keys off for the migration (only possible outside a transaction): a batch migration
+        # that recreates a table drops the old one, and with them on, dropping `roots` would delete
+        # every photo (ON DELETE CASCADE); checked before the commit instead
+        conn.exec_driver_sql("PRAGMA foreign_keys=OFF")
         conn.exec_driver_sql("BEGIN IMMEDIATE")
         yield
+        broken = conn.exec_driver_sql("PRAGMA foreign_key_check").first()
+        if broken is not None:
+            raise PhotomanError(f"a catalog migration broke a reference in table {broken[0]}: not applied")
         conn.commit()  # the driver's commit() sends COMMIT: a transaction is open
     finally:
         if raw.in_transaction:  # type: ignore[union-attr]
             raw.rollback()  # type: ignore[union-attr]
+        conn.exec_driver_sql("PRAGMA foreign_keys=ON")
         raw.isolation_level = level  # type: ignore[union-attr]
 
 
