@@ -168,3 +168,21 @@ def test_records_an_operation_left_are_mended_by_a_process_that_keeps_the_store_
     assert not out_of_step(cli_env)
     with Library(cli_env) as lib, lib.catalog.session() as s:
         assert s.query(pending.PayloadPending).count() == 0
+
+
+def test_a_copy_whose_run_was_killed_before_its_row_committed_leaves_no_stale_folder(
+    cli_env: Settings, library_dir: Path
+) -> None:
+    run("index", str(library_dir))
+    copy = library_dir / "copies"
+    copy.mkdir()
+    shutil.copy(sorted(p for p in library_dir.iterdir() if p.is_file())[0], copy)
+    # a known content in a new place: the store's payload gains the folder, then a kill before the
+    # catalog's row for the copy commits
+    killed("photoman.catalog.payload:payloads_for_hashes", "photoman.vectors.edge:EdgeStore.set_payload",
+           "--no-daemon", "index", str(library_dir))  # fmt: skip
+    shutil.rmtree(copy)  # gone before the next run: the catalog never had it
+    run("index", str(library_dir))
+    # the old code found the photo there for good: nothing in the catalog named the point to rewrite
+    assert json.loads(run("find", "a photo", "--all", "--in", str(copy), "--json").stdout) == []
+    assert not out_of_step(cli_env)

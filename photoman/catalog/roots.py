@@ -76,14 +76,15 @@ def forget(lib: Any, rows: Iterable[Photo], extra_stale: set[str], token: str | 
     """Drop rows of vanished files (catalog first), then vectors nothing refers to any more.
 
     ``token``: the run's crash records (catalog/pending.py) that this ends, if any."""
+    ran = token is not None  # the records may name points its run wrote: the store flushes before they go
     token = token or new_token()
     try:
-        return _forget(lib, [r.id for r in rows], set(extra_stale), token)
+        return _forget(lib, [r.id for r in rows], set(extra_stale), token, ran)
     finally:
         release(token)
 
 
-def _forget(lib: Any, ids: list[int], stale: set[str], token: str) -> int:
+def _forget(lib: Any, ids: list[int], stale: set[str], token: str, ran: bool) -> int:
     with lib.catalog.session() as s:
         for i in range(0, len(ids), 500):
             for row in s.scalars(select(Photo).where(Photo.id.in_(ids[i : i + 500]))):
@@ -101,6 +102,7 @@ def _forget(lib: Any, ids: list[int], stale: set[str], token: str) -> int:
         lib.store.delete(gone)
         for h, payload in payloads.items():
             lib.store.set_payload([point_id(h, lib.model_id)], payload)
+    if stale or ran:
         lib.store.flush()
     clear(lib.catalog, token)
     return len(ids)

@@ -2,7 +2,8 @@
 
 Writes follow DESIGN.md's order: a batch's vectors are upserted before its catalog rows commit,
 and removals commit in the catalog before their vectors go, so a crash at any point leaves at most
-one batch to redo, which :func:`photoman.indexing.reconcile.reconcile` finds on the next run.
+one batch to redo, which :func:`photoman.indexing.reconcile.reconcile` finds on the next run. Payloads
+rewritten for contents the store already has (a copy, a move) are recorded first (catalog/pending.py).
 """
 
 from __future__ import annotations
@@ -21,7 +22,7 @@ from sqlalchemy import func, select, true, update
 
 from photoman.catalog.models import ERROR, OK, Photo, Root, path_under
 from photoman.catalog.payload import caption_vectors, payloads_for_hashes
-from photoman.catalog.pending import mark_in, new_token, release
+from photoman.catalog.pending import mark, mark_in, new_token, release
 from photoman.catalog.roots import forget, offline_roots, register_roots, remember_roots
 from photoman.diskspace import check_space
 from photoman.embedding.model import checkpoint_spec
@@ -184,6 +185,10 @@ class _Writer:
             if pixels
             else {}
         )
+        # contents the store has already: their payloads gain these paths before the rows commit, so a
+        # kill between the two (then the files gone) would leave paths the catalog never had
+        reused = {p.content_hash for p in items if p.error is None and p.content_hash is not None}
+        mark(lib.catalog, reused - set(vectors), model_id, self.token)
         now = datetime.now()
         with lib.catalog.session() as s:
             rows = {
