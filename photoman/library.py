@@ -443,13 +443,15 @@ class Library(Models):
     def _replay_pending(self, store: VectorStore, store_was_open: bool = False) -> None:
         """Payloads an operation killed halfway left out of step with the catalog are rewritten before
         anything reads or writes the store (catalog/pending.py; one empty query otherwise)."""
+        from photoman.catalog.payload import caption_vectors
         from photoman.catalog.pending import replay
         from photoman.diskspace import check_space
 
         try:
             keep = [self.target_name] if self.target_name else []
             space = lambda: check_space(self.settings)  # noqa: E731 - run only when there is work
-            replay(self.catalog, store, self.model_id, keep, space, store_was_open)
+            captions = lambda s, hashes: caption_vectors(self, s, hashes)  # noqa: E731 - loads the model
+            replay(self.catalog, store, self.model_id, keep, space, store_was_open, captions)
         except Exception as exc:  # noqa: BLE001 - a full disk, a lost lease: a later open or mend retries
             log.warning("could not bring search data in line with the catalog yet: %s", exc)
 

@@ -12,6 +12,7 @@ import sys
 from pathlib import Path
 from unittest import mock
 
+import numpy as np
 from typer.testing import CliRunner
 
 from photoman.catalog.payload import payloads_for_hashes
@@ -185,4 +186,51 @@ def test_a_copy_whose_run_was_killed_before_its_row_committed_leaves_no_stale_fo
     run("index", str(library_dir))
     # the old code found the photo there for good: nothing in the catalog named the point to rewrite
     assert json.loads(run("find", "a photo", "--all", "--in", str(copy), "--json").stdout) == []
+    assert not out_of_step(cli_env)
+
+
+def caption_cosine(settings: Settings, path: Path) -> float | None:
+    """How close the point's caption vector is to the catalog's caption, embedded now (None: no vector),
+    looked at with the store's mending turned off."""
+    from sqlalchemy import select
+
+    from photoman.catalog.models import Photo
+    from photoman.vectors import CAPTION, point_id
+
+    with mock.patch.object(Library, "_may_mend", return_value=False), Library(settings) as lib:
+        with lib.catalog.session() as s:
+            row = s.scalar(select(Photo).where(Photo.path == str(path)))
+            digest, caption = row.content_hash, row.caption
+        vectors = lib.store.retrieve([point_id(digest, lib.model_id)], with_vectors=True)[0].vectors
+        if CAPTION not in vectors:
+            return None
+        want = lib.encoder.encode_texts([caption])[0]
+    return float(vectors[CAPTION] @ want / (np.linalg.norm(vectors[CAPTION]) * np.linalg.norm(want)))
+
+
+def test_a_caption_edit_killed_halfway_leaves_the_caption_vector_and_the_catalog_in_step(
+    cli_env: Settings, library_dir: Path
+) -> None:
+    run("index", str(library_dir))
+    photo = sorted(p for p in library_dir.iterdir() if p.is_file())[0]
+    run("caption", str(photo), "a red bicycle leaning on a fence")
+    assert caption_cosine(cli_env, photo) > 0.999
+    # killed once the store has flushed the new caption's vector: the old code had not committed the
+    # catalog yet, so the store searched a caption the catalog (and `caption`) never had
+    killed("photoman.catalog.payload:caption_vectors", "photoman.vectors.edge:EdgeStore.flush",
+           "--no-daemon", "caption", str(photo), "two dogs on a frosty field")  # fmt: skip
+    run("status")  # any command that opens the store mends it
+    assert caption_cosine(cli_env, photo) > 0.999
+    # killed with the catalog committed and the store not yet told: the next open re-embeds it
+    killed("photoman.catalog.payload:caption_vectors", "photoman.captions.edit:point_id",
+           "--no-daemon", "caption", str(photo), "a lighthouse at dusk")  # fmt: skip
+    assert caption_cosine(cli_env, photo) < 0.999  # (the kill really came between the two)
+    run("status")
+    assert caption_cosine(cli_env, photo) > 0.999
+    assert json.loads(run("caption", str(photo), "--json").stdout)["caption"] == "a lighthouse at dusk"
+    # and cleared: the vector goes with it
+    killed("photoman.catalog.payload:caption_vectors", "photoman.captions.edit:point_id",
+           "--no-daemon", "caption", str(photo), "--clear")  # fmt: skip
+    run("status")
+    assert caption_cosine(cli_env, photo) is None
     assert not out_of_step(cli_env)

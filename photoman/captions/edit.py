@@ -9,6 +9,7 @@ from sqlalchemy import select
 from photoman.captions.sources import MAX_CAPTION, clean, read_embedded, read_sidecar
 from photoman.catalog.models import OK, Photo
 from photoman.catalog.payload import caption_vectors
+from photoman.catalog.pending import clear, mark_in, new_token, release
 from photoman.errors import BadInputError
 from photoman.library import Library
 from photoman.media.decode import open_image_file, open_regular, plan_decode
@@ -66,20 +67,30 @@ def set_caption(lib: Library, path: str, text: str | None) -> CaptionInfo:
             raise BadInputError("empty caption: give some text, or use --clear to remove your caption")
         if len(cleaned) > MAX_CAPTION:
             raise BadInputError(f"caption too long ({len(cleaned)} characters; at most {MAX_CAPTION})")
-    with lib.catalog.session() as s:
-        row = _row(s, path)
-        if text is not None:
-            row.caption, row.caption_source = " ".join(text.split()), "user"
-        else:
-            row.caption, row.caption_source = _file_caption(row.path, lib.settings.caption_sources)
-            row.caption = clean(row.caption) or ""
-        s.flush()
-        digest = str(row.content_hash)  # an ok row always has its hash (_row refuses others)
+    token = new_token()
+    try:
+        # catalog first, with a crash record: a kill before the store follows is mended on the next open
+        # (catalog/pending.py re-embeds the caption); the other order left the store with a caption the
+        # catalog never had, until the user edited it again
+        with lib.catalog.session() as s:
+            row = _row(s, path)
+            if text is not None:
+                row.caption, row.caption_source = " ".join(text.split()), "user"
+            else:
+                row.caption, row.caption_source = _file_caption(row.path, lib.settings.caption_sources)
+                row.caption = clean(row.caption) or ""
+            s.flush()
+            digest = str(row.content_hash)  # an ok row always has its hash (_row refuses others)
+            vecs = caption_vectors(lib, s, [digest])  # before the commit: a model that fails changes nothing
+            mark_in(s, [digest], lib.model_id, token, caption=True)
+            info = CaptionInfo(row.path, row.caption, row.caption_source)
         pid = point_id(digest, lib.model_id)
-        vecs = caption_vectors(lib, s, [digest])
-        if digest in vecs:  # vector first, catalog commit second (DESIGN.md order of writes)
+        if digest in vecs:
             lib.store.update_vectors([VectorPoint(pid, vecs[digest])])
         else:
             lib.store.delete_vectors([pid], [CAPTION])
         lib.store.flush()
-        return CaptionInfo(row.path, row.caption, row.caption_source)
+        clear(lib.catalog, token)
+    finally:
+        release(token)
+    return info

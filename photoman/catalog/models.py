@@ -7,6 +7,7 @@ from typing import Any, Literal
 
 from sqlalchemy import (
     BigInteger,
+    Boolean,
     ColumnElement,
     DateTime,
     Float,
@@ -17,6 +18,7 @@ from sqlalchemy import (
     UniqueConstraint,
     and_,
     bindparam,
+    false,
     or_,
 )
 from sqlalchemy.engine import Dialect
@@ -178,3 +180,5 @@ class PayloadPending(Base):
     content_hash: Mapped[str] = mapped_column(String(64), primary_key=True)
     model_id: Mapped[str] = mapped_column(String(512), primary_key=True)
     token: Mapped[str] = mapped_column(String(32), primary_key=True)  # the operation's (pending.new_token)
+    # a caption edit's: the replay re-embeds the caption vector from the catalog's caption too
+    caption: Mapped[bool] = mapped_column(Boolean, default=False, server_default=false())

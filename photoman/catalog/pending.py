@@ -19,7 +19,7 @@ from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
 from typing import Any
 
-from sqlalchemy import delete, select
+from sqlalchemy import ColumnElement, and_, delete, select
 from sqlalchemy.orm import Session
 
 from photoman.catalog.models import PayloadPending
@@ -27,6 +27,8 @@ from photoman.catalog.models import PayloadPending
 log = logging.getLogger(__name__)
 
 _CHUNK = 500
+# {hash: {"caption": vector}} for the given points, from the catalog's captions (payload.caption_vectors)
+CaptionVectors = Callable[[Session, list[str]], dict[str, dict[str, Any]]]
 _live: set[str] = set()  # tokens of the operations running in this process: their records are theirs
 _live_lock = threading.Lock()
 
@@ -53,8 +55,11 @@ def mark(catalog: Any, hashes: Iterable[str], model_id: str, token: str) -> None
             mark_in(s, hashes, model_id, token)
 
 
-def mark_in(session: Session, hashes: Iterable[str], model_id: str, token: str) -> None:
-    """:func:`mark` inside a caller's transaction (one that changes the catalog before the store)."""
+def mark_in(
+    session: Session, hashes: Iterable[str], model_id: str, token: str, caption: bool = False
+) -> None:
+    """:func:`mark` inside a caller's transaction (one that changes the catalog before the store).
+    ``caption``: the caption changed too (a replay then needs the text encoder)."""
     todo = sorted(set(hashes))
     for i in range(0, len(todo), _CHUNK):
         chunk = todo[i : i + _CHUNK]
@@ -68,7 +73,9 @@ def mark_in(session: Session, hashes: Iterable[str], model_id: str, token: str) 
             )
         )
         session.add_all(
-            PayloadPending(content_hash=h, model_id=model_id, token=token) for h in chunk if h not in known
+            PayloadPending(content_hash=h, model_id=model_id, token=token, caption=caption)
+            for h in chunk
+            if h not in known
         )
 
 
@@ -109,11 +116,13 @@ def replay(
     keep_models: Iterable[str] = (),
     before_write: Callable[[], None] | None = None,
     store_was_open: bool = False,
+    caption_vectors: CaptionVectors | None = None,
 ) -> int:
     """Rewrite from the catalog the payload of every point recorded for ``model_id`` by an operation not
     running now; drop the records of models that are gone (neither this one nor one in
     ``keep_models``). Returns how many points were rewritten. ``before_write`` runs first when there
-    is something to do (the free-space check: it raises to refuse).
+    is something to do (the free-space check: it raises to refuse). A caption edit's records also
+    re-embed the caption vector through ``caption_vectors`` (called only then: it loads the model).
 
     The records of operations running in this process are theirs, never replayed. With
     ``store_was_open`` (the daemon's idle loop) nothing is replayed while any runs: one may have written
@@ -122,7 +131,7 @@ def replay(
     with _live_lock:  # held throughout: an operation starting meanwhile waits (a replay is short)
         if store_was_open and _live:  # the next call does it
             return 0
-        return _replay(catalog, store, model_id, keep_models, before_write, frozenset(_live))
+        return _replay(catalog, store, model_id, keep_models, before_write, frozenset(_live), caption_vectors)
 
 
 def _replay(
@@ -132,33 +141,44 @@ def _replay(
     keep_models: Iterable[str],
     before_write: Callable[[], None] | None,
     live: frozenset[str],
+    caption_vectors: CaptionVectors | None,
 ) -> int:
     from photoman.catalog.payload import payloads_for_hashes
-    from photoman.vectors import point_id
+    from photoman.vectors import CAPTION, VectorPoint, point_id
 
     with catalog.session() as s:
         cols = (PayloadPending.content_hash, PayloadPending.model_id, PayloadPending.token)
-        rows = [r for r in s.execute(select(*cols)).all() if r.token not in live]
+        rows = [r for r in s.execute(select(*cols, PayloadPending.caption)).all() if r.token not in live]
     if not rows:
         return 0
     if before_write is not None:
         before_write()
     keep = {model_id, *keep_models}
     hashes = sorted({r.content_hash for r in rows if r.model_id == model_id})
+    captions = {r.content_hash for r in rows if r.model_id == model_id and r.caption}
     for i in range(0, len(hashes), _CHUNK):
         chunk = hashes[i : i + _CHUNK]
         with catalog.session() as s:
             payloads = payloads_for_hashes(s, chunk, model_id)
+            recaption = [h for h in chunk if h in captions and h in payloads]
+            vectors = caption_vectors(s, recaption) if recaption and caption_vectors else {}
         ids = {point_id(h, model_id): h for h in payloads}
         present = {p.id for p in store.retrieve(list(ids))}  # a point the crash never wrote: reconcile's
         for pid in present:
             store.set_payload([pid], payloads[ids[pid]])
+            if ids[pid] in vectors:
+                store.update_vectors([VectorPoint(pid, vectors[ids[pid]])])
+            elif ids[pid] in recaption:  # no caption left in the catalog
+                store.delete_vectors([pid], [CAPTION])
     if hashes:
         store.flush()
         log.warning("brought %d photos' search data back in line with the catalog after an unfinished "
                     "operation", len(hashes))  # fmt: skip
     done = sorted({r.token for r in rows})  # every token read here belongs to no running operation
-    gone = PayloadPending.model_id.not_in(sorted(keep - {model_id}))  # this model's, or a dropped one's
+    # the records of this model, or of a model that is gone
+    gone: ColumnElement[bool] = PayloadPending.model_id.not_in(sorted(keep - {model_id}))
+    if captions and caption_vectors is None:  # a caption edit's stay for a replay that can embed them
+        gone = and_(gone, ~and_(PayloadPending.caption, PayloadPending.model_id == model_id))
     with catalog.session() as s:
         for i in range(0, len(done), _CHUNK):
             s.execute(delete(PayloadPending).where(PayloadPending.token.in_(done[i : i + _CHUNK]), gone))
