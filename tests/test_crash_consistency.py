@@ -234,3 +234,52 @@ def test_a_caption_edit_killed_halfway_leaves_the_caption_vector_and_the_catalog
     run("status")
     assert caption_cosine(cli_env, photo) is None
     assert not out_of_step(cli_env)
+
+
+def test_a_captioned_copy_whose_run_was_killed_leaves_no_caption_the_catalog_never_had(
+    cli_env: Settings, library_dir: Path
+) -> None:
+    """From a review: a batch also rewrites a known content's caption vector before its rows commit."""
+    run("index", str(library_dir))
+    first = sorted(p for p in library_dir.iterdir() if p.is_file())[0]
+    assert caption_cosine(cli_env, first) is None  # no caption of its own
+    copy = library_dir / "copies"
+    copy.mkdir()
+    shutil.copy(first, copy)
+    (copy / (first.name + ".txt")).write_text("a lighthouse at dusk")  # the copy's sidecar caption
+    killed("photoman.catalog.payload:payloads_for_hashes", "photoman.vectors.edge:EdgeStore.update_vectors",
+           "--no-daemon", "index", str(library_dir))  # fmt: skip
+    shutil.rmtree(copy)
+    run("index", str(library_dir))
+    # the old code kept the copy's caption vector on the point for good (only the payload was mended)
+    assert caption_cosine(cli_env, first) is None
+    assert not out_of_step(cli_env)
+
+
+def test_a_caption_record_waits_for_a_model_while_its_payload_is_mended_at_once(
+    cli_env: Settings, library_dir: Path
+) -> None:
+    from photoman.catalog import pending
+    from photoman.catalog.payload import caption_vectors
+
+    run("index", str(library_dir))
+    with Library(cli_env) as lib:
+        pid = sorted(lib.store.all_ids())[0]
+        digest = lib.store.retrieve([pid])[0].payload["content_hash"]
+        lib.store.set_payload([pid], {"folders": ["/elsewhere"]})
+        dead = pending.new_token()
+        with lib.catalog.session() as s:
+            pending.mark_in(s, [digest], lib.model_id, dead, caption=True)
+        pending.release(dead)
+
+        def no_model(*_: object) -> dict:
+            raise OSError("no weights on this machine")
+
+        pending.replay(lib.catalog, lib.store, lib.model_id, caption_vectors=no_model)
+        assert lib.store.retrieve([pid])[0].payload["folders"] != ["/elsewhere"]  # mended anyway
+        with lib.catalog.session() as s:
+            assert s.query(pending.PayloadPending).filter_by(caption=True).count() == 1  # kept for later
+        embed = lambda s, h: caption_vectors(lib, s, h)  # noqa: E731
+        pending.replay(lib.catalog, lib.store, lib.model_id, caption_vectors=embed)
+        with lib.catalog.session() as s:
+            assert s.query(pending.PayloadPending).count() == 0

@@ -19,7 +19,7 @@ from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
 from typing import Any
 
-from sqlalchemy import ColumnElement, and_, delete, select
+from sqlalchemy import ColumnElement, and_, delete, select, update
 from sqlalchemy.orm import Session
 
 from photoman.catalog.models import PayloadPending
@@ -63,15 +63,15 @@ def mark_in(
     todo = sorted(set(hashes))
     for i in range(0, len(todo), _CHUNK):
         chunk = todo[i : i + _CHUNK]
-        known = set(
-            session.scalars(
-                select(PayloadPending.content_hash).where(
-                    PayloadPending.token == token,
-                    PayloadPending.model_id == model_id,
-                    PayloadPending.content_hash.in_(chunk),
-                )
-            )
+        mine = (
+            PayloadPending.token == token,
+            PayloadPending.model_id == model_id,
+            PayloadPending.content_hash.in_(chunk),
         )
+        cols = (PayloadPending.content_hash, PayloadPending.caption)
+        known = dict(session.execute(select(*cols).where(*mine)).all())
+        if caption and not all(known.values()):  # recorded for its payload alone so far: its caption too
+            session.execute(update(PayloadPending).where(*mine).values(caption=True))
         session.add_all(
             PayloadPending(content_hash=h, model_id=model_id, token=token, caption=caption)
             for h in chunk
@@ -160,8 +160,12 @@ def _replay(
         chunk = hashes[i : i + _CHUNK]
         with catalog.session() as s:
             payloads = payloads_for_hashes(s, chunk, model_id)
-            recaption = [h for h in chunk if h in captions and h in payloads]
-            vectors = caption_vectors(s, recaption) if recaption and caption_vectors else {}
+            recaption = [h for h in chunk if h in captions and h in payloads] if caption_vectors else []
+            try:
+                vectors = caption_vectors(s, recaption) if recaption and caption_vectors else {}
+            except Exception as exc:  # noqa: BLE001 - no model here now: payloads still, captions later
+                log.warning("could not embed captions to mend them (later, then): %s", exc)
+                caption_vectors, recaption, vectors = None, [], {}
         ids = {point_id(h, model_id): h for h in payloads}
         present = {p.id for p in store.retrieve(list(ids))}  # a point the crash never wrote: reconcile's
         for pid in present:

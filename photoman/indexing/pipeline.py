@@ -2,8 +2,9 @@
 
 Writes follow DESIGN.md's order: a batch's vectors are upserted before its catalog rows commit,
 and removals commit in the catalog before their vectors go, so a crash at any point leaves at most
-one batch to redo, which :func:`photoman.indexing.reconcile.reconcile` finds on the next run. Payloads
-rewritten for contents the store already has (a copy, a move) are recorded first (catalog/pending.py).
+one batch to redo, which :func:`photoman.indexing.reconcile.reconcile` finds on the next run. Payloads and
+caption vectors rewritten for contents the catalog already has (a copy, a move) are recorded first
+(catalog/pending.py).
 """
 
 from __future__ import annotations
@@ -22,7 +23,7 @@ from sqlalchemy import func, select, true, update
 
 from photoman.catalog.models import ERROR, OK, Photo, Root, path_under
 from photoman.catalog.payload import caption_vectors, payloads_for_hashes
-from photoman.catalog.pending import mark, mark_in, new_token, release
+from photoman.catalog.pending import mark_in, new_token, release
 from photoman.catalog.roots import forget, offline_roots, register_roots, remember_roots
 from photoman.diskspace import check_space
 from photoman.embedding.model import checkpoint_spec
@@ -185,10 +186,15 @@ class _Writer:
             if pixels
             else {}
         )
-        # contents the store has already: their payloads gain these paths before the rows commit, so a
-        # kill between the two (then the files gone) would leave paths the catalog never had
-        reused = {p.content_hash for p in items if p.error is None and p.content_hash is not None}
-        mark(lib.catalog, reused - set(vectors), model_id, self.token)
+        # contents with committed rows already (a copy, a move, a point reconcile found lost): the store
+        # takes these paths and captions before the rows commit, so a kill between the two (then the files
+        # gone) would leave paths and a caption vector the catalog never had. A content without one is
+        # new: after a kill its point is an orphan, which reconcile deletes.
+        touched = sorted({p.content_hash for p in items if p.error is None and p.content_hash is not None})
+        with lib.catalog.session() as s:
+            rows_of = select(Photo.content_hash).where(Photo.content_hash.in_(touched)).distinct()
+            known = {h for h in s.scalars(rows_of) if h}
+            mark_in(s, known, model_id, self.token, caption=True)
         now = datetime.now()
         with lib.catalog.session() as s:
             rows = {
