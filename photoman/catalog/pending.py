@@ -19,7 +19,7 @@ from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
 from typing import Any
 
-from sqlalchemy import ColumnElement, and_, delete, select, update
+from sqlalchemy import ColumnElement, and_, delete, insert, select, update
 from sqlalchemy.orm import Session
 
 from photoman.catalog.models import PayloadPending
@@ -72,11 +72,11 @@ def mark_in(
         known = dict(session.execute(select(*cols).where(*mine)).all())
         if caption and not all(known.values()):  # recorded for its payload alone so far: its caption too
             session.execute(update(PayloadPending).where(*mine).values(caption=True))
-        session.add_all(
-            PayloadPending(content_hash=h, model_id=model_id, token=token, caption=caption)
-            for h in chunk
-            if h not in known
-        )
+        if new := [h for h in chunk if h not in known]:  # a core insert: ORM objects cost ~10x more here
+            session.execute(
+                insert(PayloadPending),
+                [{"content_hash": h, "model_id": model_id, "token": token, "caption": caption} for h in new],
+            )
 
 
 def clear(catalog: Any, token: str) -> None:
