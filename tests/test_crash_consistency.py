@@ -283,3 +283,18 @@ def test_a_caption_record_waits_for_a_model_while_its_payload_is_mended_at_once(
         pending.replay(lib.catalog, lib.store, lib.model_id, caption_vectors=embed)
         with lib.catalog.session() as s:
             assert s.query(pending.PayloadPending).count() == 0
+
+
+def test_a_caption_edited_after_a_killed_switch_reaches_the_new_collection(
+    cli_env: Settings, library_dir: Path, wide_model: Path
+) -> None:
+    """From a crash hunt: the resumed switch kept the caption vector it had built before the edit."""
+    run("index", str(library_dir))
+    photo = sorted(p for p in library_dir.iterdir() if p.is_file())[0]
+    # killed once a few batches are in the new collection (this photo, first by path, among them)
+    killed("photoman.catalog.payload:payloads_for_hashes", "photoman.vectors.edge:EdgeStore.upsert",
+           "--no-daemon", "models", "use", str(wide_model))  # fmt: skip
+    run("caption", str(photo), "a cup of coffee on a saucer")
+    assert f"switched to {wide_model}" in run("--no-daemon", "models", "use", str(wide_model)).stdout
+    assert caption_cosine(cli_env, photo) > 0.999  # the old code: None, for good
+    assert not out_of_step(cli_env)

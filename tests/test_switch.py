@@ -174,3 +174,56 @@ def test_switching_back_to_a_model_finds_its_tags_again(
     label = max(tags, key=lambda k: tags[k])
     found = json.loads(runner.invoke(app, ["find", "a photo", "--all", "--json", "--tag", label]).stdout)
     assert len(found) + sum(len(f["duplicates"]) for f in found) == tags[label] > 0
+
+
+def caption_cosine(settings: Settings, path: Path) -> float | None:
+    """The active collection's caption vector for ``path`` against the catalog's caption embedded now by
+    the active model (None: the point has no caption vector)."""
+    import numpy as np
+
+    from photoman.vectors import CAPTION
+
+    with Library(settings) as lib:
+        with lib.catalog.session() as s:
+            row = s.scalar(select(Photo).where(Photo.path == str(path)))
+            digest, caption = row.content_hash, row.caption
+        vectors = lib.store.retrieve([point_id(digest, lib.model_id)], with_vectors=True)[0].vectors
+        if CAPTION not in vectors:
+            return None
+        want = lib.encoder.encode_texts([caption])[0]
+    return float(vectors[CAPTION] @ want / (np.linalg.norm(vectors[CAPTION]) * np.linalg.norm(want)))
+
+
+def test_a_caption_edited_under_another_model_reaches_the_kept_collection_on_a_switch_back(
+    cli_env: Settings, library_dir: Path, wide_model: Path
+) -> None:
+    """From a crash hunt: a switch back reused the kept collection's caption vectors, embedded from the
+    captions as they were when the model was left: searching captions missed every edit made since."""
+    old, new = cli_env.model, str(wide_model)
+    photos = sorted(p for p in library_dir.iterdir() if p.is_file())
+    assert runner.invoke(app, ["index", str(library_dir)]).exit_code == 0
+    assert runner.invoke(app, ["caption", str(photos[1]), "a red bicycle"]).exit_code == 0
+    assert runner.invoke(app, ["--no-daemon", "models", "use", new]).exit_code == 0
+    assert runner.invoke(app, ["caption", str(photos[0]), "two dogs on a frosty field"]).exit_code == 0
+    assert runner.invoke(app, ["caption", str(photos[1]), "--clear"]).exit_code == 0
+    res = runner.invoke(app, ["--no-daemon", "models", "use", old])
+    assert res.exit_code == 0 and f"switched to {old}" in res.stdout, res.output
+    assert caption_cosine(cli_env, photos[0]) > 0.999  # the old code: None (no caption when it was left)
+    assert caption_cosine(cli_env, photos[1]) is None  # and the cleared one's vector is gone
+
+
+def test_a_caption_edited_while_a_switch_builds_reaches_the_new_collection(
+    cli_env: Settings, library_dir: Path, wide_model: Path
+) -> None:
+    """The daemon's case: the edit lands after the photo was built into the target, in the same process."""
+    from photoman.captions.edit import set_caption
+
+    photo = sorted(p for p in library_dir.iterdir() if p.is_file())[0]
+    with Library(cli_env) as lib:
+        index(lib, [library_dir])
+        switch.start(lib, str(wide_model))
+        while switch.build(lib):
+            pass
+        set_caption(lib, str(photo), "a lighthouse at dusk")
+        assert switch.complete(lib)
+    assert caption_cosine(cli_env, photo) > 0.999  # the old code: None (built before the edit)

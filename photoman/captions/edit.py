@@ -11,6 +11,7 @@ from photoman.catalog.models import OK, Photo
 from photoman.catalog.payload import caption_vectors
 from photoman.catalog.pending import clear, mark_in, new_token, release
 from photoman.errors import BadInputError
+from photoman.indexing.switch import caption_changed
 from photoman.library import Library
 from photoman.media.decode import open_image_file, open_regular, plan_decode
 from photoman.media.formats import is_raw_path
@@ -93,4 +94,5 @@ def set_caption(lib: Library, path: str, text: str | None) -> CaptionInfo:
         clear(lib.catalog, token)
     finally:
         release(token)
+    caption_changed(lib, [digest])  # a switch under way embeds it again for the new model
     return info

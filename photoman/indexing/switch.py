@@ -14,7 +14,7 @@ model from then on. The old collection stays on disk until `photoman models drop
 from __future__ import annotations
 
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import replace
 from typing import TYPE_CHECKING, Any
 
@@ -47,6 +47,10 @@ class Target:
         self._store: VectorStore | None = None
         self._done: set[str] | None = None  # point ids in the collection
         self.skipped: set[str] = set()  # hashes whose file could not be read for it (left to the indexer)
+        # hashes whose caption vector this process wrote from the catalog as it is now; every other point
+        # (built before a crash, kept from an earlier use of the model, or captioned anew since) gets its
+        # caption embedded again by complete()
+        self.captioned: set[str] = set()
         self._pids: dict[str, str] = {}
         self.started = time.monotonic()
         self.done_at_start: int | None = None  # photos done when this process started building
@@ -220,6 +224,7 @@ def _write(lib: Library, target: Target, pixels: dict[str, np.ndarray], encode: 
     if not pixels:
         return 0
     hashes = list(pixels)
+    target.captioned.update(hashes)  # before the captions are read: an edit committed after that undoes it
     encoder = target.models.encoder
     stack = np.stack([pixels[h] for h in hashes])
     vectors = encode(encoder, stack) if encode else encoder.encode_pixels(stack)
@@ -243,6 +248,35 @@ def _write(lib: Library, target: Target, pixels: dict[str, np.ndarray], encode: 
     target.store.upsert(points)
     target.done_ids().update(p.id for p in points)
     return len(points)
+
+
+def caption_changed(lib: Library, hashes: Iterable[str]) -> None:
+    """These points' captions changed in the catalog (an edit, a sidecar): a switch running in this
+    process embeds them again before it completes. (A switch in another process, or resumed after a
+    crash, embeds every caption it did not write itself.)"""
+    target = lib._target  # only one this process has loaded: none other wrote anything here
+    if target is not None:
+        target.captioned.difference_update(hashes)
+
+
+def _recaption(lib: Library, target: Target, hashes: list[str]) -> None:
+    """Caption vectors from the catalog's captions as they are now, with the target's text encoder."""
+    from photoman.catalog.payload import chosen_captions
+
+    for i in range(0, len(hashes), 256):
+        chunk = hashes[i : i + 256]
+        with lib.catalog.session() as s:
+            captions = chosen_captions(s, chunk, lib.model_id)
+        keys = list(captions)
+        if keys:
+            texts = target.models.encoder.encode_texts([captions[h] for h in keys])
+            target.store.update_vectors(
+                [VectorPoint(target.pid(h), {CAPTION: v}) for h, v in zip(keys, texts, strict=True)]
+            )
+        bare = [target.pid(h) for h in chunk if h not in captions]
+        if bare := [p.id for p in target.store.retrieve(bare, with_vectors=True) if CAPTION in p.vectors]:
+            target.store.delete_vectors(bare, [CAPTION])  # (only those that have one: no rewrite of the rest)
+        target.captioned.update(chunk)
 
 
 def complete(lib: Library, swap: Swap | None = None) -> bool:
@@ -274,6 +308,7 @@ def complete(lib: Library, swap: Swap | None = None) -> bool:
                 tags = tag_labels(s, present[i : i + 500], target.model_id)
             for h, payload in payloads.items():
                 target.store.set_payload([target.pid(h)], {**payload, "tags": sorted(set(tags.get(h, [])))})
+        _recaption(lib, target, [h for h in present if h not in target.captioned])
         target.store.flush()
         target.store.optimize()
         skipped = sorted(target.skipped)
