@@ -298,3 +298,24 @@ def test_a_caption_edited_after_a_killed_switch_reaches_the_new_collection(
     assert f"switched to {wide_model}" in run("--no-daemon", "models", "use", str(wide_model)).stdout
     assert caption_cosine(cli_env, photo) > 0.999  # the old code: None, for good
     assert not out_of_step(cli_env)
+
+
+def test_a_drop_killed_halfway_leaves_no_tags_to_come_back(
+    cli_env: Settings, library_dir: Path, wide_model: Path
+) -> None:
+    """From a crash hunt: a drop killed after deleting the collection left the model's tags; a second
+    drop refused ("no collection") and a switch back brought back the tags the drop was to remove."""
+    from sqlalchemy import func, select
+
+    from photoman.catalog.models import Tag
+
+    old = cli_env.model
+    run("index", str(library_dir))
+    run("tag", "--min-prob", "0", "--top-k", "3")
+    run("--no-daemon", "models", "use", str(wide_model))
+    killed("photoman.vectors.base:drop_collections", "photoman.vectors.base:drop_collections",
+           "--no-daemon", "models", "drop", old)  # fmt: skip
+    with Library(cli_env) as lib, lib.catalog.session() as s:
+        assert s.scalar(select(func.count()).select_from(Tag).where(Tag.model_id == old)) == 0
+    run("--no-daemon", "models", "use", old)  # back to it: rebuilt, without the dropped tags
+    assert json.loads(run("tags", "--json").stdout) == {}

@@ -153,10 +153,13 @@ def drop(lib: Library, name: str) -> dict[str, Any]:
     if cancelled:
         lib.set_target(None)
     with lib.switch_lock:
-        gone = drop_collections(lib.settings, ident)
+        # the catalog first (DESIGN.md's order for removals): a kill between the two leaves a collection
+        # that a second drop deletes, or a switch back refills with the catalog's (no) tags
         with lib.catalog.session() as s:
+            had_tags = s.scalar(select(Tag.id).where(Tag.model_id == ident).limit(1)) is not None
             s.execute(delete(Tag).where(Tag.model_id == ident))
-    if not gone and not cancelled:
+        gone = drop_collections(lib.settings, ident)
+    if not gone and not cancelled and not had_tags:
         raise BadInputError(f"this library has no collection for {name}")
     return {"model": ident, "collections": gone, "cancelled_switch": cancelled}
 
