@@ -216,14 +216,12 @@ def test_a_caption_edited_while_a_switch_builds_reaches_the_new_collection(
     cli_env: Settings, library_dir: Path, wide_model: Path
 ) -> None:
     """The daemon's case: the edit lands after the photo was built into the target, in the same process."""
-    from photoman.captions.edit import set_caption
-
     photo = sorted(p for p in library_dir.iterdir() if p.is_file())[0]
     with Library(cli_env) as lib:
         index(lib, [library_dir])
         switch.start(lib, str(wide_model))
         while switch.build(lib):
             pass
-        set_caption(lib, str(photo), "a lighthouse at dusk")
+        ops.caption(lib, path=str(photo), text="a lighthouse at dusk")  # what the daemon runs
         assert switch.complete(lib)
     assert caption_cosine(cli_env, photo) > 0.999  # the old code: None (built before the edit)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 
 from sqlalchemy import select
@@ -11,7 +12,6 @@ from photoman.catalog.models import OK, Photo
 from photoman.catalog.payload import caption_vectors
 from photoman.catalog.pending import clear, mark_in, new_token, release
 from photoman.errors import BadInputError
-from photoman.indexing.switch import caption_changed
 from photoman.library import Library
 from photoman.media.decode import open_image_file, open_regular, plan_decode
 from photoman.media.formats import is_raw_path
@@ -60,8 +60,11 @@ def _file_caption(path: str, sources: list[str]) -> tuple[str, str | None]:
     return "", None
 
 
-def set_caption(lib: Library, path: str, text: str | None) -> CaptionInfo:
-    """Set a user caption, or (``None``) go back to the file's own; re-embeds the caption vector."""
+def set_caption(
+    lib: Library, path: str, text: str | None, changed: Callable[[Library, list[str]], None] | None = None
+) -> CaptionInfo:
+    """Set a user caption, or (``None``) go back to the file's own; re-embeds the caption vector.
+    ``changed(lib, [hash])`` runs once it is done (a switch under way embeds it again: ops.caption)."""
     if text is not None:
         cleaned = " ".join(text.split())
         if not cleaned:
@@ -94,5 +97,6 @@ def set_caption(lib: Library, path: str, text: str | None) -> CaptionInfo:
         clear(lib.catalog, token)
     finally:
         release(token)
-    caption_changed(lib, [digest])  # a switch under way embeds it again for the new model
+    if changed is not None:
+        changed(lib, [digest])
     return info
