@@ -10,6 +10,7 @@ import subprocess
 import sys
 import textwrap
 from pathlib import Path
+from typing import Any
 
 import pytest
 from sqlalchemy import select
@@ -225,3 +226,23 @@ def test_a_caption_edited_while_a_switch_builds_reaches_the_new_collection(
         ops.caption(lib, path=str(photo), text="a lighthouse at dusk")  # what the daemon runs
         assert switch.complete(lib)
     assert caption_cosine(cli_env, photo) > 0.999  # the old code: None (built before the edit)
+
+
+def test_a_caption_edited_just_before_the_switch_commits_reaches_the_new_collection(
+    cli_env: Settings, library_dir: Path, wide_model: Path
+) -> None:
+    """From a review: the daemon hands the commit to its query thread, where an edit queued first runs
+    after the captions were embedded again and before the library searches with the new model."""
+    photo = sorted(p for p in library_dir.iterdir() if p.is_file())[0]
+    with Library(cli_env) as lib:
+        index(lib, [library_dir])
+        switch.start(lib, str(wide_model))
+        while switch.build(lib):  # images, then the captions it did not embed itself
+            pass
+
+        def swap(commit: Any) -> None:  # the query thread: the edit it was serving, then the commit
+            ops.caption(lib, path=str(photo), text="a lighthouse at dusk")
+            commit()
+
+        assert switch.complete(lib, swap=swap)
+    assert caption_cosine(cli_env, photo) > 0.999

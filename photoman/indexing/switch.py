@@ -186,8 +186,11 @@ def build(
         if target.done_at_start is None:
             target.started, target.done_at_start = time.monotonic(), done
         items = list(todo.items())[:limit]
-        if not items:
-            return 0
+        if not items:  # every image is in: then the captions it did not embed itself, a step at a time
+            stale = _uncaptioned(lib, target)[: limit or None]
+            _recaption(lib, target, stale)
+            target.store.flush()
+            return len(stale)
         files, want = [], {}
         for digest, (path, raw, _root) in items:
             st = stat_photo(path)
@@ -268,6 +271,7 @@ def _recaption(lib: Library, target: Target, hashes: list[str]) -> None:
 
     for i in range(0, len(hashes), 256):
         chunk = hashes[i : i + 256]
+        target.captioned.update(chunk)  # before the captions are read: an edit committed after that undoes it
         with lib.catalog.session() as s:
             captions = chosen_captions(s, chunk, lib.model_id)
         keys = list(captions)
@@ -279,7 +283,12 @@ def _recaption(lib: Library, target: Target, hashes: list[str]) -> None:
         bare = [target.pid(h) for h in chunk if h not in captions]
         if bare := [p.id for p in target.store.retrieve(bare, with_vectors=True) if CAPTION in p.vectors]:
             target.store.delete_vectors(bare, [CAPTION])  # (only those that have one: no rewrite of the rest)
-        target.captioned.update(chunk)
+
+
+def _uncaptioned(lib: Library, target: Target) -> list[str]:
+    """Photos in the target whose caption vector this process did not write from the catalog as it is."""
+    done = target.done_ids()
+    return [h for h in _photos(lib) if h not in target.captioned and target.pid(h) in done]
 
 
 def complete(lib: Library, swap: Swap | None = None) -> bool:
@@ -311,12 +320,17 @@ def complete(lib: Library, swap: Swap | None = None) -> bool:
                 tags = tag_labels(s, present[i : i + 500], target.model_id)
             for h, payload in payloads.items():
                 target.store.set_payload([target.pid(h)], {**payload, "tags": sorted(set(tags.get(h, [])))})
-        _recaption(lib, target, [h for h in present if h not in target.captioned])
+        _recaption(lib, target, [h for h in present if h not in target.captioned])  # (build did most)
         target.store.flush()
         target.store.optimize()
         skipped = sorted(target.skipped)
 
         def commit() -> None:
+            # where no query (nor caption edit: the daemon's query thread) runs: edits since the captions
+            # above were embedded, before the library searches with the new model
+            if late := [h for h in present if h not in target.captioned]:
+                _recaption(lib, target, late)
+                target.store.flush()
             with lib.catalog.session() as s:
                 moved = update(Photo).where(Photo.indexed_with(lib.model_id))
                 if skipped:  # left with the old model: the indexer embeds them when it next sees them
