@@ -319,3 +319,31 @@ def test_a_drop_killed_halfway_leaves_no_tags_to_come_back(
         assert s.scalar(select(func.count()).select_from(Tag).where(Tag.model_id == old)) == 0
     run("--no-daemon", "models", "use", old)  # back to it: rebuilt, without the dropped tags
     assert json.loads(run("tags", "--json").stdout) == {}
+
+
+def test_a_moved_photo_keeps_its_users_caption_and_a_gone_caption_leaves_the_store(
+    cli_env: Settings, library_dir: Path
+) -> None:
+    """From a crash hunt (no crash needed): a photo the user captioned, moved, came back with no
+    caption (what the user typed was lost with the old row) while its point kept the caption vector;
+    a removed copy whose sidecar gave the point its caption left that vector behind too."""
+    run("index", str(library_dir))
+    photos = sorted(p for p in library_dir.iterdir() if p.is_file())
+    run("caption", str(photos[0]), "a red bicycle leaning on a fence")
+    (library_dir / "moved").mkdir()
+    moved = library_dir / "moved" / photos[0].name
+    photos[0].rename(moved)
+    run("index", str(library_dir))
+    info = json.loads(run("caption", str(moved), "--json").stdout)
+    assert (info["caption"], info["source"]) == ("a red bicycle leaning on a fence", "user")  # old: ""
+    assert caption_cosine(cli_env, moved) > 0.999
+    copy = library_dir / "copies"
+    copy.mkdir()
+    shutil.copy(photos[1], copy)
+    (copy / (photos[1].name + ".txt")).write_text("a lighthouse at dusk")  # the copy's sidecar caption
+    run("index", str(library_dir))
+    assert caption_cosine(cli_env, copy / photos[1].name) > 0.999  # the point: the copy's caption
+    shutil.rmtree(copy)
+    run("index", str(library_dir))
+    assert caption_cosine(cli_env, photos[1]) is None  # old: the copy's caption stayed searchable
+    assert not out_of_step(cli_env)

@@ -85,23 +85,42 @@ def forget(lib: Any, rows: Iterable[Photo], extra_stale: set[str], token: str | 
 
 
 def _forget(lib: Any, ids: list[int], stale: set[str], token: str, ran: bool) -> int:
+    from photoman.catalog.payload import chosen_captions
+
+    recaption: set[str] = set()
     with lib.catalog.session() as s:
+        removed: set[str] = set()
         for i in range(0, len(ids), 500):
             for row in s.scalars(select(Photo).where(Photo.id.in_(ids[i : i + 500]))):
                 if row.content_hash:
-                    stale.add(row.content_hash)
+                    removed.add(row.content_hash)
+        before = chosen_captions(s, removed, lib.model_id)
+        for i in range(0, len(ids), 500):
+            for row in s.scalars(select(Photo).where(Photo.id.in_(ids[i : i + 500]))):
                 s.delete(row)
+        s.flush()
+        after = chosen_captions(s, removed, lib.model_id)
+        # a point whose caption was a removed file's: its caption vector follows the catalog
+        recaption = {h for h in removed if before.get(h) != after.get(h)}
+        stale |= removed
+        mark_in(s, recaption, lib.model_id, token, caption=True)
         mark_in(s, stale, lib.model_id, token)  # with the removal: a crash before the store's turn is mended
     if stale:
-        from photoman.catalog.payload import payloads_for_hashes
-        from photoman.vectors import point_id
+        from photoman.catalog.payload import caption_vectors, payloads_for_hashes
+        from photoman.vectors import CAPTION, VectorPoint, point_id
 
         with lib.catalog.session() as s:
             payloads = payloads_for_hashes(s, stale, lib.model_id)
+            recaption &= set(payloads)
+            vectors = caption_vectors(lib, s, recaption) if recaption else {}
         gone = [point_id(h, lib.model_id) for h in stale if h not in payloads]
         lib.store.delete(gone)
         for h, payload in payloads.items():
             lib.store.set_payload([point_id(h, lib.model_id)], payload)
+        if vectors:
+            lib.store.update_vectors([VectorPoint(point_id(h, lib.model_id), v) for h, v in vectors.items()])
+        if bare := [point_id(h, lib.model_id) for h in recaption if h not in vectors]:
+            lib.store.delete_vectors(bare, [CAPTION])
     if stale or ran:
         lib.store.flush()
     clear(lib.catalog, token)

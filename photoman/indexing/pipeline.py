@@ -202,10 +202,22 @@ class _Writer:
                 r.path: r
                 for r in s.scalars(select(Photo).where(Photo.path.in_([p.file.path for p in items])))
             }
+            # a user's captions of these contents: a file moved (or copied) keeps its caption, as it
+            # keeps its vector (the old row goes at the run's end, with what the user typed)
+            theirs = dict(
+                s.execute(
+                    select(Photo.content_hash, Photo.caption)
+                    .where(Photo.content_hash.in_(sorted(known)), Photo.caption_source == "user")
+                    .order_by(Photo.path.desc())
+                ).all()
+            ) if known else {}
             for p in items:
                 row = rows.get(p.file.path)
                 if row is None:
                     row = Photo(path=p.file.path, root_id=self.roots_of[p.file.path], caption="")
+                    if not p.caption and p.content_hash in theirs:
+                        row.caption_source = "user"  # (kept below: a user's caption is never overwritten)
+                        row.caption = theirs[p.content_hash]
                     s.add(row)
                 elif row.content_hash and row.content_hash != p.content_hash:
                     self.stale_hashes.add(row.content_hash)
