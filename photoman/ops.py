@@ -399,11 +399,12 @@ def index(
     """Index folders (added as roots) or every root, in this process; the run's report."""
     from photoman.indexing.pipeline import index as run_index
     from photoman.paths import check_new_root
-    from photoman.zeroshot.tagging import auto_tag
+    from photoman.zeroshot.tagging import auto_tag, owe_auto_tag
 
     checked = [check_new_root(f, force=_bool(force, "force")) for f in _paths(folders, "folders")]
+    owed = owe_auto_tag(lib)
     report = run_index(lib, checked or None, progress=progress)
-    auto_tag(lib, report.new_hashes)
+    auto_tag(lib, report.new_hashes, everything=owed)
     return {
         "scanned": report.scanned,
         "unchanged": report.unchanged,
@@ -478,11 +479,12 @@ def models_use(lib: Library, *, name: str, progress: Progress | None = None) -> 
     started = switch.start(lib, _str(name, "name").strip())
     if started["target"] is None:
         return {**started, "switched": False}
-    switched = switch.run(lib, progress=progress)
-    if switched and lib.settings.auto_tag:  # tags are per model: the new one's, as the daemon makes them
-        from photoman.zeroshot.tagging import label_set, tag_library
+    from photoman.zeroshot.tagging import auto_tag, owe_auto_tag
 
-        tag_library(lib, label_set())
+    owe_auto_tag(lib)  # a kill after the switch's commit leaves the new model's tags owed
+    switched = switch.run(lib, progress=progress)
+    if switched:  # tags are per model: the new one's, as the daemon makes them
+        auto_tag(lib, [], everything=True)
     return {"active": lib.model_id, "target": lib.target_name, "switched": switched,
             "from": started["active"], "switch": switch.progress(lib)}  # fmt: skip
 

@@ -13,6 +13,7 @@ from pathlib import Path
 from unittest import mock
 
 import numpy as np
+import pytest
 from typer.testing import CliRunner
 
 from photoman.catalog.payload import payloads_for_hashes
@@ -347,3 +348,25 @@ def test_a_moved_photo_keeps_its_users_caption_and_a_gone_caption_leaves_the_sto
     run("index", str(library_dir))
     assert caption_cosine(cli_env, photos[1]) is None  # old: the copy's caption stayed searchable
     assert not out_of_step(cli_env)
+
+
+def test_a_switch_killed_before_its_auto_tagging_is_tagged_by_the_next_run(
+    cli_env: Settings, library_dir: Path, wide_model: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """From a crash hunt: the daemon tags with the new model right after a switch's commit; a kill in
+    between left every photo untagged for good (the next runs tag only what they embed)."""
+    from photoman.zeroshot import tagging
+
+    real = tagging.tag_library
+    # the tiny random models pass no label over the default threshold: every photo gets its top 2
+    top2 = lambda lib, labels, **k: real(lib, labels, min_prob=0, top_k=2, **k)  # noqa: E731
+    monkeypatch.setattr(tagging, "tag_library", top2)
+    monkeypatch.setenv("PHOTOMAN_AUTO_TAG", "1")
+    run("index", str(library_dir))
+    assert json.loads(run("tags", "--json").stdout)  # auto-tagged with the first model
+    killed("photoman.library:Library.adopt", "photoman.library:Library.adopt",
+           "--no-daemon", "models", "use", str(wide_model))  # fmt: skip (killed right after the commit)
+    run("index", str(library_dir))  # nothing new to embed: the old code tagged nothing
+    tags = json.loads(run("tags", "--json").stdout)
+    assert sum(tags.values()) == 2 * 10
+    assert not (cli_env.data_dir / "auto-tag-owed").exists()

@@ -328,6 +328,7 @@ class Daemon:
         """One step of a model switch (a few batches), or the switch itself once the new collection is
         complete; the indexer's own work (new and changed photos) goes first."""
         from photoman.indexing import switch
+        from photoman.zeroshot.tagging import auto_tag, owe_auto_tag
 
         lib = self.library
         target = lib.target_name
@@ -335,12 +336,10 @@ class Daemon:
         tried = switch.build(lib, limit=self.SWITCH_STEP, progress=self._check_stop,
                              encode=lambda enc, px: self._encode(px, enc))  # fmt: skip
         if not tried:
+            owe_auto_tag(lib)  # the new model's tags: a kill after the commit leaves them owed
             if switch.complete(lib, swap=lambda commit: self.query_pool.submit(commit).result()):
                 log.info("switched model to %s (the old collection stays until `models drop`)", target)
-                if lib.settings.auto_tag:
-                    from photoman.zeroshot.tagging import label_set, tag_library
-
-                    tag_library(lib, label_set())
+                auto_tag(lib, [], everything=True)
             else:
                 log.warning("model switch to %s: photos still to embed (retrying)", target)
                 self.stop_event.wait(1.0)
@@ -358,10 +357,10 @@ class Daemon:
             a.run_total, a.run_started, a.state = total, time.time(), "indexing"
         a.run_done = done
 
-    def _finish_run(self, report: IndexReport) -> None:
+    def _finish_run(self, report: IndexReport, owed: bool = False) -> None:
         from photoman.zeroshot.tagging import auto_tag
 
-        auto_tag(self.library, report.new_hashes)
+        auto_tag(self.library, report.new_hashes, everything=owed)  # (owed: a killed run's photos too)
         a = self.activity
         a.indexed += report.embedded + report.reused
         a.embedded += report.embedded
@@ -407,6 +406,8 @@ class Daemon:
     MEND_EVERY = 60.0  # seconds between looks for payloads a failed operation left out of step
 
     def _index_loop(self) -> None:
+        from photoman.zeroshot.tagging import owe_auto_tag
+
         assert self.lib is not None
         s = self.settings
         next_full = 0.0
@@ -425,18 +426,21 @@ class Daemon:
                     self.full_scan.clear()
                     self.activity.state = "scanning"
                     if self._roots():
-                        self._finish_run(index(self.lib, None, progress=self._progress, encode=self._encode))
+                        owed = owe_auto_tag(self.lib)
+                        report = index(self.lib, None, progress=self._progress, encode=self._encode)
+                        self._finish_run(report, owed)
                     self.activity.state = "idle"
                     next_full = time.monotonic() + s.rescan_interval
                     continue
                 paths = self.dirty.take_quiet(s.debounce)
                 if paths:
+                    owed = owe_auto_tag(self.lib)
                     report, postponed = sync(
                         self.lib, paths, settle=s.settle, progress=self._progress, encode=self._encode
                     )
                     for p in postponed:  # still being written: look again after the settle time
                         self.dirty.add(p)
-                    self._finish_run(report)
+                    self._finish_run(report, owed)
                     continue
                 if len(self.dirty):
                     self.stop_event.wait(min(0.1, s.debounce))  # events pending: wait for them to go quiet
@@ -625,9 +629,10 @@ class Daemon:
 
 def run_once(settings: Settings) -> IndexReport:
     """`photoman watch --once`: reconcile and index every root, then exit (for cron)."""
-    from photoman.zeroshot.tagging import auto_tag
+    from photoman.zeroshot.tagging import auto_tag, owe_auto_tag
 
     with Library(settings, "photoman watch --once") as lib:
+        owed = owe_auto_tag(lib)
         report = index(lib)
-        auto_tag(lib, report.new_hashes)
+        auto_tag(lib, report.new_hashes, everything=owed)
         return report

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -50,11 +51,32 @@ def label_set(files: list[Path] | None = None, builtin: bool = True) -> list[Lab
     return list(merged.items())
 
 
-def auto_tag(lib: Library, hashes: list[str]) -> None:
-    """Tag what an index run just embedded, when the library's ``auto_tag`` setting asks for it (run by
-    whoever ran the indexing: the indexer itself knows nothing of tags)."""
-    if lib.settings.auto_tag and hashes:
+_OWED = "auto-tag-owed"  # in the data dir while auto-tagging is owed for work under way
+
+
+def owe_auto_tag(lib: Library) -> bool:
+    """Before work that auto-tagging must follow (an index run, a switch's commit): whether an earlier
+    one was killed before its tagging (its photos were never tagged). Mark this one owed."""
+    if not lib.settings.auto_tag:
+        return False
+    owed = lib.settings.data_dir / _OWED
+    before = owed.exists()
+    with contextlib.suppress(OSError):  # best effort (a full disk): the work itself says what is wrong
+        owed.touch()
+    return before
+
+
+def auto_tag(lib: Library, hashes: list[str], everything: bool = False) -> None:
+    """Tag what an index run just embedded (``everything``: every photo without tags yet, after a
+    switch or a killed run), when the library's ``auto_tag`` setting asks for it (run by whoever ran
+    the indexing: the indexer itself knows nothing of tags)."""
+    if not lib.settings.auto_tag:
+        return
+    if everything:
+        tag_library(lib, label_set())
+    elif hashes:
         tag_library(lib, label_set(), hashes=hashes)
+    (lib.settings.data_dir / _OWED).unlink(missing_ok=True)
 
 
 def tag_library(
