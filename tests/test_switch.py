@@ -28,6 +28,7 @@ from photoman.service.protocol import DaemonError, call
 from photoman.vectors import collection_name, open_store, point_id
 
 from .daemon_helpers import settings_of, start, wait_for
+from .test_crash_consistency import caption_cosine
 
 runner = CliRunner()
 
@@ -175,24 +176,6 @@ def test_switching_back_to_a_model_finds_its_tags_again(
     label = max(tags, key=lambda k: tags[k])
     found = json.loads(runner.invoke(app, ["find", "a photo", "--all", "--json", "--tag", label]).stdout)
     assert len(found) + sum(len(f["duplicates"]) for f in found) == tags[label] > 0
-
-
-def caption_cosine(settings: Settings, path: Path) -> float | None:
-    """The active collection's caption vector for ``path`` against the catalog's caption embedded now by
-    the active model (None: the point has no caption vector)."""
-    import numpy as np
-
-    from photoman.vectors import CAPTION
-
-    with Library(settings) as lib:
-        with lib.catalog.session() as s:
-            row = s.scalar(select(Photo).where(Photo.path == str(path)))
-            digest, caption = row.content_hash, row.caption
-        vectors = lib.store.retrieve([point_id(digest, lib.model_id)], with_vectors=True)[0].vectors
-        if CAPTION not in vectors:
-            return None
-        want = lib.encoder.encode_texts([caption])[0]
-    return float(vectors[CAPTION] @ want / (np.linalg.norm(vectors[CAPTION]) * np.linalg.norm(want)))
 
 
 def test_a_caption_edited_under_another_model_reaches_the_kept_collection_on_a_switch_back(
