@@ -370,3 +370,28 @@ def test_a_switch_killed_before_its_auto_tagging_is_tagged_by_the_next_run(
     tags = json.loads(run("tags", "--json").stdout)
     assert sum(tags.values()) == 2 * 10
     assert not (cli_env.data_dir / "auto-tag-owed").exists()
+
+
+def test_a_moved_photo_with_its_own_caption_keeps_the_users_and_a_copy_does_not_take_it(
+    cli_env: Settings, library_dir: Path
+) -> None:
+    """From a review: the user's caption beats the file's own (a sidecar) after a move as before it;
+    a copy keeps its own, and the user's later edits of the original still reach the point."""
+    photos = sorted(p for p in library_dir.iterdir() if p.is_file())
+    side = Path(f"{photos[0]}.txt")
+    side.write_text("a lighthouse at dusk")
+    run("index", str(library_dir))
+    run("caption", str(photos[0]), "a red bicycle leaning on a fence")
+    (library_dir / "moved").mkdir()
+    moved = library_dir / "moved" / photos[0].name
+    photos[0].rename(moved)
+    side.rename(f"{moved}.txt")
+    run("index", str(library_dir))
+    info = json.loads(run("caption", str(moved), "--json").stdout)
+    assert (info["caption"], info["source"]) == ("a red bicycle leaning on a fence", "user")
+    (library_dir / "Archive").mkdir()  # a copy that sorts before the original
+    shutil.copy(photos[1], library_dir / "Archive")
+    run("caption", str(photos[1]), "two dogs on a frosty field")
+    run("index", str(library_dir))
+    run("caption", str(photos[1]), "a cup of coffee")  # the user's edit of the original
+    assert caption_cosine(cli_env, photos[1]) > 0.999

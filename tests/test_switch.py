@@ -229,3 +229,24 @@ def test_a_caption_edited_just_before_the_switch_commits_reaches_the_new_collect
 
         assert switch.complete(lib, swap=swap)
     assert caption_cosine(cli_env, photo) > 0.999
+
+
+def test_a_file_removed_while_a_switch_builds_takes_its_caption_out_of_the_new_collection(
+    cli_env: Settings, library_dir: Path, wide_model: Path
+) -> None:
+    """From a review: a removed copy that gave its point a caption (sidecar) left that caption vector
+    in the collection being built."""
+    photos = sorted(p for p in library_dir.iterdir() if p.is_file())
+    copy = library_dir / "copies"
+    copy.mkdir()
+    shutil.copy(photos[1], copy)
+    (copy / (photos[1].name + ".txt")).write_text("a lighthouse at dusk")
+    with Library(cli_env) as lib:
+        index(lib, [library_dir])
+        switch.start(lib, str(wide_model))
+        while switch.build(lib):
+            pass
+        shutil.rmtree(copy)
+        index(lib, None)
+        assert switch.complete(lib)
+    assert caption_cosine(cli_env, photos[1]) is None

@@ -202,20 +202,22 @@ class _Writer:
                 r.path: r
                 for r in s.scalars(select(Photo).where(Photo.path.in_([p.file.path for p in items])))
             }
-            # a user's captions of these contents: a file moved (or copied) keeps its caption, as it
-            # keeps its vector (the old row goes at the run's end, with what the user typed)
-            theirs = dict(
-                s.execute(
-                    select(Photo.content_hash, Photo.caption)
+            # a user's captions of these contents whose file is gone: a file moved or renamed keeps its
+            # caption, as it keeps its vector (the old row goes at the run's end, with what the user
+            # typed); a copy does not take it (the point keeps it through the original's row)
+            theirs: dict[str, str] = {}
+            if known:
+                captioned = s.execute(
+                    select(Photo.content_hash, Photo.caption, Photo.path)
                     .where(Photo.content_hash.in_(sorted(known)), Photo.caption_source == "user")
                     .order_by(Photo.path.desc())
-                ).all()
-            ) if known else {}
+                )
+                theirs = {h: c for h, c, path in captioned if h and not os.path.lexists(path)}
             for p in items:
                 row = rows.get(p.file.path)
                 if row is None:
                     row = Photo(path=p.file.path, root_id=self.roots_of[p.file.path], caption="")
-                    if not p.caption and p.content_hash in theirs:
+                    if p.content_hash in theirs:
                         row.caption_source = "user"  # (kept below: a user's caption is never overwritten)
                         row.caption = theirs[p.content_hash]
                     s.add(row)
@@ -454,7 +456,9 @@ def _run(
         report.new_hashes = sorted(writer.new_hashes)
         # a RAW file's own row goes at once when it becomes half of a pair: there, no mass deletion
         gone_now = _settle_removals(lib, gone, report) + list(paired)
+        lost = {r.content_hash for r in gone_now if r.content_hash} | writer.stale_hashes
         report.removed += forget(lib, gone_now, writer.stale_hashes, writer.token)
+        caption_changed(lib, lost)  # their captions may have changed: a switch under way embeds them again
     finally:
         release(writer.token)  # stopped halfway: its records are the next replay's
     lib.store.flush()
