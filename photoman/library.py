@@ -7,6 +7,7 @@ import fcntl
 import logging
 import os
 import threading
+from collections.abc import Iterable
 from pathlib import Path
 from typing import IO, TYPE_CHECKING
 
@@ -313,6 +314,13 @@ class Library(Models):
                     self._target.close()
                 self._target = Target(self, self.target_name)
         return self._target
+
+    def captions_changed(self, hashes: Iterable[str]) -> None:
+        """These points' captions may have changed in the catalog (an edit, a sidecar, a file removed):
+        a switch this process builds embeds them again before it completes (indexing/switch.py; one
+        in another process, or resumed after a crash, embeds every caption it did not write itself)."""
+        if self._target is not None:  # only one this process has loaded: none other wrote anything here
+            self._target.captioned.difference_update(hashes)
 
     def set_target(self, name: str | None) -> None:
         """Start building ``name`` (an identity) in the background, or cancel the switch (None)."""

@@ -250,3 +250,21 @@ def test_a_file_removed_while_a_switch_builds_takes_its_caption_out_of_the_new_c
         index(lib, None)
         assert switch.complete(lib)
     assert caption_cosine(cli_env, photos[1]) is None
+
+
+def test_a_root_removed_while_a_switch_builds_takes_its_captions_out_of_the_new_collection(
+    cli_env: Settings, library_dir: Path, wide_model: Path, tmp_path: Path
+) -> None:
+    photo = sorted(p for p in library_dir.iterdir() if p.is_file())[1]
+    other = tmp_path / "other"
+    other.mkdir()
+    shutil.copy(photo, other)
+    (other / (photo.name + ".txt")).write_text("a lighthouse at dusk")  # the point's caption comes from here
+    with Library(cli_env) as lib:
+        index(lib, [library_dir, other])
+        switch.start(lib, str(wide_model))
+        while switch.build(lib):
+            pass
+        ops.roots_remove(lib, path=str(other))
+        assert switch.complete(lib)
+    assert caption_cosine(cli_env, photo) is None

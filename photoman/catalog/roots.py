@@ -105,6 +105,7 @@ def _forget(lib: Any, ids: list[int], stale: set[str], token: str, ran: bool) ->
         stale |= removed
         mark_in(s, recaption, lib.model_id, token, caption=True)
         mark_in(s, stale, lib.model_id, token)  # with the removal: a crash before the store's turn is mended
+    lib.captions_changed(stale)  # a switch under way embeds their captions again (any removal: roots, dupes)
     if stale:
         from photoman.catalog.payload import caption_vectors, payloads_for_hashes
         from photoman.vectors import CAPTION, VectorPoint, point_id

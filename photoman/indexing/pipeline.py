@@ -456,9 +456,7 @@ def _run(
         report.new_hashes = sorted(writer.new_hashes)
         # a RAW file's own row goes at once when it becomes half of a pair: there, no mass deletion
         gone_now = _settle_removals(lib, gone, report) + list(paired)
-        lost = {r.content_hash for r in gone_now if r.content_hash} | writer.stale_hashes
         report.removed += forget(lib, gone_now, writer.stale_hashes, writer.token)
-        caption_changed(lib, lost)  # their captions may have changed: a switch under way embeds them again
     finally:
         release(writer.token)  # stopped halfway: its records are the next replay's
     lib.store.flush()

@@ -257,12 +257,8 @@ def _write(lib: Library, target: Target, pixels: dict[str, np.ndarray], encode: 
 
 
 def caption_changed(lib: Library, hashes: Iterable[str]) -> None:
-    """These points' captions changed in the catalog (an edit, a sidecar): a switch running in this
-    process embeds them again before it completes. (A switch in another process, or resumed after a
-    crash, embeds every caption it did not write itself.)"""
-    target = lib._target  # only one this process has loaded: none other wrote anything here
-    if target is not None:
-        target.captioned.difference_update(hashes)
+    """These points' captions changed in the catalog: :meth:`Library.captions_changed`."""
+    lib.captions_changed(hashes)
 
 
 def _recaption(lib: Library, target: Target, hashes: list[str]) -> None:
