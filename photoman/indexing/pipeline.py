@@ -459,6 +459,9 @@ def _run(
         report.removed += forget(lib, gone_now, writer.stale_hashes, writer.token)
     finally:
         release(writer.token)  # stopped halfway: its records are the next replay's
+        # and a model load still running is not left inside native code as the process exits (Ctrl-C:
+        # ONNX Runtime's threads then aborted the interpreter's teardown, after the one-line message)
+        writer.loader.join()
     lib.store.flush()
     lib.store.optimize()
 
