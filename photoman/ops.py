@@ -168,10 +168,8 @@ def caption(lib: Library, *, path: str, text: str | None = None, clear: bool = F
         raise BadInputError("give a caption or --clear, not both")
     if text is None and not clear:
         return asdict(_any_spelling(get_caption, lib, path))
-    from photoman.indexing.switch import caption_changed
-
     check_space(lib.settings)
-    return asdict(_any_spelling(set_caption, lib, path, None if clear else text, caption_changed))
+    return asdict(_any_spelling(set_caption, lib, path, None if clear else text))
 
 
 def photo(lib: Library, *, path: str) -> dict[str, Any]:

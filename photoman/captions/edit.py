@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from dataclasses import dataclass
 
 from sqlalchemy import select
@@ -60,11 +59,8 @@ def _file_caption(path: str, sources: list[str]) -> tuple[str, str | None]:
     return "", None
 
 
-def set_caption(
-    lib: Library, path: str, text: str | None, changed: Callable[[Library, list[str]], None] | None = None
-) -> CaptionInfo:
-    """Set a user caption, or (``None``) go back to the file's own; re-embeds the caption vector.
-    ``changed(lib, [hash])`` runs once it is done (a switch under way embeds it again: ops.caption)."""
+def set_caption(lib: Library, path: str, text: str | None) -> CaptionInfo:
+    """Set a user caption, or (``None``) go back to the file's own; re-embeds the caption vector."""
     if text is not None:
         cleaned = " ".join(text.split())
         if not cleaned:
@@ -97,6 +93,5 @@ def set_caption(
         clear(lib.catalog, token)
     finally:
         release(token)
-    if changed is not None:
-        changed(lib, [digest])
+    lib.captions_changed([digest])  # a switch under way embeds it again for the new model
     return info

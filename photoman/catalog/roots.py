@@ -87,17 +87,13 @@ def forget(lib: Any, rows: Iterable[Photo], extra_stale: set[str], token: str | 
 def _forget(lib: Any, ids: list[int], stale: set[str], token: str, ran: bool) -> int:
     from photoman.catalog.payload import chosen_captions
 
-    recaption: set[str] = set()
     with lib.catalog.session() as s:
-        removed: set[str] = set()
-        for i in range(0, len(ids), 500):
-            for row in s.scalars(select(Photo).where(Photo.id.in_(ids[i : i + 500]))):
-                if row.content_hash:
-                    removed.add(row.content_hash)
+        chunks = (select(Photo).where(Photo.id.in_(ids[i : i + 500])) for i in range(0, len(ids), 500))
+        rows = [r for q in chunks for r in s.scalars(q)]
+        removed = {r.content_hash for r in rows if r.content_hash}
         before = chosen_captions(s, removed, lib.model_id)
-        for i in range(0, len(ids), 500):
-            for row in s.scalars(select(Photo).where(Photo.id.in_(ids[i : i + 500]))):
-                s.delete(row)
+        for row in rows:
+            s.delete(row)
         s.flush()
         after = chosen_captions(s, removed, lib.model_id)
         # a point whose caption was a removed file's: its caption vector follows the catalog

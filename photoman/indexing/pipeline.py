@@ -35,7 +35,6 @@ from photoman.indexing.pairs import fold_raw_pairs, same_shot
 from photoman.indexing.prepare import Prepared, prepare
 from photoman.indexing.reconcile import reconcile
 from photoman.indexing.scanner import FileStat, Plan, make_plan, scan, stat_photo
-from photoman.indexing.switch import caption_changed
 from photoman.indexing.workers import DecodePool
 from photoman.library import Library
 from photoman.media.decode import is_image_path
@@ -270,7 +269,7 @@ class _Writer:
                 else:
                     lib.store.delete_vectors([pid], [CAPTION])
             # leaving the block commits the catalog, after the vectors are in
-        caption_changed(lib, known)  # their caption may have changed: a switch under way embeds them again
+        lib.captions_changed(known)  # their caption may have changed: a switch under way embeds them again
         lib.store.optimize()  # seals the appendable segment once it is full (rarely; ~0.3 ms otherwise)
 
 

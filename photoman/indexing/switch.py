@@ -14,7 +14,7 @@ model from then on. The old collection stays on disk until `photoman models drop
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable
 from dataclasses import replace
 from typing import TYPE_CHECKING, Any
 
@@ -254,11 +254,6 @@ def _write(lib: Library, target: Target, pixels: dict[str, np.ndarray], encode: 
     target.store.upsert(points)
     target.done_ids().update(p.id for p in points)
     return len(points)
-
-
-def caption_changed(lib: Library, hashes: Iterable[str]) -> None:
-    """These points' captions changed in the catalog: :meth:`Library.captions_changed`."""
-    lib.captions_changed(hashes)
 
 
 def _recaption(lib: Library, target: Target, hashes: list[str]) -> None:
