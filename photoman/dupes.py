@@ -154,8 +154,9 @@ def _current_hash(path: str) -> str | None:
 def trash_plan(groups: list[DupeGroup]) -> list[TrashStep]:
     """What the trash step would do, checked against the files as they are now.
 
-    A copy is trashed only if it is still there with the bytes that were indexed and is a different
-    physical file from every file kept; so the last physical copy of a photo is never removed. Nor is
+    A copy is trashed only if it and its keeper are still there with the bytes that were indexed and
+    it is a different physical file from every file kept; so the last physical copy of a photo is
+    never removed. Nor is
     half of a RAW+JPEG pair (the catalog's, or one on disk now): the RAW would be left on its own.
     """
     steps: list[TrashStep] = []
@@ -163,6 +164,12 @@ def trash_plan(groups: list[DupeGroup]) -> list[TrashStep]:
         keeper_file = _physical(g.keeper)
         if keeper_file is None:
             steps += [TrashStep(p["path"], "skip", "the keeper is gone; nothing trashed") for p in g.photos]
+            continue
+        indexed = next((p["content_hash"] for p in g.photos if p["path"] == g.keeper), None)
+        if _current_hash(g.keeper) != indexed:
+            # overwritten since indexing: a copy may now be the photo's last one
+            why = "the keeper changed since it was indexed; nothing trashed (re-index, then decide)"
+            steps += [TrashStep(p["path"], "skip", why) for p in g.photos]
             continue
         kept = {keeper_file}
         steps.append(TrashStep(g.keeper, "keep", "suggested keeper"))

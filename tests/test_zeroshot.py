@@ -283,6 +283,29 @@ def test_trash_never_removes_the_last_physical_copy(cli_env: Settings, library_d
     assert len(kept_coffee) == 1  # one physical coffee left, one in the trash
 
 
+def test_trash_moves_nothing_when_the_keeper_no_longer_holds_the_photo(
+    cli_env: Settings, library_dir: Path, tmp_path: Path, monkeypatch  # noqa: ANN001
+) -> None:
+    """Two copies of one photo, then the kept one overwritten with another picture before any
+    re-index: the other copy is now the photo's last one, so `--trash` must leave it."""
+    use_trash(monkeypatch, tmp_path / "xdg")
+    folder = tmp_path / "photos"
+    folder.mkdir()
+    for name in ("a-coffee.png", "b-coffee.png"):
+        shutil.copy(library_dir / "scikit-image--coffee.png", folder / name)
+    runner = CliRunner()
+    assert runner.invoke(app, ["index", str(folder)]).exit_code == 0
+    args = ["--json", "--no-rotations", "--threshold", "0.9995"]
+    plan = json.loads(runner.invoke(app, ["dupes", "--dry-run", *args]).stdout)["plan"]
+    keeper = next(Path(s["path"]) for s in plan if s["action"] == "keep")
+    shutil.copy(library_dir / "scikit-image--chelsea.png", keeper)  # another picture, not re-indexed
+    plan = json.loads(runner.invoke(app, ["dupes", "--dry-run", *args]).stdout)["plan"]
+    assert [s["action"] for s in plan] == ["skip", "skip"] and "keeper" in plan[0]["reason"], plan
+    res = runner.invoke(app, ["dupes", "--trash", "--yes", *args])
+    assert res.exit_code == 0 and json.loads(res.stdout)["trashed"] == [], res.stdout
+    assert (folder / "a-coffee.png").exists() and (folder / "b-coffee.png").exists()
+
+
 def test_the_heat_map_never_lands_in_the_library(cli_env: Settings, library_dir: Path) -> None:
     runner = CliRunner()
     assert runner.invoke(app, ["index", str(library_dir)]).exit_code == 0
