@@ -146,3 +146,24 @@ def test_status_and_find_agree_on_offline_roots_and_relative_paths_work(
     assert status["roots"][0]["online"] is False  # as find sees it: hidden, not deleted
     assert run("find", "cat", "--json").stdout.strip() in ("[]", "")
     assert status["photos"]["indexed"] == 10
+
+
+def test_relocate_refuses_a_folder_that_does_not_hold_the_photos(
+    cli_env: Settings, library_dir: Path, tmp_path: Path
+) -> None:
+    """A wrong new place (another folder, the root's own sub-folder) is refused: believed, every photo
+    would go missing and be forgotten with its caption by the next scans."""
+    assert run("index", str(library_dir)).exit_code == 0
+    photo = library_dir / "scikit-image--chelsea.png"
+    assert run("caption", str(photo), "my cat").exit_code == 0
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    shutil.copy(photo, elsewhere / photo.name)  # one of ten is not enough
+    for wrong in (elsewhere, library_dir / "trips"):
+        res = run("roots", "relocate", str(library_dir), str(wrong))
+        assert res.exit_code == 2 and "does not hold the photos" in res.stderr, res.stderr
+        assert len(res.stderr.strip().splitlines()) == 1
+    assert [r["path"] for r in json.loads(run("roots", "--json").stdout)] == [str(library_dir)]
+    shutil.copytree(library_dir, tmp_path / "copy")  # a true copy on another drive: accepted
+    assert run("roots", "relocate", str(library_dir), str(tmp_path / "copy")).exit_code == 0
+    assert json.loads(run("caption", str(tmp_path / "copy" / photo.name), "--json").stdout)["caption"] == "my cat"

@@ -196,6 +196,28 @@ def remove_root(lib: Any, path: str) -> dict[str, Any]:
     return {"root": root_path, "photos_removed": removed}
 
 
+RELOCATE_SAMPLE = 24  # photos looked for in the new place before a relocation is believed
+
+
+def _check_holds_the_photos(source: str, target: str, paths: list[str]) -> None:
+    """Refuse a new place that does not hold the root's photos (a mistyped or wrong folder, the
+    root's own sub-folder): believed, the relocation would mark every photo missing, and the next
+    scans would forget them with their captions and tags. A sample spread over the root's photos
+    must mostly be there, under the same relative paths."""
+    if not paths:
+        return
+    paths = sorted(paths)
+    step = max(1, len(paths) // RELOCATE_SAMPLE)
+    sample = paths[::step][:RELOCATE_SAMPLE]
+    base = source.rstrip("/")
+    found = sum(os.path.isfile(target + p[len(base) :]) for p in sample)
+    if 2 * found <= len(sample):
+        raise BadInputError(
+            f"{target} does not hold the photos of {source} ({found} of {len(sample)} looked for are "
+            "there, under the same relative paths); give the folder the root's photos are in now"
+        )
+
+
 def relocate_root(lib: Any, old: str, new: str) -> dict[str, Any]:
     """Point a root at its new place (a drive mounted elsewhere, a folder moved): every path under it
     changes, the vectors stay (their payloads follow); nothing is re-embedded."""
@@ -218,6 +240,8 @@ def relocate_root(lib: Any, old: str, new: str) -> dict[str, Any]:
             raise BadInputError(f"{target} overlaps the root {clash[0]}; remove that one first")
         rows = list(s.scalars(select(Photo).where(Photo.root_id == root.id)))
         hashes = {r.content_hash for r in rows if r.content_hash}
+        here = [r.path for r in rows if r.missing_since is None]  # (those missing may be anywhere)
+        _check_holds_the_photos(source, target, here or [r.path for r in rows])
     lib.store  # noqa: B018 - opened (and any earlier crash mended) before this one's marks are made
     with payload_writes(lib) as marks, lib.catalog.session() as s:
         marks.add(hashes)  # committed first: a crash below leaves them for the next writer to mend
