@@ -166,4 +166,30 @@ def test_relocate_refuses_a_folder_that_does_not_hold_the_photos(
     assert [r["path"] for r in json.loads(run("roots", "--json").stdout)] == [str(library_dir)]
     shutil.copytree(library_dir, tmp_path / "copy")  # a true copy on another drive: accepted
     assert run("roots", "relocate", str(library_dir), str(tmp_path / "copy")).exit_code == 0
-    assert json.loads(run("caption", str(tmp_path / "copy" / photo.name), "--json").stdout)["caption"] == "my cat"
+    shown = json.loads(run("caption", str(tmp_path / "copy" / photo.name), "--json").stdout)
+    assert shown["caption"] == "my cat"
+
+
+def test_a_photo_with_a_copy_on_a_connected_root_is_found_there(
+    settings: Settings, library_dir: Path, tmp_path: Path
+) -> None:
+    """One photo on two drives, one unplugged: it is found at the connected copy, which is its path,
+    and the unplugged copy is not listed beside it (it is, with --include-offline)."""
+    from photoman.indexing.pipeline import index
+    from photoman.search.engine import find
+
+    other = tmp_path / "phone"
+    other.mkdir()
+    shutil.copy(library_dir / "scikit-image--chelsea.png", other / "chelsea-copy.png")
+    with Library(settings) as lib:
+        index(lib, [library_dir, other])
+        library_dir.rename(tmp_path / "unplugged")
+        assert index(lib).offline_roots == [str(library_dir)]
+        query = other / "chelsea-copy.png"
+        hits = find(lib, image=query, limit=5)
+        assert [(h.path, h.duplicates) for h in hits] == [(str(query), [])]  # the old code found nothing
+        both = find(lib, image=query, limit=1, include_offline=True)[0]
+        unplugged = str(library_dir / "scikit-image--chelsea.png")
+        assert sorted([both.path, *both.duplicates]) == sorted([str(query), unplugged])
+        shown = find(lib, "a photo", limit=50, cutoff="none")
+        assert shown and all(not h.path.startswith(str(library_dir)) for h in shown)

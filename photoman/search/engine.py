@@ -163,7 +163,8 @@ def search_many(lib: Library, queries: list[Query]) -> list[list[Result] | Excep
             out[i] = exc
             del plans[i]
     _fetch_payloads(lib, list(plans.values()))
-    joined = join_many(lib, [(p.hits, p.q.filters.folder) for p in plans.values()])
+    joined = join_many(lib, [(p.hits, p.q.filters.folder, [] if p.q.include_offline else shared.offline())
+                             for p in plans.values()])  # fmt: skip
     for (i, plan), results in zip(plans.items(), joined, strict=True):
         try:
             out[i] = _finish(lib, plan, results, shared)
@@ -238,8 +239,11 @@ def _search_store(lib: Library, plan: _Plan, shared: _Shared) -> None:
             )
     if flt.tags:
         _check_tags(lib, flt.tags)
-    if not q.include_offline:
-        flt.exclude_roots = shared.offline() or None
+    if not q.include_offline and (offline := shared.offline()):
+        # a photo is hidden when all its copies are offline: one with a copy on a connected root is
+        # found there (excluding every point that has an offline copy hid it)
+        online = [r for r in shared.roots() if r not in offline]
+        flt.roots, flt.exclude_roots = (online, None) if online else (None, offline)
     flt.exclude_ids = shared.gone() or None  # filtered in the store: a limit of 10 still gets 10
     plan.store_flt = store_flt = stored_filter(flt, lib.path_map)
     qvec = plan.qvec
@@ -354,12 +358,13 @@ def join(lib: Library, hits: list[Hit], folder: str | None = None) -> list[Resul
 
     Identical copies fold into one result; with ``folder`` (``--in``) its path is a copy inside it.
     """
-    return join_many(lib, [(hits, folder)])[0]
+    return join_many(lib, [(hits, folder, [])])[0]
 
 
-def join_many(lib: Library, lists: list[tuple[list[Hit], str | None]]) -> list[list[Result]]:
-    """:func:`join` for several hit lists, with one catalog query for all of them."""
-    found = (payload_hash(h.payload) for hits, _ in lists for h in hits)
+def join_many(lib: Library, lists: list[tuple[list[Hit], str | None, list[str]]]) -> list[list[Result]]:
+    """:func:`join` for several hit lists, with one catalog query for all of them. Each list's third
+    item: roots whose copies it does not show (the offline ones, unless the query asks for them)."""
+    found = (payload_hash(h.payload) for hits, _, _ in lists for h in hits)
     hashes = list(dict.fromkeys(h for h in found if h is not None))
     rows: list[Any] = []
     if hashes:
@@ -379,13 +384,17 @@ def join_many(lib: Library, lists: list[tuple[list[Hit], str | None]]) -> list[l
     by_hash: dict[str, list[Any]] = {}
     for r in rows:
         by_hash.setdefault(r.content_hash, []).append(r)
-    return [_results(hits, by_hash, folder) for hits, folder in lists]
+    return [_results(hits, by_hash, folder, hidden) for hits, folder, hidden in lists]
 
 
-def _results(hits: list[Hit], by_hash: dict[str, list[Any]], folder: str | None) -> list[Result]:
+def _results(
+    hits: list[Hit], by_hash: dict[str, list[Any]], folder: str | None, hidden: list[str]
+) -> list[Result]:
     results: list[Result] = []
     for hit in hits:
         group = by_hash.get(payload_hash(hit.payload) or "")
+        if group and hidden:
+            group = [r for r in group if not any(is_inside(r.path, root) for root in hidden)]
         if not group:
             continue
         if folder:
