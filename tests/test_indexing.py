@@ -484,3 +484,35 @@ def test_a_load_started_for_nothing_is_waited_for(settings: Settings, tmp_path: 
         holder.join()
         assert still_running and len(reports) == 1
         assert not any(t.name == "photoman-model-load" for t in threading.enumerate())
+
+
+def test_a_root_removed_while_a_run_indexes_it_is_not_added_back(
+    settings: Settings, library_dir: Path, tmp_path: Path
+) -> None:
+    """`roots remove` served by the daemon while its indexer works through that root: the run goes
+    on with the other roots and adds none of the removed root's photos back (it failed on the
+    catalog's foreign key, and the daemon stayed in error until its next scan)."""
+    from photoman.catalog.roots import remove_root
+
+    other = tmp_path / "other"
+    other.mkdir()
+    for i, name in enumerate(sorted(os.listdir(library_dir))[:6]):
+        if (library_dir / name).is_file():
+            shutil.copy(library_dir / name, other / f"{i}-{name}")
+    with Library(replace(settings, batch_size=1)) as lib:
+        removed: list[int] = []
+
+        def progress(done: int, total: int) -> None:
+            if done == 2 and not removed:  # part way: the other root's photos are still to come
+                removed.append(remove_root(lib, str(other))["photos_removed"])
+
+        rep = index(lib, [library_dir, other], progress=progress)
+        assert removed and not rep.errors
+        with lib.catalog.session() as s:
+            assert [r for r in s.scalars(select(Root.path))] == [str(library_dir)]
+            paths = list(s.scalars(select(Photo.path)))
+            contents = set(s.scalars(select(Photo.content_hash)))
+        assert paths and not [p for p in paths if p.startswith(str(other))]
+        assert len(paths) == len([p for p in library_dir.rglob("*") if p.is_file()])
+        rep = index(lib)  # and the next run finds everything in order: no orphan vector kept
+        assert rep.embedded == 0 and lib.store.count() == len(contents)

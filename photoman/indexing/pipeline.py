@@ -201,6 +201,17 @@ class _Writer:
                 r.path: r
                 for r in s.scalars(select(Photo).where(Photo.path.in_([p.file.path for p in items])))
             }
+            # a root removed while this run went on (`roots remove` served by the daemon meanwhile):
+            # its photos are not added back (their rows would name a root that is no longer there)
+            wanted = {self.roots_of[p.file.path] for p in items if p.file.path not in rows}
+            alive = set(s.scalars(select(Root.id).where(Root.id.in_(wanted)))) if wanted else set()
+            orphaned = {p.file.path for p in items if p.file.path not in rows} - {
+                path for path in (p.file.path for p in items) if self.roots_of[path] in alive
+            }
+            if orphaned:
+                items = [p for p in items if p.file.path not in orphaned]
+                kept = {p.content_hash for p in items}
+                vectors = {h: v for h, v in vectors.items() if h in kept}
             # a user's captions of these contents whose file is gone: a file moved or renamed keeps its
             # caption, as it keeps its vector (the old row goes at the run's end, with what the user
             # typed); a copy does not take it (the point keeps it through the original's row)
