@@ -297,3 +297,18 @@ def test_the_tui_no_longer_locks_the_cli_out(env: dict[str, str], library_dir: P
     finally:
         stop_daemon(env)
     assert done.is_set()
+
+
+def test_a_daemon_that_cannot_start_passes_on_its_error_and_status(
+    env: dict[str, str], library_dir: Path
+) -> None:
+    """The library held by another process (an `index` run in its own process): the daemon a query
+    starts exits with "busy" (3), and the query says so once, with that status."""
+    from photoman.library import Library
+
+    index_here(env, library_dir)
+    with Library(settings_of(env)):  # holds the library, as a running `photoman --no-daemon index` does
+        res = run({**env, "PHOTOMAN_AUTOSTART": "1"}, "find", "a cat")
+    assert res.returncode == 3, res.stderr
+    line = res.stderr.strip()
+    assert len(line.splitlines()) == 1 and line.count("photoman:") == 1 and "busy" in line, line

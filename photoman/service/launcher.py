@@ -85,7 +85,10 @@ def start_daemon(settings: Settings, timeout: float = START_TIMEOUT) -> int | No
             if daemon_running(sock):
                 return proc.pid
             if proc.poll() is not None:
-                why = log_tail(settings.log_file, 1) or f"see {settings.log_file}"
-                raise DaemonStartError(f"the daemon exited at start (code {proc.returncode}): {why}")
+                why = log_tail(settings.log_file, 1).removeprefix("photoman: ") or f"see {settings.log_file}"
+                err = DaemonStartError(f"the daemon could not start: {why}")
+                if proc.returncode in (2, 3, 4):  # its own error's status (a bad setting, busy, disk full)
+                    err.exit_code = proc.returncode
+                raise err
             time.sleep(0.05)
         raise DaemonStartError(f"the daemon did not answer within {timeout:.0f} s; see {settings.log_file}")
