@@ -9,7 +9,7 @@ from typing import Any
 
 import platformdirs
 
-from photoman.errors import ConfigError, SettingValueError
+from photoman.errors import SettingValueError
 
 APP = "photoman"
 DEFAULT_MODEL = "laion/CLIP-ViT-B-32-laion2B-s34B-b79K"
@@ -187,12 +187,12 @@ def _in_memory(url: str) -> bool:
     return rest in ("", "/") or rest.startswith("/:memory:") or "mode=memory" in rest
 
 
-def _unknown(name: str, where: str = "") -> ConfigError:
+def _unknown(name: str, where: str = "") -> SettingValueError:
     import difflib
 
     close = difflib.get_close_matches(name, list(_FIELD_TYPES), n=1)
     hint = f"; did you mean {close[0]!r}?" if close else f"; known: {', '.join(sorted(_FIELD_TYPES))}"
-    return ConfigError(f"unknown setting {name!r}{where}{hint}")
+    return SettingValueError(f"unknown setting {name!r}{where}{hint}")
 
 
 def _coerce(name: str, value: Any) -> Any:
@@ -218,17 +218,17 @@ def _coerce(name: str, value: Any) -> Any:
             return [str(v) for v in value]
         return str(value) if value != "" else None
     except (TypeError, ValueError, OverflowError):
-        raise ConfigError(f"setting {name!r} must be {kind}, got {value!r}") from None
+        raise SettingValueError(f"setting {name!r} must be {kind}, got {value!r}") from None
 
 
 def _file_values(path: Path, explicit: bool) -> dict[str, Any]:
     if not path.exists():
         if explicit:
-            raise ConfigError(f"config file {path} does not exist")
+            raise SettingValueError(f"config file {path} does not exist")
         return {}
     from photoman.userfiles import read_text
 
-    text = read_text(path, "config file", limit_mb=1, error=ConfigError)
+    text = read_text(path, "config file", limit_mb=1, error=SettingValueError)
     if not text.strip():
         return {}  # an empty file: nothing to parse (tomllib's import is ~4 ms of a query's start)
     import tomllib
@@ -237,7 +237,7 @@ def _file_values(path: Path, explicit: bool) -> dict[str, Any]:
         values = tomllib.loads(text)
     except (tomllib.TOMLDecodeError, RecursionError) as exc:
         what = "nested too deeply" if isinstance(exc, RecursionError) else exc
-        raise ConfigError(f"cannot read config file {path}: {what}") from None
+        raise SettingValueError(f"cannot read config file {path}: {what}") from None
     for name in values:
         if name not in _FIELD_TYPES or name == "config_file":
             raise _unknown(name, f" in {path}")
@@ -292,7 +292,7 @@ def load_settings(config_file: Path | None = None, env: dict[str, str] | None = 
     settings = Settings().with_overrides(**values, config_file=path)
     unknown = set(settings.caption_sources) - {"user", "sidecar", "embedded"}
     if unknown:
-        raise ConfigError(
+        raise SettingValueError(
             f"caption_sources: unknown source(s) {sorted(unknown)}; use user, sidecar, embedded"
         )
     return settings

@@ -34,7 +34,10 @@ class ModelError(PhotomanError):
 
 
 class DecodeError(PhotomanError):
-    """A file could not be read as an image."""
+    """A file could not be read as an image. One that reaches the command line is a file the user
+    named (`--image`, `classify`, `locate`): bad input. The indexer keeps its own as a photo's error."""
+
+    exit_code = 2
 
 
 class DiskFullError(PhotomanError):

@@ -22,7 +22,7 @@ import os
 from collections.abc import Mapping
 from typing import Any
 
-from photoman.errors import ConfigError
+from photoman.errors import SettingValueError
 from photoman.paths import is_inside
 
 EXAMPLE = "/mnt/nas/photos=/Volumes/photos"
@@ -36,15 +36,17 @@ def parse_path_map(value: str | Mapping[str, Any] | None) -> dict[str, str]:
     if isinstance(value, str):
         value = _parse_env(value)
     if not isinstance(value, Mapping):
-        raise ConfigError(f"path_map must be a table of stored path = local path, got {value!r}")
+        raise SettingValueError(f"path_map must be a table of stored path = local path, got {value!r}")
     out: dict[str, str] = {}
     for stored, local in value.items():
         if not isinstance(local, str) or not os.path.isabs(str(stored)) or not os.path.isabs(local):
-            raise ConfigError(f"path_map: {stored!r} = {local!r}: both must be absolute paths")
+            raise SettingValueError(f"path_map: {stored!r} = {local!r}: both must be absolute paths")
         local = _norm(os.path.expanduser(local))
         twin = next((s for s, loc in out.items() if loc == local), None)
         if twin is not None:
-            raise ConfigError(f"path_map: {twin!r} and {stored!r} both map to {local!r}; give each its own")
+            raise SettingValueError(
+                f"path_map: {twin!r} and {stored!r} both map to {local!r}; give each its own"
+            )
         out[_norm(str(stored))] = local
     return out
 
@@ -54,9 +56,11 @@ def _parse_env(value: str) -> dict[str, Any]:
         try:
             loaded = json.loads(value)
         except ValueError:
-            raise ConfigError(f"path_map: {value!r} is not a JSON object of stored = local paths") from None
+            raise SettingValueError(
+                f"path_map: {value!r} is not a JSON object of stored = local paths"
+            ) from None
         if not isinstance(loaded, dict):
-            raise ConfigError(f"path_map: {value!r} is not a JSON object of stored = local paths")
+            raise SettingValueError(f"path_map: {value!r} is not a JSON object of stored = local paths")
         return loaded
     pairs: dict[str, Any] = {}
     for item in value.split(os.pathsep):
@@ -64,7 +68,7 @@ def _parse_env(value: str) -> dict[str, Any]:
             continue
         stored, sep, local = item.partition("=")
         if not sep:
-            raise ConfigError(f"path_map: {item!r} is not STORED=LOCAL (e.g. {EXAMPLE})")
+            raise SettingValueError(f"path_map: {item!r} is not STORED=LOCAL (e.g. {EXAMPLE})")
         pairs[stored.strip()] = local.strip()
     return pairs
 

@@ -82,7 +82,7 @@ def test_bad_input_is_one_line_and_changes_nothing(indexed: Path, tmp_path: Path
     one_line_error(run("find"), 2, "nothing to search for")
     junk = tmp_path / "junk.jpg"
     junk.write_bytes(b"\xff\xd8\xff garbage")
-    one_line_error(run("find", "--image", str(junk)), 1, "not a readable image")
+    one_line_error(run("find", "--image", str(junk)), 2, "not a readable image")
     one_line_error(run("find", "--image", str(tmp_path / "nope.jpg")), 2, "no such image")
     one_line_error(
         run("--model", "nobody/no-such-model", "find", "cat"), 1, "not downloaded yet"
@@ -146,7 +146,7 @@ def test_files_named_as_input_are_read_safely(
     for source, words in ((fifo, "not a regular file"), ("/dev/zero", "not a regular file"),
                           (binary, "not UTF-8 text")):  # fmt: skip
         one_line_error(run("tag", "--labels", str(source)), 2, words)
-        one_line_error(run("--config", str(source), "status"), 1, words)  # a setting: exit 1, as ever
+        one_line_error(run("--config", str(source), "status"), 2, words)  # a bad setting: exit 2
     one_line_error(run("eval", str(binary)), 2, "not UTF-8 text")
     many = tmp_path / "labels.txt"
     many.write_text("".join(f"thing {i}\n" for i in range(5001)))
@@ -158,10 +158,10 @@ def test_files_named_as_input_are_read_safely(
     one_line_error(both, 2, "5200 labels together")
     deep = tmp_path / "deep.toml"
     deep.write_text("a = " + "[" * 100_000)
-    one_line_error(run("--config", str(deep), "status"), 1, "nested too deeply")
+    one_line_error(run("--config", str(deep), "status"), 2, "nested too deeply")
     huge = tmp_path / "huge.toml"
     huge.write_text("batch_size = 1e400\n")
-    one_line_error(run("--config", str(huge), "status"), 1, "batch_size")
+    one_line_error(run("--config", str(huge), "status"), 2, "batch_size")
     monkeypatch.setattr(userfiles, "MAX_STDIN_IMAGE_MB", 1)
     res = runner.invoke(app, ["find", "-"], input=b"\0" * (2 * 1024 * 1024))
     one_line_error(res, 2, "over 1 MB")
@@ -204,7 +204,7 @@ def test_config_file_and_env(tmp_path: Path, cli_env: Settings, library_dir: Pat
     res = runner.invoke(app, ["--config", str(cfg), "--data-dir", str(other), "index", str(library_dir)])
     assert res.exit_code == 0 and (other / "catalog.sqlite3").exists()
     cfg.write_text("batch_size = 'many'\n")
-    one_line_error(runner.invoke(app, ["--config", str(cfg), "status"]), 1, "batch_size")
+    one_line_error(runner.invoke(app, ["--config", str(cfg), "status"]), 2, "batch_size")
 
 
 def test_console_script_runs_as_a_process(cli_env: Settings, library_dir: Path) -> None:

@@ -65,7 +65,13 @@ def test_config_shows_each_setting_and_its_source(tmp_path, monkeypatch) -> None
     assert CliRunner().invoke(app, ["config", "path"]).stdout.strip() == str(cfg)
     cfg.write_text("modle = 'x'\n")
     bad = CliRunner().invoke(app, ["config"])
-    assert bad.exit_code == 1 and "did you mean 'model'" in bad.stderr and str(cfg) in bad.stderr
+    assert bad.exit_code == 2 and "did you mean 'model'" in bad.stderr and str(cfg) in bad.stderr
+    cfg.write_text("model = [\n")  # not TOML, and a value of the wrong kind: bad settings too (2)
+    assert CliRunner().invoke(app, ["config"]).exit_code == 2
+    cfg.write_text("")
+    monkeypatch.setenv("PHOTOMAN_WORKERS", "abc")
+    bad = CliRunner().invoke(app, ["config"])
+    assert bad.exit_code == 2 and "workers" in bad.stderr
 
 
 @pytest.mark.parametrize(

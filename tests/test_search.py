@@ -467,7 +467,7 @@ def test_explicit_images_tags_and_empty_libraries_say_what_is_wrong(
     hit = run("find", "--image", str(noext), "--json", "-n", "1")
     assert hit.exit_code == 0 and json.loads(hit.stdout)[0]["path"].endswith("chelsea.png")
     for args, code, words in (
-        (["find", "--image", "/etc/passwd"], 1, "not a readable image"),
+        (["find", "--image", "/etc/passwd"], 2, "not a readable image"),
         (["find", "--image", str(tmp_path)], 2, "is a folder"),
         (["find", "cat", "--tag", "zebra"], 2, "no photo has tags yet"),
         (["find", "cat", "--radius", "nan", "--near", "1,1"], 2, "--radius"),

@@ -347,7 +347,7 @@ def test_path_map_setting_from_the_file_the_env_and_to_a_started_daemon(tmp_path
             load_settings(cfg, env={})
         res = CliRunner().invoke(app, ["--config", str(cfg), "config"])
         lines = res.stderr.strip().splitlines()
-        assert res.exit_code == 1 and len(lines) == 1 and "path_map" in lines[0]
+        assert res.exit_code == 2 and len(lines) == 1 and "path_map" in lines[0]
         assert "Traceback" not in res.output
 
 
