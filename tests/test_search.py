@@ -471,6 +471,12 @@ def test_explicit_images_tags_and_empty_libraries_say_what_is_wrong(
         (["find", "--image", str(tmp_path)], 2, "is a folder"),
         (["find", "cat", "--tag", "zebra"], 2, "no photo has tags yet"),
         (["find", "cat", "--radius", "nan", "--near", "1,1"], 2, "--radius"),
+        # given but empty: a mistake (they ran unfiltered), as an empty --format or --in already was
+        (["find", "cat", "--since", ""], 2, "--since"),
+        (["find", "cat", "--until", " "], 2, "--until"),
+        (["find", "cat", "--camera", ""], 2, "--camera"),
+        (["find", "cat", "--tag", ""], 2, "--tag"),
+        (["find", "cat", "--near", ""], 2, "--near"),
     ):
         res = run(*args)
         lines = [ln for ln in res.stderr.splitlines() if ln.strip()]

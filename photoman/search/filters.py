@@ -81,9 +81,9 @@ def build_filter(
     """Validate and translate filter options (whether --in lies inside a root is checked where the
     roots are known: :func:`photoman.search.engine.search`)."""
     flt = SearchFilter()
-    if since:
+    if since is not None:  # given but empty is a mistake, not "no filter"
         flt.since = parse_date(since, "--since")
-    if until:
+    if until is not None:
         flt.until = parse_date(until, "--until", end=True)
     if flt.since and flt.until and flt.since > flt.until:
         raise BadInputError(f"--since {since} is after --until {until}: nothing can match")
@@ -91,14 +91,16 @@ def build_filter(
         flt.folder = os.path.normpath(os.path.abspath(os.path.expanduser(folder)))
         if os.path.exists(flt.folder) and not os.path.isdir(flt.folder):  # absent: maybe an offline drive's
             raise BadInputError(f"--in {folder} is a file, not a folder")
-    if camera:
+    if camera is not None:
         words = camera.lower().replace(",", " ").split()
         if not words:
             raise BadInputError("--camera needs a make or model, e.g. --camera 'iphone 4s'")
         flt.camera = words
     if tags:
-        flt.tags = [t.strip().lower() for t in tags if t.strip()]
-    if near:
+        if not all(t.strip() for t in tags):
+            raise BadInputError("--tag needs a label, e.g. --tag beach (see `photoman tags`)")
+        flt.tags = [t.strip().lower() for t in tags]
+    if near is not None:
         flt.near = parse_near(near, radius_km)
     elif radius_km is not None:
         raise BadInputError("--radius needs --near LAT,LON")
