@@ -872,7 +872,7 @@ def _adopt_roots(cfg: Settings, folders: list[Path]) -> None:
     """`photoman watch ~/Pictures`: the folders become roots first (through a running daemon, or here)."""
     from photoman.paths import check_new_root
 
-    paths = [check_new_root(f) for f in folders]
+    paths = [check_new_root(f, own=cfg.own_folders) for f in folders]
     from photoman.client import Client
 
     pm = Client(cfg, daemon=False if state.daemon is False else None)

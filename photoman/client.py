@@ -379,7 +379,8 @@ class Client:
         (``{"daemon": true, "queued": [...]}``); otherwise it runs here and returns its report."""
         from photoman.paths import check_new_root
 
-        paths = [check_new_root(f, force=force) for f in folders or []]  # refused before any work
+        own = self.settings.own_folders
+        paths = [check_new_root(f, force=force, own=own) for f in folders or []]  # refused before any work
         args = {"folders": paths, "force": force}
         if self.mode != "direct" and self.want_daemon is not False and self.daemon_running():
             self.mode = "daemon"

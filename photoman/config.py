@@ -116,6 +116,11 @@ class Settings:
         return self.runtime_dir / f"photoman-{digest}.sock"
 
     @property
+    def own_folders(self) -> list[Path]:
+        """Where photoman itself writes (its stores, log, socket, caches): never a library root."""
+        return [self.data_dir, self.state_dir, self.runtime_dir, self.cache_dir]
+
+    @property
     def thumbs_dir(self) -> Path:
         return self.data_dir / "thumbs"
 

@@ -399,7 +399,8 @@ def index(
     from photoman.paths import check_new_root
     from photoman.zeroshot.tagging import auto_tag, owe_auto_tag
 
-    checked = [check_new_root(f, force=_bool(force, "force")) for f in _paths(folders, "folders")]
+    force, own = _bool(force, "force"), lib.settings.own_folders
+    checked = [check_new_root(f, force=force, own=own) for f in _paths(folders, "folders")]
     owed = owe_auto_tag(lib)
     report = run_index(lib, checked or None, progress=progress)
     auto_tag(lib, report.new_hashes, everything=owed)

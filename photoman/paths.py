@@ -4,6 +4,7 @@ that must never become a library root by accident. Light (os only): the thin cli
 from __future__ import annotations
 
 import os
+from collections.abc import Sequence
 from pathlib import Path
 
 from photoman.errors import BadInputError
@@ -32,14 +33,21 @@ def is_inside(path: str, folder: str) -> bool:
     return path == folder or path.startswith(folder.rstrip("/") + "/")
 
 
-def check_new_root(folder: str | os.PathLike[str], force: bool = False) -> str:
+def check_new_root(
+    folder: str | os.PathLike[str], force: bool = False, own: Sequence[str | os.PathLike[str]] = ()
+) -> str:
     """A folder fit to be a library root, canonical; the filesystem, a system folder or the home folder
-    itself is refused without ``force`` (with the reason on one line)."""
+    itself is refused without ``force`` (with the reason on one line), and photoman's ``own`` folders
+    (data, state, runtime and cache dirs: Settings.own_folders) always."""
     path = canonical(folder)
     if not os.path.exists(path):
         raise BadInputError(f"no such folder: {folder}")
     if not os.path.isdir(path):
         raise BadInputError(f"not a folder: {folder} (give the folder that holds your photos)")
+    for mine in own:
+        if is_inside(path, canonical(mine)):
+            raise BadInputError(f"refusing to index {path}: photoman keeps its own files there ({mine}); "
+                                "give the folder that holds your photos")  # fmt: skip
     if force:
         return path
     home = canonical(Path.home())

@@ -37,6 +37,12 @@ def test_the_filesystem_system_folders_and_home_are_refused(
         assert res.stderr.count("\n") == 1
     assert check_new_root(tmp_path, force=True) == str(tmp_path.resolve())
     assert json.loads(run("roots", "--json").stdout) == []  # nothing was registered
+    (cli_env.data_dir / "inside").mkdir(parents=True)  # photoman's own folders, even with --force
+    for folder in (cli_env.data_dir, cli_env.data_dir / "inside", cli_env.state_dir):
+        folder.mkdir(parents=True, exist_ok=True)
+        res = run("index", str(folder), "--force")
+        assert res.exit_code == 2 and "keeps its own files there" in res.stderr, res.output
+    assert json.loads(run("roots", "--json").stdout) == []
 
 
 def test_list_relocate_and_remove_roots(

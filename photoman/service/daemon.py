@@ -305,7 +305,7 @@ class Daemon:
         from photoman.paths import check_new_root
 
         assert self.lib is not None
-        paths = [check_new_root(f, force=force) for f in folders]
+        paths = [check_new_root(f, force=force, own=self.settings.own_folders) for f in folders]
         register_roots(self.lib, paths)
         self._watch_roots()
         self.full_scan.set()
