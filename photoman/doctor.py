@@ -170,9 +170,13 @@ def diagnose(settings: Settings) -> list[Finding]:
     if state == "answering":
         info = call(settings.socket_path, "status")
         d = info["daemon"]
-        findings.append(
-            Finding("daemon", True, f"pid {d['pid']}, {d['state']}, queue {d['queue']}, log {d['log']}")
-        )
+        said = f"pid {d['pid']}, {d['state']}, queue {d['queue']}, log {d['log']}"
+        if d["state"] == "error":  # its indexer failed: it retries by itself, but a user should know
+            fix = f"it retries with a scan within a minute; `photoman index` retries now; see {d['log']}"
+            why = d.get("last_error") or "indexing failed"
+            findings.append(Finding("daemon", False, f"{said}: {why}", fix))
+        else:
+            findings.append(Finding("daemon", True, said))
     else:
         from photoman.library import Library
         from photoman.status import library_status

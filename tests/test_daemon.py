@@ -17,7 +17,7 @@ from sqlalchemy import select
 from photoman.catalog import Catalog, Photo
 from photoman.config import Settings
 from photoman.library import Library
-from photoman.service.protocol import DaemonError, call
+from photoman.service.protocol import DaemonError, call, daemon_running
 from photoman.vectors import point_id
 
 from .conftest import SMALL_SET
@@ -340,3 +340,50 @@ def test_a_busy_daemon_is_waited_for_not_replaced(
         except subprocess.TimeoutExpired:
             proc.kill()
             proc.wait()
+
+
+# the daemon, whose indexing batches fail while the file argv[1] exists (a fault injected where a real
+# one, e.g. the catalog's foreign key refusing a row, surfaced), retrying one second later, not a minute
+_FAILS_WHILE = """
+import os, sys
+from photoman.indexing import pipeline
+from photoman.service.daemon import Daemon
+
+Daemon.RETRY_AFTER = 1
+flush, marker = pipeline._Writer.flush, sys.argv[1]
+
+def failing(self):
+    if self.pending and os.path.exists(marker):
+        raise RuntimeError("injected failure")
+    return flush(self)
+
+pipeline._Writer.flush = failing
+sys.argv = ["photoman", "watch"]
+from photoman.cli import main
+sys.exit(main())
+"""
+
+
+def test_an_indexing_failure_shows_in_doctor_and_is_retried_soon(
+    env: dict[str, str], library_dir: Path, tmp_path: Path
+) -> None:
+    """A daemon whose indexing run failed says so in `doctor` (a FIX line with the error, not "ok"),
+    and retries with a scan by itself soon (it waited for the periodic scan, 15 min)."""
+    log = open(tmp_path / "daemon.out", "ab")  # noqa: SIM115 - closed with the process
+    marker = tmp_path / "fail"
+    marker.touch()
+    cmd = [sys.executable, "-c", _FAILS_WHILE, str(marker)]
+    proc = subprocess.Popen(cmd, env=env, stdout=log, stderr=log)
+    try:
+        sock = settings_of(env).socket_path
+        wait_for(lambda: daemon_running(sock) or proc.poll() is not None, 60, "daemon")
+        assert photoman(env, "index", str(library_dir)).returncode == 0
+        wait_for(lambda: call(sock, "status")["daemon"]["state"] == "error", 60, "the failed run")
+        doctor = photoman(env, "doctor")
+        line = next(ln for ln in doctor.stdout.splitlines() if "daemon" in ln and "error" in ln)
+        assert doctor.returncode == 1 and "injected failure" in line and "FIX" in doctor.stdout, doctor.stdout
+        marker.unlink()  # the fault is gone: the next retry indexes everything
+        wait_for(lambda: call(sock, "status")["photos"]["indexed"] == len(SMALL_SET), 60, "the retry")
+    finally:
+        proc.terminate()
+        proc.wait(timeout=60)

@@ -404,6 +404,7 @@ class Daemon:
     # 0.4-0.8 s a seal, seconds a graph): longer than a user's pause between two searches
     QUIET = 30.0
     MEND_EVERY = 60.0  # seconds between looks for payloads a failed operation left out of step
+    RETRY_AFTER = 60  # seconds from a failed indexing run to the scan that retries it
 
     def _index_loop(self) -> None:
         from photoman.zeroshot.tagging import owe_auto_tag
@@ -463,9 +464,14 @@ class Daemon:
                     log.warning("indexing stopped: %s", exc)
                     return
                 if not is_disk_full(exc):
-                    log.exception("indexing failed; retrying on the next scan")
+                    log.exception("indexing failed; retrying with a scan in %d s", self.RETRY_AFTER)
                     self.activity.state = "error"
-                    self.stop_event.wait(5.0)
+                    first = str(exc).splitlines()[0] if str(exc) else repr(exc)
+                    self.activity.last_error = f"indexing failed: {first}"
+                    # what the failed run had taken is looked at again by that scan, not at the next
+                    # periodic one (15 min)
+                    next_full = min(next_full, time.monotonic() + self.RETRY_AFTER)
+                    self.stop_event.wait(min(5.0, self.RETRY_AFTER))
                     continue
                 self._wait_for_space(as_disk_full(exc, s))
 
