@@ -199,3 +199,18 @@ def test_a_photo_with_a_copy_on_a_connected_root_is_found_there(
         assert sorted([both.path, *both.duplicates]) == sorted([str(query), unplugged])
         shown = find(lib, "a photo", limit=50, cutoff="none")
         assert shown and all(not h.path.startswith(str(library_dir)) for h in shown)
+
+
+def test_a_photo_a_scan_found_gone_takes_no_caption(cli_env: Settings, library_dir: Path) -> None:
+    """Deleted with every other photo of its root, then seen gone by a scan (a mass removal waits for a
+    second scan to be forgotten): `caption` says it is not in the library, as for any other path,
+    rather than showing or setting one."""
+    assert run("index", str(library_dir)).exit_code == 0
+    photo = library_dir / "scikit-image--chelsea.png"
+    for f in [p for p in library_dir.rglob("*") if p.is_file()]:
+        f.unlink()
+    assert run("index").exit_code == 0
+    assert json.loads(run("status", "--json").stdout)["pending_removal"]["photos"] == 10
+    for args in ([str(photo)], [str(photo), "my cat"]):
+        res = run("caption", *args)
+        assert res.exit_code == 2 and "not in the library" in res.stderr, res.output

@@ -31,6 +31,8 @@ def _row(session, path: str) -> Photo:  # noqa: ANN001
         raise BadInputError(f"not in the library: {path} (index its folder first)")
     if row.status != OK:
         raise BadInputError(f"{path} could not be read when it was indexed: {row.error}")
+    if row.missing_since is not None:  # found gone by a scan: hidden from searches, forgotten by the next
+        raise BadInputError(f"not in the library: {path} (a scan found it gone)")
     return row
 
 
