@@ -201,7 +201,9 @@ def main_options(
     ctx: typer.Context,
     data_dir: Annotated[
         Path | None,
-        typer.Option(parser=_path, help="Where catalog and vectors live [env PHOTOMAN_DATA_DIR]."),
+        typer.Option(
+            parser=_path, metavar="DIR", help="Where catalog and vectors live [env PHOTOMAN_DATA_DIR]."
+        ),
     ] = None,
     model: Annotated[
         str | None, typer.Option(help="CLIP or SigLIP model: Hugging Face id or folder [env PHOTOMAN_MODEL].")
@@ -217,7 +219,8 @@ def main_options(
         str | None, typer.Option(help="SQLAlchemy URL of the catalog [env PHOTOMAN_CATALOG_URL].")
     ] = None,
     config: Annotated[
-        Path | None, typer.Option(parser=_path, help="Config file (TOML) [env PHOTOMAN_CONFIG].")
+        Path | None,
+        typer.Option(parser=_path, metavar="FILE", help="Config file (TOML) [env PHOTOMAN_CONFIG]."),
     ] = None,
     no_daemon: Annotated[
         bool,
@@ -354,7 +357,13 @@ def find(
     ] = None,
     image: Annotated[
         list[str] | None,
-        typer.Option("--image", "-i", parser=_nonempty, help="Add an image term (path, or - for stdin)."),
+        typer.Option(
+            "--image",
+            "-i",
+            parser=_nonempty,
+            metavar="PATH",
+            help="Add an image term (path, or - for stdin).",
+        ),
     ] = None,
     mode: Annotated[
         str, typer.Option(help="auto, text-image, image-image, text-caption, image-caption, all.")
@@ -365,7 +374,8 @@ def find(
     ] = None,
     until: Annotated[str | None, typer.Option(help="Taken on or before (YYYY[-MM[-DD]]).")] = None,
     folder: Annotated[
-        str | None, typer.Option("--in", parser=_nonempty, help="Only photos under this folder.")
+        str | None,
+        typer.Option("--in", parser=_nonempty, metavar="FOLDER", help="Only photos under this folder."),
     ] = None,
     camera: Annotated[str | None, typer.Option(help="Camera make/model words, e.g. 'iphone 4s'.")] = None,
     tag: Annotated[
@@ -638,7 +648,11 @@ def tag(
     labels: Annotated[
         list[Path] | None,
         typer.Option(
-            "--labels", "-l", parser=_path, help="Extra label file (one per line, TAB threshold)."
+            "--labels",
+            "-l",
+            parser=_path,
+            metavar="FILE",
+            help="Extra label file (one per line, TAB threshold).",
         ),
     ] = None,
     no_builtin: Annotated[bool, typer.Option("--no-builtin", help="Only the given label files.")] = False,
@@ -701,6 +715,7 @@ def locate(
             "--out",
             "-o",
             parser=_path,
+            metavar="FILE",
             help="Heat map PNG (default: in photoman's cache dir, never the library).",
         ),
     ] = None,
@@ -821,7 +836,10 @@ def watch(
     poll: Annotated[
         list[str] | None,
         typer.Option(
-            "--poll", parser=_nonempty, help="Watch this root by polling (network shares); repeatable."
+            "--poll",
+            parser=_nonempty,
+            metavar="FOLDER",
+            help="Watch this root by polling (network shares); repeatable.",
         ),
     ] = None,
     detached: Annotated[bool, typer.Option("--detached", hidden=True)] = False,

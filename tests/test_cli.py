@@ -278,6 +278,7 @@ def test_help_reads_as_reference(cli_env: Settings) -> None:
     ):
         assert f"[env {var}]" in " ".join(top.stdout.split())
     assert "--install-completion" in top.stdout and "--show-completion" in top.stdout
+    assert "--data-dir DIR" in top.stdout and "--config FILE" in top.stdout
     for cmd in app.registered_commands:
         name = cmd.name or cmd.callback.__name__.rstrip("_")
         res = run(name, "--help")
@@ -285,6 +286,7 @@ def test_help_reads_as_reference(cli_env: Settings) -> None:
         text = res.stdout
         # a hint swallowed as markup left "live ." behind; flags showed a "<bool>" type
         assert "<bool>" not in text and not re.search(r"\w \.(\s|$)", text), (name, text)
+        assert not re.search(r"<_\w+>", text), (name, text)  # a parser's own name ("<_path>") as metavar
         assert text.lstrip().startswith(f"Usage: photoman {name}"), name
 
 
