@@ -516,3 +516,14 @@ def test_a_root_removed_while_a_run_indexes_it_is_not_added_back(
         assert len(paths) == len([p for p in library_dir.rglob("*") if p.is_file()])
         rep = index(lib)  # and the next run finds everything in order: no orphan vector kept
         assert rep.embedded == 0 and lib.store.count() == len(contents)
+
+
+def test_a_first_run_counts_every_file_once(settings: Settings, library_dir: Path) -> None:
+    """Two identical copies new in one batch: one embedded, one reused (the copy was counted nowhere,
+    so the summary's parts did not add up to the photos indexed)."""
+    shutil.copy(library_dir / "scikit-image--chelsea.png", library_dir / "chelsea-copy.png")
+    with Library(replace(settings, batch_size=64)) as lib:
+        rep = index(lib, [library_dir])
+    files = len([p for p in library_dir.rglob("*") if p.is_file()])
+    assert rep.scanned == files and rep.embedded + rep.reused + len(rep.errors) == files
+    assert rep.reused == 1

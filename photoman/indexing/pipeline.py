@@ -170,11 +170,13 @@ class _Writer:
         lib, model_id = self.lib, self.lib.model_id
         items, self.pending = _first_batch(self.pending, lib.settings.batch_size)
         pixels: dict[str, np.ndarray] = {}
+        embeds: dict[str | None, Prepared] = {}  # content: the file whose pixels give its vector
         for p in items:
             if p.pixels is not None and p.content_hash in self.embedded:
                 p.pixels = None  # a copy of something this run already embedded
-            if p.pixels is not None and p.error is None:
-                pixels.setdefault(p.content_hash, p.pixels)  # type: ignore[arg-type]
+            if p.pixels is not None and p.error is None and p.content_hash not in pixels:
+                pixels[p.content_hash] = p.pixels  # type: ignore[index]
+                embeds[p.content_hash] = p
         vectors = (
             dict(
                 zip(
@@ -257,7 +259,7 @@ class _Writer:
                 )
                 row.taken_at, row.camera_make, row.camera_model = m.taken_at, m.camera_make, m.camera_model
                 row.gps_lat, row.gps_lon = m.gps_lat, m.gps_lon
-                if p.pixels is None:
+                if embeds.get(p.content_hash) is not p:  # (a copy in one batch: one vector, counted once)
                     self.report.reused += 1
             s.flush()
             self.report.embedded += len(vectors)
