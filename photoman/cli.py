@@ -666,7 +666,9 @@ def tag(
     with client() as pm:
         report = pm.tag(labels, no_builtin=no_builtin, retag=retag, min_prob=min_prob, top_k=top_k)
     tagged, considered, n = report["tagged"], report["considered"], report["labels"]
-    out_print(f"tagged {tagged} of {considered} photos with {n} labels", highlight=False)
+    # tags belong to a photo's content: identical copies are one photo here, and each file in `tags`
+    out_print(f"tagged {tagged} of {considered} photos with {n} labels (identical copies count once)",
+              highlight=False)  # fmt: skip
 
 
 @app.command()
