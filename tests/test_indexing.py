@@ -527,3 +527,24 @@ def test_a_first_run_counts_every_file_once(settings: Settings, library_dir: Pat
     files = len([p for p in library_dir.rglob("*") if p.is_file()])
     assert rep.scanned == files and rep.embedded + rep.reused + len(rep.errors) == files
     assert rep.reused == 1
+
+
+def test_a_renamed_folder_is_a_move_not_a_mass_deletion(
+    settings: Settings, library_dir: Path, photos_src: Path
+) -> None:
+    """A folder of 12 photos renamed (with a photo deleted beside it) is found at its new paths in
+    the same scan: the old paths are forgotten at once, not kept pending removal as a mass deletion
+    (they were counted as photos, and shown as missing, until the next scan)."""
+    family = library_dir / "family"
+    family.mkdir()
+    for name in sorted(p.name for p in photos_src.iterdir() if p.suffix.lower() in (".jpg", ".png"))[:12]:
+        shutil.copy(photos_src / name, family / name)
+    with Library(settings) as lib:
+        index(lib, [library_dir])
+        family.rename(library_dir / "family2")
+        (library_dir / "scikit-image--coffee.png").unlink()
+        rep = index(lib)
+        assert rep.pending_removal == 0 and rep.removed >= 12 and rep.embedded == 0, rep
+        with lib.catalog.session() as s:
+            paths = set(s.scalars(select(Photo.path)))
+    assert paths == {str(p) for p in library_dir.rglob("*") if p.is_file()}

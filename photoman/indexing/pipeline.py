@@ -148,6 +148,7 @@ class _Writer:
         self.token = new_token()  # their crash records (catalog/pending.py), ended by the run's forget
         self.embedded: set[str] = set()  # hashes embedded by this run
         self.new_hashes: set[str] = set()
+        self.placed: set[str] = set()  # contents this run wrote at a path new to them (moves, copies)
 
     def add(self, prep: Prepared) -> None:
         self.pending.append(prep)
@@ -227,6 +228,8 @@ class _Writer:
                 theirs = {h: c for h, c, path in captioned if h and not os.path.lexists(path)}
             for p in items:
                 row = rows.get(p.file.path)
+                if p.error is None and p.content_hash and (row is None or row.content_hash != p.content_hash):
+                    self.placed.add(p.content_hash)
                 if row is None:
                     row = Photo(path=p.file.path, root_id=self.roots_of[p.file.path], caption="")
                     if p.content_hash in theirs:
@@ -341,11 +344,15 @@ def _measured_here(lib: Library) -> bool:
     return (s.device == "auto" and gpu_possible()) or cached_choice(s.cache_dir, s.model) is not None
 
 
-def _settle_removals(lib: Library, gone: list[Photo], report: IndexReport) -> list[Photo]:
+def _settle_removals(
+    lib: Library, gone: list[Photo], report: IndexReport, moved: set[str] | frozenset[str] = frozenset()
+) -> list[Photo]:
     """The rows to forget now. A mass deletion (more than MASS_SHARE of a root's photos and more than
     MASS_MIN, or every photo of a root, in one scan) is kept pending removal until a later scan still
     finds it gone: a glitch (a drive half there, a share that answers empty) must not cost the
-    catalog and the store."""
+    catalog and the store. A path whose bytes this run found at a new path (``moved``: a folder
+    renamed or moved) is a move, forgotten at once: its caption went to the new path, its vector and
+    tags stay with the bytes."""
     if not gone:
         return []
     with lib.catalog.session() as s:
@@ -353,8 +360,8 @@ def _settle_removals(lib: Library, gone: list[Photo], report: IndexReport) -> li
     new_by_root: dict[int, list[Photo]] = {}
     now: list[Photo] = []
     for row in gone:
-        if row.missing_since is not None:
-            now.append(row)  # gone on an earlier scan too: confirmed
+        if row.missing_since is not None or row.content_hash in moved:
+            now.append(row)  # gone on an earlier scan too, or moved (its bytes are there elsewhere)
         else:
             new_by_root.setdefault(row.root_id, []).append(row)
     pending: list[int] = []
@@ -467,7 +474,7 @@ def _run(
         writer.loader.join()  # a load started early for nothing is not left importing as the process exits
         report.new_hashes = sorted(writer.new_hashes)
         # a RAW file's own row goes at once when it becomes half of a pair: there, no mass deletion
-        gone_now = _settle_removals(lib, gone, report) + list(paired)
+        gone_now = _settle_removals(lib, gone, report, writer.placed) + list(paired)
         report.removed += forget(lib, gone_now, writer.stale_hashes, writer.token)
     finally:
         release(writer.token)  # stopped halfway: its records are the next replay's
