@@ -206,7 +206,14 @@ def trash_duplicates(lib: Library, groups: list[DupeGroup]) -> list[str]:
     from send2trash import send2trash
 
     from photoman.catalog.roots import forget
+    from photoman.indexing.pipeline import set_missing
 
+    # marked pending removal before any move: a kill after some moves leaves them hidden from search,
+    # and the next scan, finding them gone, forgets them (and marks back what was never moved)
+    planned = [s.path for s in trash_plan(groups) if s.action == "trash"]
+    with lib.catalog.session() as s:
+        marked = {p: i for p, i in s.execute(select(Photo.path, Photo.id).where(Photo.path.in_(planned)))}
+    set_missing(lib, sorted(marked.values()), datetime.now())
     moved: list[str] = []
     try:
         for g in groups:
@@ -227,5 +234,7 @@ def trash_duplicates(lib: Library, groups: list[DupeGroup]) -> list[str]:
         with lib.catalog.session() as s:
             rows = list(s.scalars(select(Photo).where(Photo.path.in_(moved))))
         forget(lib, rows, set())
+        done = set(moved)
+        set_missing(lib, sorted(i for p, i in marked.items() if p not in done), None)
         lib.store.flush()
     return moved

@@ -395,3 +395,53 @@ def test_a_moved_photo_with_its_own_caption_keeps_the_users_and_a_copy_does_not_
     run("index", str(library_dir))
     run("caption", str(photos[1]), "a cup of coffee")  # the user's edit of the original
     assert caption_cosine(cli_env, photos[1]) > 0.999
+
+
+def test_a_root_removal_killed_before_the_store_followed_leaves_no_orphan_points(
+    cli_env: Settings, library_dir: Path, tmp_path: Path, photos_src: Path
+) -> None:
+    """`roots remove` killed after the catalog dropped the root's photos (and recorded their points),
+    before the store deleted them: the next command's mending deletes the points whose content no row
+    holds any more (it cleared the records and left them, 11 orphans in the crash hunt)."""
+    from tests.conftest import SMALL_SET
+
+    other = tmp_path / "other"
+    other.mkdir()
+    for name in sorted(p.name for p in photos_src.glob("*.jpg") if p.name not in SMALL_SET)[:3]:
+        shutil.copy(photos_src / name, other / name)
+    run("index", str(library_dir))
+    run("index", str(other))
+    killed("photoman.catalog.roots:mark_in", "photoman.library:Library.captions_changed",
+           "--no-daemon", "roots", "remove", str(other))  # fmt: skip
+    run("find", "a photo")  # any command that opens the store mends what the kill left
+    status = json.loads(run("status", "--json").stdout)  # (the root itself stays: the removal is run again)
+    assert status["vectors"]["points"] == status["photos"]["unique"] == 10, status
+    assert not out_of_step(cli_env)
+
+
+def test_a_trash_run_killed_between_moves_hides_what_went_and_the_next_scan_settles_it(
+    cli_env: Settings, library_dir: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """`dupes --trash` killed after its first move, before the catalog heard of it: the moved file
+    is no longer listed by `find` (it was, for good, and a second `dupes` only skipped it); the next
+    scan forgets it and brings back the copies that never moved."""
+    from tests.conftest import use_trash
+
+    use_trash(monkeypatch, tmp_path / "xdg")
+    copies = library_dir / "copies"
+    copies.mkdir()
+    for i in range(3):
+        shutil.copy(library_dir / "scikit-image--coffee.png", copies / f"coffee-{i}.png")
+    run("index", str(library_dir))
+    killed("send2trash:send2trash", "send2trash:send2trash",
+           "--no-daemon", "dupes", "--trash", "--yes", "--no-rotations", "--threshold", "0.9995")  # fmt: skip
+    def listed() -> list[str]:
+        found = json.loads(run("find", "a photo", "--all", "--json", "-n", "100").stdout)
+        return [p for r in found for p in [r["path"], *r["duplicates"]]]
+
+    on_disk = {str(p) for p in library_dir.rglob("*") if p.is_file()}
+    assert len(on_disk) == 10 + 3 - 1  # one of the four coffees went to the trash
+    assert set(listed()) <= on_disk  # nothing listed that is not there
+    run("index")
+    assert sorted(listed()) == sorted(on_disk)
+    assert not out_of_step(cli_env)

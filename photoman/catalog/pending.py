@@ -166,6 +166,10 @@ def _replay(
             except Exception as exc:  # noqa: BLE001 - no model here now: payloads still, captions later
                 log.warning("could not embed captions to mend them (later, then): %s", exc)
                 caption_vectors, recaption, vectors = None, [], {}
+        # a content no catalog row holds any more (an operation killed after its rows went, before the
+        # store's turn): its point goes, as the operation would have done (photoman.catalog.roots.forget)
+        if orphans := [point_id(h, model_id) for h in chunk if h not in payloads]:
+            store.delete(orphans)
         ids = {point_id(h, model_id): h for h in payloads}
         present = {p.id for p in store.retrieve(list(ids))}  # a point the crash never wrote: reconcile's
         for pid in present:

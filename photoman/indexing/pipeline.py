@@ -372,17 +372,17 @@ def _settle_removals(
         else:
             now.extend(rows)
     if pending:
-        _set_missing(lib, pending, datetime.now())
+        set_missing(lib, pending, datetime.now())
     report.pending_removal += len(pending)
     return now
 
 
 def _back(lib: Library, ids: list[int]) -> None:
     """Rows pending removal whose file is there again: no longer pending."""
-    _set_missing(lib, ids, None)
+    set_missing(lib, ids, None)
 
 
-def _set_missing(lib: Library, ids: list[int], stamp: datetime | None) -> None:
+def set_missing(lib: Library, ids: list[int], stamp: datetime | None) -> None:
     """Mark rows pending removal (or not any more), and rewrite their points' payloads: a copy still
     there is where the point is found (`--in` its folder, not the gone one's); a point with no copy
     left is hidden from search (search/engine.py)."""
