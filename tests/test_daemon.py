@@ -299,40 +299,43 @@ def test_query_gate_says_when_a_user_was_querying_recently() -> None:
     assert not gate.recent(3.0)
 
 
-@pytest.mark.parametrize("autostart", ["0", "1"])
 def test_a_busy_daemon_is_waited_for_not_replaced(
-    env: dict[str, str], library_dir: Path, tmp_path: Path, autostart: str
+    env: dict[str, str], library_dir: Path, tmp_path: Path
 ) -> None:
     """A daemon that accepts but does not answer (its store's native code holding the interpreter while
     it builds a search graph; here, the process stopped) is busy, not gone: a query says so once, with
     how to resume a stopped one, and waits for it; no second daemon is started (autostart on) and the
-    library is not opened beside it (off); `doctor` reports it rather than hang."""
+    library is not opened beside it (off: both queries wait on the one daemon); `doctor` reports it
+    rather than hang."""
     from photoman.service.protocol import PING_TIMEOUT
 
-    env = {**env, "PHOTOMAN_AUTOSTART": autostart}
     index_here(env, library_dir)
     proc = start(env, tmp_path)
-    query: subprocess.Popen[str] | None = None
+    queries: list[subprocess.Popen[str]] = []
     try:
         proc.send_signal(signal.SIGSTOP)
         started = time.monotonic()
         cmd = [sys.executable, "-m", "photoman", "find", "a cat", "--json"]
-        query = subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        for autostart in ("0", "1"):
+            its_env = {**env, "PHOTOMAN_AUTOSTART": autostart}
+            pipe = subprocess.PIPE
+            queries.append(subprocess.Popen(cmd, env=its_env, stdout=pipe, stderr=pipe, text=True))
         doctor = photoman(env, "doctor", timeout=120)
         assert "Traceback" not in doctor.stderr and f"kill -CONT {proc.pid}" in doctor.stdout, doctor
-        # longer than the ping that took it for gone (and, with autostart, the launcher's second one)
-        pings = 2 if autostart == "1" else 1
-        time.sleep(max(0.0, pings * PING_TIMEOUT + 1 - (time.monotonic() - started)))
-        assert query.poll() is None  # still waiting
+        # longer than the pings that took it for gone (with autostart, the launcher's second one too)
+        time.sleep(max(0.0, 2 * PING_TIMEOUT + 1 - (time.monotonic() - started)))
+        assert all(q.poll() is None for q in queries)  # still waiting
         proc.send_signal(signal.SIGCONT)
-        out, err = query.communicate(timeout=120)
-        assert query.returncode == 0, err
-        assert json.loads(out) and err.count(f"the daemon (pid {proc.pid}) is stopped") == 1, err
-        assert "started the photoman daemon" not in err and err.count("\n") == 1, err
+        for q in queries:
+            out, err = q.communicate(timeout=120)
+            assert q.returncode == 0, err
+            assert json.loads(out) and err.count(f"the daemon (pid {proc.pid}) is stopped") == 1, err
+            assert "started the photoman daemon" not in err and err.count("\n") == 1, err
     finally:
-        if query is not None and query.poll() is None:
-            query.kill()
-            query.wait()
+        for q in queries:
+            if q.poll() is None:
+                q.kill()
+                q.wait()
         proc.send_signal(signal.SIGCONT)
         proc.terminate()
         try:
