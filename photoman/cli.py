@@ -1033,7 +1033,9 @@ def roots_remove(
     with client() as pm:
         done = pm.remove_root(path)
     out_print(
-        f"removed {shown(done['root'])} ({done['photos_removed']} photos forgotten)",
+        f"removed {shown(done['root'])} ({done['photos_removed']} photos"
+        + (f", {n} unreadable" if (n := done.get("unreadable_removed")) else "")
+        + " forgotten)",
         highlight=False,
         markup=False,
     )
@@ -1051,7 +1053,9 @@ def roots_relocate(
     with client() as pm:
         done = pm.relocate_root(old, new)
     out_print(
-        f"{shown(done['root'])} -> {shown(done['to'])} ({done['photos_moved']} photos)",
+        f"{shown(done['root'])} -> {shown(done['to'])} ({done['photos_moved']} photos"
+        + (f", {n} unreadable" if (n := done.get("unreadable_moved")) else "")
+        + ")",
         highlight=False,
         markup=False,
     )

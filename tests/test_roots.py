@@ -48,6 +48,7 @@ def test_the_filesystem_system_folders_and_home_are_refused(
 def test_list_relocate_and_remove_roots(
     cli_env: Settings, library_dir: Path, tmp_path: Path, photos_src: Path
 ) -> None:
+    (library_dir / "broken.jpg").write_bytes(b"not a photo")  # an unreadable file: moved, counted apart
     assert run("index", str(library_dir)).exit_code == 0
     other = tmp_path / "Phone"
     other.mkdir()
@@ -61,18 +62,18 @@ def test_list_relocate_and_remove_roots(
     moved.parent.mkdir(parents=True)
     shutil.move(str(library_dir), str(moved))
     res = run("roots", "relocate", str(library_dir), str(moved))
-    assert res.exit_code == 0 and "10 photos" in res.stdout
+    assert res.exit_code == 0 and "(10 photos, 1 unreadable)" in res.stdout, res.stdout
     again = json.loads(run("index", "--json").stdout)
     assert (
-        again["embedded"] == 0 and again["unchanged"] == 11 and again["removed"] == 0
-    )  # nothing re-embedded
+        again["embedded"] == 0 and again["unchanged"] == 12 and again["removed"] == 0
+    )  # nothing re-embedded (nor the unreadable file read again)
     hit = json.loads(
         run("find", "--image", str(moved / "scikit-image--coffee.png"), "--json", "-n", "1").stdout
     )
     assert hit[0]["path"] == str(moved / "scikit-image--coffee.png")
 
     res = run("roots", "remove", str(moved))
-    assert res.exit_code == 0 and "10 photos forgotten" in res.stdout
+    assert res.exit_code == 0 and "(10 photos, 1 unreadable forgotten)" in res.stdout
     with Library(cli_env) as lib:
         assert lib.store.count() == 1  # chelsea's vector stays: the Phone root still has those bytes
     assert [r["path"] for r in json.loads(run("roots", "--json").stdout)] == [str(other)]

@@ -193,7 +193,8 @@ def remove_root(lib: Any, path: str) -> dict[str, Any]:
     with lib.catalog.session() as s:
         s.delete(s.get(Root, rid))
     lib.store.flush()
-    return {"root": root_path, "photos_removed": removed}
+    ok = sum(r.status == OK for r in rows)  # counted as `roots` counts; unreadable files' rows go too
+    return {"root": root_path, "photos_removed": ok, "unreadable_removed": removed - ok}
 
 
 RELOCATE_SAMPLE = 24  # photos looked for in the new place before a relocation is believed
@@ -255,4 +256,5 @@ def relocate_root(lib: Any, old: str, new: str) -> dict[str, Any]:
         for h, payload in payloads.items():  # vectors' payloads (roots, folders) before the commit
             lib.store.set_payload([point_id(h, lib.model_id)], payload)
         lib.store.flush()
-    return {"root": source, "to": target, "photos_moved": len(rows)}
+    ok = sum(r.status == OK for r in rows)  # counted as `roots` counts; unreadable files moved too
+    return {"root": source, "to": target, "photos_moved": ok, "unreadable_moved": len(rows) - ok}
