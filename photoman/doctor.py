@@ -172,7 +172,7 @@ def diagnose(settings: Settings) -> list[Finding]:
         d = info["daemon"]
         said = f"pid {d['pid']}, {d['state']}, queue {d['queue']}, log {d['log']}"
         if d["state"] == "error":  # its indexer failed: it retries by itself, but a user should know
-            fix = f"it retries with a scan within a minute; `photoman index` retries now; see {d['log']}"
+            fix = f"it tries again by itself (backing off); `photoman index` retries now; see {d['log']}"
             why = d.get("last_error") or "indexing failed"
             findings.append(Finding("daemon", False, f"{said}: {why}", fix))
         else:

@@ -548,3 +548,25 @@ def test_a_renamed_folder_is_a_move_not_a_mass_deletion(
         with lib.catalog.session() as s:
             paths = set(s.scalars(select(Photo.path)))
     assert paths == {str(p) for p in library_dir.rglob("*") if p.is_file()}
+
+
+def test_a_rename_does_not_excuse_a_vanished_twin_folder(
+    settings: Settings, library_dir: Path, photos_src: Path
+) -> None:
+    """Two folders with the same 12 photos; one renamed while the other vanishes (a share that
+    answered empty): the rename's old paths go at once, the vanished twin waits for a second scan (each
+    new path accounts for one old path, not for every copy of its bytes)."""
+    names = sorted(p.name for p in photos_src.iterdir() if p.suffix.lower() in (".jpg", ".png"))[:12]
+    for folder in ("zz_a", "zz_b"):
+        (library_dir / folder).mkdir()
+        for name in names:
+            shutil.copy(photos_src / name, library_dir / folder / name)
+    with Library(settings) as lib:
+        index(lib, [library_dir])
+        (library_dir / "zz_a").rename(library_dir / "zz_a2")
+        shutil.move(str(library_dir / "zz_b"), str(library_dir.parent / "zz_b-away"))
+        rep = index(lib)
+        assert rep.pending_removal == 12 and rep.removed == 12, rep
+        with lib.catalog.session() as s:
+            waiting = set(s.scalars(select(Photo.path).where(Photo.missing_since.is_not(None))))
+        assert waiting == {str(library_dir / "zz_b" / n) for n in names}

@@ -184,22 +184,29 @@ def test_a_photo_with_a_copy_on_a_connected_root_is_found_there(
     and the unplugged copy is not listed beside it (it is, with --include-offline)."""
     from photoman.indexing.pipeline import index
     from photoman.search.engine import find
+    from photoman.vectors import SearchFilter
 
-    other = tmp_path / "phone"
+    other, third = tmp_path / "phone", tmp_path / "tablet"
     other.mkdir()
+    third.mkdir()
     shutil.copy(library_dir / "scikit-image--chelsea.png", other / "chelsea-copy.png")
+    shutil.copy(library_dir / "scikit-image--coffee.png", third / "coffee.png")
     with Library(settings) as lib:
-        index(lib, [library_dir, other])
+        index(lib, [library_dir, other, third])
         library_dir.rename(tmp_path / "unplugged")
         assert index(lib).offline_roots == [str(library_dir)]
         query = other / "chelsea-copy.png"
         hits = find(lib, image=query, limit=5)
-        assert [(h.path, h.duplicates) for h in hits] == [(str(query), [])]  # the old code found nothing
+        assert (hits[0].path, hits[0].duplicates) == (str(query), [])  # the old code found nothing
         both = find(lib, image=query, limit=1, include_offline=True)[0]
         unplugged = str(library_dir / "scikit-image--chelsea.png")
         assert sorted([both.path, *both.duplicates]) == sorted([str(query), unplugged])
         shown = find(lib, "a photo", limit=50, cutoff="none")
         assert shown and all(not h.path.startswith(str(library_dir)) for h in shown)
+        only = SearchFilter(roots=[str(third)])  # a caller's own roots filter still holds
+        found = find(lib, "a photo", limit=50, cutoff="none", flt=only)
+        assert [h.path for h in found] == [str(third / "coffee.png")]
+        assert only.roots == [str(third)] and only.exclude_roots is None  # and is left as it was given
 
 
 def test_a_photo_a_scan_found_gone_takes_no_caption(cli_env: Settings, library_dir: Path) -> None:

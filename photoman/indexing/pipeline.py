@@ -148,7 +148,7 @@ class _Writer:
         self.token = new_token()  # their crash records (catalog/pending.py), ended by the run's forget
         self.embedded: set[str] = set()  # hashes embedded by this run
         self.new_hashes: set[str] = set()
-        self.placed: set[str] = set()  # contents this run wrote at a path new to them (moves, copies)
+        self.placed: dict[str, list[str]] = {}  # known contents this run wrote at new paths: their names
 
     def add(self, prep: Prepared) -> None:
         self.pending.append(prep)
@@ -228,8 +228,10 @@ class _Writer:
                 theirs = {h: c for h, c, path in captioned if h and not os.path.lexists(path)}
             for p in items:
                 row = rows.get(p.file.path)
-                if p.error is None and p.content_hash and (row is None or row.content_hash != p.content_hash):
-                    self.placed.add(p.content_hash)
+                new_here = row is None or row.content_hash != p.content_hash
+                if p.error is None and p.content_hash in known and new_here:
+                    # a content the library had, at a new path: maybe one end of a move (_settle_removals)
+                    self.placed.setdefault(p.content_hash, []).append(os.path.basename(p.file.path))
                 if row is None:
                     row = Photo(path=p.file.path, root_id=self.roots_of[p.file.path], caption="")
                     if p.content_hash in theirs:
@@ -345,23 +347,25 @@ def _measured_here(lib: Library) -> bool:
 
 
 def _settle_removals(
-    lib: Library, gone: list[Photo], report: IndexReport, moved: set[str] | frozenset[str] = frozenset()
+    lib: Library, gone: list[Photo], report: IndexReport, placed: dict[str, list[str]] | None = None
 ) -> list[Photo]:
     """The rows to forget now. A mass deletion (more than MASS_SHARE of a root's photos and more than
     MASS_MIN, or every photo of a root, in one scan) is kept pending removal until a later scan still
     finds it gone: a glitch (a drive half there, a share that answers empty) must not cost the
-    catalog and the store. A path whose bytes this run found at a new path (``moved``: a folder
+    catalog and the store. A path whose bytes this run wrote at a new path (``placed``: a folder
     renamed or moved) is a move, forgotten at once: its caption went to the new path, its vector and
-    tags stay with the bytes."""
+    tags stay with the bytes. Each new path ends one move (the same file name first): other copies
+    of those bytes that vanished too still wait for the second scan."""
     if not gone:
         return []
+    moved = _moves(gone, placed or {})
     with lib.catalog.session() as s:
         sizes = dict(s.execute(select(Photo.root_id, func.count()).group_by(Photo.root_id)).all())
     new_by_root: dict[int, list[Photo]] = {}
     now: list[Photo] = []
     for row in gone:
-        if row.missing_since is not None or row.content_hash in moved:
-            now.append(row)  # gone on an earlier scan too, or moved (its bytes are there elsewhere)
+        if row.missing_since is not None or row.id in moved:
+            now.append(row)  # gone on an earlier scan too, or moved (its bytes are at a new path)
         else:
             new_by_root.setdefault(row.root_id, []).append(row)
     pending: list[int] = []
@@ -375,6 +379,28 @@ def _settle_removals(
         set_missing(lib, pending, datetime.now())
     report.pending_removal += len(pending)
     return now
+
+
+def _moves(gone: list[Photo], placed: dict[str, list[str]]) -> set[int]:
+    """The ids of gone rows that a new path of the same bytes accounts for, one row per new path:
+    a row with the new path's file name first (a folder renamed), then any other."""
+    left = {h: list(names) for h, names in placed.items()}
+    fresh = [r for r in gone if r.missing_since is None and r.content_hash in left]
+    moved: set[int] = set()
+    for same_name in (True, False):
+        for r in fresh:
+            names = left[r.content_hash or ""]
+            if r.id in moved or not names:
+                continue
+            name = os.path.basename(r.path)
+            if not same_name:
+                names.pop()
+            elif name in names:
+                names.remove(name)
+            else:
+                continue
+            moved.add(r.id)
+    return moved
 
 
 def _back(lib: Library, ids: list[int]) -> None:

@@ -230,7 +230,7 @@ def _encode(lib: Library, plans: dict[int, _Plan], out: list[Any]) -> None:
 def _search_store(lib: Library, plan: _Plan, shared: _Shared) -> None:
     """The query's filter checked and translated, then its searches in the store."""
     q = plan.q
-    flt = q.filters
+    flt = replace(q.filters)  # the caller's filter stays as given (a Query may be searched again)
     if flt.folder:
         roots = shared.roots()
         if not any(is_inside(flt.folder, r) for r in roots):
@@ -242,8 +242,8 @@ def _search_store(lib: Library, plan: _Plan, shared: _Shared) -> None:
     if not q.include_offline and (offline := shared.offline()):
         # a photo is hidden when all its copies are offline: one with a copy on a connected root is
         # found there (excluding every point that has an offline copy hid it)
-        online = [r for r in shared.roots() if r not in offline]
-        flt.roots, flt.exclude_roots = (online, None) if online else (None, offline)
+        online = [r for r in shared.roots() if r not in offline and (flt.roots is None or r in flt.roots)]
+        flt.roots, flt.exclude_roots = (online, None) if online else (flt.roots, offline)
     flt.exclude_ids = shared.gone() or None  # filtered in the store: a limit of 10 still gets 10
     plan.store_flt = store_flt = stored_filter(flt, lib.path_map)
     qvec = plan.qvec

@@ -414,7 +414,9 @@ class Daemon:
         next_full = 0.0
         next_roots_check = 0.0
         next_mend = time.monotonic() + self.MEND_EVERY
+        failures = 0  # indexing runs failed in a row: each retry waits twice as long as the last
         while not self.stop_event.is_set() and self.writing.is_set():
+            indexing = False  # whether what runs now is an indexing run (a scan, or changed paths)
             try:
                 store = self.lib.store
                 if getattr(store, "busy", False) is None:  # embedded: its seals and graph builds stall it
@@ -427,14 +429,17 @@ class Daemon:
                     self.full_scan.clear()
                     self.activity.state = "scanning"
                     if self._roots():
+                        indexing = True
                         owed = owe_auto_tag(self.lib)
                         report = index(self.lib, None, progress=self._progress, encode=self._encode)
                         self._finish_run(report, owed)
+                    failures = 0
                     self.activity.state = "idle"
                     next_full = time.monotonic() + s.rescan_interval
                     continue
                 paths = self.dirty.take_quiet(s.debounce)
                 if paths:
+                    indexing = True
                     owed = owe_auto_tag(self.lib)
                     report, postponed = sync(
                         self.lib, paths, settle=s.settle, progress=self._progress, encode=self._encode
@@ -464,13 +469,17 @@ class Daemon:
                     log.warning("indexing stopped: %s", exc)
                     return
                 if not is_disk_full(exc):
-                    log.exception("indexing failed; retrying with a scan in %d s", self.RETRY_AFTER)
-                    self.activity.state = "error"
                     first = str(exc).splitlines()[0] if str(exc) else repr(exc)
-                    self.activity.last_error = f"indexing failed: {first}"
-                    # what the failed run had taken is looked at again by that scan, not at the next
-                    # periodic one (15 min)
-                    next_full = min(next_full, time.monotonic() + self.RETRY_AFTER)
+                    self.activity.state = "error"
+                    if indexing:  # what the run had taken is looked at again by a scan, backing off
+                        failures += 1
+                        delay = min(self.RETRY_AFTER * 2 ** (failures - 1), s.rescan_interval)
+                        next_full = time.monotonic() + delay
+                        log.exception("indexing failed; retrying with a scan in %d s", delay)
+                        self.activity.last_error = f"indexing failed: {first}"
+                    else:  # a switch step or the store's optimising: tried again by the loop itself
+                        log.exception("background work failed; trying again")
+                        self.activity.last_error = f"background work failed: {first}"
                     self.stop_event.wait(min(5.0, self.RETRY_AFTER))
                     continue
                 self._wait_for_space(as_disk_full(exc, s))
