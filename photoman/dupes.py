@@ -208,16 +208,16 @@ def trash_duplicates(lib: Library, groups: list[DupeGroup]) -> list[str]:
     from photoman.catalog.roots import forget
     from photoman.indexing.pipeline import set_missing
 
-    # marked pending removal before any move: a kill after some moves leaves them hidden from search,
-    # and the next scan, finding them gone, forgets them (and marks back what was never moved)
-    planned = [s.path for s in trash_plan(groups) if s.action == "trash"]
-    with lib.catalog.session() as s:
-        marked = {p: i for p, i in s.execute(select(Photo.path, Photo.id).where(Photo.path.in_(planned)))}
-    set_missing(lib, sorted(marked.values()), datetime.now())
+    plans = [(g, trash_plan([g])) for g in groups]  # (the files read once here, and again before each move)
+    planned = [step.path for _, plan in plans for step in plan if step.action == "trash"]
+    marked = {r.path: r.id for r in _rows_at(lib, planned)}
     moved: list[str] = []
     try:
-        for g in groups:
-            for step in trash_plan([g]):
+        # marked pending removal before any move: a kill after some moves leaves them hidden from
+        # search, and the next scan, finding them gone, forgets them (and marks back what never moved)
+        set_missing(lib, sorted(marked.values()), datetime.now())
+        for g, plan in plans:
+            for step in plan:
                 if step.action != "trash":
                     continue
                 # again, right before the move: nothing may have changed since the plan was shown
@@ -231,10 +231,17 @@ def trash_duplicates(lib: Library, groups: list[DupeGroup]) -> list[str]:
                     raise PhotomanError(f"cannot move {step.path} to the trash: {exc}") from None
                 moved.append(step.path)
     finally:  # whatever went to the trash leaves the catalog and the store, even if a later move failed
-        with lib.catalog.session() as s:
-            rows = list(s.scalars(select(Photo).where(Photo.path.in_(moved))))
-        forget(lib, rows, set())
+        forget(lib, _rows_at(lib, moved), set())
         done = set(moved)
         set_missing(lib, sorted(i for p, i in marked.items() if p not in done), None)
         lib.store.flush()
     return moved
+
+
+def _rows_at(lib: Library, paths: list[str]) -> list[Photo]:
+    """The catalog rows of these paths, asked 500 at a time (a query's parameters are limited)."""
+    rows: list[Photo] = []
+    with lib.catalog.session() as s:
+        for i in range(0, len(paths), 500):
+            rows += s.scalars(select(Photo).where(Photo.path.in_(paths[i : i + 500])))
+    return rows

@@ -174,6 +174,9 @@ def test_bad_catalog_url_is_a_clear_error(tmp_path: Path) -> None:
 
     with pytest.raises(PhotomanError, match="cannot use catalog URL"):
         Catalog("nosuchdialect://x/y")
+    with pytest.raises(PhotomanError, match="cannot use catalog URL") as bad:
+        Catalog("not a url")
+    assert bad.value.exit_code == 2  # a bad setting
     # the password never shows; a server that is not there is one clear line
     with pytest.raises(PhotomanError, match=r"cannot open catalog postgresql://me:\*\*\*@") as e:
         Catalog(f"postgresql://me:s3cret@/photoman?host={tmp_path}")  # plain postgresql:// means psycopg 3

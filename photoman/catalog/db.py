@@ -13,7 +13,7 @@ from sqlalchemy.exc import ArgumentError, DatabaseError, OperationalError
 from sqlalchemy.orm import Session, sessionmaker
 
 from photoman.catalog.paths import bind_path_map
-from photoman.errors import ConfigError, DiskFullError, PhotomanError
+from photoman.errors import ConfigError, DiskFullError, PhotomanError, SettingValueError
 
 if TYPE_CHECKING:
     from photoman.pathmap import PathMap
@@ -56,8 +56,8 @@ def make_engine(url: str) -> Engine:
     except ImportError as exc:
         hint = " (pip install 'photoman[postgres]')" if url.startswith("postgres") else ""
         raise ConfigError(f"cannot use catalog URL {shown_url(url)!r}: {exc}{hint}") from None
-    except ArgumentError as exc:
-        raise ConfigError(f"cannot use catalog URL {shown_url(url)!r}: {exc}") from None
+    except ArgumentError as exc:  # not a URL at all: a bad setting (exit 2)
+        raise SettingValueError(f"cannot use catalog URL {shown_url(url)!r}: {exc}") from None
     if engine.dialect.name == "sqlite":
         db = engine.url.database
         if db and db != ":memory:":

@@ -211,7 +211,7 @@ def _check_holds_the_photos(source: str, target: str, paths: list[str]) -> None:
     step = max(1, len(paths) // RELOCATE_SAMPLE)
     sample = paths[::step][:RELOCATE_SAMPLE]
     base = source.rstrip("/")
-    found = sum(os.path.isfile(target + p[len(base) :]) for p in sample)
+    found = sum(os.path.lexists(target + p[len(base) :]) for p in sample)  # (unreadable files count too)
     if 2 * found <= len(sample):
         raise BadInputError(
             f"{target} does not hold the photos of {source} ({found} of {len(sample)} looked for are "
