@@ -28,7 +28,8 @@ ROTATIONS = (Image.Transpose.ROTATE_90, Image.Transpose.ROTATE_180, Image.Transp
 class DupeGroup:
     kind: str  # exact | near
     keeper: str
-    photos: list[dict[str, Any]] = field(default_factory=list)
+    photos: list[dict[str, Any]] = field(default_factory=list)  # each with its "similarity" to the keeper
+    threshold: float = 0.95  # a near copy is trashed only this close to the keeper itself
 
     def to_json(self) -> dict[str, Any]:
         return {"kind": self.kind, "keeper": self.keeper, "photos": self.photos}
@@ -68,6 +69,7 @@ def find_duplicates(
     uf = _Union()
     pid_to_hash = {point_id(h, lib.model_id): h for h in by_hash}
     hashes = sorted(by_hash)
+    looks: dict[str, list[np.ndarray]] = {}  # a content's image vector and, with rotations, its turns
     for i in range(0, len(hashes), 256):
         chunk = hashes[i : i + 256]
         stored = lib.store.retrieve([point_id(h, lib.model_id) for h in chunk], with_vectors=True)
@@ -76,6 +78,7 @@ def find_duplicates(
             queries = [p.vectors[IMAGE]] if IMAGE in p.vectors else []
             if rotations:
                 queries.extend(_rotated_vectors(lib, by_hash[h][0].path))
+            looks[h] = queries
             for q in queries:
                 for hit in lib.store.search(q, limit=neighbours + 1):
                     other = pid_to_hash.get(hit.id)
@@ -90,14 +93,20 @@ def find_duplicates(
         if len(photos) < 2:
             continue
         photos.sort(key=_keeper_key)
+        # near groups are joined by chains of close pairs (a~b, b~c): c may look nothing like a, so
+        # each copy's own closeness to the keeper is what the trash step goes by
+        kept = photos[0].content_hash or ""
+        close = {h: _similarity(looks.get(kept, []), looks.get(h, [])) if h != kept else 1.0 for h in members}
         groups.append(
             DupeGroup(
                 kind="exact" if len(members) == 1 else "near",
                 keeper=photos[0].path,
+                threshold=threshold,
                 photos=[
                     {
                         "path": r.path,
                         "content_hash": r.content_hash,
+                        "similarity": round(close[r.content_hash or ""], 4),
                         "width": r.width,
                         "height": r.height,
                         "taken_at": r.taken_at.isoformat() if r.taken_at else None,
@@ -110,6 +119,14 @@ def find_duplicates(
         )
     groups.sort(key=lambda g: g.keeper)
     return groups
+
+
+def _similarity(keeper: list[np.ndarray], copy: list[np.ndarray]) -> float:
+    """How close a copy's image is to the keeper's, the best of either turned (0 when unknown)."""
+    if not keeper or not copy:
+        return 0.0
+    pairs = [(keeper[0], b) for b in copy] + [(a, copy[0]) for a in keeper[1:]]
+    return max(float(np.dot(a, b)) for a, b in pairs)
 
 
 def _rotated_vectors(lib: Library, path: str) -> list[np.ndarray]:
@@ -189,6 +206,9 @@ def trash_plan(groups: list[DupeGroup]) -> list[TrashStep]:
                 steps.append(
                     TrashStep(path, "keep", "the same file as one kept (symlink, hard link or mount)")
                 )
+            elif g.kind == "near" and p.get("similarity", 0.0) < g.threshold:
+                why = f"only {p.get('similarity', 0.0):.3f} like the keeper (a near copy of a near copy)"
+                steps.append(TrashStep(path, "skip", why))
             elif _current_hash(path) != p["content_hash"]:
                 steps.append(TrashStep(path, "skip", "changed since it was indexed"))
                 kept.add(here)
@@ -221,8 +241,8 @@ def trash_duplicates(lib: Library, groups: list[DupeGroup]) -> list[str]:
                 if step.action != "trash":
                     continue
                 # again, right before the move: nothing may have changed since the plan was shown
-                again = trash_plan([DupeGroup(g.kind, g.keeper, [p for p in g.photos if p["path"] in
-                                                                 (g.keeper, step.path)])])  # fmt: skip
+                pair = [p for p in g.photos if p["path"] in (g.keeper, step.path)]
+                again = trash_plan([DupeGroup(g.kind, g.keeper, pair, g.threshold)])
                 if not any(s.path == step.path and s.action == "trash" for s in again):
                     continue
                 try:

@@ -275,7 +275,8 @@ def dupes(
     if trash:
         if approved is not None:  # drop what the user did not see marked for the trash
             keep = [[p for p in g.photos if p["path"] == g.keeper or p["path"] in approved] for g in groups]
-            groups = [DupeGroup(g.kind, g.keeper, photos) for g, photos in zip(groups, keep, strict=True)]
+            pairs = zip(groups, keep, strict=True)
+            groups = [DupeGroup(g.kind, g.keeper, photos, g.threshold) for g, photos in pairs]
         out["trashed"] = trash_duplicates(lib, groups)
     return out
 

@@ -314,3 +314,37 @@ def test_the_heat_map_never_lands_in_the_library(cli_env: Settings, library_dir:
     assert heat.exists() and library_dir not in heat.parents
     assert not list(library_dir.rglob("*.heat.png"))
     assert json.loads(runner.invoke(app, ["index", "--json"]).stdout)["embedded"] == 0
+
+
+def test_near_copies_are_trashed_only_when_close_to_the_keeper_itself(
+    cli_env: Settings, library_dir: Path
+) -> None:
+    """Near groups are chains of close pairs (a~b, b~c): at a threshold where the chain reaches photos
+    that look nothing like the keeper, those are skipped, never trashed (the whole library once went)."""
+    import numpy as np
+
+    from photoman.catalog.models import Photo
+    from photoman.library import Library
+    from photoman.vectors import IMAGE, point_id
+
+    runner = CliRunner()
+    assert runner.invoke(app, ["index", str(library_dir)]).exit_code == 0
+    with Library(cli_env) as lib, lib.catalog.session() as s:
+        rows = {r.path: r.content_hash for r in s.query(Photo)}
+        vec = {p.id: p.vectors[IMAGE] for p in lib.store.retrieve(
+            [point_id(h, lib.model_id) for h in set(rows.values())], with_vectors=True)}  # fmt: skip
+        model = lib.model_id
+    of = {path: vec[point_id(h, model)] for path, h in rows.items()}
+    vs = list(vec.values())
+    sims = sorted(float(np.dot(a, b)) for i, a in enumerate(vs) for b in vs[i + 1 :])
+    threshold = sims[len(sims) // 2]  # half the pairs close: groups chain through middling pairs
+    args = ["dupes", "--dry-run", "--json", "--no-rotations", "--threshold", f"{threshold:.6f}"]
+    res = runner.invoke(app, args)
+    found = json.loads(res.stdout)
+    keepers = {g["keeper"]: g for g in found["groups"]}
+    keeper_of = {p["path"]: g["keeper"] for g in found["groups"] for p in g["photos"]}
+    plan = found["plan"]
+    trashed = [s["path"] for s in plan if s["action"] == "trash"]
+    assert keepers and all(float(np.dot(of[p], of[keeper_of[p]])) >= threshold - 1e-4 for p in trashed)
+    far = [s for s in plan if s["action"] == "skip" and "near copy of a near copy" in s["reason"]]
+    assert far  # the chain did reach such photos here: the old code marked them for the trash
