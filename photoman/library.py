@@ -297,6 +297,10 @@ class Library(Models):
         writable = self.busy is None and (self.lease is None or self.write)  # not a shared library's standby
         state = resolve(self.catalog, self.model_id, write=writable, check=_check_model)
         if state.active != self.model_id:
+            # the text encoder prefetched for the setting's model is not this library's: start over
+            self._join_prefetch()
+            with self._model_lock:
+                self._encoder, self._text, self._text_tried, self._cache_tried = None, None, False, False
             self.settings = self.settings.with_overrides(model=state.active)
             self.model_id = state.active
         self.target_name: str | None = state.target

@@ -268,3 +268,21 @@ def test_a_root_removed_while_a_switch_builds_takes_its_captions_out_of_the_new_
         ops.roots_remove(lib, path=str(other))
         assert switch.complete(lib)
     assert caption_cosine(cli_env, photo) is None
+
+
+def test_queries_after_a_switch_use_the_librarys_model_not_the_setting(
+    cli_env: Settings, library_dir: Path, wide_model: Path
+) -> None:
+    """`models use` done in-process while the setting still names the old model: a `--no-daemon` query
+    encodes with the library's model (it encoded with the setting's, prefetched: no results for a text,
+    a traceback for an image, and a stray collection of the wrong size)."""
+    runner = CliRunner()
+    assert runner.invoke(app, ["--no-daemon", "index", str(library_dir)]).exit_code == 0
+    assert runner.invoke(app, ["--no-daemon", "models", "use", str(wide_model)]).exit_code == 0
+    text = runner.invoke(app, ["--no-daemon", "find", "a cat", "--all", "--json"])
+    assert text.exit_code == 0 and len(json.loads(text.stdout)) == 10, text.output
+    chelsea = str(library_dir / "scikit-image--chelsea.png")
+    image = runner.invoke(app, ["--no-daemon", "find", "--image", chelsea, "--json", "-n", "1"])
+    assert image.exit_code == 0 and json.loads(image.stdout)[0]["path"].endswith("chelsea.png"), image.output
+    collections = sorted(p.name for p in (cli_env.data_dir / "vectors").iterdir() if p.is_dir())
+    assert not [c for c in collections if "tiny-clip-24" in c and not c.endswith("-24")], collections
