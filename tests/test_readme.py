@@ -31,7 +31,8 @@ def test_readme_documents_every_command() -> None:
 
 
 def test_the_python_example_runs(cli_env, library_dir: Path, tmp_path: Path) -> None:  # noqa: ANN001
-    """The README's script example, run as written against a test library."""
+    """The README's script example, saved as a script and run as written against a test library (as
+    `python -c` it hid that the decode workers import a script without a __main__ guard)."""
     import os
     import shutil
     import subprocess
@@ -42,7 +43,8 @@ def test_the_python_example_runs(cli_env, library_dir: Path, tmp_path: Path) -> 
     code = re.search(r"```python\n(.+?)\n```", section, flags=re.S).group(1)
     work = tmp_path / "script"
     shutil.copytree(library_dir, work / "tests-library")
-    proc = subprocess.run([sys.executable, "-c", code], cwd=work, env=dict(os.environ), capture_output=True,
+    (work / "example.py").write_text(code + "\n")
+    proc = subprocess.run([sys.executable, "example.py"], cwd=work, env=dict(os.environ), capture_output=True,
                           text=True, timeout=300)  # fmt: skip
     assert proc.returncode == 0, proc.stderr
     lines = proc.stdout.splitlines()
