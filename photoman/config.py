@@ -45,6 +45,12 @@ PRECISIONS = ("auto", "fp32", "bf16", "fp16", "onnx", "int8")
 TUI_IMAGES = ("auto", "halfcell", "unicode")
 
 
+DEFAULT_EXCLUDE = [
+    "node_modules/", "__pycache__/", "venv/", ".venv/", "site-packages/", "dist-packages/", ".cache/",
+    "Caches/", ".Trash*/", "$RECYCLE.BIN/", "*.heat.png",
+]  # fmt: skip
+
+
 @dataclass(frozen=True)
 class Settings:
     """Everything photoman can be told; frozen so a run sees one consistent view."""
@@ -77,12 +83,7 @@ class Settings:
     min_free_mb: int = 200  # indexing stops (one clear line, nothing lost) while less is free for the library
     autostart: int = 1  # 1: commands that need the model start the daemon when none runs; 0: in-process
     # gitignore patterns left out of every root (replaces the defaults: caches, dependency folders, venvs)
-    exclude: list[str] = field(
-        default_factory=lambda: [
-            "node_modules/", "__pycache__/", "venv/", ".venv/", "site-packages/", "dist-packages/", ".cache/",
-            "Caches/", ".Trash*/", "$RECYCLE.BIN/", "*.heat.png",
-        ]
-    )  # fmt: skip
+    exclude: list[str] = field(default_factory=lambda: list(DEFAULT_EXCLUDE))
     config_file: Path | None = None
 
     def __post_init__(self) -> None:
@@ -173,6 +174,13 @@ def _problem(s: Settings) -> str | None:
         return f"rescan_interval: seconds, more than 0, not {s.rescan_interval}"
     if not isinstance(s.poll_roots, list) or not all(isinstance(r, str) and r for r in s.poll_roots):
         return "poll_roots: a list of folder paths"
+    if not isinstance(s.exclude, list) or not all(isinstance(p, str) for p in s.exclude):
+        return "exclude: a list of gitignore patterns"
+    if s.exclude != DEFAULT_EXCLUDE:  # (the defaults are known good: no pathspec import per command)
+        from photoman.indexing.ignore import bad_pattern
+
+        if (bad := bad_pattern(s.exclude)) is not None:
+            return f"exclude: not a gitignore pattern: {bad}"
     url = s.qdrant_url
     if url is not None and url != "" and not re.match(r"https?://", url) and not os.path.isabs(url):
         hint = f"; did you mean http://{url}?" if re.fullmatch(r"[\w.-]+:\d+", url) else ""

@@ -7,6 +7,7 @@ import shutil
 from dataclasses import replace
 from pathlib import Path
 
+import pytest
 from sqlalchemy import select
 
 from photoman.catalog.models import Photo
@@ -77,3 +78,26 @@ def test_paths_below_a_folder_are_what_relpath_gives() -> None:
 
     for path, folder in (("/a/b/c.jpg", "/a"), ("/a/b/c.jpg", "/a/b"), ("/x.jpg", "/"), ("/a/é b/c", "/a")):
         assert _below(path, folder) == os.path.relpath(path, folder)
+
+
+def test_a_bad_pattern_is_a_setting_error_or_a_skipped_line(
+    settings: Settings, library_dir: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """In the `exclude` setting, a pattern that is not one (`[z-a]`) is refused when the settings are
+    read (it was a traceback at `index`, and a daemon stuck in error); in a `.photomanignore` in the
+    library, that line is left out and the rest of the file still applies."""
+    from typer.testing import CliRunner
+
+    from photoman.cli import app
+    from photoman.errors import SettingValueError
+
+    with pytest.raises(SettingValueError, match=r"exclude: not a gitignore pattern: '\*\*/\[z-a\]'"):
+        replace(settings, exclude=["**/[z-a]"])
+    monkeypatch.setenv("PHOTOMAN_EXCLUDE", "[z-a]")
+    res = CliRunner().invoke(app, ["config"])
+    assert res.exit_code == 2 and "exclude" in res.stderr and res.stderr.count("\n") == 1, res.output
+    (library_dir / "trips" / ".photomanignore").write_text("[z-a]\n*.png\n")
+    with Library(settings) as lib:
+        rep = index(lib, [library_dir])
+        got = _paths(lib)
+    assert not rep.errors and got and not [p for p in got if "/trips/" in p and p.endswith(".png")]

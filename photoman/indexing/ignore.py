@@ -27,7 +27,33 @@ def _ignore_file(folder: str, mtime: float) -> pathspec.GitIgnoreSpec | None:
         data = read_regular(os.path.join(folder, IGNORE_FILE), 64 * 1024)
     except (DecodeError, OSError):
         return None
-    return pathspec.GitIgnoreSpec.from_lines(data.decode("utf-8", "replace").splitlines())
+    return _lenient(data.decode("utf-8", "replace").splitlines())
+
+
+def _lenient(lines: list[str]) -> pathspec.GitIgnoreSpec:
+    """The patterns of a file in the library, a line that is not a valid pattern (``[z-a]``) left out:
+    a file a user (or anyone) put there must not stop the run."""
+    try:
+        return pathspec.GitIgnoreSpec.from_lines(lines)
+    except Exception:  # noqa: BLE001 - pathspec raises its own error or re.error, by line
+        good = []
+        for line in lines:
+            try:
+                pathspec.GitIgnoreSpec.from_lines([line])
+            except Exception:  # noqa: BLE001
+                continue
+            good.append(line)
+        return pathspec.GitIgnoreSpec.from_lines(good)
+
+
+def bad_pattern(patterns: list[str]) -> str | None:
+    """The first of these patterns that is not a valid gitignore pattern, with why, or None."""
+    for p in patterns:
+        try:
+            pathspec.GitIgnoreSpec.from_lines([p])
+        except Exception as exc:  # noqa: BLE001 - pathspec raises its own error or re.error
+            return f"{p!r} ({str(exc).splitlines()[0] if str(exc) else type(exc).__name__})"
+    return None
 
 
 def _spec_of(folder: str) -> pathspec.GitIgnoreSpec | None:
