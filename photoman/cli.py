@@ -973,14 +973,15 @@ def config_show(
 
 def _plain(value: Any, name: str = "") -> Any:
     """JSON-able, with secrets (an API key, a password inside a URL) masked."""
-    import re
 
     if isinstance(value, Path):
         return str(value)
     if name == "qdrant_api_key" and value:
         return "***"
     if isinstance(value, str) and "://" in value:
-        return re.sub(r"(://[^:/@]+:)[^@]*@", r"\1***@", value)
+        from photoman.catalog.db import mask_secrets
+
+        return mask_secrets(value)
     return value
 
 

@@ -8,6 +8,7 @@ from typing import Any
 
 from sqlalchemy import func, select
 
+from photoman.catalog.db import shown_url
 from photoman.catalog.models import ERROR, OK, Photo, Root
 from photoman.errors import PhotomanError
 from photoman.library import Library
@@ -84,7 +85,7 @@ def library_status(lib: Library, errors_limit: int = 20) -> dict[str, Any]:
         "switch": progress(lib),
         "runtime": image_runtime(lib),
         "catalog": {
-            "url": lib.catalog.engine.url.render_as_string(hide_password=True),
+            "url": shown_url(lib.catalog.engine.url),
             "bytes": catalog_bytes,
             # a shared (PostgreSQL) catalog: who holds its writer lease now (None: nobody); no lease on SQLite
             "lease": {"holder": lib.writer_name()} if lib.lease is not None else None,

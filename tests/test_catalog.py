@@ -181,3 +181,6 @@ def test_bad_catalog_url_is_a_clear_error(tmp_path: Path) -> None:
     with pytest.raises(PhotomanError, match=r"cannot open catalog postgresql://me:\*\*\*@") as e:
         Catalog(f"postgresql://me:s3cret@/photoman?host={tmp_path}")  # plain postgresql:// means psycopg 3
     assert "s3cret" not in str(e.value) and "\n" not in str(e.value)
+    with pytest.raises(PhotomanError, match="cannot open catalog") as e:  # a password as a parameter too
+        Catalog(f"postgresql://me@/photoman?host={tmp_path}&password=s3cret")
+    assert "s3cret" not in str(e.value) and "password=***" in str(e.value)

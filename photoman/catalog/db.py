@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
+import re
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 from sqlalchemy import create_engine, event
-from sqlalchemy.engine import Connection, Engine, make_url
+from sqlalchemy.engine import URL, Connection, Engine, make_url
 from sqlalchemy.exc import ArgumentError, DatabaseError, OperationalError
 from sqlalchemy.orm import Session, sessionmaker
 
@@ -34,12 +35,22 @@ def _sqlite_pragmas(dbapi_conn, _record) -> None:  # noqa: ANN001 - DBAPI connec
     cur.close()
 
 
-def shown_url(url: str) -> str:
-    """The URL as messages show it: the password masked."""
+# a secret given as a query parameter (`?password=…`, libpq's `sslpassword`, a token): masked too
+_SECRET_PARAM = re.compile(r"([?&](?:password|passwd|pwd|sslpassword|api_?key|token)=)[^&#]*", re.IGNORECASE)
+
+
+def mask_secrets(text: str) -> str:
+    """A URL (or any text holding one) with its password, in the user part or the query, masked."""
+    return _SECRET_PARAM.sub(r"\1***", re.sub(r"(://[^:/@]+:)[^@]*@", r"\1***@", text))
+
+
+def shown_url(url: str | URL) -> str:
+    """The URL as messages show it: the password masked, wherever it was given."""
     try:
-        return make_url(url).render_as_string(hide_password=True)
+        text = (url if isinstance(url, URL) else make_url(url)).render_as_string(hide_password=True)
     except ArgumentError:
-        return url
+        text = str(url)
+    return mask_secrets(text)
 
 
 def make_engine(url: str) -> Engine:

@@ -125,7 +125,9 @@ class WriterLease:
             who = self.holder() or "another photoman process"
         except DBAPIError:  # the catalog is out of reach: the refusal still says why, without a name
             who = "another photoman process"
-        where = self.url.render_as_string(hide_password=True)
+        from photoman.catalog.db import shown_url
+
+        where = shown_url(self.url)
         return error(
             f"the library in {where} is busy: {who} holds its writer lease; this process may read "
             "it but not write it (stop that process, or wait: the lease is free once it exits)"

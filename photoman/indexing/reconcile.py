@@ -47,7 +47,9 @@ def reconcile(lib: Library) -> ReconcileReport:
     orphans = store_ids - expected
     if orphans and (not expected or len(orphans) > ORPHANS_KEPT_PAST * len(store_ids)):
         report.orphans_kept = len(orphans)
-        where = lib.catalog.engine.url.render_as_string(hide_password=True)
+        from photoman.catalog.db import shown_url
+
+        where = shown_url(lib.catalog.engine.url)
         log.warning(
             "the vector store holds %d photos that the catalog (%s) does not know: left alone, as "
             "this may not be the library's catalog (check catalog_url)", len(orphans), where,
