@@ -35,8 +35,30 @@ AUTOSTART_OPS = frozenset(
 LONG_OPS = {"tag": 3600.0, "dupes": 3600.0, "index": 60.0, "models_use": 3600.0}  # a model may download
 
 
+def _strings(value: Any, name: str, paths: bool = False) -> list[Any]:
+    """A list argument as a list: one string (or path) given alone is a list of one, not of its
+    characters; anything else but strings is refused as the user's mistake."""
+    kinds = (str, os.PathLike) if paths else (str,)
+    if value is None:
+        return []
+    if isinstance(value, kinds):
+        return [value]
+    if isinstance(value, (list, tuple)) and all(isinstance(v, kinds) for v in value):
+        return list(value)
+    what = "paths" if paths else "strings"
+    raise BadInputError(f"{name} must be a list of {what} (or one), not {value!r:.60}")
+
+
+def _text(value: Any, name: str) -> None:
+    """An option that takes text: None or a string, nothing else (a number is the caller's mistake)."""
+    if value is not None and not isinstance(value, str):
+        raise BadInputError(f"{name} must be a string, not {value!r:.60}")
+
+
 def _abs(path: str | os.PathLike[str]) -> str:
     """Absolute, as the daemon needs; an empty path is refused (it would mean this process's folder)."""
+    if not isinstance(path, (str, os.PathLike)):
+        raise BadInputError(f"a path must be a string, not {path!r:.60}")
     if not os.fspath(path):
         raise BadInputError("an empty path (it would mean the current folder)")
     return os.path.abspath(os.path.expanduser(os.fspath(path)))
@@ -326,7 +348,9 @@ class Client:
 
     def classify(self, path: str | os.PathLike[str], labels: Sequence[str]) -> dict[str, float]:
         """Probability of each label for one image (zero-shot)."""
-        return self._call("classify", {"path": _image_arg(path), "labels": list(labels)})
+        if isinstance(labels, str):  # as on the command line: "cat,dog,car"
+            labels = [w.strip() for w in labels.split(",")]
+        return self._call("classify", {"path": _image_arg(path), "labels": _strings(labels, "labels")})
 
     def locate(
         self, path: str | os.PathLike[str], text: str, out: str | os.PathLike[str] | None = None
@@ -342,7 +366,8 @@ class Client:
         self, images: Sequence[str | os.PathLike[str]] = (), texts: Sequence[str] = ()
     ) -> dict[str, Any]:
         """Unit vectors of images and texts: {model, dim, vectors: [{input, kind, vector}]}."""
-        return self._call("embed", {"images": [_image_arg(p) for p in images], "texts": list(texts)})
+        files = [_image_arg(p) for p in _strings(images, "images", paths=True)]
+        return self._call("embed", {"images": files, "texts": _strings(texts, "texts")})
 
     def models(self) -> dict[str, Any]:
         """Known models and this library's: downloaded, collection present, photos, current."""
@@ -380,7 +405,8 @@ class Client:
         from photoman.paths import check_new_root
 
         own = self.settings.own_folders
-        paths = [check_new_root(f, force=force, own=own) for f in folders or []]  # refused before any work
+        folders = _strings(folders, "folders", paths=True)
+        paths = [check_new_root(f, force=force, own=own) for f in folders]  # refused before any work
         args = {"folders": paths, "force": force}
         if self.mode != "direct" and self.want_daemon is not False and self.daemon_running():
             self.mode = "daemon"
@@ -458,8 +484,12 @@ def build_query(
     from photoman.search.filters import build_filter
     from photoman.search.query import Query, parse_query
 
-    words = [query] if isinstance(query, str) else list(query or [])
-    images = [image] if isinstance(image, str | os.PathLike) else list(image or [])
+    words = _strings(query, "query")
+    images = _strings(image, "image", paths=True)
+    texts = {"since": since, "until": until, "folder": folder, "camera": camera, "near": near}
+    for name, value in texts.items():
+        _text(value, name)
+    tags, formats = _strings(tags, "tags"), _strings(formats, "formats")
     if all and threshold is not None:
         raise BadInputError("--all and --threshold contradict each other; pick one")
     q = Query(

@@ -267,6 +267,16 @@ def test_python_api(cli_env: Settings, library_dir: Path) -> None:
         assert pm.mode == "direct"
         with pytest.raises(photoman.errors.BadInputError, match="limit"):
             pm.find("cat", limit=0)
+        # one string where a list goes is a list of one (it was split into characters); a value of the
+        # wrong kind is the caller's mistake, a PhotomanError like any other (it was a TypeError)
+        chelsea = library_dir / "scikit-image--chelsea.png"
+        assert set(pm.classify(chelsea, "cat,dog")) == {"cat", "dog"}
+        assert pm.index(str(library_dir))["unchanged"] == 10
+        assert len(pm.embed(str(chelsea))["vectors"]) == 1
+        for call in (lambda: pm.find(5), lambda: pm.find("x", since=2020), lambda: pm.caption(5, "x"),
+                     lambda: pm.find(image=b"\x89PNG"), lambda: pm.embed(texts=[1])):  # fmt: skip
+            with pytest.raises(photoman.errors.BadInputError, match="must be"):
+                call()
 
 
 def test_the_tui_no_longer_locks_the_cli_out(env: dict[str, str], library_dir: Path) -> None:
