@@ -325,3 +325,17 @@ def test_the_command_exits_without_walking_its_objects(tmp_path: Path) -> None:
         cmd = [sys.executable, "-c", probe, *args]
         proc = subprocess.run(cmd, capture_output=True, text=True, timeout=120)
         assert proc.stdout.strip().endswith("frozen True"), (args, proc.stdout, proc.stderr)
+
+
+def test_a_qdrant_server_not_there_is_one_line_and_a_clean_exit(
+    env: dict[str, str], library_dir: Path
+) -> None:
+    """`qdrant_url` naming a port nobody listens on: one line, exit 1, every time (qdrant-client's
+    version check, in a daemon thread, crashed the interpreter's exit: signal 11 or 7 in most runs)."""
+    from .daemon_helpers import photoman
+
+    env = {**env, "PHOTOMAN_QDRANT_URL": "http://127.0.0.1:1"}
+    for _ in range(3):
+        res = photoman(env, "--no-daemon", "index", str(library_dir))
+        assert res.returncode == 1 and "cannot reach Qdrant" in res.stderr, (res.returncode, res.stderr)
+        assert len(res.stderr.strip().splitlines()) == 1

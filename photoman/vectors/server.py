@@ -77,7 +77,10 @@ class ServerStore:
     def _client_for(url: str, api_key: str | None) -> QdrantClient:
         if url == ":memory:" or not url.startswith(("http://", "https://")):
             return QdrantClient(location=url) if url == ":memory:" else QdrantClient(path=url)
-        return QdrantClient(url=url, api_key=api_key, timeout=30)
+        # no version check: qdrant-client runs it in a daemon thread, which a command that fails fast
+        # (a server not there) left inside OpenSSL as the interpreter exited: a segfault or bus error
+        # after the one-line message, most runs. A server too old fails on the first call instead.
+        return QdrantClient(url=url, api_key=api_key, timeout=30, check_compatibility=False)
 
     @classmethod
     def drop_named(cls, url: str, prefix: str, api_key: str | None = None) -> list[str]:
