@@ -289,9 +289,9 @@ def classify(lib: Library, *, path: str, labels: list[str]) -> dict[str, float]:
     file = _image_file(path)
     if not isinstance(labels, list) or not all(isinstance(x, str) for x in labels):
         raise BadInputError("labels must be a list of strings")
-    names = [" ".join(x.split()) for x in labels if x.strip()]
+    names = list(dict.fromkeys(" ".join(x.split()) for x in labels if x.strip()))  # each label once
     if len(names) < 2:
-        raise BadInputError("--labels needs at least two labels, separated by commas")
+        raise BadInputError("--labels needs at least two different labels, separated by commas")
     image = load_image(file, min_side=224)  # decoded (and checked) before the model loads
     encoder = lib.encoder
     if image.width < encoder.spec.size or image.height < encoder.spec.size:
