@@ -694,9 +694,9 @@ def classify(
     as_json: Annotated[bool, typer.Option("--json", help="JSON {label: probability}.")] = False,
 ) -> None:
     """Zero-shot classification: softmax over the given labels with CLIP's logit scale."""
-    names = [" ".join(x.split()) for x in labels.split(",") if x.strip()]
+    names = list(dict.fromkeys(" ".join(x.split()) for x in labels.split(",") if x.strip()))
     if len(names) < 2:
-        raise fail("--labels needs at least two labels, separated by commas", 2)
+        raise fail("--labels needs at least two different labels, separated by commas", 2)
     with client() as pm:
         probs = pm.classify(path, names)
     if as_json:
