@@ -92,6 +92,7 @@ class Client:
         self._busy_said = False  # the "daemon is busy" notice, once per client
         self._lib: Models | None = None
         self._lib_kind = ""  # "models" | "read" | "write" | "busy-ok"
+        self._closed = False
 
     # ---- transport ----
     @property
@@ -141,8 +142,15 @@ class Client:
             "take a minute); waiting for it; its log: %s", who, protocol.PING_TIMEOUT, self.settings.log_file,
         )  # fmt: skip
 
+    def _check_open(self) -> None:
+        """A closed client stays closed: reopening the library unasked kept its lock until the process
+        ended, and a new client in the same process then found it busy."""
+        if self._closed:
+            raise PhotomanError("this photoman client is closed; open another with photoman.open()")
+
     def _daemon_call(self, op: str, args: dict[str, Any] | None = None) -> Any:
         """A request to the daemon; one that stopped answering (or never did) is a one-line error."""
+        self._check_open()
         try:
             return protocol.call(self.socket, op, args, timeout=LONG_OPS.get(op, 300.0))
         except protocol.DaemonError:
@@ -186,6 +194,7 @@ class Client:
     def _local(self, op: str, args: dict[str, Any], progress: Progress | None) -> Any:
         from photoman import ops
 
+        self._check_open()
         entry = ops.OPS.get(op)
         if entry is None:
             raise BadInputError(f"{op} needs the daemon (`photoman watch --detach`)")
@@ -242,8 +251,10 @@ class Client:
         return self._lib is not None and (self._lib.encoder_loaded or self._lib._text_pack() is not None)
 
     def close(self) -> None:
-        """Release the stores if this process opened them (a daemon it started keeps running)."""
+        """Release the stores if this process opened them (a daemon it started keeps running); the
+        client answers nothing more."""
         self._close_lib()
+        self._closed = True
 
     def __enter__(self) -> Client:
         return self

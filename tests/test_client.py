@@ -277,6 +277,10 @@ def test_python_api(cli_env: Settings, library_dir: Path) -> None:
                      lambda: pm.find(image=b"\x89PNG"), lambda: pm.embed(texts=[1])):  # fmt: skip
             with pytest.raises(photoman.errors.BadInputError, match="must be"):
                 call()
+    with pytest.raises(photoman.errors.PhotomanError, match="client is closed"):
+        pm.find("cat")  # (it reopened the library and kept it locked, so the next client found it busy)
+    with photoman.open(daemon=False) as again:
+        assert again.status()["photos"]["indexed"] == 10
 
 
 def test_the_tui_no_longer_locks_the_cli_out(env: dict[str, str], library_dir: Path) -> None:
