@@ -208,13 +208,26 @@ def _unknown(name: str, where: str = "") -> SettingValueError:
     return SettingValueError(f"unknown setting {name!r}{where}{hint}")
 
 
+_FLAGS = {"text_int8", "auto_tag", "autostart"}
+_WORDS = {"0": 0, "1": 1, "false": 0, "true": 1, "off": 0, "on": 1, "no": 0, "yes": 1}
+
+
 def _coerce(name: str, value: Any) -> Any:
     if name not in _FIELD_TYPES:
         raise _unknown(name)
     kind = _FIELD_TYPES[name]
     try:
         if "Path" in kind:
-            return Path(os.path.expanduser(str(value))).absolute()
+            if not isinstance(value, str | os.PathLike) or not os.fspath(value):
+                raise ValueError  # (an empty one would be the current folder, wherever a command runs)
+            return Path(os.path.expanduser(os.fspath(value))).absolute()
+        if name in _FLAGS:  # 0/1, and what people write for them: true/false, on/off, yes/no
+            if isinstance(value, str) and value.strip().lower() in _WORDS:
+                return _WORDS[value.strip().lower()]
+            if isinstance(value, bool):
+                return int(value)
+        if isinstance(value, bool) or (isinstance(value, float) and kind == "int" and not value.is_integer()):
+            raise ValueError  # batch_size = true or 1.5 is a mistake, not 1
         if kind == "int":
             return int(value)
         if kind == "float":
@@ -226,10 +239,12 @@ def _coerce(name: str, value: Any) -> Any:
         if kind.startswith("list"):
             if isinstance(value, str):
                 return [v for v in value.split(os.pathsep) if v]
-            if not isinstance(value, list):
+            if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
                 raise TypeError
-            return [str(v) for v in value]
-        return str(value) if value != "" else None
+            return list(value)
+        if not isinstance(value, str):
+            raise TypeError  # model = 5 is a mistake, not "5"
+        return value if value != "" else None
     except (TypeError, ValueError, OverflowError):
         raise SettingValueError(f"setting {name!r} must be {kind}, got {value!r}") from None
 
@@ -251,9 +266,16 @@ def _file_values(path: Path, explicit: bool) -> dict[str, Any]:
     except (tomllib.TOMLDecodeError, RecursionError) as exc:
         what = "nested too deeply" if isinstance(exc, RecursionError) else exc
         raise SettingValueError(f"cannot read config file {path}: {what}") from None
-    for name in values:
-        if name not in _FIELD_TYPES or name == "config_file":
+    for name, value in values.items():
+        if name == "config_file":
+            raise SettingValueError(f"config_file in {path}: a config file cannot name another; use "
+                                    "--config or PHOTOMAN_CONFIG")  # fmt: skip
+        if name not in _FIELD_TYPES:
             raise _unknown(name, f" in {path}")
+        relative = isinstance(value, str) and value and not value.startswith(("/", "~"))
+        if "Path" in _FIELD_TYPES[name] and relative:
+            # a relative folder in the file is the file's neighbour, wherever a command runs from
+            values[name] = str(path.absolute().parent / value)
     return values
 
 

@@ -34,6 +34,28 @@ def test_bad_config_is_a_config_error(tmp_path: Path) -> None:
         load_settings(bad, env={})
     with pytest.raises(ConfigError, match="workers"):
         load_settings(env={"PHOTOMAN_WORKERS": "lots", "PHOTOMAN_CONFIG": ""})
+    # values of the wrong kind are refused, not bent (1.5 and true were taken as 1, 5 as "5", an empty
+    # data_dir as the folder a command ran in)
+    for line, name in (("batch_size = 1.5", "batch_size"), ("batch_size = true", "batch_size"),
+                       ("settle = true", "settle"), ("model = 5", "model"), ('data_dir = ""', "data_dir"),
+                       ("state_dir = []", "state_dir"), ("exclude = [1]", "exclude"),
+                       ("config_file = 'x.toml'", "config_file")):  # fmt: skip
+        bad.write_text(line + "\n")
+        with pytest.raises(ConfigError, match=name):
+            load_settings(bad, env={})
+
+
+def test_flags_take_words_and_relative_folders_follow_the_config_file(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    cfg = tmp_path / "conf" / "photoman.toml"
+    cfg.parent.mkdir()
+    cfg.write_text('autostart = false\ndata_dir = "library-data"\nbatch_size = 4.0\n')
+    monkeypatch.chdir(tmp_path)  # not the file's folder
+    s = load_settings(cfg, env={})
+    assert s.autostart == 0 and s.data_dir == cfg.parent / "library-data" and s.batch_size == 4
+    for word, flag in (("true", 1), ("off", 0), ("1", 1)):
+        assert load_settings(cfg, env={"PHOTOMAN_AUTOSTART": word}).autostart == flag
 
 
 def test_default_model_is_laion_b32(tmp_path: Path) -> None:
