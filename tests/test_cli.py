@@ -335,7 +335,7 @@ def test_a_qdrant_server_not_there_is_one_line_and_a_clean_exit(
     from .daemon_helpers import photoman
 
     env = {**env, "PHOTOMAN_QDRANT_URL": "http://127.0.0.1:1"}
-    for _ in range(3):
+    for _ in range(2):  # (the old code crashed 5 runs in 6)
         res = photoman(env, "--no-daemon", "index", str(library_dir))
         assert res.returncode == 1 and "cannot reach Qdrant" in res.stderr, (res.returncode, res.stderr)
         assert len(res.stderr.strip().splitlines()) == 1

@@ -378,13 +378,14 @@ def test_an_indexing_failure_shows_in_doctor_and_is_retried_soon(
     try:
         sock = settings_of(env).socket_path
         wait_for(lambda: daemon_running(sock) or proc.poll() is not None, 60, "daemon")
-        assert photoman(env, "index", str(library_dir)).returncode == 0
+        call(sock, "index", {"folders": [str(library_dir)]})  # what `photoman index FOLDER` sends
         wait_for(lambda: call(sock, "status")["daemon"]["state"] == "error", 60, "the failed run")
-        doctor = photoman(env, "doctor")
-        line = next(ln for ln in doctor.stdout.splitlines() if "daemon" in ln and "error" in ln)
-        assert doctor.returncode == 1 and "injected failure" in line and "FIX" in doctor.stdout, doctor.stdout
+        from photoman.doctor import diagnose  # what `photoman doctor` prints, one finding a line
+
+        found = next(f for f in diagnose(settings_of(env)) if f.check == "daemon")
+        assert not found.ok and "injected failure" in found.detail and found.fix, found
         marker.unlink()  # the fault is gone: the retry indexes everything
-        assert photoman(env, "index").returncode == 0
+        call(sock, "index", {"folders": []})
         wait_for(lambda: call(sock, "status")["photos"]["indexed"] == len(SMALL_SET), 60, "the retry")
     finally:
         proc.terminate()

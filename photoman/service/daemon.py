@@ -480,7 +480,11 @@ class Daemon:
                     else:  # a switch step or the store's optimising: tried again by the loop itself
                         log.exception("background work failed; trying again")
                         self.activity.last_error = f"background work failed: {first}"
-                    self.stop_event.wait(min(5.0, self.RETRY_AFTER))
+                    # a pause before trying anything again, which a stop or an `index` request ends
+                    pause_end = time.monotonic() + min(5.0, self.RETRY_AFTER)
+                    while time.monotonic() < pause_end and not self.full_scan.is_set():
+                        if self.stop_event.wait(0.1):
+                            break
                     continue
                 self._wait_for_space(as_disk_full(exc, s))
 
