@@ -425,7 +425,7 @@ def find(
                     stdin=stdin)  # fmt: skip
     with client() as pm:
         results = pm.search(q)
-    print_results(results, as_json, ndjson, null, explain)
+    print_results(results, as_json, ndjson, null, explain, cut=q.cutoff != "none")
     if preview and results and not (as_json or ndjson or null):
         _preview(results)
     if open_ and results:
@@ -436,7 +436,7 @@ def find(
 
 
 def print_results(
-    results: list[dict[str, Any]], as_json: bool, ndjson: bool, null: bool, explain: bool
+    results: list[dict[str, Any]], as_json: bool, ndjson: bool, null: bool, explain: bool, cut: bool = True
 ) -> None:
     """Table (default), JSON array, NDJSON or NUL-separated paths; the same schema on every path."""
     if as_json:
@@ -453,7 +453,10 @@ def print_results(
         sys.stdout.buffer.flush()
         return
     if not results:
-        err_print("no results above the relevance cutoff (try --all, or check `photoman status`)")
+        if cut:
+            err_print("no results above the relevance cutoff (try --all, or check `photoman status`)")
+        else:  # --all: no cutoff to lift; the filters (or offline drives) left nothing
+            err_print("no photo matches these filters (check them, or `photoman status` for offline drives)")
         return
     from rich.table import Table
 

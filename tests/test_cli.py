@@ -339,3 +339,10 @@ def test_a_qdrant_server_not_there_is_one_line_and_a_clean_exit(
         res = photoman(env, "--no-daemon", "index", str(library_dir))
         assert res.returncode == 1 and "cannot reach Qdrant" in res.stderr, (res.returncode, res.stderr)
         assert len(res.stderr.strip().splitlines()) == 1
+
+
+def test_nothing_found_says_why_for_the_query_asked(indexed: Path) -> None:
+    """Nothing above the cutoff suggests --all; nothing with --all (the filters left nothing) does not
+    suggest it again."""
+    res = run("find", "a photo", "--all", "--since", "1901", "--until", "1901")
+    assert res.exit_code == 0 and "no photo matches these filters" in res.stderr and "--all" not in res.stderr
