@@ -1154,7 +1154,9 @@ def models_use(
         print_json(got)
         return
     line = functools.partial(out_print, highlight=False, markup=False)
-    if got["target"] is None and not got.get("switched"):
+    if got.get("cancelled"):
+        line(f"cancelled the switch to {shown(got['cancelled'])}; searches keep using {shown(got['active'])}")
+    elif got["target"] is None and not got.get("switched"):
         line(f"already using {shown(got['active'])}")
     elif got.get("background"):
         line(f"switching {_switch_line(got['switch'])}")

@@ -286,3 +286,18 @@ def test_queries_after_a_switch_use_the_librarys_model_not_the_setting(
     assert image.exit_code == 0 and json.loads(image.stdout)[0]["path"].endswith("chelsea.png"), image.output
     collections = sorted(p.name for p in (cli_env.data_dir / "vectors").iterdir() if p.is_dir())
     assert not [c for c in collections if "tiny-clip-24" in c and not c.endswith("-24")], collections
+
+
+def test_using_the_active_model_during_a_switch_says_it_cancelled_it(
+    cli_env: Settings, library_dir: Path, wide_model: Path
+) -> None:
+    """`models use ACTIVE` while a switch builds cancels it, and says so (it said "already using")."""
+    runner = CliRunner()
+    assert runner.invoke(app, ["--no-daemon", "index", str(library_dir)]).exit_code == 0
+    with Library(cli_env) as lib:
+        switch.start(lib, str(wide_model))  # recorded, not built: as a daemon stopped half-way leaves it
+        active = lib.model_id
+    res = runner.invoke(app, ["--no-daemon", "models", "use", active])
+    assert res.exit_code == 0 and "cancelled the switch to" in res.stdout, res.output
+    with Library(cli_env) as lib:
+        assert lib.target_name is None

@@ -132,9 +132,10 @@ def start(lib: Library, name: str) -> dict[str, Any]:
     active one again cancels a running switch). The model is checked (and downloaded) here."""
     ident = model_identity(name)
     if ident == lib.model_id:
-        if lib.target_name is not None:
+        cancelled = lib.target_name
+        if cancelled is not None:
             lib.set_target(None)
-        return {"active": lib.model_id, "target": None, "switch": None}
+        return {"active": lib.model_id, "target": None, "switch": None, "cancelled": cancelled}
     Models(lib.settings.with_overrides(model=ident)).dim  # noqa: B018 - loads or says why not
     lib.set_target(ident)
     return {"active": lib.model_id, "target": ident, "switch": progress(lib)}
