@@ -42,6 +42,12 @@ SHAPES: dict[str, dict[str, Any]] = {
         vision=dict(hidden_size=768, intermediate_size=3072, num_hidden_layers=12, num_attention_heads=12),
         projection_dim=512,
     ),
+    # the production image tower with a tiny text tower: image parity tests pay for the image side only
+    "vit-b-32-image": dict(
+        text=dict(hidden_size=32, intermediate_size=64, num_hidden_layers=2, num_attention_heads=2),
+        vision=dict(hidden_size=768, intermediate_size=3072, num_hidden_layers=12, num_attention_heads=12),
+        projection_dim=512,
+    ),
 }
 
 
