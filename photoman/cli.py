@@ -146,6 +146,17 @@ def client(**overrides: Any) -> Client:
     return Client(cfg, daemon=state.daemon, purpose=purpose, before_library=_notices_on_stderr)
 
 
+def model_client() -> Client:
+    """The client for a command that needs only a model (embed, classify, locate): with `--model` given
+    here, in this process, as a running daemon answers with its own model, not the one asked for."""
+    from photoman.client import Client
+
+    if state.options.get("model") is None:
+        return client()
+    purpose = f"photoman {sys.argv[1] if len(sys.argv) > 1 else ''}".strip()
+    return Client(settings(), daemon=False, purpose=purpose, before_library=_notices_on_stderr)
+
+
 def _notice(line: str, _level: int) -> None:
     """A notice (already escaped): through the stderr console, so it prints above a live progress bar."""
     err_print(line, highlight=False, markup=False, soft_wrap=True)
@@ -557,7 +568,7 @@ def embed(
     """Print the normalised CLIP vectors of images and/or texts (for scripts)."""
     if not images and not text:
         raise fail("nothing to embed: give image files and/or --text", 2)
-    with client() as pm:
+    with model_client() as pm:
         got = pm.embed(images or [], text or [])
     if as_json:
         sys.stdout.write(json.dumps(got["vectors"]) + "\n")
@@ -700,7 +711,7 @@ def classify(
     names = list(dict.fromkeys(" ".join(x.split()) for x in labels.split(",") if x.strip()))
     if len(names) < 2:
         raise fail("--labels needs at least two different labels, separated by commas", 2)
-    with client() as pm:
+    with model_client() as pm:
         probs = pm.classify(path, names)
     if as_json:
         print_json(probs)
@@ -729,7 +740,7 @@ def locate(
     """Zero-shot localisation: sliding windows scored against the text; heat map PNG and best box."""
     if not query.strip():
         raise fail("empty query: say what to look for", 2)
-    with client() as pm:
+    with model_client() as pm:
         info = pm.locate(path, query, out_file)
     if as_json:
         print_json(info)

@@ -47,8 +47,11 @@ def stop_daemon(env: dict[str, str]) -> None:
         assert res.returncode == 0, res.stderr
 
 
-def test_a_live_daemon_answers_thin_processes(env: dict[str, str], library_dir: Path, tmp_path: Path) -> None:
-    """With a daemon answering, find/caption/status/tags/tag/dupes/index/stop import nothing heavy."""
+def test_a_live_daemon_answers_thin_processes(
+    env: dict[str, str], library_dir: Path, tmp_path: Path, wide_model: Path
+) -> None:
+    """With a daemon answering, find/caption/status/tags/tag/dupes/index/stop import nothing heavy;
+    `--model OTHER embed` is answered with that model, here, not with the daemon's."""
     index_here(env, library_dir)
     proc = start(env, tmp_path)
     try:
@@ -84,6 +87,8 @@ def test_a_live_daemon_answers_thin_processes(env: dict[str, str], library_dir: 
         assert not mods & set(HEAVY)
         res, _ = run_timed(env, "find", "--image", str(tmp_path / "nope.jpg"))
         assert res.returncode == 2 and "no such image" in res.stderr
+        res, _ = run_timed(env, "--model", str(wide_model), "embed", "--text", "a cat", "--json")
+        assert res.returncode == 0 and json.loads(res.stdout)[0]["dim"] == 24, res.stdout  # (it said 16)
         res, mods = run_timed(env, "stop")
         assert res.returncode == 0 and "stopped daemon" in res.stdout and not mods & set(HEAVY)
         proc.wait(timeout=60)
