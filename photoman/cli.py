@@ -1224,6 +1224,8 @@ def eval_(
     first = report["results"][0]
     out_print(f"{report['kind']} set: {first['images']} photos, {first['queries']} queries", highlight=False)
     print_table(table)
+    for s in first.get("skipped") or []:  # (the same files for every model)
+        err_print(f"  skipped {shown(s['path'])}: {shown(s['error'])}", highlight=False, markup=False)
 
 
 _VALUE_OPTIONS = {"--data-dir", "--model", "--device", "--qdrant-url", "--catalog-url", "--config"}

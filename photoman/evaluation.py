@@ -99,14 +99,24 @@ def recall_at(ranking: np.ndarray, relevant: list[set[int]], k: int) -> float:
 
 def evaluate(models: Any, data: EvalSet) -> dict[str, Any]:
     """The figures for one model (``models``: a :class:`photoman.library.Models`)."""
+    from photoman.errors import DecodeError
     from photoman.media.decode import load_image
     from photoman.zeroshot.labels import label_vectors, zero_shot_probs
 
     started = time.perf_counter()
     encoder = models.encoder
-    image_vecs = np.concatenate(
-        [encoder.encode_images([load_image(p, min_side=encoder.spec.size)]) for p in data.images]
-    )
+    vecs_of: dict[int, np.ndarray] = {}
+    skipped: list[dict[str, str]] = []  # an unreadable image costs its own place in the set, not the run
+    for i, p in enumerate(data.images):
+        try:
+            vecs_of[i] = encoder.encode_images([load_image(p, min_side=encoder.spec.size)])[0]
+        except DecodeError as exc:
+            skipped.append({"path": str(p), "error": str(exc)})
+    if skipped:
+        data = _without(data, set(vecs_of))
+        if not data.images or not data.queries:
+            raise DecodeError(f"no readable image left to evaluate ({skipped[0]['error']})")
+    image_vecs = np.stack([vecs_of[i] for i in sorted(vecs_of)])
     prompts = [f"a photo of a {q}" if data.kind == "folders" else q for q in data.queries]
     text_vecs = models.text_encoder.encode_texts(prompts)
     ranking = np.argsort(-(text_vecs @ image_vecs.T), axis=1, kind="stable")
@@ -121,5 +131,24 @@ def evaluate(models: Any, data: EvalSet) -> dict[str, Any]:
         vecs = label_vectors(encoder, data.queries, None)
         predicted = zero_shot_probs(image_vecs, vecs, encoder).argmax(axis=1)
         out["zero_shot_accuracy"] = round(float(np.mean(predicted == np.array(data.labels))), 4)
+    out["skipped"] = skipped
     out["seconds"] = round(time.perf_counter() - started, 2)
     return out
+
+
+def _without(data: EvalSet, kept: set[int]) -> EvalSet:
+    """The set with only the images at ``kept`` (renumbered), and the queries that still have one."""
+    new = {old: n for n, old in enumerate(sorted(kept))}
+    relevant = [{new[i] for i in rel if i in new} for rel in data.relevant]
+    keep_q = [q for q, rel in enumerate(relevant) if rel]
+    labels = None
+    if data.labels is not None:  # folder sets: a kept image's label is a kept query (it is relevant to it)
+        renumber = {q: n for n, q in enumerate(keep_q)}
+        labels = [renumber[data.labels[old]] for old in sorted(kept)]
+    return EvalSet(
+        images=[data.images[old] for old in sorted(kept)],
+        queries=[data.queries[q] for q in keep_q],
+        relevant=[relevant[q] for q in keep_q],
+        labels=labels,
+        kind=data.kind,
+    )

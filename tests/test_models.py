@@ -89,3 +89,13 @@ def test_eval_folders_and_captions_for_two_models(
     assert res.exit_code == 0 and "captions set: 2 photos, 2 queries" in res.stdout
     bad = runner.invoke(app, ["eval", str(tmp_path / "nope")])
     assert bad.exit_code == 2 and "no such folder" in bad.stderr
+    # an unreadable photo costs its own place, not the evaluation (it stopped the whole run); a label
+    # left with no readable photo leaves the queries
+    (folders / "rocket" / "broken.jpg").write_bytes(b"not a jpeg")
+    (folders / "empty label").mkdir()
+    (folders / "empty label" / "also-broken.png").write_bytes(b"nope")
+    res = runner.invoke(app, ["eval", str(folders), "--json"])
+    assert res.exit_code == 0, res.output
+    (r,) = json.loads(res.stdout)["results"]
+    assert r["images"] == 4 and r["queries"] == 3 and r["recall@10"] == 1.0
+    assert sorted(Path(s["path"]).name for s in r["skipped"]) == ["also-broken.png", "broken.jpg"]
