@@ -36,23 +36,23 @@ def _lenient(lines: list[str]) -> pathspec.GitIgnoreSpec:
     try:
         return pathspec.GitIgnoreSpec.from_lines(lines)
     except Exception:  # noqa: BLE001 - pathspec raises its own error or re.error, by line
-        good = []
-        for line in lines:
-            try:
-                pathspec.GitIgnoreSpec.from_lines([line])
-            except Exception:  # noqa: BLE001
-                continue
-            good.append(line)
-        return pathspec.GitIgnoreSpec.from_lines(good)
+        return pathspec.GitIgnoreSpec.from_lines([ln for ln in lines if _pattern_error(ln) is None])
+
+
+def _pattern_error(pattern: str) -> str | None:
+    """Why ``pattern`` is not a valid gitignore pattern, or None when it is one."""
+    try:
+        pathspec.GitIgnoreSpec.from_lines([pattern])
+    except Exception as exc:  # noqa: BLE001 - pathspec raises its own error or re.error
+        return str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+    return None
 
 
 def bad_pattern(patterns: list[str]) -> str | None:
     """The first of these patterns that is not a valid gitignore pattern, with why, or None."""
     for p in patterns:
-        try:
-            pathspec.GitIgnoreSpec.from_lines([p])
-        except Exception as exc:  # noqa: BLE001 - pathspec raises its own error or re.error
-            return f"{p!r} ({str(exc).splitlines()[0] if str(exc) else type(exc).__name__})"
+        if (why := _pattern_error(p)) is not None:
+            return f"{p!r} ({why})"
     return None
 
 

@@ -206,11 +206,10 @@ class _Writer:
             }
             # a root removed while this run went on (`roots remove` served by the daemon meanwhile):
             # its photos are not added back (their rows would name a root that is no longer there)
-            wanted = {self.roots_of[p.file.path] for p in items if p.file.path not in rows}
+            new_paths = [p.file.path for p in items if p.file.path not in rows]
+            wanted = {self.roots_of[path] for path in new_paths}
             alive = set(s.scalars(select(Root.id).where(Root.id.in_(wanted)))) if wanted else set()
-            orphaned = {p.file.path for p in items if p.file.path not in rows} - {
-                path for path in (p.file.path for p in items) if self.roots_of[path] in alive
-            }
+            orphaned = {path for path in new_paths if self.roots_of[path] not in alive}
             if orphaned:
                 items = [p for p in items if p.file.path not in orphaned]
                 kept = {p.content_hash for p in items}
