@@ -318,11 +318,11 @@ def test_search_and_dupes_answer_throughout_a_store_upgrade(settings: Settings, 
         old = ids[::2]  # half the points back to format 1
         for pt in lib.store.retrieve(old):
             lib.store.set_payload([pt.id], {"hash": pt.payload["content_hash"]})
-        lib.store._shard.update(qe.UpdateOperation.delete_payload(old, ["content_hash"]))  # type: ignore[attr-defined]
+        lib.store.live._shard.update(qe.UpdateOperation.delete_payload(old, ["content_hash"]))  # type: ignore[attr-defined]
         assert sorted(pt.id for pt in lib.store.retrieve(ids) if "hash" in pt.payload) == old
         assert [(r.path, r.duplicates) for r in search(lib, q)] == before
         assert find_duplicates(lib, rotations=False) == groups
-        shard = lib.store.path  # type: ignore[attr-defined]
+        shard = lib.store.live.path  # type: ignore[attr-defined]
     (shard / FORMAT_FILE).unlink()  # as an older photoman left it: no format recorded
     with Library(settings) as lib:
         payloads = [pt.payload for pt in lib.store.retrieve(ids)]

@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 
 from photoman.errors import StoreBusyError
-from photoman.vectors import IMAGE, SearchFilter, VectorPoint, collection_name, edge, point_id
+from photoman.vectors import IMAGE, SearchFilter, VectorPoint, collection_name, point_id
 from photoman.vectors.edge import EdgeStore
 from photoman.vectors.server import ServerStore
 
@@ -379,7 +379,6 @@ def test_edge_survives_kill_9_while_sealing_segments(tmp_path: Path) -> None:
     import random
     import subprocess
     import sys
-    import time
 
     shard = tmp_path / "shard"
     script = tmp_path / "writer.py"
@@ -413,140 +412,3 @@ def test_edge_survives_kill_9_while_sealing_segments(tmp_path: Path) -> None:
     s.close()
 
 
-def test_a_busy_store_puts_sealing_off_until_idle_or_overdue(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    """While a user queries (busy), a seal (it holds the process) waits for the daemon's idle call;
-    the points written meanwhile are found all the same; a seal put off for MAX_DEFER (counted from
-    the first call put off), or for two seals' worth of points, runs anyway."""
-    dim, n = 64, 3000
-    rng = np.random.default_rng(5)
-    vecs = rng.standard_normal((n, dim)).astype(np.float32)
-    vecs /= np.linalg.norm(vecs, axis=1, keepdims=True)
-    ids = [point_id(f"h{i}", "m") for i in range(n)]
-    s = EdgeStore.open(tmp_path / "shard", "test", dim, segment_kb=64)  # ~500 vectors a segment
-    busy = [True]
-    s.busy = lambda: busy[0]
-
-    def write(lo: int, hi: int, batch: int = 250) -> None:
-        for start in range(lo, hi, batch):
-            s.upsert([VectorPoint(ids[i], {IMAGE: vecs[i]}, {"content_hash": f"h{i}"})
-                      for i in range(start, start + batch)])  # fmt: skip
-            s.optimize()
-
-    def segments() -> int:
-        return s._shard.info().segments_count
-
-    write(0, 1000)
-    assert s.pending and segments() == 1  # nothing sealed while busy
-    assert s.search(vecs[700], limit=1)[0].id == ids[700]
-    s.optimize(idle=True)  # the daemon's idle loop
-    assert not s.pending and segments() > 1
-    # calls put off 0.2 s apart: the one at least MAX_DEFER after the first runs the work
-    monkeypatch.setattr(edge, "MAX_DEFER", 0.5)
-    calls = 0
-    for start in range(1000, 1500, 50):
-        write(start, start + 50, 50)
-        calls += 1
-        if not s.pending:
-            break
-        time.sleep(0.2)
-    assert 2 <= calls < 10 and not s.pending
-    # a backlog of two seals' worth runs it at once
-    monkeypatch.setattr(edge, "MAX_DEFER", 600.0)
-    assert s._backlog_cap() == 1024  # 64 KB segments of 64 float16 dims: 2 x 512 points
-    sealed = segments()
-    write(1500, 2500)  # 1000 points: under the cap
-    assert s.pending and segments() == sealed
-    write(2500, 2750)  # 1250: past it
-    assert not s.pending and segments() > sealed
-    assert s.count() == 1000 + 50 * calls + 1250
-    s.close()
-
-
-def test_searches_during_the_switch_to_graph_search_wait_rather_than_fail(tmp_path: Path) -> None:
-    """The switch closes the shard and loads it again: a search from another thread (a daemon's
-    query) meanwhile waits for it instead of failing on the closed shard."""
-    import threading
-
-    dim, n = 32, 1200
-    rng = np.random.default_rng(9)
-    vecs = rng.standard_normal((n, dim)).astype(np.float32)
-    vecs /= np.linalg.norm(vecs, axis=1, keepdims=True)
-    s = EdgeStore.open(tmp_path / "shard", "test", dim, segment_kb=16, approximate_from=1000)
-    s.upsert([VectorPoint(point_id(f"h{i}", "m"), {IMAGE: vecs[i]}, {"content_hash": f"h{i}"})
-              for i in range(n)])  # fmt: skip
-    errors: list[str] = []
-    searches = [0]
-    stop = threading.Event()
-
-    def search() -> None:
-        while not stop.is_set():
-            try:
-                s.search(vecs[searches[0] % n], limit=5)
-                s.count()
-            except Exception as exc:  # noqa: BLE001 - any failure is the finding
-                errors.append(str(exc))
-            searches[0] += 1
-
-    threads = [threading.Thread(target=search) for _ in range(2)]
-    for t in threads:
-        t.start()
-    try:
-        time.sleep(0.05)
-        s.optimize(idle=True)
-    finally:
-        stop.set()
-        for t in threads:
-            t.join()
-    assert s.approximate and searches[0] > 0
-    assert not errors, errors[:3]
-    s.close()
-
-
-def test_edge_switches_to_graph_search_past_the_size_threshold(tmp_path: Path) -> None:
-    """Small libraries stay exact; past approximate_from the shard gets HNSW + int8 quantisation and
-    results still match an exact scan on this small set (clustered, like real photo embeddings)."""
-    dim, n = 64, 4000
-    rng = np.random.default_rng(3)
-    centres = rng.standard_normal((40, dim)).astype(np.float32)
-    vecs = centres[rng.integers(0, 40, n)] + 0.5 * rng.standard_normal((n, dim)).astype(np.float32)
-    vecs /= np.linalg.norm(vecs, axis=1, keepdims=True)
-    ids = [point_id(f"h{i}", "m") for i in range(n)]
-    s = EdgeStore.open(tmp_path / "shard", "test", dim, segment_kb=64, approximate_from=3000)
-    busy = [False]
-    s.busy = lambda: busy[0]
-    for start in range(0, n, 500):
-        s.upsert([VectorPoint(ids[i], {IMAGE: vecs[i]},
-                              {"content_hash": f"h{i}", "roots": ["/a" if i % 2 else "/b"]})
-                  for i in range(start, start + 500)])  # fmt: skip
-        busy[0] = start == 2500  # a query came in just as the threshold was crossed: the work waits
-        s.optimize()
-        assert s.approximate == (start >= 3000), start  # below the threshold: exact, no graph
-        assert s.pending == (start == 2500)
-    config = json.loads((tmp_path / "shard" / "edge_config.json").read_text())
-    image, caption = config["vectors"][IMAGE], config["vectors"]["caption"]
-    assert image["hnsw_config"]["m"] > 0 and "scalar" in image["quantization_config"]
-    assert "hnsw_config" not in caption and config["hnsw_config"]["m"] == 0  # captions stay exact
-    # both kept on disk, mapped: only what queries read of them comes into RAM (caption vectors are
-    # read by the caption modes alone)
-    assert image["memory"] == caption["memory"] == "cold"
-    assert list((tmp_path / "shard").rglob("*hnsw*")) or list((tmp_path / "shard").rglob("*graph*"))
-    stored = vecs.astype(np.float16).astype(np.float32)
-    recall = []
-    for q in stored[rng.integers(0, n, 20)] + 0.1 * rng.standard_normal((20, dim)).astype(np.float32):
-        q /= np.linalg.norm(q)
-        order = np.argsort(-(stored @ q))
-        odd = [i for i in order if i % 2]
-        got = [h.id for h in s.search(q, limit=10)]
-        assert got[0] == ids[order[0]]
-        recall.append(len(set(got) & {ids[i] for i in order[:10]}) / 10)
-        got = [h.id for h in s.search(q, limit=10, flt=SearchFilter(roots=["/a"]))]
-        recall.append(len(set(got) & {ids[i] for i in odd[:10]}) / 10)
-        fused = [h.id for h in s.fused_search({IMAGE: q}, limit=10)]
-        recall.append(len(set(fused) & {ids[i] for i in order[:10]}) / 10)
-    assert np.mean(recall) >= 0.95, recall  # approximate, but as good as exact on this set
-    s.close()
-    again = EdgeStore.open(tmp_path / "shard", "test", dim, segment_kb=64, approximate_from=3000)
-    assert again.approximate and again.count() == n
-    again.close()

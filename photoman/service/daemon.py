@@ -280,10 +280,12 @@ class Daemon:
         lib = self.library
         elapsed = time.time() - a.run_started if a.state == "indexing" and a.run_started else 0.0
         rate = a.run_done / elapsed if elapsed > 0 and a.run_done else a.last_rate
+        # the embedded store seals shards in the background (photoman.vectors.shards)
+        building = a.state == "idle" and getattr(lib._store, "building", False)
         return {
             "pid": os.getpid(),
             "uptime_s": round(time.time() - a.started, 1),
-            "state": a.state,
+            "state": "optimising" if building else a.state,
             "role": "writer" if lib.write else "standby",
             "writer": lib.writer_name(),  # a shared catalog's lease holder: this daemon or another
             "queue": len(self.dirty) + max(0, a.run_total - a.run_done),
@@ -400,9 +402,6 @@ class Daemon:
                 log.info("watching %s (%s)", root, kind)
                 self.full_scan.set()  # new or returning root: catch up on what happened meanwhile
 
-    # Seconds without a query before the store may seal or build graphs (each holds the process:
-    # 0.4-0.8 s a seal, seconds a graph): longer than a user's pause between two searches
-    QUIET = 30.0
     MEND_EVERY = 60.0  # seconds between looks for payloads a failed operation left out of step
     RETRY_AFTER = 60  # seconds from a failed indexing run to the scan that retries it
 
@@ -418,9 +417,6 @@ class Daemon:
         while not self.stop_event.is_set() and self.writing.is_set():
             indexing = False  # whether what runs now is an indexing run (a scan, or changed paths)
             try:
-                store = self.lib.store
-                if getattr(store, "busy", False) is None:  # embedded: its seals and graph builds stall it
-                    store.busy = lambda: self.gate.recent(self.QUIET)  # type: ignore[attr-defined]
                 now = time.monotonic()
                 if now >= next_roots_check:
                     self._watch_roots()
@@ -452,10 +448,6 @@ class Daemon:
                     self.stop_event.wait(min(0.1, s.debounce))  # events pending: wait for them to go quiet
                 elif self.lib.target_name is not None:
                     self._switch_step()
-                elif getattr(store, "pending", False) and not self.gate.recent(self.QUIET):
-                    self.activity.state = "optimising"
-                    store.optimize(idle=True)  # work put off while queries came in
-                    self.activity.state = "idle"
                 elif now >= next_mend:  # records an operation that failed halfway left (catalog/pending.py)
                     self.lib.mend()
                     next_mend = now + self.MEND_EVERY

@@ -231,6 +231,6 @@ def open_store(settings: Settings, model_id: str, dim: int) -> VectorStore:
         from photoman.vectors.server import ServerStore
 
         return ServerStore.connect(settings.qdrant_url, name, dim, api_key=settings.qdrant_api_key)
-    from photoman.vectors.edge import EdgeStore
+    from photoman.vectors.shards import ShardedStore
 
-    return EdgeStore.open(settings.vectors_dir / name, name, dim, ballast_dir=settings.data_dir)
+    return ShardedStore.open(settings.vectors_dir / name, name, dim, ballast_dir=settings.data_dir)

@@ -6,7 +6,6 @@ import errno
 import os
 import stat
 import threading
-import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any, cast
@@ -44,15 +43,13 @@ _INDEX_PARAMS: dict[str, Callable[[], Any]] = {
 }
 
 
-# Exact search scans every vector, one thread per segment: a shard whose points all sit in one
-# appendable segment scans 100k vectors on one core (13 ms here); cut into segments of ~16 MB
-# of vectors it scans on every core (6 ms). optimize() does the cutting (see EdgeStore.optimize).
-SEGMENT_KB = 16_384  # an appendable segment this big (KB of vectors) is sealed into its own segment
-MAX_SEGMENT_KB = 32_768  # merges stop here, so one optimize() call stays short (~0.2 s)
+# The live shard's size: once it holds this much (KB of float16 vectors: 16k points at 512-d) it is
+# sealed, out of process (photoman.vectors.shards). Also the seal size of a shard optimised here.
+SEGMENT_KB = 16_384
 
 
 # Past this many points an exact scan reads too much per query (1M float16 vectors: ~1 GB, ~60-90 ms
-# on 2 cores), so sealed segments get an HNSW graph over int8-quantised vectors kept in RAM, and
+# on 2 cores), so sealed shards get an HNSW graph over int8-quantised vectors kept in RAM, and
 # searches walk the graph and rescore the best candidates on the float16 originals. Below it the
 # exact scan is as fast and costs no build time, so small libraries stay exact.
 APPROXIMATE_FROM = 250_000
@@ -60,13 +57,8 @@ HNSW_M = 16
 HNSW_EF_CONSTRUCT = 100
 HNSW_EF = 256  # candidates a search keeps; at least the request's limit
 OVERSAMPLING = 4.0  # quantised candidates per result rescored on the originals
-# A graph search pays a fixed cost in every segment (300k points: 17 segments of 16-32 MB made it
-# no faster than the exact scan, 4 segments of ~72k points made it 4x faster), so approximate shards
-# seal at 64 MB and merge up to 128 MB. Each seal or merge builds a graph: ~90 s per 300k points
-# here, all of it holding the GIL (see optimize).
-APPROX_SEAL_FACTOR = 4
-# Longest a busy daemon puts an exact seal off (EdgeStore.optimize): past it, a query may wait once
-MAX_DEFER = 600.0
+# (a graph search pays a fixed cost in every segment: a built shard's graph is one segment)
+APPROX_SEAL_FACTOR = 4  # a shard switched to graphs before shards existed: its segment policy
 APPROX_MAX_FACTOR = 8
 QUANT_MEMORY = qe.Memory.Pinned  # int8 copies in RAM: the graph walk reads them at random
 
@@ -147,10 +139,15 @@ def _persisted(path: Path, segment_kb: int, approximate: bool) -> qe.EdgeConfig:
     return qe.EdgeConfig(vectors=vectors, **_segments(segment_kb, approximate))
 
 
-def _load(path: Path, segment_kb: int, ballast_dir: Path | None, approximate: bool) -> qe.EdgeShard:
+def _load(
+    path: Path, segment_kb: int, ballast_dir: Path | None, approximate: bool, keep_config: bool = False
+) -> qe.EdgeShard:
     """Load with today's segment policy. Loading rewrites the shard's config file, so a disk full to
     the last byte refuses it: then the data dir's set-aside room is freed and the shard loaded as it
-    was saved (photoman.diskspace.release_ballast)."""
+    was saved (photoman.diskspace.release_ballast). ``keep_config``: load as saved (a shard built
+    sealed, photoman.vectors.shard_build, keeps the config it was built with)."""
+    if keep_config:
+        return qe.EdgeShard.load(str(path))
     try:
         return qe.EdgeShard.load(str(path), _persisted(path, segment_kb, approximate))
     except Exception as exc:
@@ -264,7 +261,6 @@ class EdgeStore:
         name: str,
         dim: int,
         segment_kb: int = SEGMENT_KB,
-        approximate_from: int | None = None,
         ballast_dir: Path | None = None,
     ) -> None:
         self._shard = shard
@@ -276,16 +272,8 @@ class EdgeStore:
         self.name = name
         self.dim = dim
         self.segment_kb = segment_kb
-        self.approximate_from = APPROXIMATE_FROM if approximate_from is None else approximate_from
         self.ballast_dir = ballast_dir
-        self.approximate = _is_approximate(path)
-        # Seals and graph builds hold the GIL (the whole process waits: 0.4-0.8 s for a seal, seconds
-        # for a graph): a daemon sets this to say "a user is querying now", and optimize() then leaves
-        # the work for later (optimize(idle=True)), unless it has waited MAX_DEFER already.
-        self.busy: Callable[[], bool] | None = None
-        self.pending = False  # optimisation was put off: the daemon runs it when idle
-        self._deferred_since = 0.0  # monotonic time the pending work was first put off
-        self._backlog = 0  # points written since optimisation last ran
+        self.approximate = _is_approximate(path)  # built with a graph (photoman.vectors.shard_build)
 
     @classmethod
     def open(
@@ -295,19 +283,16 @@ class EdgeStore:
         dim: int,
         segment_kb: int = SEGMENT_KB,
         ballast_dir: Path | None = None,
-        approximate_from: int | None = None,
+        keep_config: bool = False,
     ) -> EdgeStore:
-        """Load the shard at path, creating it (with payload indexes) on first use.
-
-        ``approximate_from``: the size (points) past which the shard switches to graph search
-        (default :data:`APPROXIMATE_FROM`).
-        """
+        """Load the shard at path, creating it (with payload indexes) on first use. ``keep_config``:
+        load a shard as it was built (see :func:`_load`)."""
         path.mkdir(parents=True, exist_ok=True)
         back_sparse_files(path)
         created = False
         try:
             if (path / "edge_config.json").exists():
-                shard = _load(path, segment_kb, ballast_dir, _is_approximate(path))
+                shard = _load(path, segment_kb, ballast_dir, _is_approximate(path), keep_config)
             else:
                 shard = qe.EdgeShard.create(str(path), _config(dim, segment_kb))
                 created = True
@@ -318,7 +303,7 @@ class EdgeStore:
                     f"vector store {path} is in use by another process (Qdrant Edge allows one opener)"
                 ) from None
             raise PhotomanError(f"cannot open vector store {path}: {text.splitlines()[0]}") from None
-        store = cls(shard, path, name, dim, segment_kb, approximate_from, ballast_dir)
+        store = cls(shard, path, name, dim, segment_kb, ballast_dir)
         store._ensure_indexes()
         store._upgrade_payloads(empty=created)
         return store
@@ -407,7 +392,6 @@ class EdgeStore:
             return
         pts = [qe.Point(p.id, {k: as_list(v) for k, v in p.vectors.items()}, p.payload) for p in points]
         self._update(qe.UpdateOperation.upsert_points(pts))
-        self._backlog += len(pts)
 
     def set_payload(self, ids: Sequence[str], payload: dict[str, Any]) -> None:
         if ids:
@@ -457,6 +441,7 @@ class EdgeStore:
         limit: int = 10,
         flt: SearchFilter | None = None,
         with_payload: bool = True,
+        score_threshold: float | None = None,
     ) -> list[Hit]:
         req = qe.QueryRequest(
             limit=limit,
@@ -464,6 +449,7 @@ class EdgeStore:
             filter=(f := edge_filter(flt)),
             with_payload=with_payload,
             params=self._params(limit, f is not None),
+            score_threshold=score_threshold,
         )
         with self._swap:
             found = self._shard.query(req)
@@ -484,6 +470,31 @@ class EdgeStore:
             )
             for r in recs
         ]
+
+    def present(self, ids: Sequence[str]) -> set[str]:
+        """Which of these points this shard holds."""
+        if not ids:
+            return set()
+        with self._swap:
+            recs = self._shard.retrieve(list(ids), with_payload=False, with_vector=False)
+        return {str(r.id) for r in recs}
+
+    def page(self, offset: Any, limit: int) -> tuple[list[VectorPoint], Any]:
+        """Up to ``limit`` points with vectors and payloads from ``offset`` (None: the start), and the
+        offset of the next page (None: no more)."""
+        with self._swap:
+            recs, offset = self._shard.scroll(
+                qe.ScrollRequest(offset=offset, limit=limit, with_payload=True, with_vector=True)
+            )
+        pts = [
+            VectorPoint(
+                str(r.id),
+                {k: np.asarray(v, dtype=np.float32) for k, v in cast(dict[str, Any], r.vector or {}).items()},
+                dict(r.payload or {}),
+            )
+            for r in recs
+        ]
+        return pts, offset
 
     def all_ids(self) -> set[str]:
         ids: set[str] = set()
@@ -506,51 +517,13 @@ class EdgeStore:
             self._shard.flush()
 
     def optimize(self, idle: bool = False) -> None:
-        """Seal a full appendable segment / merge small ones, so searches run on every core; past
-        ``approximate_from`` points, switch the shard to graph search (once: it stays so if the
-        library shrinks, the graph costs nothing to keep).
-
-        Exact mode: cheap when there is nothing to do (~0.3 ms); sealing one segment takes 0.4-0.8 s
-        on the 2-core Xeon VM (benchmarks/seal_hold.py), about once per 16k photos indexed.
-        Approximate mode: sealing also builds the segment's graph, seconds per 16k photos, and the
-        switch builds graphs for the whole library (minutes at 1M).
-        The bindings hold the GIL throughout: the whole process, queries included, waits. So while
-        ``busy()`` says a user is querying, the work is put off (``pending``) and done by a later call
-        with ``idle=True`` (the daemon's idle loop); new points wait in the appendable segment,
-        searched exactly. An exact seal put off for :data:`MAX_DEFER`, or for two seals' worth of
-        points written meanwhile (a user who never pauses), runs anyway; graph work (seconds to
-        minutes) only ever runs idle. Crash-safe: Qdrant builds each new segment aside and swaps it
-        in. Files it creates sparse get their blocks here (:func:`back_sparse_files`), put off or not.
-        """
-        switch = not self.approximate and self._shard.info().points_count >= self.approximate_from
-        if not idle and self.busy is not None and self.busy():
-            now = time.monotonic()
-            if not self.pending:  # (the clock starts at the first call put off, due or not)
-                self.pending, self._deferred_since = True, now
-            overdue = now - self._deferred_since >= MAX_DEFER or self._backlog >= self._backlog_cap()
-            if self.approximate or switch or not overdue:
-                back_sparse_files(self.path)  # the batch just written may have made new sparse files
-                return
+        """Seal a full appendable segment / merge small ones (Qdrant's optimiser). It holds the GIL
+        throughout (0.4-0.8 s per 16k points sealed here), so the library's store never calls it in
+        its own process: shards are sealed by a child (photoman.vectors.shards). Files it creates
+        sparse get their blocks here (:func:`back_sparse_files`)."""
         self._changed = True
-        if switch:
-            self._switch_to_approximate()
-        self.pending, self._backlog = False, 0
         self._shard.optimize()
         back_sparse_files(self.path)
-
-    def _backlog_cap(self) -> int:
-        """Points written while busy after which an exact seal runs anyway: two seals' worth of
-        float16 image vectors (four of a float32 store's), so that seal holds the process about
-        twice as long as one on time."""
-        return 2 * self.segment_kb * 1024 // (2 * self.dim)
-
-    def _switch_to_approximate(self) -> None:
-        """Reload the shard with the graph + quantisation config; the next optimize builds them."""
-        with self._swap:
-            self._shard.flush()
-            self._shard.close()
-            self._shard = _load(self.path, self.segment_kb, self.ballast_dir, approximate=True)
-        self.approximate = True
 
     def disk_bytes(self) -> int | None:
         # allocated blocks, not apparent size: the WAL preallocates sparse 32 MB segments
