@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import time
 from collections.abc import Iterator
 from datetime import datetime
 from pathlib import Path
@@ -353,62 +352,3 @@ def test_edge_opens_a_float32_shard_made_before_the_segment_policy(tmp_path: Pat
     config = json.loads((tmp_path / "shard" / "edge_config.json").read_text())
     assert "datatype" not in config["vectors"][IMAGE]  # its vectors stay float32
     assert config["optimizers"]["indexing_threshold"] > 0 and config["hnsw_config"]["m"] == 0
-
-
-_WRITER = """
-import sys
-from pathlib import Path
-import numpy as np
-from photoman.vectors import IMAGE, VectorPoint, point_id
-from photoman.vectors.edge import EdgeStore
-
-start = int(sys.argv[2])
-s = EdgeStore.open(Path(sys.argv[1]), "test", 64, segment_kb=32)
-rng = np.random.default_rng(start)
-for b in range(start, start + 1000):
-    v = rng.standard_normal((50, 64)).astype(np.float32)
-    ids = [point_id(f"h{b}-{i}", "m") for i in range(50)]
-    s.upsert([VectorPoint(ids[i], {IMAGE: v[i]}, {"content_hash": f"h{b}-{i}"}) for i in range(50)])
-    s.optimize()  # seals a segment every ~5 batches: kills land in the middle of those too
-    print(b, flush=True)
-"""
-
-
-def test_edge_survives_kill_9_while_sealing_segments(tmp_path: Path) -> None:
-    """A writer killed at random moments (mid-upsert, mid-optimize) leaves a store that opens whole."""
-    import random
-    import subprocess
-    import sys
-
-    shard = tmp_path / "shard"
-    script = tmp_path / "writer.py"
-    script.write_text(_WRITER)
-    acknowledged: list[int] = []
-    start = 0
-    rng = random.Random(5)  # fixed: a failure replays with the same kill moments
-    for _ in range(3):
-        cmd = [sys.executable, str(script), str(shard), str(start)]
-        proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, text=True)
-        assert proc.stdout is not None
-        first = proc.stdout.readline()  # the store is open and writing
-        assert first.strip(), "writer died before its first batch"
-        time.sleep(rng.uniform(0.2, 1.0))
-        proc.kill()
-        out = first + proc.stdout.read()
-        proc.wait()
-        done = [int(line) for line in out.split()]
-        acknowledged += done
-        start = done[-1] + 2  # fresh ids next; batch done[-1] + 1 was in flight: it may or may not be in
-    s = EdgeStore.open(shard, "test", 64, segment_kb=32)
-    ids = s.all_ids()
-    assert s.count() == len(ids)
-    expected = {point_id(f"h{b}-{i}", "m") for b in acknowledged for i in range(50)}
-    assert expected <= ids  # every acknowledged write survived, whatever the kill interrupted
-    assert len(ids - expected) % 50 == 0 and len(ids - expected) <= 3 * 50  # at most the batches in flight
-    assert s._shard.info().segments_count > 1  # sealing did happen between the kills
-    probe = s.retrieve(sorted(expected)[:20], with_vectors=True)
-    for p in probe:  # points keep their vectors and are found by an exact search for themselves
-        assert s.search(p.vectors[IMAGE], limit=1)[0].id == p.id
-    s.close()
-
-
