@@ -177,6 +177,11 @@ def diagnose(settings: Settings) -> list[Finding]:
             findings.append(Finding("daemon", False, f"{said}: {why}", fix))
         else:
             findings.append(Finding("daemon", True, said))
+        if d.get("store_error"):  # the store's background build: photos stay searchable meanwhile
+            findings.append(Finding(
+                "vector store", False, f"sealing new photos' vectors failed: {d['store_error']}",
+                f"it tries again every minute (they are searched meanwhile); see {d['log']}",
+            ))  # fmt: skip
     else:
         from photoman.library import Library
         from photoman.status import library_status

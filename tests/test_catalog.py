@@ -184,3 +184,24 @@ def test_bad_catalog_url_is_a_clear_error(tmp_path: Path) -> None:
     with pytest.raises(PhotomanError, match="cannot open catalog") as e:  # a password as a parameter too
         Catalog(f"postgresql://me@/photoman?host={tmp_path}&password=s3cret")
     assert "s3cret" not in str(e.value) and "password=***" in str(e.value)
+
+
+def test_the_per_query_lookup_of_photos_gone_reads_an_index(tmp_path: Path) -> None:
+    """Every `find` asks which photos a scan found gone; SQLite answered IS NOT NULL with a scan of the
+    whole table (16 ms at 100k photos, ~150 ms at 1M), the range form reads the index."""
+    from photoman.catalog.queries import _missing
+
+    cat = Catalog(f"sqlite:///{tmp_path / 'c.sqlite3'}")
+    stmt = select(Photo.content_hash).where(_missing())
+    with cat.session() as s:
+        sql = str(stmt.compile(s.get_bind(), compile_kwargs={"literal_binds": True}))
+        plan = " ".join(str(r[-1]) for r in s.execute(text("EXPLAIN QUERY PLAN " + sql)))
+        assert "USING INDEX ix_photos_missing_since" in plan, plan
+        root = Root(path="/p", added_at=datetime(2020, 1, 1))
+        s.add(root)
+        s.flush()
+        s.add_all([Photo(root_id=root.id, path=f"/p/{i}", content_hash=f"{i:064x}", size=1, mtime=1.0,
+                         status="ok", missing_since=datetime(2026, 1, 1) if i % 2 else None)
+                   for i in range(4)])  # fmt: skip
+    with cat.session() as s:
+        assert sorted(s.scalars(stmt)) == [f"{1:064x}", f"{3:064x}"]

@@ -256,3 +256,28 @@ def test_kill_9_while_shards_rotate_build_and_swap_loses_and_duplicates_nothing(
         finally:
             store.close()
     assert written > 60  # some rotations happened
+
+
+def test_a_failed_build_is_said_retried_and_searches_go_on(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import photoman.vectors.shards as shards
+
+    v = vectors(60, seed=8)
+    store = ShardedStore.open(tmp_path / "s", "t", DIM, rotate_at=40)
+    try:
+        monkeypatch.setattr(shards.sys, "executable", "/bin/false")  # the child fails at once
+        store.upsert(pts(v, 0, 50))
+        with pytest.raises(RuntimeError, match="shard build exited with status 1"):
+            store.settle(timeout=30)
+        assert store.last_error and store.shard_names()["frozen"] and not store.shard_names()["sealed"]
+        assert [h.id for h in store.search(v[3], limit=3)] == top(v, v[3], list(range(50)), 3)
+        assert not [p for p in (tmp_path / "s").iterdir() if p.name.startswith(("job-", "s-"))]
+        store.optimize()
+        assert not store.building  # not before a minute has passed
+        monkeypatch.undo()
+        store._retry_at = 0.0  # (a minute later)
+        store.settle(timeout=60)
+        assert store.last_error is None and store.shard_names()["sealed"] and store.count() == 50
+    finally:
+        store.close()

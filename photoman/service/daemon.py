@@ -294,6 +294,8 @@ class Daemon:
             "embedded_since_start": a.embedded,
             "errors_since_start": a.errors,
             "last_error": a.last_error,
+            # a shard build that failed (retried every minute; searches go on meanwhile)
+            "store_error": getattr(lib._store, "last_error", None),
             "watching": dict(self.watcher.kinds),
             "socket": str(self.settings.socket_path),
             "log": str(self.settings.log_file),

@@ -268,6 +268,7 @@ class EdgeStore:
         # a call on the closed one fails) and by every call on it from any thread
         self._swap = threading.RLock()
         self._changed = False  # a store only read is closed without a flush (~0.1-0.25 s at 100k)
+        self.unflushed = False  # written since the last flush
         self.path = path
         self.name = name
         self.dim = dim
@@ -383,7 +384,7 @@ class EdgeStore:
                 raise
 
     def _update(self, op: qe.UpdateOperation) -> None:
-        self._changed = True
+        self._changed = self.unflushed = True
         with self._swap:
             self._shard.update(op)
 
@@ -515,6 +516,7 @@ class EdgeStore:
     def flush(self) -> None:
         with self._swap:
             self._shard.flush()
+            self.unflushed = False
 
     def optimize(self, idle: bool = False) -> None:
         """Seal a full appendable segment / merge small ones (Qdrant's optimiser). It holds the GIL

@@ -27,6 +27,7 @@ mend (photoman.catalog.pending: payloads are marked before they are written and 
 
 from __future__ import annotations
 
+import errno
 import json
 import logging
 import os
@@ -52,6 +53,10 @@ MIGRATING = ".sharding"  # suffix of the folder a one-shard store is moved into 
 EXPORT_PAGE = 256  # points per read while exporting: each read holds the interpreter a few ms
 MERGE_FACTOR = 4  # sealed shards grow to this many live shards' worth of points
 RETRY_AFTER = 60.0  # seconds before a failed build is tried again
+# A shard's flush (and close, which flushes) holds the interpreter ~22 ms plus the time to write what
+# changed since the last one: 16k points written unflushed, ~105 ms. So the live shard is flushed as it
+# fills, and closing it once its build has replaced it costs ~16 ms, not ~120.
+FLUSHES_PER_SHARD = 8
 
 
 class _Stopped(Exception):
@@ -125,6 +130,17 @@ def _finish_migration(path: Path) -> None:
     _fsync_dir(path.parent)
 
 
+def _allocate(path: Path) -> None:
+    fd = os.open(path, os.O_RDWR)
+    try:
+        os.posix_fallocate(fd, 0, os.fstat(fd).st_size)
+    except OSError as exc:
+        if exc.errno not in (errno.EOPNOTSUPP, errno.EINVAL):  # (a filesystem without fallocate)
+            raise
+    finally:
+        os.close(fd)
+
+
 @dataclass
 class _Job:
     """One build: ``sources`` (shard names) exported into ``dir`` and built into new sealed shards."""
@@ -161,15 +177,18 @@ class ShardedStore:
         self.merge_at = MERGE_FACTOR * rotate_at
         self.approximate_from = approximate_from
         self.ballast_dir = ballast_dir
-        # held by every read and write and by the swap of a build's result: short each time (the
-        # export and the build itself run without it)
+        # _lock: held by every read, and for the moment the shards change (a swap-in, a new live
+        # shard): never while anything slow (a flush, an fsync, a load) runs. _write_lock: held by
+        # writes and by whatever changes the manifest (it goes first): a query never waits on it.
         self._lock = threading.RLock()
+        self._write_lock = threading.RLock()
         self._job: _Job | None = None
         self._thread: threading.Thread | None = None
         self._stop = threading.Event()
         self._retry_at = 0.0
         self.last_error: str | None = None  # why the last build failed (it is tried again later)
         self.builds = 0  # builds swapped in by this process (tests, benchmarks)
+        self._since_flush = 0  # points written to the live shard since it was last flushed
 
     @classmethod
     def open(
@@ -321,14 +340,15 @@ class ShardedStore:
                 left = [i for i in left if i not in present]
         return held, left
 
-    def _written(self, ids: Sequence[str]) -> None:
-        if self._job is not None:
+    def _written(self, shard: str, ids: Sequence[str]) -> None:
+        """Points written in a shard a build is copying: the build's result gets them again."""
+        if self._job is not None and shard in self._job.sources:
             self._job.dirty.update(ids)
 
     def upsert(self, points: Sequence[VectorPoint]) -> None:
         if not points:
             return
-        with self._lock:
+        with self._write_lock:
             held, _ = self._holders([p.id for p in points])
             where = {pid: name for name, pids in held.items() for pid in pids}
             groups: dict[str, list[VectorPoint]] = {}
@@ -336,20 +356,24 @@ class ShardedStore:
                 groups.setdefault(where.get(p.id, self._m.live), []).append(p)
             for name, pts in groups.items():
                 self._members[name].upsert(pts)
-            self._written([p.id for p in points])
+                self._written(name, [p.id for p in pts])
+            self._since_flush += len(groups.get(self._m.live, ()))
+            if self._since_flush >= self.rotate_at // FLUSHES_PER_SHARD:
+                self.live.flush()
+                self._since_flush = 0
 
     def _routed(self, ids: Sequence[str], missing_to_live: bool, call: Any) -> None:
         """``call(shard, ids)`` for each shard holding some of ``ids``; points no shard holds go to the
         live shard when ``missing_to_live`` (Qdrant then says what it says of a missing point)."""
         if not ids:
             return
-        with self._lock:
+        with self._write_lock:
             held, missing = self._holders(ids)
             if missing and missing_to_live:
                 held.setdefault(self._m.live, []).extend(missing)
             for name, pids in held.items():
                 call(self._members[name], pids)
-            self._written(ids)
+                self._written(name, pids)
 
     def set_payload(self, ids: Sequence[str], payload: dict[str, Any]) -> None:
         self._routed(ids, True, lambda s, pids: s.set_payload(pids, payload))
@@ -365,9 +389,9 @@ class ShardedStore:
         self._routed(ids, True, lambda s, pids: s.delete_vectors(pids, names))
 
     def flush(self) -> None:
-        with self._lock:
+        with self._write_lock:
             for s in self._shards():
-                if s._changed:
+                if s.unflushed:  # (each flush holds the interpreter ~20 ms, written or not)
                     s.flush()
 
     # -- sealing, in the background ----------------------------------------------------------------
@@ -376,28 +400,30 @@ class ShardedStore:
         """Freeze the live shard once full, and start the next build if none runs. Cheap (a count)
         and never blocking: the building is done by a thread of this process (the export, in short
         steps) and a child process (the seal and graph)."""
-        with self._lock:
-            if self.live.count() >= self.rotate_at:
-                self._rotate()
+        if self.live.count() >= self.rotate_at:  # (only the writer's thread writes: it stays so)
+            self._rotate()
         self._start()
 
     def _rotate(self) -> None:
-        """A new, empty live shard takes the new points; the full one waits for its build, searched."""
-        m = self._m
-        name = m.new_name("live")
-        self._members[name] = EdgeStore.open(
-            self.path / name, self.name, self.dim, self.segment_kb, self.ballast_dir
-        )
-        m.frozen.append(m.live)
-        m.live = name
-        _write_manifest(self.path, m)
+        """A new, empty live shard takes the new points; the full one waits for its build, searched.
+        The new shard is made before taking the lock (~60 ms: queries go on meanwhile)."""
+        with self._write_lock:
+            name = self._m.new_name("live")
+        shard = EdgeStore.open(self.path / name, self.name, self.dim, self.segment_kb, self.ballast_dir)
+        with self._write_lock:
+            old = self._m
+            m = Manifest(name, [*old.frozen, old.live], list(old.sealed), old.next)
+            _write_manifest(self.path, m)
+            with self._lock:
+                self._members[name] = shard
+                self._m = m
 
     def _start(self) -> None:
         if self._stop.is_set() or (self._thread is not None and self._thread.is_alive()):
             return
         if time.monotonic() < self._retry_at:
             return
-        with self._lock:
+        with self._write_lock:
             job = self._plan()
             if job is None:
                 return
@@ -453,10 +479,10 @@ class ShardedStore:
                 self._retry_at = time.monotonic() + RETRY_AFTER
                 return
             finally:
-                with self._lock:
+                with self._write_lock:
                     self._job = None
                 shutil.rmtree(job.dir, ignore_errors=True)
-            with self._lock:
+            with self._write_lock:
                 if self._stop.is_set():
                     return
                 job = self._plan()  # type: ignore[assignment]
@@ -472,6 +498,8 @@ class ShardedStore:
         shape = (max(room, 1), self.dim)
         image = np.lib.format.open_memmap(job.dir / "image.npy", "w+", np.float16, shape)
         caption = np.lib.format.open_memmap(job.dir / "caption.npy", "w+", np.float16, shape)
+        for f in ("image.npy", "caption.npy"):  # blocks now: a write into a hole of a memory map on a
+            _allocate(job.dir / f)  # full disk is SIGBUS (the process dies); this is ENOSPC, an error
         ids: list[str] = []
         rows: list[int] = []
         with open(job.dir / "payloads.jsonl", "w") as payloads:
@@ -501,7 +529,7 @@ class ShardedStore:
         n = len(ids)
         parts = -(-n // self.merge_at)  # (none: every point of the sources was deleted meanwhile)
         bounds = [round(i * n / parts) for i in range(parts + 1)] if parts else []
-        with self._lock:
+        with self._write_lock:
             job.outputs = [(self._m.new_name("s"), bounds[i], bounds[i + 1]) for i in range(parts)]
         job.placed = {pid: k for k, (_, a, b) in enumerate(job.outputs) for pid in ids[a:b]}
         graph = job.approximate and parts > 0 and n // parts >= self.graph_from
@@ -539,7 +567,7 @@ class ShardedStore:
                     raise _Stopped
                 built.append(EdgeStore.open(self.path / name, self.name, self.dim, self.segment_kb,
                                             self.ballast_dir, keep_config=True))  # fmt: skip
-            with self._lock:
+            with self._write_lock:  # writes wait (they would miss the copy); queries go on
                 sources = [self._members[n] for n in job.sources]
                 if dirty := sorted(job.dirty):
                     now: dict[str, VectorPoint] = {}
@@ -553,14 +581,17 @@ class ShardedStore:
                         out.flush()
                     # (a point the export did not see: none, as sources only lose points; kept anyway)
                     self.live.upsert([p for pid, p in now.items() if pid not in job.placed])
-                m = self._m
-                m.frozen = [n for n in m.frozen if n not in job.sources]
-                m.sealed = [n for n in m.sealed if n not in job.sources] + [o[0] for o in job.outputs]
+                old = self._m
+                frozen = [n for n in old.frozen if n not in job.sources]
+                sealed = [n for n in old.sealed if n not in job.sources] + [o[0] for o in job.outputs]
+                m = Manifest(old.live, frozen, sealed, old.next)
                 _write_manifest(self.path, m)
-                for name, out in zip([o[0] for o in job.outputs], built, strict=True):
-                    self._members[name] = out
-                for n in job.sources:
-                    del self._members[n]
+                with self._lock:  # (waits for the searches under way: they may be reading a source)
+                    for name, out in zip([o[0] for o in job.outputs], built, strict=True):
+                        self._members[name] = out
+                    for n in job.sources:
+                        del self._members[n]
+                    self._m = m
                 built = []
         finally:
             for out in built:  # not swapped in (the store is closing, or an error): thrown away
@@ -580,7 +611,7 @@ class ShardedStore:
             self.optimize()
             thread = self._thread
             if thread is None or not thread.is_alive():
-                with self._lock:
+                with self._write_lock:
                     if self._plan_due() is False:
                         return
                 if self.last_error is not None:
