@@ -45,6 +45,10 @@ def fill(store: ShardedStore, v: np.ndarray, n: int, batch: int = 20) -> None:
 
 
 def top(v: np.ndarray, q: np.ndarray, alive: list[int], k: int = 10) -> list[str]:
+    """The exact top k, scored as the store does: vectors stored as float16."""
+    v = v.astype(np.float16).astype(np.float32)
+    q = q.astype(np.float16).astype(np.float32)
+    q = q / np.linalg.norm(q)
     order = sorted(alive, key=lambda i: -float(v[i] @ q))[:k]
     return [point_id(f"h{i}", "m") for i in order]
 
@@ -57,7 +61,7 @@ def one_home(store: ShardedStore) -> None:
 
 def test_sealed_merged_shards_answer_exactly_what_one_shard_would(tmp_path: Path) -> None:
     v = vectors(300)
-    store = ShardedStore.open(tmp_path / "s", "t", DIM, rotate_at=40)
+    store = ShardedStore.open(tmp_path / "s", "t", DIM, rotate_at=20)  # merged up to 160
     fill(store, v, 300)
     dead = list(range(0, 300, 11))
     store.delete([point_id(f"h{i}", "m") for i in dead])
@@ -71,11 +75,13 @@ def test_sealed_merged_shards_answer_exactly_what_one_shard_would(tmp_path: Path
     assert store.count() == len(alive)
     for qi in (3, 77, 150, 299):
         assert [h.id for h in store.search(v[qi], limit=10)] == top(v, v[qi], alive)
+        # a longer list asks each shard for a quarter first, then again where more may rank
+        assert [h.id for h in store.search(v[qi], limit=60)] == top(v, v[qi], alive, 60)
     in_folder = store.search(v[3], limit=300, flt=SearchFilter(folder="/lib/1"))
     assert {h.id for h in in_folder} == {point_id(f"h{i}", "m") for i in alive if i % 4 == 1}
     store.flush()
     store.close()
-    again = ShardedStore.open(tmp_path / "s", "t", DIM, rotate_at=40)
+    again = ShardedStore.open(tmp_path / "s", "t", DIM, rotate_at=20)
     try:
         assert again.shard_names() == roles and again.count() == len(alive)
         assert again.retrieve([point_id("h5", "m")])[0].payload["tags"] == ["kept"]
@@ -87,7 +93,7 @@ def test_sealed_merged_shards_answer_exactly_what_one_shard_would(tmp_path: Path
 def test_fusion_across_shards_ranks_as_qdrant_does_in_one(tmp_path: Path) -> None:
     v = vectors(200, seed=1)
     one = EdgeStore.open(tmp_path / "one", "t", DIM)
-    many = ShardedStore.open(tmp_path / "many", "t", DIM, rotate_at=30)
+    many = ShardedStore.open(tmp_path / "many", "t", DIM, rotate_at=15)
     one.upsert(pts(v, 0, 200))
     fill(many, v, 200)
     many.settle()

@@ -452,6 +452,7 @@ class Daemon:
                     self._switch_step()
                 elif now >= next_mend:  # records an operation that failed halfway left (catalog/pending.py)
                     self.lib.mend()
+                    self.lib.store.optimize()  # a shard build that failed is tried again (vectors/shards.py)
                     next_mend = now + self.MEND_EVERY
                 else:
                     self.dirty.changed.wait(timeout=1.0)
