@@ -60,10 +60,10 @@ def one_home(store: ShardedStore) -> None:
 
 
 def test_sealed_merged_shards_answer_exactly_what_one_shard_would(tmp_path: Path) -> None:
-    v = vectors(300)
-    store = ShardedStore.open(tmp_path / "s", "t", DIM, rotate_at=20)  # merged up to 160
-    fill(store, v, 300)
-    dead = list(range(0, 300, 11))
+    v = vectors(200)
+    store = ShardedStore.open(tmp_path / "s", "t", DIM, rotate_at=12)  # merged up to 96
+    fill(store, v, 200, batch=40)
+    dead = list(range(0, 200, 11))
     store.delete([point_id(f"h{i}", "m") for i in dead])
     store.set_payload([point_id("h5", "m")], {"tags": ["kept"]})
     store.settle()
@@ -71,9 +71,9 @@ def test_sealed_merged_shards_answer_exactly_what_one_shard_would(tmp_path: Path
     assert not roles["frozen"] and len(roles["sealed"]) >= 2 and store.builds >= 2, roles
     assert all(store._members[n].count() <= store.merge_at for n in roles["sealed"])
     one_home(store)
-    alive = [i for i in range(300) if i not in dead]
+    alive = [i for i in range(200) if i not in dead]
     assert store.count() == len(alive)
-    for qi in (3, 77, 150, 299):
+    for qi in (3, 77, 150, 199):
         assert [h.id for h in store.search(v[qi], limit=10)] == top(v, v[qi], alive)
         # a longer list asks each shard for a quarter first, then again where more may rank
         assert [h.id for h in store.search(v[qi], limit=60)] == top(v, v[qi], alive, 60)
@@ -81,7 +81,7 @@ def test_sealed_merged_shards_answer_exactly_what_one_shard_would(tmp_path: Path
     assert {h.id for h in in_folder} == {point_id(f"h{i}", "m") for i in alive if i % 4 == 1}
     store.flush()
     store.close()
-    again = ShardedStore.open(tmp_path / "s", "t", DIM, rotate_at=20)
+    again = ShardedStore.open(tmp_path / "s", "t", DIM, rotate_at=12)
     try:
         assert again.shard_names() == roles and again.count() == len(alive)
         assert again.retrieve([point_id("h5", "m")])[0].payload["tags"] == ["kept"]
@@ -91,16 +91,16 @@ def test_sealed_merged_shards_answer_exactly_what_one_shard_would(tmp_path: Path
 
 
 def test_fusion_across_shards_ranks_as_qdrant_does_in_one(tmp_path: Path) -> None:
-    v = vectors(200, seed=1)
+    v = vectors(150, seed=1)
     one = EdgeStore.open(tmp_path / "one", "t", DIM)
-    many = ShardedStore.open(tmp_path / "many", "t", DIM, rotate_at=15)
-    one.upsert(pts(v, 0, 200))
-    fill(many, v, 200)
+    many = ShardedStore.open(tmp_path / "many", "t", DIM, rotate_at=10)
+    one.upsert(pts(v, 0, 150))
+    fill(many, v, 150, batch=30)
     many.settle()
     assert len(many.shard_names()["sealed"]) >= 2
     try:
         for qi in (0, 9, 123):
-            q = {IMAGE: v[qi], CAPTION: v[(qi + 50) % 200]}
+            q = {IMAGE: v[qi], CAPTION: v[(qi + 50) % 150]}
             want = one.fused_search(q, limit=8, thresholds={CAPTION: 0.1})
             got = many.fused_search(q, limit=8, thresholds={CAPTION: 0.1})
             assert [round(h.score, 5) for h in got] == [round(h.score, 5) for h in want]
@@ -237,11 +237,11 @@ def test_kill_9_while_shards_rotate_build_and_swap_loses_and_duplicates_nothing(
     script = WRITER.format(tests=str(Path(__file__).parent), path=str(path))
     rng = np.random.default_rng(7)
     written = 0
-    for _ in range(4):
+    for _ in range(3):
         cmd = [sys.executable, "-c", textwrap.dedent(script)]
         proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, text=True)
         assert proc.stdout is not None
-        wait = float(rng.uniform(0.5, 2.0))
+        wait = float(rng.uniform(0.5, 1.5))
         deadline = time.monotonic() + wait
         while time.monotonic() < deadline:
             line = proc.stdout.readline()
