@@ -138,8 +138,8 @@ class Client:
             return
         who = "the daemon" if pid is None else f"the daemon (pid {pid})"
         log.warning(
-            "%s has not answered for %g s: it is busy (on a large library, building the search graph can "
-            "take a minute); waiting for it; its log: %s", who, protocol.PING_TIMEOUT, self.settings.log_file,
+            "%s has not answered for %g s: it is busy (a model switch's last step, a machine under load) "
+            "or stuck; waiting for it; its log: %s", who, protocol.PING_TIMEOUT, self.settings.log_file,
         )  # fmt: skip
 
     def _check_open(self) -> None:

@@ -164,7 +164,7 @@ def diagnose(settings: Settings) -> list[Finding]:
             "daemon", False, f"{who} accepts connections but has not answered for {PING_TIMEOUT:g} s"
             + (" (the process is stopped)" if stopped else ""),
             f"`kill -CONT {pid}` resumes it" if stopped else
-            f"busy building the search graph, or stuck: see {settings.log_file}",
+            f"busy (a model switch's last step, a machine under load) or stuck: see {settings.log_file}",
         ))  # fmt: skip
     roots: list[dict[str, Any]] = []
     if state == "answering":

@@ -284,21 +284,6 @@ def catalog_rows_of(lib: Library) -> list[Photo]:
         return list(s.scalars(select(Photo)))
 
 
-def test_query_gate_says_when_a_user_was_querying_recently() -> None:
-    """What the store's graph work waits on: a query in flight, or one that ended moments ago."""
-    import time
-
-    from photoman.service.daemon import QueryGate
-
-    gate = QueryGate()
-    assert not gate.recent(3.0)
-    with gate.query():
-        assert gate.recent(0.0)
-    assert gate.recent(3.0) and not gate.recent(0.0)
-    gate.last = time.monotonic() - 5
-    assert not gate.recent(3.0)
-
-
 def test_a_busy_daemon_is_waited_for_not_replaced(
     env: dict[str, str], library_dir: Path, tmp_path: Path
 ) -> None:

@@ -51,7 +51,6 @@ class QueryGate:
     def __init__(self) -> None:
         self._active = 0
         self._cv = threading.Condition()
-        self.last = 0.0  # monotonic time the latest query ended
 
     @contextmanager
     def query(self) -> Iterator[None]:
@@ -62,12 +61,7 @@ class QueryGate:
         finally:
             with self._cv:
                 self._active -= 1
-                self.last = time.monotonic()
                 self._cv.notify_all()
-
-    def recent(self, seconds: float) -> bool:
-        """A query is running or ended less than ``seconds`` ago: a user is at the keyboard."""
-        return self._active > 0 or time.monotonic() - self.last < seconds
 
     def wait_idle(self, timeout: float = 5.0) -> None:
         with self._cv:

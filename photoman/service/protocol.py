@@ -255,9 +255,10 @@ def daemon_state(path: Path) -> str:
     """"answering", "busy" or "absent" (as :func:`daemon_running`, which counts busy as running).
 
     A daemon is busy when it accepts the connection (only a live process can: a dead one's socket
-    refuses it) but does not answer a ping within :data:`PING_TIMEOUT`: the store's native code holds
-    the interpreter while it builds a search graph (seconds, a minute on a large library). Taken for
-    gone, it had every command start a second daemon, which failed on the library's lock."""
+    refuses it) but does not answer a ping within :data:`PING_TIMEOUT` (stopped with Ctrl-Z, a machine
+    under load, or native code holding the interpreter, as Qdrant Edge's optimiser did before the
+    store sealed its shards in a child process). Taken for gone, it had every command start a second
+    daemon, which failed on the library's lock."""
     path = Path(path)
     if not path.exists():
         return "absent"
