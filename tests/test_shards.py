@@ -287,3 +287,34 @@ def test_a_failed_build_is_said_retried_and_searches_go_on(
         assert store.last_error is None and store.shard_names()["sealed"] and store.count() == 50
     finally:
         store.close()
+
+
+def test_all_ids_sees_the_points_of_a_build_that_swaps_in_while_it_reads(tmp_path: Path) -> None:
+    """Reconcile reads every id while builds may swap in: missing a moved shard's points had it
+    embed them all again."""
+    v = vectors(70, seed=9)
+    store = ShardedStore.open(tmp_path / "s", "t", DIM, rotate_at=30)
+    try:
+        store.upsert(pts(v, 0, 30))
+        store.settle()  # a sealed shard
+        store.upsert(pts(v, 30, 60))
+        store._rotate()  # a frozen shard, not built yet
+        store.upsert(pts(v, 60, 70))
+        real, entered = store._lock, [0]
+
+        class SwapOnThirdRead:  # all_ids' read of the frozen shard comes after its build swapped in
+            def __enter__(self) -> None:
+                entered[0] += 1
+                if entered[0] == 3:
+                    store.settle()
+                real.__enter__()
+
+            def __exit__(self, *exc: object) -> None:
+                real.__exit__(*exc)
+
+        store._lock = SwapOnThirdRead()  # type: ignore[assignment]
+        ids = store.all_ids()
+        store._lock = real
+        assert store.builds == 2 and len(ids) == store.count() == 70  # (the second build swapped in mid-read)
+    finally:
+        store.close()

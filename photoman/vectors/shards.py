@@ -27,6 +27,7 @@ mend (photoman.catalog.pending: payloads are marked before they are written and 
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import json
 import logging
@@ -43,6 +44,7 @@ from typing import Any
 
 import numpy as np
 
+from photoman.errors import PhotomanError
 from photoman.vectors.base import CAPTION, IMAGE, RRF_K, Hit, SearchFilter, VectorPoint, fusion_plan
 from photoman.vectors.edge import APPROXIMATE_FROM, SEGMENT_KB, EdgeStore
 
@@ -109,28 +111,34 @@ def _write_manifest(path: Path, m: Manifest) -> None:
         json.dump({"version": 1, "live": m.live, "frozen": m.frozen, "sealed": m.sealed, "next": m.next}, f)
         f.flush()
         os.fsync(f.fileno())
-    os.replace(tmp, path / MANIFEST)
-    _fsync_dir(path)
+    os.replace(tmp, path / MANIFEST)  # the commit: from here the new list is the store
+    try:
+        _fsync_dir(path)
+    except OSError as exc:  # (durable at the next sync: undoing the swap now would lose the build)
+        log.warning("could not sync %s: %s", path, exc)
 
 
-def _migrate(path: Path) -> None:
+def _migrate(path: Path, dim: int) -> None:
     """A store written before shards (one Qdrant Edge shard in ``path`` itself) becomes the first
     frozen shard of a sharded store, rebuilt in the background like any other. Done by moving it
     into a new folder that is renamed to ``path`` once its manifest is written; a crash part way is
     finished by :func:`_finish_migration`."""
     tmp = path.with_name(path.name + MIGRATING)
+    EdgeStore.open(path, path.name, 1).close()  # StoreBusyError while an older photoman has it open
     if tmp.exists():  # an attempt that died before moving the shard: nothing of it is needed
         shutil.rmtree(tmp)
     tmp.mkdir()
     os.rename(path, tmp / "live-000000")
-    _finish_migration(path)
+    _finish_migration(path, dim)
 
 
-def _finish_migration(path: Path) -> None:
+def _finish_migration(path: Path, dim: int) -> None:
     tmp = path.with_name(path.name + MIGRATING)
     if path.exists() or not (tmp / "live-000000").is_dir():
         return
     if _read_manifest(tmp) is None:
+        shutil.rmtree(tmp / "live-000001", ignore_errors=True)  # (half made by a crash)
+        EdgeStore.open(tmp / "live-000001", path.name, dim).close()  # a manifest names only shards that exist
         _write_manifest(tmp, Manifest(live="live-000001", frozen=["live-000000"], next=2))
     os.rename(tmp, path)
     _fsync_dir(path.parent)
@@ -214,9 +222,9 @@ class ShardedStore:
         graph (default :data:`photoman.vectors.edge.APPROXIMATE_FROM`).
         """
         path = Path(path)
-        _finish_migration(path)
+        _finish_migration(path, dim)
         if (path / "edge_config.json").exists() and _read_manifest(path) is None:
-            _migrate(path)
+            _migrate(path, dim)
         path.mkdir(parents=True, exist_ok=True)
         m = _read_manifest(path)
         fresh = m is None
@@ -225,6 +233,8 @@ class ShardedStore:
         members: dict[str, EdgeStore] = {}
 
         def member(shard: str, sealed: bool) -> EdgeStore:
+            if not fresh and not (path / shard / "edge_config.json").exists():  # never made empty anew
+                raise PhotomanError(f"vector store {path}: shard {shard} named in {MANIFEST} is missing")
             return EdgeStore.open(path / shard, name, dim, segment_kb, ballast_dir, keep_config=sealed)
 
         try:
@@ -288,7 +298,11 @@ class ShardedStore:
                 for i, (s, a) in enumerate(zip(shards, answers, strict=True)):
                     if len(a) == first and a[-1].score >= cutoff:
                         answers[i] = s.search(vector, using, limit, flt, with_payload, score_threshold)
-        hits = sorted((h for a in answers for h in a), key=lambda h: -h.score)
+        hits, seen = [], set()
+        for h in sorted((h for a in answers for h in a), key=lambda h: -h.score):
+            if h.id not in seen:  # (one point is in one shard; a crash must not show it twice either)
+                seen.add(h.id)
+                hits.append(h)
         return hits[:limit]
 
     def fused_search(
@@ -322,22 +336,29 @@ class ShardedStore:
         return [found[i] for i in dict.fromkeys(ids) if i in found]
 
     def all_ids(self) -> set[str]:
-        with self._lock:
-            shards = self._shards()
+        """Shard by shard (each under the lock, queries go between them); a build that swaps in
+        meanwhile put its sources' points in shards not yet visited, which are visited too."""
         ids: set[str] = set()
-        for s in shards:
-            with self._lock:  # (a shard swapped out meanwhile had its points copied to its successor)
-                if s not in self._members.values():
-                    continue
-                ids |= s.all_ids()
-        return ids
+        seen: set[str] = set()
+        while True:
+            with self._lock:
+                todo = [n for n in self._m.names() if n not in seen]
+                if not todo:
+                    return ids
+                seen.add(todo[0])
+                ids |= self._members[todo[0]].all_ids()
 
     def count(self) -> int:
         with self._lock:
             return sum(s.count() for s in self._shards())
 
     def disk_bytes(self) -> int | None:
-        return sum(f.stat().st_blocks * 512 for f in self.path.rglob("*") if f.is_file())
+        total = 0
+        for root, _, files in os.walk(self.path):  # (a build creates and removes files meanwhile)
+            for f in files:
+                with contextlib.suppress(FileNotFoundError):
+                    total += os.stat(os.path.join(root, f)).st_blocks * 512
+        return total
 
     # -- writes --------------------------------------------------------------------------------
 
@@ -370,8 +391,8 @@ class ShardedStore:
             for p in points:
                 groups.setdefault(where.get(p.id, self._m.live), []).append(p)
             for name, pts in groups.items():
+                self._written(name, [p.id for p in pts])  # (first: a write failing part way is copied too)
                 self._members[name].upsert(pts)
-                self._written(name, [p.id for p in pts])
             self._since_flush += len(groups.get(self._m.live, ()))
             if self._since_flush >= self.rotate_at // FLUSHES_PER_SHARD:
                 self.live.flush()
@@ -387,14 +408,22 @@ class ShardedStore:
             if missing and missing_to_live:
                 held.setdefault(self._m.live, []).extend(missing)
             for name, pids in held.items():
-                call(self._members[name], pids)
                 self._written(name, pids)
+                call(self._members[name], pids)
 
     def set_payload(self, ids: Sequence[str], payload: dict[str, Any]) -> None:
         self._routed(ids, True, lambda s, pids: s.set_payload(pids, payload))
 
     def delete(self, ids: Sequence[str]) -> None:
-        self._routed(ids, False, lambda s, pids: s.delete(pids))
+        """A delete in a sealed shard (no WAL) is flushed at once: lost in a crash, the point would
+        stay there while the same content written again went to the live shard, found twice."""
+
+        def delete(shard: EdgeStore, pids: list[str]) -> None:
+            shard.delete(pids)
+            if shard.path.name.startswith("s-"):
+                shard.flush()
+
+        self._routed(ids, False, delete)
 
     def update_vectors(self, points: Sequence[VectorPoint]) -> None:
         by_id = {p.id: p for p in points}
@@ -434,17 +463,18 @@ class ShardedStore:
                 self._m = m
 
     def _start(self) -> None:
-        if self._stop.is_set() or (self._thread is not None and self._thread.is_alive()):
-            return
-        if time.monotonic() < self._retry_at:
-            return
-        with self._write_lock:
+        with self._write_lock:  # (one caller at a time, and not once close() has begun)
+            if self._stop.is_set() or (self._thread is not None and self._thread.is_alive()):
+                return
+            if time.monotonic() < self._retry_at:
+                return
             job = self._plan()
             if job is None:
                 return
             self._job = job
-        self._thread = threading.Thread(target=self._work, args=(job,), name="photoman-shards", daemon=True)
-        self._thread.start()
+            self._thread = threading.Thread(target=self._work, args=(job,), name="photoman-shards")
+            self._thread.daemon = True
+            self._thread.start()
 
     def _plan(self) -> _Job | None:
         """The next build: the frozen shards; else small sealed shards merged; else, once the library
@@ -575,9 +605,12 @@ class ShardedStore:
         """Load the built shards (outside the lock: tens of ms each), write into them what changed in
         the sources meanwhile, then name them in the manifest in the sources' place."""
         built: list[EdgeStore] = []
+        committed = False
         try:
             for name, _, _ in job.outputs:
                 os.rename(job.dir / name, self.path / name)
+            _fsync_dir(self.path)  # the renames are on disk before a manifest names them
+            for name, _, _ in job.outputs:
                 if self._stop.is_set():
                     raise _Stopped
                 built.append(EdgeStore.open(self.path / name, self.name, self.dim, self.segment_kb,
@@ -601,6 +634,7 @@ class ShardedStore:
                 sealed = [n for n in old.sealed if n not in job.sources] + [o[0] for o in job.outputs]
                 m = Manifest(old.live, frozen, sealed, old.next)
                 _write_manifest(self.path, m)
+                committed = True
                 with self._lock:  # (waits for the searches under way: they may be reading a source)
                     for name, out in zip([o[0] for o in job.outputs], built, strict=True):
                         self._members[name] = out
@@ -611,10 +645,9 @@ class ShardedStore:
         finally:
             for out in built:  # not swapped in (the store is closing, or an error): thrown away
                 out.close()
-            if built or self._stop.is_set():
+            if not committed:
                 for name, _, _ in job.outputs:
-                    if name not in self._members:
-                        shutil.rmtree(self.path / name, ignore_errors=True)
+                    shutil.rmtree(self.path / name, ignore_errors=True)
         for n, src in zip(job.sources, sources, strict=True):
             src.close()
             shutil.rmtree(self.path / n, ignore_errors=True)
@@ -623,6 +656,8 @@ class ShardedStore:
         """Wait until no build is due or running (tests, benchmarks, a model switch's last step)."""
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
+            if self._stop.is_set():
+                raise RuntimeError("the vector store is closed")
             self.optimize()
             thread = self._thread
             if thread is None or not thread.is_alive():
@@ -648,14 +683,17 @@ class ShardedStore:
         return self._thread is not None and self._thread.is_alive()
 
     def close(self) -> None:
-        """Abandon a build under way (the next open starts it again) and close every shard."""
-        self._stop.set()
-        if self._thread is not None:
-            job = self._job
+        """Abandon a build under way (the next open starts it again) and close every shard, the live
+        one last: its WAL lock is what keeps another process out of the store."""
+        with self._write_lock:
+            self._stop.set()
+            thread, job = self._thread, self._job
+        if thread is not None:
             if job is not None and job.proc is not None and job.proc.poll() is None:
                 job.proc.kill()
-            self._thread.join()
+            thread.join()
         with self._lock:
-            for s in self._members.values():
-                s.close()
+            for name in [*self._m.sealed, *self._m.frozen, self._m.live]:
+                if name in self._members:
+                    self._members[name].close()
             self._members = {}
