@@ -251,6 +251,18 @@ def back_sparse_files(path: Path) -> None:
                 raise
 
 
+def _points(recs: Sequence[Any]) -> list[VectorPoint]:
+    """Records from the bindings as VectorPoints (vectors only where they were asked for)."""
+    return [
+        VectorPoint(
+            str(r.id),
+            {k: np.asarray(v, dtype=np.float32) for k, v in cast(dict[str, Any], r.vector or {}).items()},
+            dict(r.payload or {}),
+        )
+        for r in recs
+    ]
+
+
 class EdgeStore:
     """A Qdrant Edge shard; only one process may hold it open (its WAL is locked)."""
 
@@ -264,8 +276,8 @@ class EdgeStore:
         ballast_dir: Path | None = None,
     ) -> None:
         self._shard = shard
-        # held while the shard object is replaced (the switch to graph search closes and reloads it:
-        # a call on the closed one fails) and by every call on it from any thread
+        # held by every call on the shard, from any thread (the daemon's queries, its writer, the
+        # export of a build: photoman.vectors.shards), and by its close
         self._swap = threading.RLock()
         self._changed = False  # a store only read is closed without a flush (~0.1-0.25 s at 100k)
         self.unflushed = False  # written since the last flush
@@ -461,16 +473,7 @@ class EdgeStore:
             return []
         with self._swap:
             recs = self._shard.retrieve(list(ids), with_payload=True, with_vector=with_vectors)
-        return [
-            VectorPoint(
-                str(r.id),
-                {k: np.asarray(v, dtype=np.float32) for k, v in cast(dict[str, Any], r.vector or {}).items()}
-                if with_vectors
-                else {},
-                dict(r.payload or {}),
-            )
-            for r in recs
-        ]
+        return _points(recs)
 
     def present(self, ids: Sequence[str]) -> set[str]:
         """Which of these points this shard holds."""
@@ -487,15 +490,7 @@ class EdgeStore:
             recs, offset = self._shard.scroll(
                 qe.ScrollRequest(offset=offset, limit=limit, with_payload=True, with_vector=True)
             )
-        pts = [
-            VectorPoint(
-                str(r.id),
-                {k: np.asarray(v, dtype=np.float32) for k, v in cast(dict[str, Any], r.vector or {}).items()},
-                dict(r.payload or {}),
-            )
-            for r in recs
-        ]
-        return pts, offset
+        return _points(recs), offset
 
     def all_ids(self) -> set[str]:
         ids: set[str] = set()

@@ -468,7 +468,7 @@ class ShardedStore:
                 return
             if time.monotonic() < self._retry_at:
                 return
-            job = self._plan()
+            job = self._next_job()
             if job is None:
                 return
             self._job = job
@@ -476,9 +476,14 @@ class ShardedStore:
             self._thread.daemon = True
             self._thread.start()
 
-    def _plan(self) -> _Job | None:
-        """The next build: the frozen shards; else small sealed shards merged; else, once the library
-        is large, a sealed shard without a graph that should have one."""
+    def _next_job(self) -> _Job | None:
+        plan = self._plan()
+        return None if plan is None else _Job(plan[0], self.path / self._m.new_name("job"), plan[1])
+
+    def _plan(self) -> tuple[list[str], bool] | None:
+        """The next build's sources, and whether the library is large enough for graphs: the frozen
+        shards; else small sealed shards merged; else, once the library is large, a sealed shard
+        without a graph that should have one."""
         m = self._m
         counts = {n: self._members[n].count() for n in m.sealed}
         total = sum(counts.values()) + sum(self._members[n].count() for n in [*m.frozen, m.live])
@@ -501,7 +506,7 @@ class ShardedStore:
                 ][:1]
         if not sources:
             return None
-        return _Job(sources, self.path / m.new_name("job"), approximate)
+        return sources, approximate
 
     @property
     def graph_from(self) -> int:
@@ -530,7 +535,7 @@ class ShardedStore:
             with self._write_lock:
                 if self._stop.is_set():
                     return
-                job = self._plan()  # type: ignore[assignment]
+                job = self._next_job()  # type: ignore[assignment]
                 self._job = job
 
     def _export(self, job: _Job) -> None:
@@ -597,6 +602,8 @@ class ShardedStore:
                         job.proc.kill()
                         job.proc.wait()
                         raise _Stopped from None
+        if self._stop.is_set():  # killed by close(): abandoned, not failed
+            raise _Stopped
         if rc != 0 or not (job.dir / "done.json").exists():
             lines = (job.dir / "build.log").read_text(errors="replace").strip().splitlines()
             raise RuntimeError(f"shard build exited with status {rc}: {lines[-1] if lines else 'no message'}")
@@ -662,20 +669,13 @@ class ShardedStore:
             thread = self._thread
             if thread is None or not thread.is_alive():
                 with self._write_lock:
-                    if self._plan_due() is False:
+                    if self._plan() is None:
                         return
                 if self.last_error is not None:
                     raise RuntimeError(self.last_error)
             else:
                 thread.join(timeout=max(0.0, deadline - time.monotonic()))
         raise TimeoutError("vector shards still building")
-
-    def _plan_due(self) -> bool:
-        m = self._m
-        saved = m.next
-        job = self._plan()
-        m.next = saved  # (planning names the job folder)
-        return job is not None
 
     @property
     def building(self) -> bool:
