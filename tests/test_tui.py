@@ -201,6 +201,8 @@ async def test_library_notices_are_toasts(settings: Settings, tmp_path: Path) ->
         assert toasts()["fast text encoder unavailable (boom)"] == "warning"
         assert all(not n.markup for n in app._notifications)
     assert not logging.getLogger("photoman").handlers
+    app._message("Your library is empty")  # a worker's answer arriving once the app has exited: dropped
+    app.watch_status_text("0 photos")
 
 
 SNAPSHOTS = Path(__file__).parent / "snapshots"

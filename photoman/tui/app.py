@@ -235,11 +235,14 @@ class PhotomanApp(App[None]):
     def _set_status(self, text: str) -> None:
         self.status_text = shown(text)  # the model may be a folder, an error may quote a file name
 
+    # A worker's answer may arrive while the app exits (its widgets already gone): then it goes nowhere.
     def watch_status_text(self, text: str) -> None:
-        self.query_one("#status", Static).update(text)
+        for status in self.query("#status").results(Static):
+            status.update(text)
 
     def _message(self, text: str) -> None:
-        self.query_one(ResultsGrid).show_message(text)
+        for grid in self.query(ResultsGrid):
+            grid.show_message(text)
 
     def say(self, text: str, severity: SeverityLevel = "information") -> None:
         """A toast that may quote a file name or an error: escaped, never read as markup."""
